@@ -151,6 +151,12 @@ impl fmt::Debug for JobId {
 #[rkyv(derive(Debug, PartialEq, Eq, Hash))]
 pub struct TaskIndex(pub u32);
 
+impl fmt::Debug for TaskIndex {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "#{}", self.0)
+    }
+}
+
 /// A task anywhere in the swarm: its job and its index in that job.
 #[derive(
     Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize,
