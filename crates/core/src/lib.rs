@@ -8,3 +8,5 @@
 //! It must not depend on tokio, quinn or wasmtime (CI checks `cargo tree -p shoal-core`).
 
 pub mod ids;
+pub mod membership;
+pub mod wire;
