@@ -1,0 +1,43 @@
+//! `shoal`: the command-line front of Shoal, a volunteer computing swarm of WebAssembly tasks.
+
+mod cmd_run;
+mod units;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// Shoal: share idle CPU with a peer-to-peer swarm of sandboxed WebAssembly tasks.
+#[derive(Debug, Parser)]
+#[command(name = "shoal", version, about, propagate_version = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run one task locally, under the same sandbox and limits a volunteer's peer applies.
+    Run(cmd_run::RunArgs),
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Run(args) => cmd_run::run(args),
+    };
+    match result {
+        Ok(code) => ExitCode::from(code),
+        Err(e) => {
+            eprintln!("shoal: error: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
