@@ -8,5 +8,7 @@
 //! It must not depend on tokio, quinn or wasmtime (CI checks `cargo tree -p shoal-core`).
 
 pub mod ids;
+pub mod job;
+pub mod sched;
 pub mod membership;
 pub mod wire;

@@ -41,10 +41,11 @@ impl<V> MemoryCache<V> {
 
     pub(crate) fn insert(&mut self, key: [u8; 32], value: Arc<V>) {
         self.clock += 1;
-        if self.entries.len() >= self.capacity && !self.entries.contains_key(&key) {
-            if let Some(oldest) = self.entries.iter().min_by_key(|(_, (_, used))| *used).map(|(k, _)| *k) {
-                self.entries.remove(&oldest);
-            }
+        if self.entries.len() >= self.capacity
+            && !self.entries.contains_key(&key)
+            && let Some(oldest) = self.entries.iter().min_by_key(|(_, (_, used))| *used).map(|(k, _)| *k)
+        {
+            self.entries.remove(&oldest);
         }
         self.entries.insert(key, (value, self.clock));
     }
