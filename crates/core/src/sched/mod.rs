@@ -1,0 +1,47 @@
+//! The scheduling state machines, sans-IO: time, randomness and messages in; messages, "run this
+//! task" orders and timers out.
+//!
+//! Two machines cooperate:
+//! - [`Owner`]: one per job, on the submitting peer. It holds the job DAG and the state of every
+//!   task: where each attempt is queued or running and where each output lives. It places newly
+//!   ready tasks (on the peer holding most of their input bytes), re-issues work whose holder
+//!   vanished, re-runs producers of lost outputs from lineage, retries peer faults with backoff and
+//!   stops on a task's own deterministic failure.
+//! - [`PeerSched`]: one per peer. A ready queue ordered by priority, a number of slots, and
+//!   randomised work stealing: as a thief it asks victims chosen from its view (power of two
+//!   choices biased by load hints and latency) for half their ready tasks; as a victim it answers.
+//!
+//! # Driving them
+//! Time is a [`Time`]: a [`Duration`] since any fixed epoch the driver picks (the worker uses
+//! process start, the simulator virtual time zero). After **every** `handle_*` call the driver
+//! drains `poll_transmit` (send each [`Transmit`]; `to == self` means deliver locally), and for the
+//! peer scheduler also `poll_run` (start each [`TaskDesc`] in the sandbox, later report with
+//! [`PeerSched::handle_task_finished`]), and `poll_timer` (arm each [`Timer`]; when it fires call
+//! `handle_timer` with its token — tokens no longer pending are ignored, so never cancel timers).
+//! An incoming message goes to the owner of [`SchedMsg::owner_job`] if that is `Some`, else to the
+//! peer scheduler. When membership says a peer is gone, call `handle_peer_down` on the peer
+//! scheduler and on every owner.
+
+mod msg;
+mod owner;
+mod peer;
+mod queue;
+
+use std::time::Duration;
+
+pub use msg::{FailureKind, InputLoc, InputSource, LoadHint, OutputRef, SchedMsg, TaskDesc, Transmit};
+pub use owner::{Owner, OwnerConfig, OwnerError, OwnerEvent, Placement, Progress, Report, TaskState};
+pub use peer::{PeerConfig, PeerHint, PeerSched, PeerStats, TaskOutcome, VictimChoice};
+pub use queue::ReadyQueue;
+
+/// A point in time: the duration since an epoch fixed by the driver.
+pub type Time = Duration;
+
+/// A timer requested by a state machine: call its `handle_timer(now, token)` at or after `at`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Timer {
+    /// When to fire.
+    pub at: Time,
+    /// What to pass back.
+    pub token: u64,
+}

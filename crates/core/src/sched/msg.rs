@@ -1,0 +1,202 @@
+//! The scheduling protocol's messages: the very values the simulator and the QUIC network carry.
+//!
+//! Routing rule (see [`SchedMsg::owner_job`]): [`SchedMsg::Claim`], [`SchedMsg::Done`] and
+//! [`SchedMsg::Failed`] go to the [`Owner`](super::Owner) of the job they name; every other variant
+//! goes to the receiving peer's [`PeerSched`](super::PeerSched). A message addressed to the sending
+//! peer itself is delivered locally and never touches the network.
+//!
+//! Every run of a task carries an `attempt` number unique within that task, so reports of
+//! different runs of one task (re-issues after faults, or replicas for verification) never mix.
+
+use crate::ids::{BlobHash, JobId, PeerId, TaskId, TaskIndex};
+use crate::job::Limits;
+
+/// Where a task input can be obtained.
+#[derive(Clone, Debug, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+#[rkyv(derive(Debug))]
+pub enum InputSource {
+    /// The bytes travel with the task (small outputs).
+    Inline(Vec<u8>),
+    /// Fetch by hash from any of these peers (the owner holds literal blobs).
+    Holders(Vec<PeerId>),
+}
+
+/// One input of a task to run, in order.
+#[derive(Clone, Debug, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+#[rkyv(derive(Debug))]
+pub struct InputLoc {
+    /// Content hash of the input.
+    pub hash: BlobHash,
+    /// Its size in bytes.
+    pub size: u64,
+    /// Where to get it.
+    pub source: InputSource,
+}
+
+/// Everything a peer needs to run (or pass on) one attempt of a task.
+#[derive(Clone, Debug, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+#[rkyv(derive(Debug))]
+pub struct TaskDesc {
+    /// The task.
+    pub task: TaskId,
+    /// The peer owning the task's job: reports and claims go there.
+    pub owner: PeerId,
+    /// Which run of the task this is (unique per task, chosen by the owner).
+    pub attempt: u32,
+    /// Ready-queue priority (upward rank in fuel; higher runs first).
+    pub priority: u64,
+    /// Content hash of the module to run.
+    pub module: BlobHash,
+    /// Arguments.
+    pub args: Vec<String>,
+    /// Inputs in order.
+    pub inputs: Vec<InputLoc>,
+    /// Sandbox limits.
+    pub limits: Limits,
+}
+
+/// A finished task's output.
+#[derive(Clone, Debug, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+#[rkyv(derive(Debug))]
+pub struct OutputRef {
+    /// Content hash of the output.
+    pub hash: BlobHash,
+    /// Its size in bytes.
+    pub size: u64,
+    /// The bytes themselves when small (see [`OwnerConfig::inline_max`](super::OwnerConfig)).
+    pub inline: Option<Vec<u8>>,
+}
+
+/// Why a run of a task failed. Only [`FailureKind::Task`] is the task's own fault.
+#[derive(Clone, Debug, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+#[rkyv(derive(Debug))]
+pub enum FailureKind {
+    /// The task failed deterministically (trap, non-zero exit, a limit): running it again on
+    /// another peer gives the same failure. The text says which, for the submitter.
+    Task(String),
+    /// Input number `input` could not be fetched from any listed holder.
+    InputLost {
+        /// Position of the input.
+        input: u32,
+    },
+    /// The executing peer could not run it (shutting down, out of resources, internal error).
+    Executor(String),
+}
+
+/// A peer's load, piggybacked on steal traffic.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+#[rkyv(derive(Debug))]
+pub struct LoadHint {
+    /// Slots not running a task.
+    pub free_slots: u32,
+    /// Tasks waiting in the ready queue.
+    pub ready_tasks: u32,
+}
+
+/// A scheduling message.
+#[derive(Clone, Debug, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+#[rkyv(derive(Debug))]
+pub enum SchedMsg {
+    /// Owner → peer: put these tasks in your ready queue.
+    Assign {
+        /// The tasks.
+        tasks: Vec<TaskDesc>,
+    },
+    /// Thief → victim: give me up to `max` ready tasks.
+    Steal {
+        /// Most tasks the thief wants.
+        max: u32,
+        /// The thief's load.
+        load: LoadHint,
+    },
+    /// Victim → thief: the answer to a [`SchedMsg::Steal`], possibly empty.
+    Stolen {
+        /// The tasks given away, highest priority first.
+        tasks: Vec<TaskDesc>,
+        /// The victim's load after giving them.
+        load: LoadHint,
+    },
+    /// New holder → owner: these attempts of `job`'s tasks are now queued here.
+    Claim {
+        /// The job.
+        job: JobId,
+        /// `(task, attempt)` pairs.
+        tasks: Vec<(TaskIndex, u32)>,
+    },
+    /// Executor → owner: an attempt finished; the output stays on the executor (unless inline).
+    Done {
+        /// The task.
+        task: TaskId,
+        /// Which attempt.
+        attempt: u32,
+        /// The output.
+        output: OutputRef,
+        /// Fuel used.
+        fuel: u64,
+    },
+    /// Executor → owner: an attempt failed.
+    Failed {
+        /// The task.
+        task: TaskId,
+        /// Which attempt.
+        attempt: u32,
+        /// Why.
+        kind: FailureKind,
+    },
+}
+
+impl SchedMsg {
+    /// The job whose owner must handle this message, or `None` if the peer scheduler handles it.
+    pub fn owner_job(&self) -> Option<JobId> {
+        match self {
+            SchedMsg::Claim { job, .. } => Some(*job),
+            SchedMsg::Done { task, .. } | SchedMsg::Failed { task, .. } => Some(task.job),
+            SchedMsg::Assign { .. } | SchedMsg::Steal { .. } | SchedMsg::Stolen { .. } => None,
+        }
+    }
+
+    /// The rkyv-serialised form (what goes in a frame).
+    pub fn to_bytes(&self) -> Vec<u8> {
+        match rkyv::to_bytes::<rkyv::rancor::Error>(self) {
+            Ok(b) => b.into_vec(),
+            // Serialising owned, in-memory values into a growable buffer cannot fail.
+            Err(e) => unreachable!("serialising a SchedMsg failed: {e}"),
+        }
+    }
+
+    /// Reads a message from untrusted bytes, validating them first.
+    pub fn from_bytes(bytes: &[u8]) -> Result<SchedMsg, rkyv::rancor::Error> {
+        rkyv::from_bytes::<SchedMsg, rkyv::rancor::Error>(bytes)
+    }
+}
+
+/// A message to send.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Transmit {
+    /// Destination peer (possibly the sender itself: deliver locally).
+    pub to: PeerId,
+    /// The message.
+    pub msg: SchedMsg,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn messages_round_trip_and_route() {
+        let task = TaskId { job: JobId(7), index: TaskIndex(3) };
+        let msg = SchedMsg::Done {
+            task,
+            attempt: 2,
+            output: OutputRef { hash: BlobHash::of(b"x"), size: 1, inline: Some(b"x".to_vec()) },
+            fuel: 99,
+        };
+        let bytes = msg.to_bytes();
+        assert_eq!(SchedMsg::from_bytes(&bytes).unwrap(), msg);
+        assert_eq!(msg.owner_job(), Some(JobId(7)));
+        let steal = SchedMsg::Steal { max: 4, load: LoadHint::default() };
+        assert_eq!(steal.owner_job(), None);
+        assert!(SchedMsg::from_bytes(&bytes[..bytes.len() / 2]).is_err());
+    }
+}

@@ -1,0 +1,348 @@
+//! The peer scheduler: ready queue, slots and randomised work stealing.
+//!
+//! Invariants: at most `slots` tasks run at once; a task is started only when a slot is free, and a
+//! free slot never coexists with a non-empty ready queue after a `handle_*` call returns; at most
+//! `max_steals` steal requests are in flight; every task received from a steal is claimed at its
+//! owner before it can run, so the owner always knows the holder.
+
+use std::collections::{HashMap, VecDeque};
+use std::time::Duration;
+
+use rand::{Rng, RngCore};
+
+use super::msg::{FailureKind, LoadHint, OutputRef, SchedMsg, TaskDesc, Transmit};
+use super::queue::ReadyQueue;
+use super::{Time, Timer};
+use crate::ids::{JobId, PeerId, TaskId, TaskIndex};
+
+/// How a thief picks a victim.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum VictimChoice {
+    /// Uniformly at random from the view.
+    Uniform,
+    /// Best of two random picks, scored by ready tasks over latency (power of two choices).
+    LoadBiased,
+}
+
+/// Peer scheduler settings.
+#[derive(Clone, Debug)]
+pub struct PeerConfig {
+    /// Tasks run at once.
+    pub slots: u32,
+    /// Whether to steal at all (off for the central and random baselines).
+    pub stealing: bool,
+    /// Cap on concurrent steal requests.
+    pub max_steals: u32,
+    /// Most tasks asked for in one steal.
+    pub steal_max: u32,
+    /// First backoff after a failed steal; doubles per failure.
+    pub backoff_min: Duration,
+    /// Backoff ceiling.
+    pub backoff_max: Duration,
+    /// A steal with no answer after this long is given up.
+    pub steal_timeout: Duration,
+    /// Victim selection.
+    pub victims: VictimChoice,
+}
+
+impl Default for PeerConfig {
+    fn default() -> Self {
+        PeerConfig {
+            slots: 1,
+            stealing: true,
+            max_steals: 1,
+            steal_max: 32,
+            backoff_min: Duration::from_millis(1),
+            backoff_max: Duration::from_millis(100),
+            steal_timeout: Duration::from_secs(2),
+            victims: VictimChoice::LoadBiased,
+        }
+    }
+}
+
+/// What membership tells the scheduler about another peer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PeerHint {
+    /// The peer.
+    pub peer: PeerId,
+    /// Its free slots, as last heard.
+    pub free_slots: u32,
+    /// Its ready tasks, as last heard.
+    pub ready_tasks: u32,
+    /// Round-trip time estimate.
+    pub rtt: Duration,
+}
+
+/// How a run ended, as the executor reports it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum TaskOutcome {
+    /// Success: the output (kept locally by the executor) and fuel used.
+    Ok {
+        /// The output.
+        output: OutputRef,
+        /// Fuel used.
+        fuel: u64,
+    },
+    /// Failure.
+    Failed(FailureKind),
+}
+
+/// Counters for metrics.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PeerStats {
+    /// Steal requests sent.
+    pub steals_tried: u64,
+    /// Steal requests answered with at least one task.
+    pub steals_won: u64,
+    /// Tasks received by stealing.
+    pub tasks_stolen: u64,
+    /// Tasks started.
+    pub tasks_started: u64,
+}
+
+#[derive(Debug)]
+struct InFlight {
+    victim: PeerId,
+    token: u64,
+}
+
+/// One peer's scheduler. See the [module docs](super) for the call order.
+#[derive(Debug)]
+pub struct PeerSched {
+    me: PeerId,
+    cfg: PeerConfig,
+    ready: ReadyQueue,
+    running: HashMap<(TaskId, u32), PeerId>,
+    view: Vec<PeerHint>,
+    steals: Vec<InFlight>,
+    fails: u32,
+    next_steal_at: Time,
+    retry_token: Option<u64>,
+    next_token: u64,
+    out: VecDeque<Transmit>,
+    runs: VecDeque<TaskDesc>,
+    timers: VecDeque<Timer>,
+    stats: PeerStats,
+}
+
+impl PeerSched {
+    /// A scheduler for peer `me`.
+    pub fn new(me: PeerId, cfg: PeerConfig) -> Self {
+        PeerSched {
+            me,
+            cfg,
+            ready: ReadyQueue::default(),
+            running: HashMap::new(),
+            view: Vec::new(),
+            steals: Vec::new(),
+            fails: 0,
+            next_steal_at: Duration::ZERO,
+            retry_token: None,
+            next_token: 0,
+            out: VecDeque::new(),
+            runs: VecDeque::new(),
+            timers: VecDeque::new(),
+            stats: PeerStats::default(),
+        }
+    }
+
+    /// This peer's load, as it would advertise it.
+    pub fn load(&self) -> LoadHint {
+        LoadHint { free_slots: self.free_slots(), ready_tasks: self.ready.len() as u32 }
+    }
+
+    /// Counters so far.
+    pub fn stats(&self) -> PeerStats {
+        self.stats
+    }
+
+    /// Tasks running now.
+    pub fn running(&self) -> usize {
+        self.running.len()
+    }
+
+    fn free_slots(&self) -> u32 {
+        self.cfg.slots.saturating_sub(self.running.len() as u32)
+    }
+
+    /// Replaces the membership view (other peers and their load hints). `me` is ignored if present.
+    pub fn handle_view(&mut self, now: Time, view: Vec<PeerHint>, rng: &mut dyn RngCore) {
+        self.view = view;
+        self.view.retain(|h| h.peer != self.me);
+        self.pump(now, rng);
+    }
+
+    /// A peer left: forget it, drop steals waiting on it and tasks whose owner it was.
+    pub fn handle_peer_down(&mut self, now: Time, peer: PeerId, rng: &mut dyn RngCore) {
+        self.view.retain(|h| h.peer != peer);
+        self.steals.retain(|s| s.victim != peer);
+        self.ready.retain(|d| d.owner != peer);
+        self.pump(now, rng);
+    }
+
+    /// A message for the peer scheduler (one whose [`SchedMsg::owner_job`] is `None`) from `from`.
+    /// Owner-bound messages are ignored.
+    pub fn handle_msg(&mut self, now: Time, from: PeerId, msg: SchedMsg, rng: &mut dyn RngCore) {
+        match msg {
+            SchedMsg::Assign { tasks } => {
+                self.fails = 0;
+                for t in tasks {
+                    self.ready.push(t);
+                }
+            }
+            SchedMsg::Steal { max, load } => {
+                self.note_load(from, load);
+                let tasks = self.ready.steal_half(max);
+                self.out.push_back(Transmit { to: from, msg: SchedMsg::Stolen { tasks, load: self.load() } });
+            }
+            SchedMsg::Stolen { tasks, load } => {
+                self.note_load(from, load);
+                self.steals.retain(|s| s.victim != from);
+                if tasks.is_empty() {
+                    self.steal_failed(now, rng);
+                } else {
+                    self.fails = 0;
+                    self.stats.steals_won += 1;
+                    self.stats.tasks_stolen += tasks.len() as u64;
+                    self.claim(&tasks);
+                    for t in tasks {
+                        self.ready.push(t);
+                    }
+                }
+            }
+            SchedMsg::Claim { .. } | SchedMsg::Done { .. } | SchedMsg::Failed { .. } => {}
+        }
+        self.pump(now, rng);
+    }
+
+    /// The executor finished attempt `attempt` of `task`; the report goes to the task's owner.
+    pub fn handle_task_finished(
+        &mut self,
+        now: Time,
+        task: TaskId,
+        attempt: u32,
+        outcome: TaskOutcome,
+        rng: &mut dyn RngCore,
+    ) {
+        if let Some(owner) = self.running.remove(&(task, attempt)) {
+            let msg = match outcome {
+                TaskOutcome::Ok { output, fuel } => SchedMsg::Done { task, attempt, output, fuel },
+                TaskOutcome::Failed(kind) => SchedMsg::Failed { task, attempt, kind },
+            };
+            self.out.push_back(Transmit { to: owner, msg });
+        }
+        self.pump(now, rng);
+    }
+
+    /// A timer fired. Stale tokens are ignored.
+    pub fn handle_timer(&mut self, now: Time, token: u64, rng: &mut dyn RngCore) {
+        if let Some(i) = self.steals.iter().position(|s| s.token == token) {
+            // No answer in time: treat as a failed steal from that victim.
+            let victim = self.steals.swap_remove(i).victim;
+            self.view.retain(|h| h.peer != victim);
+            self.steal_failed(now, rng);
+        } else if self.retry_token == Some(token) {
+            self.retry_token = None;
+        } else {
+            return;
+        }
+        self.pump(now, rng);
+    }
+
+    /// The next message to send.
+    pub fn poll_transmit(&mut self) -> Option<Transmit> {
+        self.out.pop_front()
+    }
+
+    /// The next task to start in the sandbox.
+    pub fn poll_run(&mut self) -> Option<TaskDesc> {
+        self.runs.pop_front()
+    }
+
+    /// The next timer to arm.
+    pub fn poll_timer(&mut self) -> Option<Timer> {
+        self.timers.pop_front()
+    }
+
+    fn note_load(&mut self, peer: PeerId, load: LoadHint) {
+        if let Some(h) = self.view.iter_mut().find(|h| h.peer == peer) {
+            h.free_slots = load.free_slots;
+            h.ready_tasks = load.ready_tasks;
+        }
+    }
+
+    fn steal_failed(&mut self, now: Time, rng: &mut dyn RngCore) {
+        self.fails += 1;
+        let exp = self.cfg.backoff_min.saturating_mul(1 << (self.fails - 1).min(16));
+        let jitter = rng.random_range(0.5..1.5);
+        self.next_steal_at = now + exp.min(self.cfg.backoff_max).mul_f64(jitter);
+    }
+
+    fn claim(&mut self, tasks: &[TaskDesc]) {
+        type Batch = (PeerId, JobId, Vec<(TaskIndex, u32)>);
+        let mut by_owner: Vec<Batch> = Vec::new();
+        for t in tasks {
+            match by_owner.iter_mut().find(|(o, j, _)| *o == t.owner && *j == t.task.job) {
+                Some(e) => e.2.push((t.task.index, t.attempt)),
+                None => by_owner.push((t.owner, t.task.job, vec![(t.task.index, t.attempt)])),
+            }
+        }
+        for (owner, job, tasks) in by_owner {
+            self.out.push_back(Transmit { to: owner, msg: SchedMsg::Claim { job, tasks } });
+        }
+    }
+
+    fn token(&mut self) -> u64 {
+        self.next_token += 1;
+        self.next_token
+    }
+
+    /// Starts ready tasks on free slots, then steals if slots are still free.
+    fn pump(&mut self, now: Time, rng: &mut dyn RngCore) {
+        while self.free_slots() > 0 {
+            let Some(t) = self.ready.pop() else { break };
+            self.running.insert((t.task, t.attempt), t.owner);
+            self.stats.tasks_started += 1;
+            self.runs.push_back(t);
+        }
+        if !self.cfg.stealing || self.free_slots() == 0 {
+            return;
+        }
+        if now < self.next_steal_at {
+            if self.retry_token.is_none() {
+                let token = self.token();
+                self.retry_token = Some(token);
+                self.timers.push_back(Timer { at: self.next_steal_at, token });
+            }
+            return;
+        }
+        while (self.steals.len() as u32) < self.cfg.max_steals {
+            let Some(victim) = self.pick_victim(rng) else { break };
+            let token = self.token();
+            self.steals.push(InFlight { victim, token });
+            self.timers.push_back(Timer { at: now + self.cfg.steal_timeout, token });
+            self.stats.steals_tried += 1;
+            let max = self.cfg.steal_max;
+            self.out.push_back(Transmit { to: victim, msg: SchedMsg::Steal { max, load: self.load() } });
+        }
+    }
+
+    fn pick_victim(&self, rng: &mut dyn RngCore) -> Option<PeerId> {
+        let free = |h: &&PeerHint| !self.steals.iter().any(|s| s.victim == h.peer);
+        let biased = self.cfg.victims == VictimChoice::LoadBiased;
+        let loaded: Vec<&PeerHint> =
+            self.view.iter().filter(free).filter(|h| biased && h.ready_tasks > 0).collect();
+        let pool: Vec<&PeerHint> =
+            if loaded.is_empty() { self.view.iter().filter(free).collect() } else { loaded };
+        if pool.is_empty() {
+            return None;
+        }
+        let a = pool[rng.random_range(0..pool.len())];
+        if !biased {
+            return Some(a.peer);
+        }
+        let b = pool[rng.random_range(0..pool.len())];
+        let score = |h: &PeerHint| f64::from(h.ready_tasks) / (1.0 + h.rtt.as_secs_f64() * 100.0);
+        Some(if score(b) > score(a) { b.peer } else { a.peer })
+    }
+}

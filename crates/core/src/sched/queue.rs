@@ -1,0 +1,75 @@
+//! The ready queue: tasks a peer holds and may run or give away.
+//!
+//! Invariant: [`ReadyQueue::pop`] returns the highest priority first and, among equal priorities,
+//! the task that arrived first (so all-zero priorities give FIFO order).
+
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
+
+use super::msg::TaskDesc;
+
+#[derive(Debug)]
+struct Entry {
+    priority: u64,
+    seq: Reverse<u64>,
+    desc: TaskDesc,
+}
+
+impl PartialEq for Entry {
+    fn eq(&self, other: &Self) -> bool {
+        (self.priority, self.seq) == (other.priority, other.seq)
+    }
+}
+impl Eq for Entry {}
+impl PartialOrd for Entry {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for Entry {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        (self.priority, self.seq).cmp(&(other.priority, other.seq))
+    }
+}
+
+/// Ready tasks ordered by priority, then arrival.
+#[derive(Debug, Default)]
+pub struct ReadyQueue {
+    heap: BinaryHeap<Entry>,
+    seq: u64,
+}
+
+impl ReadyQueue {
+    /// Adds a task.
+    pub fn push(&mut self, desc: TaskDesc) {
+        self.seq += 1;
+        self.heap.push(Entry { priority: desc.priority, seq: Reverse(self.seq), desc });
+    }
+
+    /// Removes the highest-priority task.
+    pub fn pop(&mut self) -> Option<TaskDesc> {
+        self.heap.pop().map(|e| e.desc)
+    }
+
+    /// Number of tasks.
+    pub fn len(&self) -> usize {
+        self.heap.len()
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.heap.is_empty()
+    }
+
+    /// Keeps only the tasks for which `keep` says true.
+    pub fn retain(&mut self, mut keep: impl FnMut(&TaskDesc) -> bool) {
+        self.heap.retain(|e| keep(&e.desc));
+    }
+
+    /// Removes up to half the tasks, rounded up (`n - n / 2`), at most `max`, highest priority first.
+    pub fn steal_half(&mut self, max: u32) -> Vec<TaskDesc> {
+        let n = self.heap.len();
+        let k = (n - n / 2).min(max as usize);
+        (0..k).filter_map(|_| self.pop()).collect()
+    }
+}

@@ -1,0 +1,20 @@
+//! A deterministic discrete-event simulator of a Shoal swarm.
+//!
+//! It runs the **real** scheduling state machines of `shoal-core` ([`shoal_core::sched::Owner`]
+//! and [`shoal_core::sched::PeerSched`]) for hundreds to thousands of peers over a modelled network
+//! ([`net`]) in virtual time, exchanging the very [`shoal_core::sched::SchedMsg`] values the real
+//! network carries. It is not a second scheduler: only the executor (fetching inputs, computing) and
+//! membership are modelled. Workloads come from DAG generators ([`dag`]) or WfCommons traces
+//! ([`wfcommons`]); baselines ([`SchedulerKind::Central`], [`SchedulerKind::Random`]) run in the
+//! same loop for comparison. Same seed ⇒ same run, event for event.
+
+mod central;
+pub mod cli;
+pub mod dag;
+pub mod metrics;
+pub mod net;
+pub mod wfcommons;
+mod world;
+
+pub use metrics::Metrics;
+pub use world::{Kill, SchedulerKind, SimConfig, SimError, simulate};

@@ -1,0 +1,513 @@
+//! The discrete-event loop: N peers, each running the real [`PeerSched`], one job coordinator on
+//! peer 0 (the real [`Owner`], or a baseline), over the modelled [`Net`].
+//!
+//! Invariants: every event has a virtual time and a sequence number, and events run in
+//! (time, sequence) order, so one seed gives one run, event for event; all randomness comes from
+//! one ChaCha RNG seeded by the run's seed; a message between distinct peers is counted and sized
+//! by its real rkyv serialisation, a message to oneself is delivered locally and not counted; a
+//! dead peer receives nothing and its pending timers and task completions are dropped.
+//!
+//! Membership is modelled, not simulated: every `gossip` period each live peer gets a fresh random
+//! partial view (up to `view_size` peers it has not been told are down) with their current load,
+//! standing in for a gossip protocol's hints (its messages are not counted here). Peer 0, the
+//! job's owner, is never killed (owner replication is future work).
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap};
+use std::time::Duration;
+
+use rand::seq::SliceRandom;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use shoal_core::ids::{BlobHash, JobId, PeerId, TaskId};
+use shoal_core::sched::{
+    FailureKind, InputSource, Owner, OwnerConfig, PeerConfig, PeerHint, PeerSched, SchedMsg, TaskDesc,
+    TaskOutcome, Transmit,
+};
+
+use crate::central::Central;
+use crate::dag::{FUEL_PER_SEC, SimDag};
+use crate::metrics::Metrics;
+use crate::net::{Net, Topology};
+
+/// Which scheduler runs the job.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum SchedulerKind {
+    /// Shoal: owner + decentralised work stealing.
+    Shoal,
+    /// Central list scheduler with global knowledge (HEFT-style).
+    Central,
+    /// Random placement.
+    Random,
+}
+
+/// Kill `fraction` of the peers when `progress` of the tasks are done.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Kill {
+    /// Fraction of peers (owner excluded).
+    pub fraction: f64,
+    /// Fraction of tasks done.
+    pub progress: f64,
+}
+
+/// A run's settings.
+#[derive(Clone, Debug)]
+pub struct SimConfig {
+    /// Number of peers.
+    pub peers: usize,
+    /// Topology.
+    pub topology: Topology,
+    /// Seed of everything random.
+    pub seed: u64,
+    /// Scheduler.
+    pub scheduler: SchedulerKind,
+    /// Failure injection.
+    pub kill: Option<Kill>,
+    /// Peer scheduler settings (slots included).
+    pub peer: PeerConfig,
+    /// Owner settings.
+    pub owner: OwnerConfig,
+    /// Membership view refresh period.
+    pub gossip: Duration,
+    /// Peers in a view.
+    pub view_size: usize,
+    /// Time for membership to report a dead peer.
+    pub detect: Duration,
+}
+
+impl SimConfig {
+    /// Defaults for `peers` peers on `topology`.
+    pub fn new(peers: usize, topology: Topology, seed: u64) -> Self {
+        let wan = topology == Topology::Wan;
+        SimConfig {
+            peers: peers.max(1),
+            topology,
+            seed,
+            scheduler: SchedulerKind::Shoal,
+            kill: None,
+            peer: PeerConfig {
+                backoff_min: if wan { Duration::from_millis(20) } else { Duration::from_millis(1) },
+                backoff_max: if wan { Duration::from_millis(1000) } else { Duration::from_millis(100) },
+                ..PeerConfig::default()
+            },
+            owner: OwnerConfig::default(),
+            gossip: if wan { Duration::from_millis(250) } else { Duration::from_millis(20) },
+            view_size: 64,
+            detect: if wan { Duration::from_secs(2) } else { Duration::from_millis(200) },
+        }
+    }
+}
+
+/// Why a run could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum SimError {
+    /// Failure injection needs the Shoal scheduler.
+    #[error("--kill needs --scheduler shoal: the baselines do not recover from failures")]
+    KillNeedsShoal,
+}
+
+#[derive(Debug)]
+enum Ev {
+    Deliver { from: usize, to: usize, msg: SchedMsg },
+    PeerTimer { peer: usize, token: u64 },
+    OwnerTimer { token: u64 },
+    Finish { peer: usize, task: TaskId, attempt: u32, outcome: TaskOutcome },
+    Down { peer: usize },
+    Gossip,
+}
+
+impl Ev {
+    fn tag(&self) -> (u64, u64) {
+        match self {
+            Ev::Deliver { from, to, .. } => (1, (*from as u64) << 32 | *to as u64),
+            Ev::PeerTimer { peer, token } => (2, (*peer as u64) << 32 ^ token),
+            Ev::OwnerTimer { token } => (3, *token),
+            Ev::Finish { peer, task, .. } => (4, (*peer as u64) << 32 | u64::from(task.index.0)),
+            Ev::Down { peer } => (5, *peer as u64),
+            Ev::Gossip => (6, 0),
+        }
+    }
+}
+
+#[derive(Debug)]
+struct Item {
+    at: Duration,
+    seq: u64,
+    ev: Ev,
+}
+impl PartialEq for Item {
+    fn eq(&self, o: &Self) -> bool {
+        (self.at, self.seq) == (o.at, o.seq)
+    }
+}
+impl Eq for Item {}
+impl PartialOrd for Item {
+    fn partial_cmp(&self, o: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(o))
+    }
+}
+impl Ord for Item {
+    fn cmp(&self, o: &Self) -> std::cmp::Ordering {
+        (self.at, self.seq).cmp(&(o.at, o.seq))
+    }
+}
+
+#[derive(Debug)]
+enum Coord {
+    Shoal(Box<Owner>),
+    Central(Box<Central>),
+}
+
+struct World<'a> {
+    cfg: &'a SimConfig,
+    dag: &'a SimDag,
+    net: Net,
+    rng: ChaCha8Rng,
+    now: Duration,
+    queue: BinaryHeap<Reverse<Item>>,
+    seq: u64,
+    ids: Vec<PeerId>,
+    index: HashMap<PeerId, usize>,
+    alive: Vec<bool>,
+    told_down: Vec<bool>,
+    peers: Vec<PeerSched>,
+    coord: Coord,
+    killed: usize,
+    messages: u64,
+    bytes: u64,
+    runs: Vec<u32>,
+    compute: Duration,
+    events: u64,
+    fingerprint: u64,
+    last_finish: Duration,
+}
+
+/// Runs `dag` under `cfg` and measures it.
+pub fn simulate(dag: &SimDag, cfg: &SimConfig) -> Result<Metrics, SimError> {
+    if cfg.kill.is_some() && cfg.scheduler != SchedulerKind::Shoal {
+        return Err(SimError::KillNeedsShoal);
+    }
+    let n = cfg.peers;
+    let ids: Vec<PeerId> = (0..n as u32)
+        .map(|i| {
+            let mut k = [0u8; 32];
+            k[..4].copy_from_slice(&i.to_be_bytes());
+            PeerId(k)
+        })
+        .collect();
+    let net = Net::new(cfg.topology, n, cfg.seed);
+    let job_id = JobId(u128::from(cfg.seed) << 64 | 0x0053_484f_414c);
+    let mut peer_cfg = cfg.peer.clone();
+    if cfg.scheduler != SchedulerKind::Shoal {
+        peer_cfg.stealing = false;
+    }
+    let peers = ids.iter().map(|&id| PeerSched::new(id, peer_cfg.clone())).collect();
+    let coord = match cfg.scheduler {
+        SchedulerKind::Shoal => {
+            Coord::Shoal(Box::new(Owner::new(job_id, ids[0], dag.job.clone(), cfg.owner.clone())))
+        }
+        kind => Coord::Central(Box::new(Central::new(
+            job_id,
+            dag.job.clone(),
+            kind == SchedulerKind::Random,
+            ids.clone(),
+            net.clone(),
+            cfg.peer.slots,
+        ))),
+    };
+    let mut w = World {
+        cfg,
+        dag,
+        net,
+        rng: ChaCha8Rng::seed_from_u64(cfg.seed),
+        now: Duration::ZERO,
+        queue: BinaryHeap::new(),
+        seq: 0,
+        index: ids.iter().enumerate().map(|(i, &id)| (id, i)).collect(),
+        ids,
+        alive: vec![true; n],
+        told_down: vec![false; n],
+        peers,
+        coord,
+        killed: 0,
+        messages: 0,
+        bytes: 0,
+        runs: vec![0; dag.job.len()],
+        compute: Duration::ZERO,
+        events: 0,
+        fingerprint: 0xcbf2_9ce4_8422_2325,
+        last_finish: Duration::ZERO,
+    };
+    Ok(w.run())
+}
+
+impl World<'_> {
+    fn push(&mut self, at: Duration, ev: Ev) {
+        self.seq += 1;
+        self.queue.push(Reverse(Item { at, seq: self.seq, ev }));
+    }
+
+    fn done(&self) -> usize {
+        match &self.coord {
+            Coord::Shoal(o) => o.done(),
+            Coord::Central(c) => c.done(),
+        }
+    }
+
+    fn run(&mut self) -> Metrics {
+        if let Coord::Central(c) = &mut self.coord {
+            c.dispatch(&mut self.rng);
+        }
+        self.gossip();
+        self.drain(0);
+        let total = self.dag.job.len();
+        let max_work = self.dag.work.iter().copied().max().unwrap_or(0) as f64 / FUEL_PER_SEC;
+        let stall = Duration::from_secs_f64(10.0 * max_work + 60.0);
+        while self.done() < total {
+            let Some(Reverse(item)) = self.queue.pop() else { break };
+            if item.at > self.last_finish + stall {
+                break;
+            }
+            self.now = item.at;
+            self.events += 1;
+            let (a, b) = item.ev.tag();
+            for x in [item.at.as_nanos() as u64, a, b] {
+                self.fingerprint = (self.fingerprint ^ x).wrapping_mul(0x100_0000_01b3);
+            }
+            self.step(item.ev);
+        }
+        self.metrics()
+    }
+
+    fn step(&mut self, ev: Ev) {
+        let now = self.now;
+        match ev {
+            Ev::Deliver { from, to, msg } => {
+                if !self.alive[to] {
+                    return;
+                }
+                if msg.owner_job().is_some() {
+                    match &mut self.coord {
+                        Coord::Shoal(o) => {
+                            // Every owner-bound message the simulator routes names this job.
+                            let _ = o.handle_msg(now, self.ids[from], msg);
+                        }
+                        Coord::Central(c) => c.handle_msg(from, msg, &mut self.rng),
+                    }
+                    self.maybe_kill();
+                } else {
+                    self.peers[to].handle_msg(now, self.ids[from], msg, &mut self.rng);
+                }
+                self.drain(to);
+            }
+            Ev::PeerTimer { peer, token } => {
+                if self.alive[peer] {
+                    self.peers[peer].handle_timer(now, token, &mut self.rng);
+                    self.drain(peer);
+                }
+            }
+            Ev::OwnerTimer { token } => {
+                if let Coord::Shoal(o) = &mut self.coord {
+                    o.handle_timer(now, token);
+                }
+                self.drain(0);
+            }
+            Ev::Finish { peer, task, attempt, outcome } => {
+                if self.alive[peer] {
+                    self.last_finish = now;
+                    self.peers[peer].handle_task_finished(now, task, attempt, outcome, &mut self.rng);
+                    self.drain(peer);
+                }
+            }
+            Ev::Down { peer } => {
+                self.told_down[peer] = true;
+                for q in 0..self.peers.len() {
+                    if self.alive[q] {
+                        self.peers[q].handle_peer_down(now, self.ids[peer], &mut self.rng);
+                        self.drain(q);
+                    }
+                }
+                if let Coord::Shoal(o) = &mut self.coord {
+                    o.handle_peer_down(now, self.ids[peer]);
+                }
+                self.drain(0);
+            }
+            Ev::Gossip => self.gossip(),
+        }
+    }
+
+    /// Sends everything peer `p` (and, on peer 0, the coordinator) wants sent, started or armed.
+    fn drain(&mut self, p: usize) {
+        if p == 0 {
+            loop {
+                let t = match &mut self.coord {
+                    Coord::Shoal(o) => o.poll_transmit(),
+                    Coord::Central(c) => c.poll_transmit(),
+                };
+                let Some(t) = t else { break };
+                self.send(0, t);
+            }
+            let mut timers = Vec::new();
+            if let Coord::Shoal(o) = &mut self.coord {
+                timers.extend(std::iter::from_fn(|| o.poll_timer()));
+            }
+            for t in timers {
+                self.push(t.at.max(self.now), Ev::OwnerTimer { token: t.token });
+            }
+        }
+        while let Some(t) = self.peers[p].poll_transmit() {
+            self.send(p, t);
+        }
+        while let Some(d) = self.peers[p].poll_run() {
+            self.start(p, d);
+        }
+        while let Some(t) = self.peers[p].poll_timer() {
+            self.push(t.at.max(self.now), Ev::PeerTimer { peer: p, token: t.token });
+        }
+    }
+
+    fn send(&mut self, from: usize, t: Transmit) {
+        let Some(&to) = self.index.get(&t.to) else { return };
+        let delay = if to == from {
+            Duration::ZERO
+        } else {
+            let size = t.msg.to_bytes().len() as u64;
+            self.messages += 1;
+            self.bytes += size;
+            self.net.delay(from, to, size, &mut self.rng)
+        };
+        self.push(self.now + delay, Ev::Deliver { from, to, msg: t.msg });
+    }
+
+    /// The executor model: fetch inputs from the nearest live holder, then compute.
+    fn start(&mut self, p: usize, d: TaskDesc) {
+        let i = d.task.index.0 as usize;
+        self.runs[i] += 1;
+        let mut fetch = Duration::ZERO;
+        let mut lost = None;
+        let mut hasher = blake3::Hasher::new();
+        hasher.update(&d.task.index.0.to_le_bytes());
+        for (k, input) in d.inputs.iter().enumerate() {
+            hasher.update(&input.hash.0);
+            if let InputSource::Holders(hs) = &input.source {
+                let best = hs
+                    .iter()
+                    .filter_map(|h| self.index.get(h).copied())
+                    .filter(|&h| self.alive[h])
+                    .min_by_key(|&h| (self.net.rtt(h, p), h));
+                match best {
+                    Some(h) => fetch = fetch.max(self.net.fetch(h, p, input.size, &mut self.rng)),
+                    None => lost = lost.or(Some(k as u32)),
+                }
+            }
+        }
+        let compute = Duration::from_secs_f64(self.dag.work[i] as f64 / FUEL_PER_SEC);
+        let (at, outcome) = match lost {
+            Some(input) => (self.now + fetch, TaskOutcome::Failed(FailureKind::InputLost { input })),
+            None => {
+                self.compute += compute;
+                let size = self.dag.out_size[i];
+                let inline = (size <= self.cfg.owner.inline_max).then(|| vec![0u8; size as usize]);
+                let hash = BlobHash(*hasher.finalize().as_bytes());
+                let output = shoal_core::sched::OutputRef { hash, size, inline };
+                (self.now + fetch + compute, TaskOutcome::Ok { output, fuel: self.dag.work[i] })
+            }
+        };
+        self.push(at, Ev::Finish { peer: p, task: d.task, attempt: d.attempt, outcome });
+    }
+
+    fn gossip(&mut self) {
+        let n = self.peers.len();
+        let loads: Vec<_> = self.peers.iter().map(PeerSched::load).collect();
+        let known: Vec<usize> = (0..n).filter(|&q| !self.told_down[q]).collect();
+        for p in 0..n {
+            if !self.alive[p] {
+                continue;
+            }
+            let pick: Vec<usize> = if known.len() <= self.cfg.view_size + 1 {
+                known.clone()
+            } else {
+                (0..self.cfg.view_size).map(|_| known[self.rng.random_range(0..known.len())]).collect()
+            };
+            let mut view: Vec<PeerHint> = Vec::with_capacity(pick.len());
+            for q in pick {
+                if q != p && !view.iter().any(|h| h.peer == self.ids[q]) {
+                    let l = if self.alive[q] { loads[q] } else { Default::default() };
+                    let rtt = self.net.rtt(p, q);
+                    view.push(PeerHint {
+                        peer: self.ids[q],
+                        free_slots: l.free_slots,
+                        ready_tasks: l.ready_tasks,
+                        rtt,
+                    });
+                }
+            }
+            self.peers[p].handle_view(self.now, view, &mut self.rng);
+            self.drain(p);
+        }
+        let next = self.now + self.cfg.gossip;
+        self.push(next, Ev::Gossip);
+    }
+
+    fn maybe_kill(&mut self) {
+        let Some(kill) = self.cfg.kill else { return };
+        let total = self.dag.job.len() as f64;
+        if self.killed > 0 || (self.done() as f64) < kill.progress * total {
+            return;
+        }
+        let mut victims: Vec<usize> = (1..self.peers.len()).collect();
+        victims.shuffle(&mut self.rng);
+        let k = ((kill.fraction * self.peers.len() as f64).round() as usize).min(victims.len()).max(1);
+        for &v in &victims[..k] {
+            self.alive[v] = false;
+            let at = self.now + self.cfg.detect;
+            self.push(at, Ev::Down { peer: v });
+        }
+        self.killed = k;
+    }
+
+    fn metrics(&self) -> Metrics {
+        let slots = self.cfg.peer.slots.max(1);
+        let lower = self.dag.lower_bound_s(self.peers.len() * slots as usize);
+        let makespan = self.now.as_secs_f64();
+        let tasks = self.dag.job.len();
+        let stats = self.peers.iter().map(PeerSched::stats);
+        let (tried, won) = stats.fold((0, 0), |(t, w), s| (t + s.steals_tried, w + s.steals_won));
+        let capacity = makespan * (self.peers.len() * slots as usize) as f64;
+        let rerun: f64 = self
+            .runs
+            .iter()
+            .zip(&self.dag.work)
+            .map(|(&r, &w)| f64::from(r.saturating_sub(1)) * w as f64)
+            .sum::<f64>()
+            / FUEL_PER_SEC;
+        let outputs = match &self.coord {
+            Coord::Shoal(o) => o.outputs(),
+            Coord::Central(c) => c.outputs(),
+        };
+        Metrics {
+            scheduler: format!("{:?}", self.cfg.scheduler).to_lowercase(),
+            makespan_s: makespan,
+            lower_bound_s: lower,
+            ratio: if lower > 0.0 { makespan / lower } else { 0.0 },
+            tasks,
+            tasks_completed: self.done(),
+            peers: self.peers.len(),
+            slots,
+            peers_killed: self.killed,
+            messages: self.messages,
+            bytes: self.bytes,
+            messages_per_task: self.messages as f64 / tasks as f64,
+            bytes_per_task: self.bytes as f64 / tasks as f64,
+            steals_tried: tried,
+            steals_won: won,
+            idle_fraction: if capacity > 0.0 { 1.0 - self.compute.as_secs_f64() / capacity } else { 0.0 },
+            runs: self.runs.iter().map(|&r| u64::from(r)).sum(),
+            rerun_work_share: rerun / self.dag.total_work_s().max(f64::MIN_POSITIVE),
+            events: self.events,
+            fingerprint: self.fingerprint,
+            outputs,
+            runs_per_task: self.runs.clone(),
+        }
+    }
+}
