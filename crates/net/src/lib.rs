@@ -1,0 +1,73 @@
+//! Shoal's network layer: who a peer is, how peers talk, and how blobs move.
+//!
+//! # Concepts
+//!
+//! - **Identity.** Each peer has an ed25519 key in its data directory (`identity.key`, mode
+//!   0600, created on first start). Its [`PeerId`] *is* the public key; the text form is 52
+//!   base32 characters.
+//! - **Connections.** QUIC (quinn) with TLS 1.3. Both sides present a self-signed certificate
+//!   whose key is their peer key; the custom verifiers in [`tls`] accept a certificate only if
+//!   its key is an ed25519 key (and, when dialling a known peer, the expected one). ALPN is
+//!   `shoal/1`. Anything else is refused during the handshake.
+//! - **Hello and swarm secret.** The first stream of a connection carries one `Hello` each way:
+//!   protocol versions, and — in a private swarm — a MAC proving knowledge of the swarm secret
+//!   over keying material exported from this TLS session (so it cannot be replayed). Nothing
+//!   else is exchanged before both `Hello`s check out.
+//! - **Messages.** [`shoal_core::wire::Message`] values in length-prefixed rkyv frames, one
+//!   frame per QUIC stream: one-way messages on unidirectional streams, requests and responses
+//!   on bidirectional ones. Frames are size-checked before allocation and decoded through
+//!   validated access; a malformed one closes the connection with a code from [`codes`].
+//! - **Membership.** The sans-IO [`shoal_core::membership::Membership`] runs inside the node,
+//!   driven by real connections and timers; the node exposes its view, load hints and events.
+//! - **Blobs.** Content-addressed (blake3) files in a [`BlobStore`] with a byte budget; fetched
+//!   from holders over QUIC streams, streamed to disk, size-capped and verified before they
+//!   become visible; a bad holder is skipped for the next one.
+//!
+//! This crate is not the scheduler: it moves messages and bytes, and the worker decides what
+//! they mean.
+//!
+//! # Using a node
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! use shoal_core::membership::LoadHints;
+//! use shoal_core::wire::Message;
+//! use shoal_net::{Node, NodeConfig};
+//!
+//! let mut cfg = NodeConfig::new("/var/lib/shoal");
+//! cfg.listen = "0.0.0.0:7600".parse()?;
+//! cfg.bootstrap = vec!["192.0.2.10:7600".parse()?];
+//! let (node, mut inbox) = Node::start(cfg).await?;
+//! println!("I am {} on {}", node.peer_id(), node.local_addr());
+//!
+//! node.set_load_hints(LoadHints { free_slots: 2, ready_tasks: 0 }).await;
+//! for entry in node.view() {
+//!     let pong = node.request(entry.id, &Message::Ping(1)).await?;
+//!     println!("{} has {:?}, answered {pong:?}", entry.id.short(), entry.hints);
+//! }
+//! while let Some(msg) = inbox.recv().await {
+//!     if let (Message::Ping(n), Some(reply)) = (&msg.message, msg.reply) {
+//!         reply.send(Message::Pong(*n))?;
+//!     }
+//! }
+//! node.leave().await;
+//! # Ok(()) }
+//! ```
+
+pub mod blobs;
+pub mod codes;
+mod conn;
+pub mod frame;
+pub mod identity;
+pub mod limits;
+mod node;
+pub mod tls;
+
+pub use blobs::{BlobError, BlobStore, BlobWriter};
+pub use conn::{FetchFromError, HandshakeError};
+pub use identity::Identity;
+pub use limits::Limits;
+pub use node::{FetchError, Inbound, Inbox, Node, NodeConfig, NodeError, Replier, quinn_client_config};
+pub use shoal_core::ids::{BlobHash, PeerId};
+pub use shoal_core::membership::{Entry, Event, LoadHints, RemoveReason};
+pub use tls::SwarmSecret;

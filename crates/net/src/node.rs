@@ -1,0 +1,537 @@
+//! The [`Node`]: a quinn endpoint, its connections, the membership driver and the blob store.
+//!
+//! Task structure (all tasks are tracked and stop when the node's cancellation token fires):
+//! - the accept loop, which hands each incoming connection to [`crate::conn::accept`];
+//! - one actor per connection ([`crate::conn`]), serving the peer's streams;
+//! - the membership driver, the only owner of the [`Membership`] state machine: it feeds it
+//!   inputs in arrival order with `now` measured from the node's start, arms its timers and
+//!   carries out its transmits (each in its own short task, so a slow dial never blocks it).
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use quinn::Connection;
+use rand::SeedableRng;
+use rand::rngs::StdRng;
+use shoal_core::ids::{BlobHash, PeerId};
+use shoal_core::membership::{self, Entry, Event, LoadHints, MemberMsg, Membership, Target, Timer};
+use shoal_core::wire::Message;
+use tokio::sync::{broadcast, mpsc, oneshot};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{Instrument, debug, info, warn};
+
+use crate::blobs::{BlobError, BlobStore};
+use crate::codes;
+use crate::conn::{self, FetchFromError, HandshakeError};
+use crate::frame::{FrameError, read_frame, write_frame};
+use crate::identity::{Identity, IdentityError};
+use crate::limits::Limits;
+use crate::tls::{self, SwarmSecret, TlsError};
+
+/// Everything a [`Node`] needs to start.
+#[derive(Debug, Clone)]
+pub struct NodeConfig {
+    /// UDP address to listen on (`127.0.0.1:0` picks a free loopback port).
+    pub listen: SocketAddr,
+    /// Addresses of peers to join through; empty for the first peer of a swarm.
+    pub bootstrap: Vec<SocketAddr>,
+    /// Directory for the identity key and the blob store (created if missing).
+    pub data_dir: PathBuf,
+    /// Private swarm secret; `None` for a public swarm.
+    pub swarm_secret: Option<SwarmSecret>,
+    /// Per-peer limits.
+    pub limits: Limits,
+    /// Membership tunables.
+    pub membership: membership::Config,
+    /// Byte budget of the blob store.
+    pub blob_budget: u64,
+}
+
+impl NodeConfig {
+    /// Defaults: loopback, any port, no bootstrap, public swarm, 1 GiB of blobs.
+    pub fn new(data_dir: impl Into<PathBuf>) -> Self {
+        NodeConfig {
+            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            bootstrap: Vec::new(),
+            data_dir: data_dir.into(),
+            swarm_secret: None,
+            limits: Limits::default(),
+            membership: membership::Config::default(),
+            blob_budget: 1 << 30,
+        }
+    }
+}
+
+/// Why a node operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    /// The identity could not be loaded or created.
+    #[error(transparent)]
+    Identity(#[from] IdentityError),
+    /// TLS could not be configured.
+    #[error(transparent)]
+    Tls(#[from] TlsError),
+    /// The blob store failed.
+    #[error(transparent)]
+    Blob(#[from] BlobError),
+    /// The UDP socket could not be opened.
+    #[error("could not bind {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// No address is known for the peer (not in view, never connected).
+    #[error("no known address for peer {0}")]
+    UnknownPeer(PeerId),
+    /// Connecting (QUIC, TLS or the Shoal handshake) failed.
+    #[error("could not connect to {peer}: {source}")]
+    Connect {
+        /// The peer, when known.
+        peer: String,
+        /// The cause.
+        source: HandshakeError,
+    },
+    /// A stream to the peer failed.
+    #[error("stream to peer failed: {0}")]
+    Stream(#[from] FrameError),
+    /// The connection was lost.
+    #[error("connection lost: {0}")]
+    Connection(#[from] quinn::ConnectionError),
+    /// The peer did not reply in time.
+    #[error("request timed out")]
+    Timeout,
+    /// The node is shutting down.
+    #[error("node is shut down")]
+    Shutdown,
+}
+
+/// Why [`Node::fetch_blob`] failed: every holder was tried.
+#[derive(Debug, thiserror::Error)]
+#[error("could not fetch blob {hash:?} from any of {} holders: {}", .failures.len(), summary(.failures))]
+pub struct FetchError {
+    /// The blob.
+    pub hash: BlobHash,
+    /// Each holder tried and why it failed.
+    pub failures: Vec<(PeerId, FetchFromError)>,
+}
+
+fn summary(f: &[(PeerId, FetchFromError)]) -> String {
+    f.iter().map(|(p, e)| format!("{}: {e}", p.short())).collect::<Vec<_>>().join("; ")
+}
+
+/// A message from a peer. When `reply` is `Some`, the peer waits for an answer
+/// (see [`Replier::send`]); dropping it makes the peer's request fail at once.
+#[derive(Debug)]
+pub struct Inbound {
+    /// The authenticated sender.
+    pub from: PeerId,
+    /// The message.
+    pub message: Message,
+    /// The way to answer a request; `None` for one-way messages.
+    pub reply: Option<Replier>,
+}
+
+/// Answers one request.
+#[derive(Debug)]
+pub struct Replier {
+    pub(crate) tx: oneshot::Sender<Message>,
+}
+
+impl Replier {
+    /// Sends the response. Fails only if the request already timed out.
+    pub fn send(self, response: Message) -> Result<(), NodeError> {
+        self.tx.send(response).map_err(|_| NodeError::Timeout)
+    }
+}
+
+/// The stream of application messages received by a node.
+#[derive(Debug)]
+pub struct Inbox {
+    rx: mpsc::Receiver<Inbound>,
+}
+
+impl Inbox {
+    /// The next inbound message; `None` once the node has shut down.
+    pub async fn recv(&mut self) -> Option<Inbound> {
+        self.rx.recv().await
+    }
+}
+
+/// Inputs of the membership driver.
+#[derive(Debug)]
+pub(crate) enum DriverCmd {
+    Msg { from: PeerId, addr: SocketAddr, msg: MemberMsg },
+    SendFailed(PeerId),
+    ConnLost(PeerId),
+    SetHints(LoadHints),
+    Leave(oneshot::Sender<()>),
+}
+
+/// State shared by the node's handles and tasks.
+#[derive(Debug)]
+pub(crate) struct Inner {
+    pub(crate) peer_id: PeerId,
+    pub(crate) endpoint: quinn::Endpoint,
+    pub(crate) local_addr: SocketAddr,
+    pub(crate) limits: Limits,
+    pub(crate) secret: Option<SwarmSecret>,
+    pub(crate) conns: Mutex<HashMap<PeerId, Connection>>,
+    addrs: Mutex<HashMap<PeerId, SocketAddr>>,
+    pub(crate) driver: mpsc::Sender<DriverCmd>,
+    view: RwLock<Vec<Entry>>,
+    events: broadcast::Sender<Event>,
+    pub(crate) inbox: mpsc::Sender<Inbound>,
+    pub(crate) blobs: BlobStore,
+    pub(crate) cancel: CancellationToken,
+    pub(crate) tasks: TaskTracker,
+}
+
+/// A running Shoal peer. Cheap to clone; the node stops when [`Node::shutdown`] is called or
+/// the last clone is dropped.
+#[derive(Debug, Clone)]
+pub struct Node {
+    inner: Arc<Inner>,
+    _guard: Arc<tokio_util::sync::DropGuard>,
+}
+
+fn transport(limits: &Limits) -> quinn::TransportConfig {
+    let mut t = quinn::TransportConfig::default();
+    t.max_concurrent_bidi_streams(limits.max_concurrent_streams.into());
+    t.max_concurrent_uni_streams(limits.max_concurrent_streams.into());
+    if let Ok(idle) = quinn::IdleTimeout::try_from(limits.idle_timeout) {
+        t.max_idle_timeout(Some(idle));
+    }
+    t
+}
+
+/// Builds a quinn client config for `id` offering `alpn` (tests use this to play strangers).
+pub fn quinn_client_config(id: &Identity, alpn: Vec<Vec<u8>>) -> Result<quinn::ClientConfig, TlsError> {
+    let tls = tls::client_config_with_alpn(id, alpn)?;
+    let quic =
+        quinn::crypto::rustls::QuicClientConfig::try_from(tls).map_err(|_| TlsError::NoInitialCipherSuite)?;
+    Ok(quinn::ClientConfig::new(Arc::new(quic)))
+}
+
+impl Node {
+    /// Starts a node: loads (or creates) its identity, opens the blob store, binds the endpoint
+    /// and joins the swarm through `cfg.bootstrap`. Returns the node and its inbox.
+    pub async fn start(cfg: NodeConfig) -> Result<(Node, Inbox), NodeError> {
+        let identity = Identity::load_or_create(&cfg.data_dir)?;
+        let blobs = BlobStore::open(&cfg.data_dir.join("blobs"), cfg.blob_budget)?;
+        let server_tls = tls::server_config(&identity)?;
+        let quic = quinn::crypto::rustls::QuicServerConfig::try_from(server_tls)
+            .map_err(|_| TlsError::NoInitialCipherSuite)?;
+        let mut server = quinn::ServerConfig::with_crypto(Arc::new(quic));
+        let transport = Arc::new(transport(&cfg.limits));
+        server.transport_config(transport.clone());
+        let mut client = quinn_client_config(&identity, vec![tls::ALPN.to_vec()])?;
+        client.transport_config(transport);
+        let mut endpoint = quinn::Endpoint::server(server, cfg.listen)
+            .map_err(|source| NodeError::Bind { addr: cfg.listen, source })?;
+        endpoint.set_default_client_config(client);
+        let local_addr =
+            endpoint.local_addr().map_err(|source| NodeError::Bind { addr: cfg.listen, source })?;
+
+        let (driver_tx, driver_rx) = mpsc::channel(4096);
+        let (inbox_tx, inbox_rx) = mpsc::channel(1024);
+        let (events, _) = broadcast::channel(1024);
+        let cancel = CancellationToken::new();
+        let peer_id = identity.peer_id();
+        let inner = Arc::new(Inner {
+            peer_id,
+            endpoint,
+            local_addr,
+            limits: cfg.limits.clone(),
+            secret: cfg.swarm_secret.clone(),
+            conns: Mutex::new(HashMap::new()),
+            addrs: Mutex::new(HashMap::new()),
+            driver: driver_tx,
+            view: RwLock::new(Vec::new()),
+            events,
+            inbox: inbox_tx,
+            blobs,
+            cancel: cancel.clone(),
+            tasks: TaskTracker::new(),
+        });
+        let span = tracing::info_span!("node", me = %peer_id.short());
+        info!(parent: &span, %local_addr, "node started");
+        inner.tasks.spawn(accept_loop(inner.clone()).instrument(span.clone()));
+        let m = Membership::new(peer_id, cfg.membership.clone());
+        inner.tasks.spawn(run_driver(inner.clone(), m, driver_rx, cfg.bootstrap.clone()).instrument(span));
+        let node = Node { inner, _guard: Arc::new(cancel.drop_guard()) };
+        Ok((node, Inbox { rx: inbox_rx }))
+    }
+
+    /// This peer's id.
+    pub fn peer_id(&self) -> PeerId {
+        self.inner.peer_id
+    }
+
+    /// The address the endpoint is bound to.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.inner.local_addr
+    }
+
+    /// The current membership view, with each peer's last known load hints.
+    pub fn view(&self) -> Vec<Entry> {
+        self.inner.view.read().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
+    }
+
+    /// Subscribes to view changes (peers added, removed and why).
+    pub fn subscribe(&self) -> broadcast::Receiver<Event> {
+        self.inner.events.subscribe()
+    }
+
+    /// Sets the load hints this peer advertises.
+    pub async fn set_load_hints(&self, hints: LoadHints) {
+        let _ = self.inner.driver.send(DriverCmd::SetHints(hints)).await;
+    }
+
+    /// The local blob store.
+    pub fn blobs(&self) -> &BlobStore {
+        &self.inner.blobs
+    }
+
+    /// Remembers an address for a peer (e.g. learnt out of band).
+    pub fn add_address(&self, peer: PeerId, addr: SocketAddr) {
+        self.inner.note_addr(peer, addr);
+    }
+
+    /// Connects to the peer at `addr`, whoever it is, and returns its id.
+    pub async fn connect_addr(&self, addr: SocketAddr) -> Result<PeerId, NodeError> {
+        let (peer, _) = conn::dial(&self.inner, None, addr)
+            .await
+            .map_err(|source| NodeError::Connect { peer: addr.to_string(), source })?;
+        Ok(peer)
+    }
+
+    /// Sends a one-way message.
+    pub async fn send(&self, peer: PeerId, msg: &Message) -> Result<(), NodeError> {
+        self.inner.send_uni(peer, msg).await
+    }
+
+    /// Sends a request and waits for the response (up to the request timeout).
+    pub async fn request(&self, peer: PeerId, msg: &Message) -> Result<Message, NodeError> {
+        let inner = &self.inner;
+        let conn = inner.connection_to(peer).await?;
+        let (mut send, mut recv) = conn.open_bi().await?;
+        write_frame(&mut send, msg, inner.limits.max_frame).await?;
+        send.finish().map_err(FrameError::from)?;
+        let (resp, _) =
+            tokio::time::timeout(inner.limits.request_timeout, read_frame(&mut recv, inner.limits.max_frame))
+                .await
+                .map_err(|_| NodeError::Timeout)??;
+        Ok(resp)
+    }
+
+    /// Fetches a blob into the local store from the first holder that delivers bytes matching
+    /// `hash`, trying the holders in order. Returns its size. Already-stored blobs return at once.
+    pub async fn fetch_blob(&self, hash: BlobHash, holders: &[PeerId]) -> Result<u64, FetchError> {
+        if let Some(size) = self.inner.blobs.size_of(&hash) {
+            return Ok(size);
+        }
+        let mut failures = Vec::new();
+        for &holder in holders {
+            match conn::fetch_from(&self.inner, holder, hash).await {
+                Ok(size) => return Ok(size),
+                Err(e) => {
+                    warn!(peer = %holder, blob = %hash.short(), "blob fetch failed: {e}");
+                    failures.push((holder, e));
+                }
+            }
+        }
+        Err(FetchError { hash, failures })
+    }
+
+    /// Leaves the swarm gracefully (peers drop us from their views at once), then shuts down.
+    pub async fn leave(&self) {
+        let (tx, rx) = oneshot::channel();
+        if self.inner.driver.send(DriverCmd::Leave(tx)).await.is_ok() {
+            let _ = tokio::time::timeout(Duration::from_secs(3), rx).await;
+        }
+        self.shutdown().await;
+    }
+
+    /// Stops every task and closes the endpoint (peers see the connections close).
+    pub async fn shutdown(&self) {
+        self.inner.cancel.cancel();
+        self.inner.endpoint.close(codes::NORMAL, b"shutdown");
+        self.inner.tasks.close();
+        let _ = tokio::time::timeout(Duration::from_secs(3), self.inner.tasks.wait()).await;
+        let _ = tokio::time::timeout(Duration::from_secs(1), self.inner.endpoint.wait_idle()).await;
+    }
+}
+
+impl Inner {
+    pub(crate) fn note_addr(&self, peer: PeerId, addr: SocketAddr) {
+        let mut a = self.addrs.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if a.len() > 65_536 {
+            a.clear();
+        }
+        a.insert(peer, addr);
+    }
+
+    fn addr_of(&self, peer: PeerId) -> Option<SocketAddr> {
+        self.addrs.lock().unwrap_or_else(std::sync::PoisonError::into_inner).get(&peer).copied()
+    }
+
+    /// A live connection to `peer`, dialling its known address if needed.
+    pub(crate) async fn connection_to(self: &Arc<Self>, peer: PeerId) -> Result<Connection, NodeError> {
+        if self.cancel.is_cancelled() {
+            return Err(NodeError::Shutdown);
+        }
+        let existing =
+            self.conns.lock().unwrap_or_else(std::sync::PoisonError::into_inner).get(&peer).cloned();
+        if let Some(c) = existing.filter(|c| c.close_reason().is_none()) {
+            return Ok(c);
+        }
+        let addr = self.addr_of(peer).ok_or(NodeError::UnknownPeer(peer))?;
+        let (_, c) = conn::dial(self, Some(peer), addr)
+            .await
+            .map_err(|source| NodeError::Connect { peer: peer.to_string(), source })?;
+        Ok(c)
+    }
+
+    async fn send_uni(self: &Arc<Self>, peer: PeerId, msg: &Message) -> Result<(), NodeError> {
+        let conn = self.connection_to(peer).await?;
+        let mut send = conn.open_uni().await?;
+        write_frame(&mut send, msg, self.limits.max_frame).await?;
+        send.finish().map_err(FrameError::from)?;
+        Ok(())
+    }
+}
+
+async fn accept_loop(inner: Arc<Inner>) {
+    loop {
+        let incoming = tokio::select! {
+            _ = inner.cancel.cancelled() => break,
+            i = inner.endpoint.accept() => i,
+        };
+        let Some(incoming) = incoming else { break };
+        inner.tasks.spawn(conn::accept(inner.clone(), incoming).in_current_span());
+    }
+}
+
+/// Carries out one membership transmit; reports failure back to the driver.
+async fn transmit(inner: Arc<Inner>, to: Target, msg: MemberMsg, wait_ack: bool) {
+    let framed = Message::Membership(msg);
+    let (peer, result) = match to {
+        Target::Peer(peer, addr) => {
+            if inner.addr_of(peer).is_none() {
+                inner.note_addr(peer, addr);
+            }
+            (Some(peer), send_member(&inner, peer, &framed, wait_ack).await)
+        }
+        Target::Addr(addr) if addr == inner.local_addr => return,
+        Target::Addr(addr) => match conn::dial(&inner, None, addr).await {
+            Ok((peer, _)) => (Some(peer), send_member(&inner, peer, &framed, wait_ack).await),
+            Err(e) => {
+                debug!(%addr, "bootstrap dial failed: {e}");
+                return;
+            }
+        },
+    };
+    if let (Some(peer), Err(e)) = (peer, result) {
+        debug!(peer = %peer.short(), "membership send failed: {e}");
+        let _ = inner.driver.try_send(DriverCmd::SendFailed(peer));
+    }
+}
+
+async fn send_member(
+    inner: &Arc<Inner>,
+    peer: PeerId,
+    msg: &Message,
+    wait_ack: bool,
+) -> Result<(), NodeError> {
+    if !wait_ack {
+        return inner.send_uni(peer, msg).await;
+    }
+    let conn = inner.connection_to(peer).await?;
+    let mut send = conn.open_uni().await?;
+    write_frame(&mut send, msg, inner.limits.max_frame).await?;
+    send.finish().map_err(FrameError::from)?;
+    let _ = tokio::time::timeout(conn::ACK_WAIT, send.stopped()).await;
+    Ok(())
+}
+
+async fn run_driver(
+    inner: Arc<Inner>,
+    mut m: Membership,
+    mut rx: mpsc::Receiver<DriverCmd>,
+    bootstrap: Vec<SocketAddr>,
+) {
+    let start = Instant::now();
+    let mut rng = StdRng::from_os_rng();
+    let mut timers: BTreeMap<(Duration, u64), Timer> = BTreeMap::new();
+    let mut timer_seq = 0u64;
+    m.join(start.elapsed(), &bootstrap);
+    let mut pending_leave: Option<oneshot::Sender<()>> = None;
+    loop {
+        let mut leave_sends = Vec::new();
+        // Flush outputs.
+        while let Some(t) = m.poll_transmit() {
+            let leaving = matches!(t.msg, MemberMsg::Leave);
+            let h = tokio::spawn(transmit(inner.clone(), t.to, t.msg, leaving).in_current_span());
+            if leaving {
+                leave_sends.push(h);
+            }
+        }
+        while let Some((at, timer)) = m.poll_timer() {
+            timer_seq += 1;
+            timers.insert((at, timer_seq), timer);
+        }
+        let mut changed = false;
+        while let Some(ev) = m.poll_event() {
+            changed = true;
+            if let Event::Added(e) = ev {
+                inner.note_addr(e.id, e.addr);
+            }
+            let _ = inner.events.send(ev);
+        }
+        if changed {
+            *inner.view.write().unwrap_or_else(std::sync::PoisonError::into_inner) =
+                m.view().copied().collect();
+        }
+        if let Some(tx) = pending_leave.take() {
+            for h in leave_sends {
+                let _ = h.await;
+            }
+            let _ = tx.send(());
+        }
+        let next = timers.keys().next().map(|(at, _)| *at);
+        tokio::select! {
+            _ = inner.cancel.cancelled() => break,
+            cmd = rx.recv() => {
+                let Some(cmd) = cmd else { break };
+                let now = start.elapsed();
+                match cmd {
+                    DriverCmd::Msg { from, addr, msg } => m.handle_message(now, from, addr, msg, &mut rng),
+                    DriverCmd::SendFailed(peer) => m.handle_send_failed(now, peer),
+                    DriverCmd::ConnLost(peer) => m.handle_connection_lost(now, peer),
+                    DriverCmd::SetHints(h) => m.set_hints(h),
+                    DriverCmd::Leave(tx) => {
+                        m.leave(now);
+                        pending_leave = Some(tx);
+                    }
+                }
+            }
+            _ = tokio::time::sleep_until(start + next.unwrap_or_default()), if next.is_some() => {
+                let now = start.elapsed();
+                while let Some(entry) = timers.first_entry() {
+                    if entry.key().0 > now {
+                        break;
+                    }
+                    let timer = entry.remove();
+                    m.handle_timer(now, timer, &mut rng);
+                }
+            }
+        }
+    }
+}
