@@ -35,6 +35,13 @@ pub enum CompileError {
         /// The import's field name.
         name: String,
     },
+    /// The module defines more memories or tables than a task may have (one memory, four
+    /// tables), or larger ones than this sandbox can ever allow.
+    #[error("module exceeds the sandbox's resource limits: {reason}")]
+    ResourceLimit {
+        /// Which limit, as wasmtime's pooling allocator put it.
+        reason: String,
+    },
     /// The module has no `_start` function, so it is not a WASI command.
     #[error("module has no `_start` export: a task must be a WASI command module")]
     NotACommand,
@@ -112,12 +119,6 @@ pub enum FailureKind {
         requested: u64,
         /// The limit.
         limit: u64,
-    },
-    /// The module defines more memories, tables or instances than a task may have.
-    #[error("resource limit: {what}")]
-    ResourceCount {
-        /// Which count was exceeded.
-        what: String,
     },
     /// The wall-clock deadline passed (a safety net behind fuel; not deterministic).
     #[error("deadline: the task ran longer than {limit:?} of wall time")]

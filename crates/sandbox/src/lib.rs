@@ -231,8 +231,7 @@ impl Sandbox {
         let module = match disk.and_then(|d| d.load(&self.inner.engine, &hash)) {
             Some(m) => m,
             None => {
-                let m = Module::new(&self.inner.engine, bytes)
-                    .map_err(|e| CompileError::InvalidModule { reason: format!("{e:#}") })?;
+                let m = Module::new(&self.inner.engine, bytes).map_err(compile_error)?;
                 check_abi(&m)?;
                 if let Some(d) = disk {
                     d.store(&hash, &m);
@@ -241,11 +240,7 @@ impl Sandbox {
             }
         };
         check_abi(&module)?;
-        let pre = self
-            .inner
-            .linker
-            .instantiate_pre(&module)
-            .map_err(|e| CompileError::InvalidModule { reason: format!("{e:#}") })?;
+        let pre = self.inner.linker.instantiate_pre(&module).map_err(compile_error)?;
         let loaded = Arc::new(TaskModule { hash, pre });
         self.lock_cache().insert(hash, loaded.clone());
         Ok(loaded)
@@ -327,6 +322,16 @@ impl Drop for SlotGuard<'_> {
     }
 }
 
+/// Classifies an error from compiling or pre-linking a module.
+fn compile_error(e: wasmtime::Error) -> CompileError {
+    let reason = format!("{e:#}");
+    if reason.contains("pooling allocator") {
+        CompileError::ResourceLimit { reason }
+    } else {
+        CompileError::InvalidModule { reason }
+    }
+}
+
 /// Checks a compiled module against the task ABI: imports and the `_start` export.
 fn check_abi(module: &Module) -> Result<(), CompileError> {
     for import in module.imports() {
@@ -373,9 +378,5 @@ fn classify(e: wasmtime::Error, limits: &Limits) -> Option<FailureKind> {
             }
         });
     }
-    let message = format!("{e:#}");
-    if message.contains("count too high") || message.contains("resource limit exceeded") {
-        return Some(FailureKind::ResourceCount { what: message });
-    }
-    Some(FailureKind::Internal(message))
+    Some(FailureKind::Internal(format!("{e:#}")))
 }

@@ -64,7 +64,6 @@ fn kind_name(kind: &FailureKind) -> &'static str {
         FailureKind::OutOfFuel { .. } => "out_of_fuel",
         FailureKind::MemoryLimit { .. } => "memory_limit",
         FailureKind::TableLimit { .. } => "table_limit",
-        FailureKind::ResourceCount { .. } => "resource_limit",
         FailureKind::Deadline { .. } => "deadline",
         FailureKind::OutputLimit { .. } => "output_limit",
         FailureKind::LogLimit { .. } => "log_limit",

@@ -1,0 +1,144 @@
+//! Determinism: the same task gives the same bytes and the same fuel on separate engines, NaNs
+//! included, and the virtual clock and random source are functions of the task alone.
+
+use shoal_sandbox::{Limits, Sandbox, SandboxConfig};
+
+use crate::job;
+
+/// A program, its inputs and its args.
+type Case = (&'static str, Vec<Vec<u8>>, Vec<&'static str>);
+
+/// Cases covering every program in jobs/.
+fn corpus() -> Vec<Case> {
+    let tile = {
+        let mut v = Vec::new();
+        for i in 0..64u32 {
+            v.extend_from_slice(&(if i % 9 == 0 { 10.0f64 } else { 0.1 * f64::from(i % 5) }).to_le_bytes());
+        }
+        v
+    };
+    vec![
+        ("noop", vec![], vec![]),
+        ("echo", vec![b"determinism".to_vec()], vec![]),
+        ("spin", vec![], vec!["100000"]),
+        ("mandelbrot", vec![], vec!["64", "64", "32", "1", "1", "200"]),
+        ("pi", vec![], vec!["7", "100000"]),
+        ("pi_reduce", vec![b"3 4\n".to_vec(), b"5 6\n".to_vec()], vec![]),
+        ("primes", vec![], vec!["1000", "200000"]),
+        ("sum", vec![b"1 2 3".to_vec(), b"4".to_vec()], vec![]),
+        ("cholesky", vec![tile.clone(), tile], vec!["syrk"]),
+        ("wordcount", vec![b"a b a c".to_vec()], vec!["map"]),
+        ("pow", vec![], vec!["x", "8", "0", "100000"]),
+        ("nanbits", vec![], vec![]),
+        ("stitch", vec![vec![7; 4 * 4 * 3]], vec!["4", "4", "4"]),
+    ]
+}
+
+#[test]
+fn every_job_program_is_bit_reproducible_across_engines() {
+    let a = Sandbox::new(SandboxConfig::default()).unwrap();
+    let b = Sandbox::new(SandboxConfig { max_concurrent_tasks: 2, ..SandboxConfig::default() }).unwrap();
+    let programs: Vec<String> = std::fs::read_dir(crate::jobs_dir())
+        .unwrap()
+        .map(|e| e.unwrap().path().file_stem().unwrap().to_string_lossy().into_owned())
+        .collect();
+    let corpus = corpus();
+    for p in &programs {
+        assert!(corpus.iter().any(|(n, _, _)| n == p), "jobs/wasm/{p}.wasm is not in the determinism corpus");
+    }
+    for (name, inputs, args) in corpus {
+        let inputs: Vec<&[u8]> = inputs.iter().map(|v| v.as_slice()).collect();
+        let ma = a.load(&job(name)).unwrap();
+        let mb = b.load(&job(name)).unwrap();
+        let ra = a.run(&ma, &inputs, &args, &Limits::default()).unwrap();
+        let rb = b.run(&mb, &inputs, &args, &Limits::default()).unwrap();
+        assert_eq!(ra.output, rb.output, "{name}: output differs");
+        assert_eq!(ra.fuel_used, rb.fuel_used, "{name}: fuel differs");
+        assert!(ra.fuel_used > 0);
+    }
+}
+
+#[test]
+fn nan_results_are_canonical_bits() {
+    let sb = Sandbox::new(SandboxConfig::default()).unwrap();
+    let out = sb.run(&sb.load(&job("nanbits")).unwrap(), &[], &[], &Limits::default()).unwrap().output;
+    assert_eq!(out.len(), 12 * 8 + 6 * 4);
+    let mut nans = 0;
+    for c in out[..96].chunks(8) {
+        let v = u64::from_le_bytes(c.try_into().unwrap());
+        if f64::from_bits(v).is_nan() {
+            nans += 1;
+            assert_eq!(v, 0x7ff8_0000_0000_0000, "non-canonical f64 NaN {v:#x}");
+        }
+    }
+    for c in out[96..].chunks(4) {
+        let v = u32::from_le_bytes(c.try_into().unwrap());
+        if f32::from_bits(v).is_nan() {
+            nans += 1;
+            assert_eq!(v, 0x7fc0_0000, "non-canonical f32 NaN {v:#x}");
+        }
+    }
+    assert!(nans >= 12, "the program must produce NaNs ({nans})");
+}
+
+/// A module that prints the virtual clock and 16 random bytes.
+const CLOCK_AND_RANDOM: &str = r#"(module
+  (import "wasi_snapshot_preview1" "clock_time_get" (func $clock (param i32 i64 i32) (result i32)))
+  (import "wasi_snapshot_preview1" "random_get" (func $random (param i32 i32) (result i32)))
+  (import "wasi_snapshot_preview1" "fd_write" (func $write (param i32 i32 i32 i32) (result i32)))
+  (memory (export "memory") 1)
+  (data (i32.const 0) "\10\00\00\00\20\00\00\00")
+  (func (export "_start")
+    (drop (call $clock (i32.const 1) (i64.const 1) (i32.const 16)))
+    (drop (call $clock (i32.const 0) (i64.const 1) (i32.const 24)))
+    (drop (call $random (i32.const 32) (i32.const 16)))
+    (drop (call $write (i32.const 1) (i32.const 0) (i32.const 1) (i32.const 100)))))"#;
+
+#[test]
+fn clock_and_random_depend_only_on_the_task() {
+    let run = |input: &[u8], arg: &str| {
+        let sb = Sandbox::new(SandboxConfig::default()).unwrap();
+        let m = sb.load(CLOCK_AND_RANDOM.as_bytes()).unwrap();
+        sb.run(&m, &[input], &[arg], &Limits::default()).unwrap().output
+    };
+    let a = run(b"in", "x");
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    assert_eq!(a, run(b"in", "x"), "same task, same clock and random bytes");
+    assert_ne!(a[16..], run(b"in", "y")[16..], "other args seed another random stream");
+    assert_ne!(a[16..], run(b"other", "x")[16..], "other inputs seed another random stream");
+    let mono = u64::from_le_bytes(a[0..8].try_into().unwrap());
+    let real = u64::from_le_bytes(a[8..16].try_into().unwrap());
+    assert!(mono < 1_000_000, "virtual monotonic clock counts fuel, not host time: {mono}");
+    assert!(real >= 1_577_836_800_000_000_000, "virtual wall clock starts at 2020-01-01");
+}
+
+#[test]
+fn disk_cache_reuses_modules_and_recompiles_damaged_entries() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = SandboxConfig { cache_dir: Some(dir.path().to_path_buf()), ..SandboxConfig::default() };
+    let bytes = job("primes");
+    let expected = {
+        let sb = Sandbox::new(cfg.clone()).unwrap();
+        let m = sb.load(&bytes).unwrap();
+        sb.run(&m, &[], &["0", "1000"], &Limits::default()).unwrap().output
+    };
+    let entries: Vec<_> = std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().path()).collect();
+    assert_eq!(entries.len(), 1, "one cache entry written: {entries:?}");
+    // A fresh sandbox loads from disk.
+    let sb = Sandbox::new(cfg.clone()).unwrap();
+    let m = sb.load(&bytes).unwrap();
+    assert_eq!(sb.run(&m, &[], &["0", "1000"], &Limits::default()).unwrap().output, expected);
+    // Damage the entry: it is detected, removed and the module recompiled.
+    let mut damaged = std::fs::read(&entries[0]).unwrap();
+    let mid = damaged.len() / 2;
+    damaged[mid] ^= 0xff;
+    std::fs::write(&entries[0], &damaged).unwrap();
+    let sb = Sandbox::new(cfg.clone()).unwrap();
+    let m = sb.load(&bytes).unwrap();
+    assert_eq!(sb.run(&m, &[], &["0", "1000"], &Limits::default()).unwrap().output, expected);
+    assert_ne!(std::fs::read(&entries[0]).unwrap(), damaged, "the damaged entry was replaced");
+    // A truncated entry too.
+    std::fs::write(&entries[0], b"SHOALCW1").unwrap();
+    let sb = Sandbox::new(cfg).unwrap();
+    assert!(sb.load(&bytes).is_ok());
+}
