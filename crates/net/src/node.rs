@@ -365,7 +365,9 @@ impl Node {
         self.inner.endpoint.close(codes::NORMAL, b"shutdown");
         self.inner.tasks.close();
         let _ = tokio::time::timeout(Duration::from_secs(3), self.inner.tasks.wait()).await;
-        let _ = tokio::time::timeout(Duration::from_secs(1), self.inner.endpoint.wait_idle()).await;
+        // Give the endpoint a moment to put the CONNECTION_CLOSE frames on the wire; the full
+        // draining period (3 PTO) is not worth waiting for.
+        let _ = tokio::time::timeout(Duration::from_millis(250), self.inner.endpoint.wait_idle()).await;
     }
 }
 
@@ -415,7 +417,17 @@ async fn accept_loop(inner: Arc<Inner>) {
             i = inner.endpoint.accept() => i,
         };
         let Some(incoming) = incoming else { break };
-        inner.tasks.spawn(conn::accept(inner.clone(), incoming).in_current_span());
+        let cancel = inner.cancel.clone();
+        let handshake = conn::accept(inner.clone(), incoming);
+        inner.tasks.spawn(
+            async move {
+                tokio::select! {
+                    _ = cancel.cancelled() => {}
+                    _ = handshake => {}
+                }
+            }
+            .in_current_span(),
+        );
     }
 }
 
