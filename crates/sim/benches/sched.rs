@@ -1,27 +1,196 @@
-//! Scheduler benchmarks (placeholder driver while tuning).
-use shoal_sim::SchedulerKind;
-use shoal_sim::cli::{SimArgs, run};
+//! Scheduler benchmarks: prints tables (no timing harness; every figure is a ratio from one run,
+//! except the simulator's own wall-clock speed).
+//!
+//! `cargo bench -p shoal-sim --bench sched` runs everything (a few minutes on 2 cores);
+//! `-- --quick` runs a smaller grid (16 and 256 peers, a 20,000-task speed test);
+//! `-- ratio|ablation|recovery|speed` runs one section.
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use shoal_sim::dag::{SimDag, generate};
 use shoal_sim::net::Topology;
+use shoal_sim::sched_config::VictimChoice;
+use shoal_sim::{Kill, Metrics, SchedulerKind, SimConfig, simulate};
+
+const DAGS: &[&str] =
+    &["tree:1024", "forkjoin:64,8", "cholesky:12", "wavefront:32", "layered:1000,20,50", "mapreduce:256,32"];
+
+fn workloads() -> Vec<(String, SimDag)> {
+    let mut out: Vec<(String, SimDag)> =
+        DAGS.iter().map(|d| (d.to_string(), generate(d, 1).unwrap_or_else(|e| panic!("{d}: {e}")))).collect();
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/workflows");
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .map(|r| r.filter_map(|e| e.ok().map(|e| e.path())).collect())
+        .unwrap_or_default();
+    files.retain(|p| p.extension().is_some_and(|e| e == "json"));
+    files.sort();
+    for f in files {
+        let name = f.file_stem().map(|s| s.to_string_lossy().split('-').next().unwrap_or("wf").to_string());
+        match shoal_sim::wfcommons::load(&f) {
+            Ok(dag) => out.push((format!("wf:{}", name.unwrap_or_default()), dag)),
+            Err(e) => eprintln!("skipping {}: {e}", f.display()),
+        }
+    }
+    out
+}
+
+fn run(dag: &SimDag, cfg: &SimConfig) -> Metrics {
+    simulate(dag, cfg).unwrap_or_else(|e| panic!("{e}"))
+}
+
+fn geo(xs: &[f64]) -> f64 {
+    (xs.iter().map(|x| x.ln()).sum::<f64>() / xs.len().max(1) as f64).exp()
+}
+
+fn ratio_section(quick: bool) {
+    let peers: &[usize] = if quick { &[16, 256] } else { &[16, 64, 256, 1000] };
+    println!("\n## makespan / lower bound (shoal, central, random; same seed)\n");
+    println!(
+        "| workload | net | peers | shoal | central | random | shoal/central | msgs/task | bytes/task |"
+    );
+    println!("|---|---|---|---|---|---|---|---|---|");
+    let mut lan = Vec::new();
+    let mut wan_big = Vec::new();
+    let mut msgs = Vec::new();
+    for (name, dag) in workloads() {
+        for topo in [Topology::Lan, Topology::Wan] {
+            for &n in peers {
+                let mut cfg = SimConfig::new(n, topo, 1);
+                let s = run(&dag, &cfg);
+                cfg.scheduler = SchedulerKind::Central;
+                let c = run(&dag, &cfg);
+                cfg.scheduler = SchedulerKind::Random;
+                let r = run(&dag, &cfg);
+                assert_eq!(s.tasks_completed, s.tasks, "{name} {topo:?} {n}: shoal did not finish");
+                println!(
+                    "| {name} | {topo:?} | {n} | {:.3} | {:.3} | {:.3} | {:.3} | {:.2} | {:.0} |",
+                    s.ratio,
+                    c.ratio,
+                    r.ratio,
+                    s.makespan_s / c.makespan_s,
+                    s.messages_per_task,
+                    s.bytes_per_task
+                );
+                msgs.push(s.messages_per_task);
+                if topo == Topology::Lan {
+                    lan.push(s.ratio);
+                } else if n == *peers.last().unwrap_or(&n) {
+                    wan_big.push(s.makespan_s / c.makespan_s);
+                }
+            }
+        }
+    }
+    let worst = |v: &[f64]| v.iter().copied().fold(0.0, f64::max);
+    println!(
+        "\nLAN shoal ratio: geo-mean {:.3} (target <= 1.15), worst {:.3} (target <= 1.3)",
+        geo(&lan),
+        worst(&lan)
+    );
+    println!(
+        "WAN at {} peers, shoal / central makespan: geo-mean {:.3}, worst {:.3} (target <= 1.10)",
+        peers.last().unwrap_or(&0),
+        geo(&wan_big),
+        worst(&wan_big)
+    );
+    println!("messages per task: geo-mean {:.2}, worst {:.2} (target <= 1.5)", geo(&msgs), worst(&msgs));
+}
+
+fn ablation_section() {
+    println!("\n## ablations (LAN, 64 peers): makespan / lower bound, input MB fetched per task\n");
+    println!("| workload | full | FIFO queues | uniform victims | locality off |");
+    println!("|---|---|---|---|---|");
+    for d in ["cholesky:12", "layered:1000,20,50", "mapreduce:256,32", "forkjoin:64,8", "wavefront:32"] {
+        let dag = generate(d, 1).unwrap_or_else(|e| panic!("{e}"));
+        let base = SimConfig::new(64, Topology::Lan, 1);
+        let mut fifo = base.clone();
+        fifo.owner.ranked = false;
+        let mut uniform = base.clone();
+        uniform.peer.victims = VictimChoice::Uniform;
+        let mut noloc = base.clone();
+        noloc.owner.locality = false;
+        let cell = |cfg: &SimConfig| {
+            let m = run(&dag, cfg);
+            format!(
+                "{:.3} ({:.2} MB, {:.1} msg)",
+                m.ratio,
+                m.fetched_bytes_per_task / 1e6,
+                m.messages_per_task
+            )
+        };
+        println!("| {d} | {} | {} | {} | {} |", cell(&base), cell(&fifo), cell(&uniform), cell(&noloc));
+    }
+}
+
+fn recovery_section() {
+    println!("\n## recovery: kill 1/8 of the peers at half progress (LAN and WAN, 64 peers)\n");
+    println!(
+        "| workload | net | clean s | killed s | slowdown | re-run work share | budget (1+share+0.10) | met | same outputs |"
+    );
+    println!("|---|---|---|---|---|---|---|---|---|");
+    for d in ["tree:1024", "cholesky:12", "layered:1000,20,50", "mapreduce:256,32", "wavefront:32"] {
+        let dag = generate(d, 1).unwrap_or_else(|e| panic!("{e}"));
+        for topo in [Topology::Lan, Topology::Wan] {
+            let mut cfg = SimConfig::new(64, topo, 1);
+            let clean = run(&dag, &cfg);
+            cfg.kill = Some(Kill { fraction: 0.125, progress: 0.5 });
+            let k = run(&dag, &cfg);
+            let slow = k.makespan_s / clean.makespan_s;
+            let budget = 1.0 + k.rerun_work_share + 0.10;
+            println!(
+                "| {d} | {topo:?} | {:.3} | {:.3} | {:.3} | {:.3} | {:.3} | {} | {} |",
+                clean.makespan_s,
+                k.makespan_s,
+                slow,
+                k.rerun_work_share,
+                budget,
+                if slow <= budget { "yes" } else { "NO" },
+                if k.outputs == clean.outputs && k.tasks_completed == k.tasks { "yes" } else { "NO" }
+            );
+        }
+    }
+}
+
+fn speed_section(quick: bool) {
+    let tasks = if quick { 20_000 } else { 100_000 };
+    let spec = format!("layered:{tasks},200,20");
+    let dag = generate(&spec, 1).unwrap_or_else(|e| panic!("{e}"));
+    let cfg = SimConfig::new(1000, Topology::Lan, 1);
+    let t = Instant::now();
+    let m = run(&dag, &cfg);
+    let wall = t.elapsed();
+    println!("\n## simulator speed\n");
+    println!(
+        "{spec} on 1000 peers (LAN): {}/{} tasks done in {:.2} s wall ({} events, {:.0} events/s; \
+         ratio {:.3}, {:.2} msgs/task; target < 60 s for 100k tasks)",
+        m.tasks_completed,
+        m.tasks,
+        wall.as_secs_f64(),
+        m.events,
+        m.events as f64 / wall.as_secs_f64(),
+        m.ratio,
+        m.messages_per_task
+    );
+}
 
 fn main() {
-    let argv: Vec<String> = std::env::args().collect();
-    let dag = argv.get(1).cloned().unwrap_or_else(|| "tree:256".into());
-    let peers: usize = argv.get(2).and_then(|s| s.parse().ok()).unwrap_or(16);
-    let topo = if argv.get(3).map(String::as_str) == Some("wan") { Topology::Wan } else { Topology::Lan };
-    for sched in [SchedulerKind::Shoal, SchedulerKind::Central, SchedulerKind::Random] {
-        let args = SimArgs {
-            dag: Some(dag.clone()),
-            workflow: None,
-            peers,
-            slots: 1,
-            topology: topo,
-            seed: 1,
-            scheduler: sched,
-            kill: None,
-            json: false,
-        };
-        let t = std::time::Instant::now();
-        let _ = run(&args, &mut std::io::stdout());
-        println!("  wall {:?}", t.elapsed());
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let quick = args.iter().any(|a| a == "--quick");
+    let only: Vec<&str> = args.iter().map(String::as_str).filter(|a| !a.starts_with("--")).collect();
+    let want = |s: &str| only.is_empty() || only.contains(&s);
+    println!("# shoal scheduler benchmarks{}", if quick { " (--quick)" } else { "" });
+    let t = Instant::now();
+    if want("ratio") {
+        ratio_section(quick);
     }
+    if want("ablation") {
+        ablation_section();
+    }
+    if want("recovery") {
+        recovery_section();
+    }
+    if want("speed") {
+        speed_section(quick);
+    }
+    println!("\n(total {:.0} s)", t.elapsed().as_secs_f64());
 }

@@ -196,6 +196,7 @@ impl Central {
             owner: self.ids[0],
             attempt: 1,
             priority: if self.random { 0 } else { self.ranks[i.0 as usize] },
+            cost: t.cost.unwrap_or(CostModel::DEFAULT_FUEL),
             module: t.module,
             args: t.args.clone(),
             inputs,

@@ -18,3 +18,7 @@ mod world;
 
 pub use metrics::Metrics;
 pub use world::{Kill, SchedulerKind, SimConfig, SimError, simulate};
+/// The scheduler settings a [`SimConfig`] carries, re-exported for callers tuning them.
+pub mod sched_config {
+    pub use shoal_core::sched::{OwnerConfig, PeerConfig, VictimChoice};
+}

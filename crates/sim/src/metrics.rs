@@ -40,6 +40,8 @@ pub struct Metrics {
     pub idle_fraction: f64,
     /// Task starts (≥ tasks; more means re-runs).
     pub runs: u64,
+    /// Input bytes fetched from other peers, per task.
+    pub fetched_bytes_per_task: f64,
     /// Work of task starts beyond the first, as a share of total work.
     pub rerun_work_share: f64,
     /// Events processed.

@@ -21,8 +21,8 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use shoal_core::ids::{BlobHash, JobId, PeerId, TaskId};
 use shoal_core::sched::{
-    FailureKind, InputSource, Owner, OwnerConfig, PeerConfig, PeerHint, PeerSched, SchedMsg, TaskDesc,
-    TaskOutcome, Transmit,
+    FailureKind, InputSource, LoadHint, Owner, OwnerConfig, PeerConfig, PeerHint, PeerSched, SchedMsg,
+    TaskDesc, TaskOutcome, Transmit,
 };
 
 use crate::central::Central;
@@ -180,6 +180,11 @@ struct World<'a> {
     events: u64,
     fingerprint: u64,
     last_finish: Duration,
+    fetched: u64,
+    /// Whether any load may have changed since the last gossip round.
+    dirty: bool,
+    /// Gossip rounds skipped in a row because nothing changed.
+    quiet: u32,
 }
 
 /// Runs `dag` under `cfg` and measures it.
@@ -201,10 +206,14 @@ pub fn simulate(dag: &SimDag, cfg: &SimConfig) -> Result<Metrics, SimError> {
     if cfg.scheduler != SchedulerKind::Shoal {
         peer_cfg.stealing = false;
     }
-    let peers = ids.iter().map(|&id| PeerSched::new(id, peer_cfg.clone())).collect();
+    let peers: Vec<PeerSched> = ids.iter().map(|&id| PeerSched::new(id, peer_cfg.clone())).collect();
+    let mut rng = ChaCha8Rng::seed_from_u64(cfg.seed);
     let coord = match cfg.scheduler {
         SchedulerKind::Shoal => {
-            Coord::Shoal(Box::new(Owner::new(job_id, ids[0], dag.job.clone(), cfg.owner.clone())))
+            let loads: Vec<LoadHint> = peers.iter().map(PeerSched::load).collect();
+            let known: Vec<usize> = (0..n).collect();
+            let view = make_view(0, &known, &loads, cfg.view_size, &ids, &net, &mut rng);
+            Coord::Shoal(Box::new(Owner::new(job_id, ids[0], dag.job.clone(), cfg.owner.clone(), &view)))
         }
         kind => Coord::Central(Box::new(Central::new(
             job_id,
@@ -219,7 +228,7 @@ pub fn simulate(dag: &SimDag, cfg: &SimConfig) -> Result<Metrics, SimError> {
         cfg,
         dag,
         net,
-        rng: ChaCha8Rng::seed_from_u64(cfg.seed),
+        rng,
         now: Duration::ZERO,
         queue: BinaryHeap::new(),
         seq: 0,
@@ -237,8 +246,43 @@ pub fn simulate(dag: &SimDag, cfg: &SimConfig) -> Result<Metrics, SimError> {
         events: 0,
         fingerprint: 0xcbf2_9ce4_8422_2325,
         last_finish: Duration::ZERO,
+        fetched: 0,
+        dirty: true,
+        quiet: 0,
     };
     Ok(w.run())
+}
+
+/// A random partial view for peer `p`: up to `size` of the `known` peers with their current load.
+fn make_view(
+    p: usize,
+    known: &[usize],
+    loads: &[LoadHint],
+    size: usize,
+    ids: &[PeerId],
+    net: &Net,
+    rng: &mut ChaCha8Rng,
+) -> Vec<PeerHint> {
+    let pick: Vec<usize> = if known.len() <= size + 1 {
+        known.to_vec()
+    } else {
+        (0..size).map(|_| known[rng.random_range(0..known.len())]).collect()
+    };
+    let mut view: Vec<PeerHint> = Vec::with_capacity(pick.len());
+    for q in pick {
+        if q != p && !view.iter().any(|h| h.peer == ids[q]) {
+            let l = loads[q];
+            view.push(PeerHint {
+                peer: ids[q],
+                slots: l.slots,
+                free_slots: l.free_slots,
+                ready_tasks: l.ready_tasks,
+                ready_fuel: l.ready_fuel,
+                rtt: net.rtt(p, q),
+            });
+        }
+    }
+    view
 }
 
 impl World<'_> {
@@ -273,6 +317,9 @@ impl World<'_> {
             let (a, b) = item.ev.tag();
             for x in [item.at.as_nanos() as u64, a, b] {
                 self.fingerprint = (self.fingerprint ^ x).wrapping_mul(0x100_0000_01b3);
+            }
+            if !matches!(item.ev, Ev::Gossip | Ev::PeerTimer { .. } | Ev::OwnerTimer { .. }) {
+                self.dirty = true;
             }
             self.step(item.ev);
         }
@@ -396,7 +443,12 @@ impl World<'_> {
                     .filter(|&h| self.alive[h])
                     .min_by_key(|&h| (self.net.rtt(h, p), h));
                 match best {
-                    Some(h) => fetch = fetch.max(self.net.fetch(h, p, input.size, &mut self.rng)),
+                    Some(h) => {
+                        if h != p {
+                            self.fetched += input.size;
+                        }
+                        fetch = fetch.max(self.net.fetch(h, p, input.size, &mut self.rng));
+                    }
                     None => lost = lost.or(Some(k as u32)),
                 }
             }
@@ -417,36 +469,33 @@ impl World<'_> {
     }
 
     fn gossip(&mut self) {
+        let next = self.now + self.cfg.gossip;
+        self.push(next, Ev::Gossip);
+        // Loads unchanged: views would only reshuffle, so do that one round in ten (saves time on
+        // long tasks without starving thieves whose view misses the loaded peers).
+        if !self.dirty && self.quiet < 9 {
+            self.quiet += 1;
+            return;
+        }
+        self.dirty = false;
+        self.quiet = 0;
         let n = self.peers.len();
-        let loads: Vec<_> = self.peers.iter().map(PeerSched::load).collect();
+        let loads: Vec<_> =
+            (0..n).map(|q| if self.alive[q] { self.peers[q].load() } else { LoadHint::default() }).collect();
         let known: Vec<usize> = (0..n).filter(|&q| !self.told_down[q]).collect();
         for p in 0..n {
             if !self.alive[p] {
                 continue;
             }
-            let pick: Vec<usize> = if known.len() <= self.cfg.view_size + 1 {
-                known.clone()
-            } else {
-                (0..self.cfg.view_size).map(|_| known[self.rng.random_range(0..known.len())]).collect()
-            };
-            let mut view: Vec<PeerHint> = Vec::with_capacity(pick.len());
-            for q in pick {
-                if q != p && !view.iter().any(|h| h.peer == self.ids[q]) {
-                    let l = if self.alive[q] { loads[q] } else { Default::default() };
-                    let rtt = self.net.rtt(p, q);
-                    view.push(PeerHint {
-                        peer: self.ids[q],
-                        free_slots: l.free_slots,
-                        ready_tasks: l.ready_tasks,
-                        rtt,
-                    });
-                }
+            let view = make_view(p, &known, &loads, self.cfg.view_size, &self.ids, &self.net, &mut self.rng);
+            if p == 0
+                && let Coord::Shoal(o) = &mut self.coord
+            {
+                o.handle_view(self.now, &view);
             }
             self.peers[p].handle_view(self.now, view, &mut self.rng);
             self.drain(p);
         }
-        let next = self.now + self.cfg.gossip;
-        self.push(next, Ev::Gossip);
     }
 
     fn maybe_kill(&mut self) {
@@ -503,6 +552,7 @@ impl World<'_> {
             steals_won: won,
             idle_fraction: if capacity > 0.0 { 1.0 - self.compute.as_secs_f64() / capacity } else { 0.0 },
             runs: self.runs.iter().map(|&r| u64::from(r)).sum(),
+            fetched_bytes_per_task: self.fetched as f64 / tasks as f64,
             rerun_work_share: rerun / self.dag.total_work_s().max(f64::MIN_POSITIVE),
             events: self.events,
             fingerprint: self.fingerprint,

@@ -30,7 +30,7 @@ mod queue;
 use std::time::Duration;
 
 pub use msg::{FailureKind, InputLoc, InputSource, LoadHint, OutputRef, SchedMsg, TaskDesc, Transmit};
-pub use owner::{Owner, OwnerConfig, OwnerError, OwnerEvent, Placement, Progress, Report, TaskState};
+pub use owner::{Owner, OwnerConfig, OwnerError, OwnerEvent, Progress, Report, TaskState};
 pub use peer::{PeerConfig, PeerHint, PeerSched, PeerStats, TaskOutcome, VictimChoice};
 pub use queue::ReadyQueue;
 

@@ -45,6 +45,8 @@ pub struct TaskDesc {
     pub attempt: u32,
     /// Ready-queue priority (upward rank in fuel; higher runs first).
     pub priority: u64,
+    /// The owner's estimate of the task's cost, in fuel.
+    pub cost: u64,
     /// Content hash of the module to run.
     pub module: BlobHash,
     /// Arguments.
@@ -87,10 +89,14 @@ pub enum FailureKind {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
 #[rkyv(derive(Debug))]
 pub struct LoadHint {
+    /// Slots in all.
+    pub slots: u32,
     /// Slots not running a task.
     pub free_slots: u32,
     /// Tasks waiting in the ready queue.
     pub ready_tasks: u32,
+    /// Their estimated cost in all, in fuel.
+    pub ready_fuel: u64,
 }
 
 /// A scheduling message.
@@ -133,6 +139,8 @@ pub enum SchedMsg {
         output: OutputRef,
         /// Fuel used.
         fuel: u64,
+        /// The executor's load once the run ended (lets the owner place work where slots are free).
+        load: LoadHint,
     },
     /// Executor → owner: an attempt failed.
     Failed {
@@ -191,6 +199,7 @@ mod tests {
             attempt: 2,
             output: OutputRef { hash: BlobHash::of(b"x"), size: 1, inline: Some(b"x".to_vec()) },
             fuel: 99,
+            load: LoadHint::default(),
         };
         let bytes = msg.to_bytes();
         assert_eq!(SchedMsg::from_bytes(&bytes).unwrap(), msg);

@@ -13,19 +13,10 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::time::Duration;
 
 use super::msg::{FailureKind, InputLoc, InputSource, OutputRef, SchedMsg, TaskDesc, Transmit};
+use super::peer::PeerHint;
 use super::{Time, Timer};
 use crate::ids::{BlobHash, JobId, PeerId, TaskId, TaskIndex};
 use crate::job::{CostModel, Input, Job, upward_ranks};
-
-/// Where the owner puts a newly ready task.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Placement {
-    /// On the peer holding most of its input bytes; with none, on the peer whose report made it
-    /// ready (work-first), or the owner itself.
-    Locality,
-    /// Always in the owner's own queue; thieves spread it.
-    Owner,
-}
 
 /// Owner settings.
 #[derive(Clone, Debug)]
@@ -38,12 +29,19 @@ pub struct OwnerConfig {
     pub retry_backoff_max: Duration,
     /// Outputs at most this large travel inline (in `Done` and in consumers' descriptors).
     pub inline_max: u64,
-    /// Placement of ready tasks.
-    pub placement: Placement,
+    /// Place a ready task on the peer holding most of its input bytes when it has room (`false`:
+    /// ignore where inputs are, for ablation).
+    pub locality: bool,
     /// Upward-rank priorities (`false`: all zero, i.e. FIFO queues).
     pub ranked: bool,
     /// Distinct peers that must report a task's own failure before it is believed.
     pub failure_confirmations: u32,
+    /// Tasks queued per slot (beyond the running ones) at a peer before the owner holds ready
+    /// tasks back and hands them out, highest rank first, as peers report free slots.
+    pub queue_per_slot: u32,
+    /// Assumed bandwidth between peers, bytes per second, for weighing data movement against
+    /// latency when placing.
+    pub bandwidth: f64,
 }
 
 impl Default for OwnerConfig {
@@ -53,9 +51,11 @@ impl Default for OwnerConfig {
             retry_backoff: Duration::from_millis(50),
             retry_backoff_max: Duration::from_secs(5),
             inline_max: 16 * 1024,
-            placement: Placement::Locality,
+            locality: true,
             ranked: true,
             failure_confirmations: 1,
+            queue_per_slot: 4,
+            bandwidth: 12.5e6,
         }
     }
 }
@@ -65,6 +65,8 @@ impl Default for OwnerConfig {
 pub enum TaskState {
     /// Some producer is not done.
     Waiting,
+    /// Ready, held by the owner until a peer has room.
+    Ready,
     /// A fault happened; the task is re-issued when timer `token` fires.
     Retry {
         /// The retry timer.
@@ -172,14 +174,28 @@ pub struct Owner {
     retries: HashMap<u64, TaskIndex>,
     next_token: u64,
     pending: BTreeMap<PeerId, Vec<TaskDesc>>,
+    /// Attempts of this job placed at each peer (queued or running).
+    load: HashMap<PeerId, u32>,
+    /// Slots each peer reported.
+    caps: HashMap<PeerId, u32>,
+    /// Round-trip times from the membership view.
+    rtt: HashMap<PeerId, Duration>,
+    /// Peers the membership view shows idle, nearest last (popped from the end).
+    view_idle: Vec<PeerId>,
+    /// Ready tasks held back, by (rank, lowest index first).
+    parked: std::collections::BinaryHeap<(u64, std::cmp::Reverse<u32>)>,
+    /// Every live peer known to have slots, by ((placed − slots, RTT), peer): least loaded, then
+    /// nearest, first.
+    by_load: BTreeSet<((i64, Duration), PeerId)>,
     out: VecDeque<Transmit>,
     timers: VecDeque<Timer>,
     events: VecDeque<OwnerEvent>,
 }
 
 impl Owner {
-    /// Starts owning `job` as `id` on peer `me`: its source tasks are queued at `me`.
-    pub fn new(id: JobId, me: PeerId, job: Job, cfg: OwnerConfig) -> Self {
+    /// Starts owning `job` as `id` on peer `me`, with the membership view `view`: source tasks go
+    /// to idle peers of the view, the rest spread over `me` and the view (thieves even them out).
+    pub fn new(id: JobId, me: PeerId, job: Job, cfg: OwnerConfig, view: &[PeerHint]) -> Self {
         let costs = CostModel::default();
         let ranks = if cfg.ranked { upward_ranks(&job, &costs) } else { vec![0; job.len()] };
         let recs = (0..job.len())
@@ -206,10 +222,18 @@ impl Owner {
             retries: HashMap::new(),
             next_token: 0,
             pending: BTreeMap::new(),
+            load: HashMap::new(),
+            caps: HashMap::new(),
+            rtt: HashMap::new(),
+            view_idle: Vec::new(),
+            by_load: BTreeSet::new(),
+            parked: std::collections::BinaryHeap::new(),
             out: VecDeque::new(),
             timers: VecDeque::new(),
             events: VecDeque::new(),
         };
+        o.set_cap(me, 1);
+        o.note_view(view);
         for i in 0..o.job.len() as u32 {
             if o.job.parents(TaskIndex(i)).is_empty() {
                 o.issue(TaskIndex(i), None);
@@ -286,15 +310,16 @@ impl Owner {
                     self.check(i)?;
                 }
                 for (i, attempt) in tasks {
-                    if let TaskState::Placed { at, attempt: a } = &mut self.recs[i.0 as usize].state
-                        && *a == attempt
+                    if let TaskState::Placed { attempt: a, .. } = self.recs[i.0 as usize].state
+                        && a == attempt
                     {
-                        *at = from;
+                        self.set(i, TaskState::Placed { at: from, attempt });
                     }
                 }
             }
-            SchedMsg::Done { task, attempt, output, fuel } => {
+            SchedMsg::Done { task, attempt, output, fuel, load } => {
                 self.check(task.index)?;
+                self.set_cap(from, load.slots);
                 self.on_done(task.index, from, attempt, output, fuel);
             }
             SchedMsg::Failed { task, attempt, kind } => {
@@ -309,14 +334,49 @@ impl Owner {
         Ok(())
     }
 
+    /// A new membership view: its idle peers become placement candidates.
+    pub fn handle_view(&mut self, _now: Time, view: &[PeerHint]) {
+        self.note_view(view);
+    }
+
+    fn note_view(&mut self, view: &[PeerHint]) {
+        let mut idle: Vec<&PeerHint> =
+            view.iter().filter(|h| h.peer != self.me && h.free_slots > 0 && h.ready_tasks == 0).collect();
+        idle.sort_by_key(|h| (std::cmp::Reverse(h.rtt), h.peer));
+        self.view_idle = idle.iter().map(|h| h.peer).collect();
+        for h in view {
+            if self.rtt.get(&h.peer) != Some(&h.rtt) {
+                let known = self.by_load.remove(&self.load_key(h.peer));
+                self.rtt.insert(h.peer, h.rtt);
+                if known {
+                    self.by_load.insert(self.load_key(h.peer));
+                }
+            }
+            if !self.caps.contains_key(&h.peer) {
+                self.set_cap(h.peer, h.slots);
+            }
+        }
+        for k in (0..self.view_idle.len()).rev() {
+            if self.parked.is_empty() {
+                break;
+            }
+            self.dispatch_parked(self.view_idle[k]);
+        }
+        self.flush();
+    }
+
     /// `peer` left the swarm: re-issue what it held, re-make lost outputs still needed.
     pub fn handle_peer_down(&mut self, _now: Time, peer: PeerId) {
-        if peer == self.me || !self.dead.insert(peer) {
+        if peer == self.me || self.dead.contains(&peer) {
             return;
         }
-        for r in &mut self.recs {
-            match &mut r.state {
-                TaskState::Placed { at, .. } if *at == peer => r.state = TaskState::Waiting,
+        self.by_load.remove(&self.load_key(peer));
+        self.dead.insert(peer);
+        for k in 0..self.recs.len() {
+            match &mut self.recs[k].state {
+                TaskState::Placed { at, .. } if *at == peer => {
+                    self.set(TaskIndex(k as u32), TaskState::Waiting)
+                }
                 TaskState::Done { holders, .. } => holders.retain(|&h| h != peer),
                 _ => {}
             }
@@ -328,13 +388,16 @@ impl Owner {
                 TaskState::Done { output, holders } if output.inline.is_none() && holders.is_empty());
             let needed = self.job.children(i).iter().any(|c| !self.is_task_done(*c));
             if lost && needed {
-                self.recs[i.0 as usize].state = TaskState::Waiting;
+                self.set(i, TaskState::Waiting);
                 self.done -= 1;
             }
         }
         for k in 0..self.job.len() {
             let i = self.job.topo_order()[k];
-            if self.recs[i.0 as usize].state == TaskState::Waiting && self.inputs_ready(i) {
+            let state = &self.recs[i.0 as usize].state;
+            if *state == TaskState::Ready && !self.inputs_ready(i) {
+                self.set(i, TaskState::Waiting); // Held back, but an input was just lost.
+            } else if *state == TaskState::Waiting && self.inputs_ready(i) {
                 self.issue(i, None);
             }
         }
@@ -345,7 +408,7 @@ impl Owner {
     pub fn handle_timer(&mut self, _now: Time, token: u64) {
         let Some(i) = self.retries.remove(&token) else { return };
         if self.recs[i.0 as usize].state == (TaskState::Retry { token }) {
-            self.recs[i.0 as usize].state = TaskState::Waiting;
+            self.set(i, TaskState::Waiting);
             if self.inputs_ready(i) {
                 self.issue(i, None);
             }
@@ -380,6 +443,102 @@ impl Owner {
         self.job.parents(i).iter().all(|&p| self.is_task_done(p))
     }
 
+    /// Changes task `i`'s state, keeping the per-peer placement counts right.
+    fn set(&mut self, i: TaskIndex, state: TaskState) {
+        if let TaskState::Placed { at, .. } = self.recs[i.0 as usize].state {
+            self.add_load(at, -1);
+        }
+        if let TaskState::Placed { at, .. } = state {
+            self.add_load(at, 1);
+        }
+        self.recs[i.0 as usize].state = state;
+    }
+
+    fn load_key(&self, p: PeerId) -> ((i64, Duration), PeerId) {
+        let load = i64::from(self.load.get(&p).copied().unwrap_or(0));
+        let rtt =
+            if p == self.me { Duration::ZERO } else { self.rtt.get(&p).copied().unwrap_or(Duration::MAX) };
+        ((load - i64::from(self.caps.get(&p).copied().unwrap_or(1)), rtt), p)
+    }
+
+    fn add_load(&mut self, p: PeerId, delta: i32) {
+        let known = self.by_load.remove(&self.load_key(p));
+        let n = self.load.entry(p).or_default();
+        *n = n.saturating_add_signed(delta);
+        if known {
+            self.by_load.insert(self.load_key(p));
+        }
+    }
+
+    fn set_cap(&mut self, p: PeerId, slots: u32) {
+        if self.dead.contains(&p) {
+            return;
+        }
+        self.by_load.remove(&self.load_key(p));
+        self.caps.insert(p, slots.max(1));
+        self.by_load.insert(self.load_key(p));
+    }
+
+    fn has_room(&self, p: PeerId) -> bool {
+        !self.dead.contains(&p)
+            && self.load.get(&p).copied().unwrap_or(0) < self.caps.get(&p).copied().unwrap_or(1)
+    }
+
+    /// Chooses where a ready task goes: the peer with most of its input bytes if it has room, else
+    /// the peer whose report made it ready, else a peer known to have room, else the data.
+    /// `None`: hold it back (every known peer has its running and queued quota).
+    ///
+    /// Among the peers with room — the one holding most input bytes, the peer whose report made
+    /// the task ready (work-first), and the least loaded nearest known peer — it picks the
+    /// earliest estimated start: round trip from the owner plus moving the input bytes it lacks
+    /// at [`OwnerConfig::bandwidth`].
+    fn place(&mut self, bytes: &mut [(PeerId, u64)], hint: Option<PeerId>) -> Option<PeerId> {
+        bytes.sort_by_key(|&(p, n)| (std::cmp::Reverse(n), Some(p) != hint, p));
+        let total: u64 = bytes.iter().map(|&(_, n)| n).sum();
+        let mut cands: Vec<PeerId> = Vec::with_capacity(3);
+        if let Some(&(p, _)) = bytes.iter().find(|&&(p, n)| n > 0 && self.has_room(p)) {
+            cands.push(p);
+        }
+        if let Some(h) = hint.filter(|&h| self.has_room(h)) {
+            cands.push(h);
+        }
+        if let Some(&(k, p)) = self.by_load.first()
+            && k.0 < 0
+        {
+            cands.push(p);
+        }
+        let start = |p: &PeerId| {
+            let here = bytes.iter().find(|(q, _)| q == p).map_or(0, |&(_, n)| n);
+            let rtt =
+                if *p == self.me { Duration::ZERO } else { self.rtt.get(p).copied().unwrap_or_default() };
+            rtt + Duration::from_secs_f64((total - here) as f64 / self.cfg.bandwidth)
+        };
+        if let Some(p) = cands.iter().min_by_key(|p| start(p)) {
+            return Some(*p);
+        }
+        while let Some(p) = self.view_idle.pop() {
+            if self.has_room(p) {
+                return Some(p);
+            }
+        }
+        // No free slot known: queue it at the least loaded peer (thieves even out the rest), up
+        // to the queue quota; beyond it, hold it back.
+        let &(_, p) = self.by_load.first()?;
+        let cap = u64::from(self.caps.get(&p).copied().unwrap_or(1));
+        let load = u64::from(self.load.get(&p).copied().unwrap_or(0));
+        (load < cap * (1 + u64::from(self.cfg.queue_per_slot))).then_some(p)
+    }
+
+    /// Hands held-back tasks, highest rank first, to `p` while it has room.
+    fn dispatch_parked(&mut self, p: PeerId) {
+        while self.has_room(p) {
+            let Some((_, std::cmp::Reverse(i))) = self.parked.pop() else { return };
+            if self.recs[i as usize].state == TaskState::Ready {
+                self.send_to(TaskIndex(i), p);
+            }
+        }
+    }
+
     fn on_done(&mut self, i: TaskIndex, from: PeerId, attempt: u32, output: OutputRef, fuel: u64) {
         let rec = &mut self.recs[i.0 as usize];
         rec.reports.push(Report { peer: from, attempt, result: Ok((output.hash, fuel)) });
@@ -399,7 +558,7 @@ impl Owner {
         if output.size > self.cfg.inline_max {
             output.inline = None;
         }
-        rec.state = TaskState::Done { output, holders: vec![from] };
+        self.set(i, TaskState::Done { output, holders: vec![from] });
         self.done += 1;
         self.peers_used.insert(from);
         self.costs.learn(self.job.task(i).module, fuel);
@@ -416,6 +575,7 @@ impl Owner {
                 self.issue(c, Some(from));
             }
         }
+        self.dispatch_parked(from);
         if self.is_done() {
             self.events.push_back(OwnerEvent::JobDone);
         }
@@ -445,8 +605,8 @@ impl Owner {
                 match producer {
                     Some(p) if self.is_task_done(p) => {
                         // Its holders could not serve it: re-make it from lineage.
-                        self.recs[i.0 as usize].state = TaskState::Waiting;
-                        self.recs[p.0 as usize].state = TaskState::Waiting;
+                        self.set(i, TaskState::Waiting);
+                        self.set(p, TaskState::Waiting);
                         self.done -= 1;
                         if self.inputs_ready(p) {
                             self.issue(p, None);
@@ -460,7 +620,7 @@ impl Owner {
     }
 
     fn fail(&mut self, i: TaskIndex, kind: FailureKind) {
-        self.recs[i.0 as usize].state = TaskState::Failed(kind.clone());
+        self.set(i, TaskState::Failed(kind.clone()));
         self.failed += 1;
         self.events.push_back(OwnerEvent::TaskFailed(i, kind));
     }
@@ -472,10 +632,11 @@ impl Owner {
             self.fail(i, FailureKind::Executor(format!("gave up after {n} attempts")));
             return;
         }
+        let attempts = rec.attempts;
         self.next_token += 1;
         let token = self.next_token;
-        rec.state = TaskState::Retry { token };
-        let delay = self.cfg.retry_backoff.saturating_mul(1 << rec.attempts.saturating_sub(1).min(16));
+        self.set(i, TaskState::Retry { token });
+        let delay = self.cfg.retry_backoff.saturating_mul(1 << attempts.saturating_sub(1).min(16));
         self.retries.insert(token, i);
         self.timers.push_back(Timer { at: now + delay.min(self.cfg.retry_backoff_max), token });
     }
@@ -487,29 +648,60 @@ impl Owner {
             self.fail(i, FailureKind::Executor(format!("gave up after {attempts} attempts")));
             return;
         }
-        let task = self.job.task(i);
+        let (mut bytes, hint) =
+            if self.cfg.locality { (self.input_bytes(i), hint) } else { (Vec::new(), None) };
+        let at = self.place(&mut bytes, hint);
+        match at {
+            Some(at) => self.send_to(i, at),
+            None => {
+                self.set(i, TaskState::Ready);
+                self.parked.push((self.priority(i), std::cmp::Reverse(i.0)));
+            }
+        }
+    }
+
+    fn priority(&self, i: TaskIndex) -> u64 {
+        if self.cfg.ranked { self.ranks[i.0 as usize] } else { 0 }
+    }
+
+    /// Input bytes of task `i` on each holder (literal blobs count for the owner).
+    fn input_bytes(&self, i: TaskIndex) -> Vec<(PeerId, u64)> {
         let mut bytes: Vec<(PeerId, u64)> = Vec::new();
         let mut add = |p: PeerId, n: u64| match bytes.iter_mut().find(|(q, _)| *q == p) {
             Some(e) => e.1 += n,
             None => bytes.push((p, n)),
         };
+        for input in &self.job.task(i).inputs {
+            match *input {
+                Input::Blob { size, .. } => add(self.me, size),
+                Input::Output(p) => {
+                    if let TaskState::Done { output, holders } = &self.recs[p.0 as usize].state
+                        && output.inline.is_none()
+                    {
+                        for &h in holders {
+                            add(h, output.size);
+                        }
+                    }
+                }
+            }
+        }
+        bytes
+    }
+
+    /// Sends a new attempt of `i` to `at`.
+    fn send_to(&mut self, i: TaskIndex, at: PeerId) {
+        let task = self.job.task(i);
         let mut inputs = Vec::with_capacity(task.inputs.len());
         for input in &task.inputs {
             inputs.push(match *input {
                 Input::Blob { hash, size } => {
-                    add(self.me, size);
                     InputLoc { hash, size, source: InputSource::Holders(vec![self.me]) }
                 }
                 Input::Output(p) => match &self.recs[p.0 as usize].state {
                     TaskState::Done { output, holders } => {
                         let source = match &output.inline {
                             Some(b) => InputSource::Inline(b.clone()),
-                            None => {
-                                for &h in holders {
-                                    add(h, output.size);
-                                }
-                                InputSource::Holders(holders.clone())
-                            }
+                            None => InputSource::Holders(holders.clone()),
                         };
                         InputLoc { hash: output.hash, size: output.size, source }
                     }
@@ -519,29 +711,21 @@ impl Owner {
                 },
             });
         }
-        let at = match self.cfg.placement {
-            Placement::Owner => self.me,
-            Placement::Locality => {
-                let hint = hint.unwrap_or(self.me);
-                bytes
-                    .iter()
-                    .max_by_key(|&&(p, n)| (n, p == hint, std::cmp::Reverse(p)))
-                    .filter(|&&(_, n)| n > 0)
-                    .map_or(hint, |&(p, _)| p)
-            }
-        };
-        let rec = &mut self.recs[i.0 as usize];
-        rec.attempts += 1;
-        rec.state = TaskState::Placed { at, attempt: rec.attempts };
+        let args = task.args.clone();
+        let (module, limits) = (task.module, task.limits.clone());
+        let attempt = self.recs[i.0 as usize].attempts + 1;
+        self.recs[i.0 as usize].attempts = attempt;
+        self.set(i, TaskState::Placed { at, attempt });
         let desc = TaskDesc {
             task: TaskId { job: self.id, index: i },
             owner: self.me,
-            attempt: rec.attempts,
-            priority: if self.cfg.ranked { self.ranks[i.0 as usize] } else { 0 },
-            module: task.module,
-            args: task.args.clone(),
+            attempt,
+            priority: self.priority(i),
+            cost: self.costs.estimate(&self.job, i),
+            module,
+            args,
             inputs,
-            limits: task.limits.clone(),
+            limits,
         };
         self.pending.entry(at).or_default().push(desc);
     }

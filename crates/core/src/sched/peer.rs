@@ -43,6 +43,8 @@ pub struct PeerConfig {
     pub steal_timeout: Duration,
     /// Victim selection.
     pub victims: VictimChoice,
+    /// Fuel a slot runs per second (to weigh a victim's queued work against the round trip).
+    pub fuel_per_sec: f64,
 }
 
 impl Default for PeerConfig {
@@ -56,6 +58,7 @@ impl Default for PeerConfig {
             backoff_max: Duration::from_millis(100),
             steal_timeout: Duration::from_secs(2),
             victims: VictimChoice::LoadBiased,
+            fuel_per_sec: 1e9,
         }
     }
 }
@@ -65,10 +68,14 @@ impl Default for PeerConfig {
 pub struct PeerHint {
     /// The peer.
     pub peer: PeerId,
+    /// Its slots in all.
+    pub slots: u32,
     /// Its free slots, as last heard.
     pub free_slots: u32,
     /// Its ready tasks, as last heard.
     pub ready_tasks: u32,
+    /// Estimated cost of its ready tasks, in fuel, as last heard.
+    pub ready_fuel: u64,
     /// Round-trip time estimate.
     pub rtt: Duration,
 }
@@ -148,7 +155,12 @@ impl PeerSched {
 
     /// This peer's load, as it would advertise it.
     pub fn load(&self) -> LoadHint {
-        LoadHint { free_slots: self.free_slots(), ready_tasks: self.ready.len() as u32 }
+        LoadHint {
+            slots: self.cfg.slots,
+            free_slots: self.free_slots(),
+            ready_tasks: self.ready.len() as u32,
+            ready_fuel: self.ready.fuel(),
+        }
     }
 
     /// Counters so far.
@@ -224,14 +236,15 @@ impl PeerSched {
         outcome: TaskOutcome,
         rng: &mut dyn RngCore,
     ) {
-        if let Some(owner) = self.running.remove(&(task, attempt)) {
-            let msg = match outcome {
-                TaskOutcome::Ok { output, fuel } => SchedMsg::Done { task, attempt, output, fuel },
-                TaskOutcome::Failed(kind) => SchedMsg::Failed { task, attempt, kind },
-            };
-            self.out.push_back(Transmit { to: owner, msg });
-        }
+        let Some(owner) = self.running.remove(&(task, attempt)) else { return };
         self.pump(now, rng);
+        let msg = match outcome {
+            TaskOutcome::Ok { output, fuel } => {
+                SchedMsg::Done { task, attempt, output, fuel, load: self.load() }
+            }
+            TaskOutcome::Failed(kind) => SchedMsg::Failed { task, attempt, kind },
+        };
+        self.out.push_back(Transmit { to: owner, msg });
     }
 
     /// A timer fired. Stale tokens are ignored.
@@ -266,8 +279,10 @@ impl PeerSched {
 
     fn note_load(&mut self, peer: PeerId, load: LoadHint) {
         if let Some(h) = self.view.iter_mut().find(|h| h.peer == peer) {
+            h.slots = load.slots;
             h.free_slots = load.free_slots;
             h.ready_tasks = load.ready_tasks;
+            h.ready_fuel = load.ready_fuel;
         }
     }
 
@@ -316,6 +331,15 @@ impl PeerSched {
             }
             return;
         }
+        if self.cfg.victims == VictimChoice::LoadBiased && self.steals.is_empty() {
+            // Avoid a thundering herd: with R ready tasks and I idle peers in sight, each idle
+            // peer steals with probability R / I, and otherwise waits for fresher hints.
+            let ready: u64 = self.view.iter().map(|h| u64::from(h.ready_tasks)).sum();
+            let idle = 1 + self.view.iter().filter(|h| h.free_slots > 0 && h.ready_tasks == 0).count() as u64;
+            if ready < idle && rng.random_range(0..idle) >= ready {
+                return;
+            }
+        }
         while (self.steals.len() as u32) < self.cfg.max_steals {
             let Some(victim) = self.pick_victim(rng) else { break };
             let token = self.token();
@@ -327,13 +351,21 @@ impl PeerSched {
         }
     }
 
+    /// Whether stealing from `h` can pay: its queued work per slot outlasts the round trip
+    /// (cluster-aware stealing: far victims only for long backlogs).
+    fn worth(&self, h: &PeerHint) -> bool {
+        let backlog = h.ready_fuel as f64 / self.cfg.fuel_per_sec / f64::from(h.slots.max(1));
+        h.rtt.as_secs_f64() <= backlog
+    }
+
     fn pick_victim(&self, rng: &mut dyn RngCore) -> Option<PeerId> {
         let free = |h: &&PeerHint| !self.steals.iter().any(|s| s.victim == h.peer);
         let biased = self.cfg.victims == VictimChoice::LoadBiased;
         let loaded: Vec<&PeerHint> =
-            self.view.iter().filter(free).filter(|h| biased && h.ready_tasks > 0).collect();
-        let pool: Vec<&PeerHint> =
-            if loaded.is_empty() { self.view.iter().filter(free).collect() } else { loaded };
+            self.view.iter().filter(free).filter(|h| biased && h.ready_tasks > 0 && self.worth(h)).collect();
+        // Load-biased thieves only ask peers whose hints show ready work, and otherwise wait for
+        // fresher hints (a view update or a piggybacked load) instead of probing blindly.
+        let pool: Vec<&PeerHint> = if biased { loaded } else { self.view.iter().filter(free).collect() };
         if pool.is_empty() {
             return None;
         }

@@ -37,18 +37,27 @@ impl Ord for Entry {
 pub struct ReadyQueue {
     heap: BinaryHeap<Entry>,
     seq: u64,
+    fuel: u64,
 }
 
 impl ReadyQueue {
     /// Adds a task.
     pub fn push(&mut self, desc: TaskDesc) {
         self.seq += 1;
+        self.fuel += desc.cost;
         self.heap.push(Entry { priority: desc.priority, seq: Reverse(self.seq), desc });
     }
 
     /// Removes the highest-priority task.
     pub fn pop(&mut self) -> Option<TaskDesc> {
-        self.heap.pop().map(|e| e.desc)
+        let desc = self.heap.pop()?.desc;
+        self.fuel -= desc.cost;
+        Some(desc)
+    }
+
+    /// Estimated cost of all queued tasks, in fuel.
+    pub fn fuel(&self) -> u64 {
+        self.fuel
     }
 
     /// Number of tasks.
@@ -64,6 +73,7 @@ impl ReadyQueue {
     /// Keeps only the tasks for which `keep` says true.
     pub fn retain(&mut self, mut keep: impl FnMut(&TaskDesc) -> bool) {
         self.heap.retain(|e| keep(&e.desc));
+        self.fuel = self.heap.iter().map(|e| e.desc.cost).sum();
     }
 
     /// Removes up to half the tasks, rounded up (`n - n / 2`), at most `max`, highest priority first.
