@@ -195,6 +195,7 @@ impl Central {
             task: TaskId { job: self.id, index: i },
             owner: self.ids[0],
             attempt: 1,
+            hops: 0,
             priority: if self.random { 0 } else { self.ranks[i.0 as usize] },
             cost: t.cost.unwrap_or(CostModel::DEFAULT_FUEL),
             module: t.module,

@@ -54,4 +54,7 @@ pub struct Metrics {
     /// Times each task was started.
     #[serde(skip)]
     pub runs_per_task: Vec<u32>,
+    /// For a run that did not finish: the owner's view of up to 20 unfinished tasks.
+    #[serde(skip)]
+    pub unfinished: Vec<String>,
 }

@@ -19,10 +19,10 @@ use std::time::Duration;
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-use shoal_core::ids::{BlobHash, JobId, PeerId, TaskId};
+use shoal_core::ids::{BlobHash, JobId, PeerId, TaskId, TaskIndex};
 use shoal_core::sched::{
     FailureKind, InputSource, LoadHint, Owner, OwnerConfig, PeerConfig, PeerHint, PeerSched, SchedMsg,
-    TaskDesc, TaskOutcome, Transmit,
+    TaskDesc, TaskOutcome, TaskState, Transmit,
 };
 
 use crate::central::Central;
@@ -558,6 +558,15 @@ impl World<'_> {
             fingerprint: self.fingerprint,
             outputs,
             runs_per_task: self.runs.clone(),
+            unfinished: match &self.coord {
+                Coord::Shoal(o) => (0..tasks as u32)
+                    .map(TaskIndex)
+                    .filter(|&i| !matches!(o.state(i), TaskState::Done { .. }))
+                    .take(20)
+                    .map(|i| format!("{i:?}: {:?}", o.state(i)))
+                    .collect(),
+                Coord::Central(_) => Vec::new(),
+            },
         }
     }
 }

@@ -26,6 +26,8 @@ mod msg;
 mod owner;
 mod peer;
 mod queue;
+#[cfg(test)]
+mod tests;
 
 use std::time::Duration;
 

@@ -43,6 +43,8 @@ pub struct TaskDesc {
     pub owner: PeerId,
     /// Which run of the task this is (unique per task, chosen by the owner).
     pub attempt: u32,
+    /// How many times this attempt has been stolen (orders claims that race each other).
+    pub hops: u32,
     /// Ready-queue priority (upward rank in fuel; higher runs first).
     pub priority: u64,
     /// The owner's estimate of the task's cost, in fuel.
@@ -122,12 +124,15 @@ pub enum SchedMsg {
         /// The victim's load after giving them.
         load: LoadHint,
     },
-    /// New holder → owner: these attempts of `job`'s tasks are now queued here.
+    /// Victim → owner: these attempts of `job`'s tasks were just stolen by `holder`. Sent by the
+    /// victim, so the owner learns the new holder even if the thief dies before running them.
     Claim {
         /// The job.
         job: JobId,
-        /// `(task, attempt)` pairs.
-        tasks: Vec<(TaskIndex, u32)>,
+        /// The thief now holding them.
+        holder: PeerId,
+        /// `(task, attempt, hops)`: `hops` as carried by the stolen descriptor.
+        tasks: Vec<(TaskIndex, u32, u32)>,
     },
     /// Executor → owner: an attempt finished; the output stays on the executor (unless inline).
     Done {

@@ -7,7 +7,8 @@
 //! producer (lineage); every attempt's report is kept ([`Owner::reports`]) so results can later be
 //! compared across peers. A task's own deterministic failure ends the job after
 //! [`OwnerConfig::failure_confirmations`] distinct peers report it; peer faults are retried with
-//! exponential backoff up to [`OwnerConfig::max_attempts`] issues.
+//! exponential backoff up to [`OwnerConfig::max_attempts`] faulty runs; runs lost with their peer
+//! are re-issued at once, up to [`OwnerConfig::max_losses`].
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::time::Duration;
@@ -21,8 +22,12 @@ use crate::job::{CostModel, Input, Job, upward_ranks};
 /// Owner settings.
 #[derive(Clone, Debug)]
 pub struct OwnerConfig {
-    /// Most attempts issued per task before the job fails.
+    /// Most faulty runs (the executor failed, or an unconfirmed task failure) per task before
+    /// the task fails for good.
     pub max_attempts: u32,
+    /// Most runs per task lost with their peer before the task fails for good (a task that
+    /// keeps taking its hosts down must not roam the swarm forever).
+    pub max_losses: u32,
     /// Delay before the first retry after a fault; doubles per attempt.
     pub retry_backoff: Duration,
     /// Retry delay ceiling.
@@ -48,6 +53,7 @@ impl Default for OwnerConfig {
     fn default() -> Self {
         OwnerConfig {
             max_attempts: 8,
+            max_losses: 64,
             retry_backoff: Duration::from_millis(50),
             retry_backoff_max: Duration::from_secs(5),
             inline_max: 16 * 1024,
@@ -152,6 +158,12 @@ pub enum OwnerError {
 struct Rec {
     state: TaskState,
     attempts: u32,
+    /// Steal hops of the current attempt's latest claim.
+    hops: u32,
+    /// Faulty runs so far.
+    faults: u32,
+    /// Runs lost with their peer so far.
+    losses: u32,
     reports: Vec<Report>,
     failed_on: BTreeSet<PeerId>,
 }
@@ -202,6 +214,9 @@ impl Owner {
             .map(|_| Rec {
                 state: TaskState::Waiting,
                 attempts: 0,
+                hops: 0,
+                faults: 0,
+                losses: 0,
                 reports: Vec::new(),
                 failed_on: BTreeSet::new(),
             })
@@ -305,15 +320,26 @@ impl Owner {
             return Ok(()); // Its holdings were already written off and re-issued.
         }
         match msg {
-            SchedMsg::Claim { tasks, .. } => {
-                for &(i, _) in &tasks {
+            SchedMsg::Claim { holder, tasks, .. } => {
+                for &(i, _, _) in &tasks {
                     self.check(i)?;
                 }
-                for (i, attempt) in tasks {
-                    if let TaskState::Placed { attempt: a, .. } = self.recs[i.0 as usize].state
+                for (i, attempt, hops) in tasks {
+                    let rec = &mut self.recs[i.0 as usize];
+                    // Claims of one attempt can race (stolen twice in quick succession): the one
+                    // with most hops is the latest.
+                    if let TaskState::Placed { attempt: a, .. } = rec.state
                         && a == attempt
+                        && hops > rec.hops
                     {
-                        self.set(i, TaskState::Placed { at: from, attempt });
+                        rec.hops = hops;
+                        if self.dead.contains(&holder) {
+                            rec.losses += 1;
+                            self.set(i, TaskState::Waiting);
+                            self.issue(i, None);
+                        } else {
+                            self.set(i, TaskState::Placed { at: holder, attempt });
+                        }
                     }
                 }
             }
@@ -375,7 +401,8 @@ impl Owner {
         for k in 0..self.recs.len() {
             match &mut self.recs[k].state {
                 TaskState::Placed { at, .. } if *at == peer => {
-                    self.set(TaskIndex(k as u32), TaskState::Waiting)
+                    self.recs[k].losses += 1;
+                    self.set(TaskIndex(k as u32), TaskState::Waiting);
                 }
                 TaskState::Done { holders, .. } => holders.retain(|&h| h != peer),
                 _ => {}
@@ -612,7 +639,9 @@ impl Owner {
                             self.issue(p, None);
                         }
                     }
-                    _ => self.retry(now, i),
+                    // Already being re-made: the task is issued again once it is done.
+                    Some(_) => self.set(i, TaskState::Waiting),
+                    None => self.retry(now, i),
                 }
             }
             FailureKind::Executor(_) => self.retry(now, i),
@@ -627,12 +656,13 @@ impl Owner {
 
     fn retry(&mut self, now: Time, i: TaskIndex) {
         let rec = &mut self.recs[i.0 as usize];
-        if rec.attempts >= self.cfg.max_attempts {
-            let n = rec.attempts;
-            self.fail(i, FailureKind::Executor(format!("gave up after {n} attempts")));
+        rec.faults += 1;
+        if rec.faults >= self.cfg.max_attempts {
+            let n = rec.faults;
+            self.fail(i, FailureKind::Executor(format!("gave up after {n} faulty runs")));
             return;
         }
-        let attempts = rec.attempts;
+        let attempts = rec.faults;
         self.next_token += 1;
         let token = self.next_token;
         self.set(i, TaskState::Retry { token });
@@ -643,9 +673,9 @@ impl Owner {
 
     /// Issues a new attempt of `i` (all producers done) to the best peer.
     fn issue(&mut self, i: TaskIndex, hint: Option<PeerId>) {
-        let attempts = self.recs[i.0 as usize].attempts;
-        if attempts >= self.cfg.max_attempts {
-            self.fail(i, FailureKind::Executor(format!("gave up after {attempts} attempts")));
+        let losses = self.recs[i.0 as usize].losses;
+        if losses > self.cfg.max_losses {
+            self.fail(i, FailureKind::Executor(format!("lost with its peer {losses} times")));
             return;
         }
         let (mut bytes, hint) =
@@ -715,11 +745,13 @@ impl Owner {
         let (module, limits) = (task.module, task.limits.clone());
         let attempt = self.recs[i.0 as usize].attempts + 1;
         self.recs[i.0 as usize].attempts = attempt;
+        self.recs[i.0 as usize].hops = 0;
         self.set(i, TaskState::Placed { at, attempt });
         let desc = TaskDesc {
             task: TaskId { job: self.id, index: i },
             owner: self.me,
             attempt,
+            hops: 0,
             priority: self.priority(i),
             cost: self.costs.estimate(&self.job, i),
             module,
@@ -730,7 +762,15 @@ impl Owner {
         self.pending.entry(at).or_default().push(desc);
     }
 
+    /// Hands held-back tasks to every known peer with room, then queues the assignments.
     fn flush(&mut self) {
+        while !self.parked.is_empty() {
+            let Some(&((slack, _), p)) = self.by_load.first() else { break };
+            if slack >= 0 {
+                break;
+            }
+            self.dispatch_parked(p);
+        }
         for (to, tasks) in std::mem::take(&mut self.pending) {
             self.out.push_back(Transmit { to, msg: SchedMsg::Assign { tasks } });
         }

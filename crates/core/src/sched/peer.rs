@@ -2,8 +2,8 @@
 //!
 //! Invariants: at most `slots` tasks run at once; a task is started only when a slot is free, and a
 //! free slot never coexists with a non-empty ready queue after a `handle_*` call returns; at most
-//! `max_steals` steal requests are in flight; every task received from a steal is claimed at its
-//! owner before it can run, so the owner always knows the holder.
+//! `max_steals` steal requests are in flight; a victim tells each task's owner who stole it (a
+//! claim) in the same step as it gives the task away, so the owner always knows the holder.
 
 use std::collections::{HashMap, VecDeque};
 use std::time::Duration;
@@ -204,7 +204,11 @@ impl PeerSched {
             }
             SchedMsg::Steal { max, load } => {
                 self.note_load(from, load);
-                let tasks = self.ready.steal_half(max);
+                let mut tasks = self.ready.steal_half(max);
+                for t in &mut tasks {
+                    t.hops += 1;
+                }
+                self.claim(&tasks, from);
                 self.out.push_back(Transmit { to: from, msg: SchedMsg::Stolen { tasks, load: self.load() } });
             }
             SchedMsg::Stolen { tasks, load } => {
@@ -216,7 +220,6 @@ impl PeerSched {
                     self.fails = 0;
                     self.stats.steals_won += 1;
                     self.stats.tasks_stolen += tasks.len() as u64;
-                    self.claim(&tasks);
                     for t in tasks {
                         self.ready.push(t);
                     }
@@ -293,17 +296,19 @@ impl PeerSched {
         self.next_steal_at = now + exp.min(self.cfg.backoff_max).mul_f64(jitter);
     }
 
-    fn claim(&mut self, tasks: &[TaskDesc]) {
-        type Batch = (PeerId, JobId, Vec<(TaskIndex, u32)>);
+    /// Tells each owner that `thief` now holds these of its tasks.
+    fn claim(&mut self, tasks: &[TaskDesc], thief: PeerId) {
+        type Batch = (PeerId, JobId, Vec<(TaskIndex, u32, u32)>);
         let mut by_owner: Vec<Batch> = Vec::new();
         for t in tasks {
+            let entry = (t.task.index, t.attempt, t.hops);
             match by_owner.iter_mut().find(|(o, j, _)| *o == t.owner && *j == t.task.job) {
-                Some(e) => e.2.push((t.task.index, t.attempt)),
-                None => by_owner.push((t.owner, t.task.job, vec![(t.task.index, t.attempt)])),
+                Some(e) => e.2.push(entry),
+                None => by_owner.push((t.owner, t.task.job, vec![entry])),
             }
         }
         for (owner, job, tasks) in by_owner {
-            self.out.push_back(Transmit { to: owner, msg: SchedMsg::Claim { job, tasks } });
+            self.out.push_back(Transmit { to: owner, msg: SchedMsg::Claim { job, holder: thief, tasks } });
         }
     }
 

@@ -1,0 +1,313 @@
+//! Unit tests of the owner and the peer scheduler, stepped by hand with explicit time.
+
+use std::time::Duration;
+
+use rand::SeedableRng;
+use rand::rngs::SmallRng;
+
+use super::*;
+use crate::ids::{BlobHash, JobId, PeerId, TaskId, TaskIndex};
+use crate::job::{Job, TaskSpec};
+
+const JOB: JobId = JobId(42);
+
+fn peer(i: u8) -> PeerId {
+    PeerId([i; 32])
+}
+
+fn hint(i: u8, ready: u32) -> PeerHint {
+    PeerHint {
+        peer: peer(i),
+        slots: 1,
+        free_slots: u32::from(ready == 0),
+        ready_tasks: ready,
+        ready_fuel: u64::from(ready) * 1_000_000_000,
+        rtt: Duration::from_millis(1),
+    }
+}
+
+fn t(ms: u64) -> Time {
+    Duration::from_millis(ms)
+}
+
+/// a → {b, c} → d, each costing 10 fuel.
+fn diamond() -> Job {
+    let m = BlobHash::of(b"m");
+    Job::new(vec![
+        TaskSpec::new("a", m).cost(10),
+        TaskSpec::new("b", m).after("a").cost(10),
+        TaskSpec::new("c", m).after("a").cost(10),
+        TaskSpec::new("d", m).after("b").after("c").cost(10),
+    ])
+    .unwrap()
+}
+
+fn drain(o: &mut Owner) -> Vec<Transmit> {
+    std::iter::from_fn(|| o.poll_transmit()).collect()
+}
+
+fn assigned(out: &[Transmit]) -> Vec<(PeerId, TaskIndex, u32)> {
+    let mut v = Vec::new();
+    for tr in out {
+        if let SchedMsg::Assign { tasks } = &tr.msg {
+            v.extend(tasks.iter().map(|d| (tr.to, d.task.index, d.attempt)));
+        }
+    }
+    v
+}
+
+fn done(i: u32, attempt: u32, size: u64) -> SchedMsg {
+    SchedMsg::Done {
+        task: TaskId { job: JOB, index: TaskIndex(i) },
+        attempt,
+        output: OutputRef { hash: BlobHash::of(&i.to_le_bytes()), size, inline: None },
+        fuel: 10,
+        load: LoadHint { slots: 1, free_slots: 1, ready_tasks: 0, ready_fuel: 0 },
+    }
+}
+
+#[test]
+fn owner_runs_a_diamond_to_completion_with_locality() {
+    let mut o = Owner::new(JOB, peer(0), diamond(), OwnerConfig::default(), &[hint(1, 0)]);
+    let out = assigned(&drain(&mut o));
+    assert_eq!(out.len(), 1);
+    let (at, a, attempt) = out[0];
+    assert_eq!((a, attempt), (TaskIndex(0), 1));
+    o.handle_msg(t(1), at, done(0, 1, 1 << 20)).unwrap();
+    let out = assigned(&drain(&mut o));
+    assert_eq!(out.len(), 2, "b and c become ready together");
+    assert_eq!(out[0].0, at, "the first child goes where a's megabyte is");
+    for &(p, i, att) in &out {
+        o.handle_msg(t(2), p, done(i.0, att, 100_000)).unwrap();
+    }
+    let out = assigned(&drain(&mut o));
+    assert_eq!(out.iter().map(|x| x.1).collect::<Vec<_>>(), vec![TaskIndex(3)]);
+    o.handle_msg(t(3), out[0].0, done(3, 1, 10)).unwrap();
+    assert!(o.is_done());
+    let events: Vec<_> = std::iter::from_fn(|| o.poll_event()).collect();
+    assert_eq!(events.last(), Some(&OwnerEvent::JobDone));
+    assert_eq!(o.progress().done, 4);
+    assert!(o.outputs().iter().all(Option::is_some));
+}
+
+#[test]
+fn owner_reissues_lost_work_and_remakes_lost_outputs_from_lineage() {
+    let mut o = Owner::new(JOB, peer(0), diamond(), OwnerConfig::default(), &[hint(1, 0), hint(2, 0)]);
+    drain(&mut o);
+    // a is stolen by peer 1 (claimed there) and finishes there with a 1 MiB output.
+    let claim = SchedMsg::Claim { job: JOB, holder: peer(1), tasks: vec![(TaskIndex(0), 1, 1)] };
+    o.handle_msg(t(1), peer(0), claim).unwrap();
+    o.handle_msg(t(1), peer(1), done(0, 1, 1 << 20)).unwrap();
+    let mut kids = assigned(&drain(&mut o));
+    kids.sort_by_key(|k| k.1);
+    assert_eq!(kids[0], (peer(1), TaskIndex(1), 1), "b goes to the data");
+    assert_ne!(kids[1].0, peer(1), "c goes elsewhere: peer 1 is full");
+    o.handle_msg(t(2), peer(1), done(1, 1, 1 << 20)).unwrap();
+    drain(&mut o);
+    // Peer 1 dies holding a's and b's outputs; c (not done) still needs a, d needs b.
+    o.handle_peer_down(t(3), peer(1));
+    let again = assigned(&drain(&mut o));
+    assert_eq!(again.len(), 1, "{again:?}");
+    assert_eq!((again[0].1, again[0].2), (TaskIndex(0), 2), "a is re-run from lineage");
+    assert_ne!(again[0].0, peer(1));
+    assert_eq!(o.state(TaskIndex(1)), &TaskState::Waiting, "b waits for a again");
+    assert_eq!(o.progress().done, 0);
+    // Reports from the dead peer are ignored.
+    o.handle_msg(t(4), peer(1), done(2, 1, 10)).unwrap();
+    assert!(!matches!(o.state(TaskIndex(2)), TaskState::Done { .. }));
+    // c, placed on a live peer, cannot fetch a's lost output: it waits for a's re-run.
+    let c_at = kids[1].0;
+    let lost = SchedMsg::Failed {
+        task: TaskId { job: JOB, index: TaskIndex(2) },
+        attempt: 1,
+        kind: FailureKind::InputLost { input: 0 },
+    };
+    o.handle_msg(t(5), c_at, lost).unwrap();
+    assert_eq!(o.state(TaskIndex(2)), &TaskState::Waiting);
+    o.handle_msg(t(6), again[0].0, done(0, 2, 1 << 20)).unwrap();
+    let mut next: Vec<TaskIndex> = assigned(&drain(&mut o)).iter().map(|x| x.1).collect();
+    next.sort();
+    assert_eq!(next, vec![TaskIndex(1), TaskIndex(2)]);
+}
+
+#[test]
+fn task_failures_are_final_and_peer_faults_retry_with_backoff_until_the_bound() {
+    let m = BlobHash::of(b"m");
+    let job = Job::new(vec![TaskSpec::new("x", m), TaskSpec::new("y", m)]).unwrap();
+    let cfg = OwnerConfig { max_attempts: 3, ..OwnerConfig::default() };
+    let mut o = Owner::new(JOB, peer(0), job, cfg, &[]);
+    let out = assigned(&drain(&mut o));
+    let fail = |i: u32, attempt: u32, kind: FailureKind| SchedMsg::Failed {
+        task: TaskId { job: JOB, index: TaskIndex(i) },
+        attempt,
+        kind,
+    };
+    o.handle_msg(t(1), out[0].0, fail(0, 1, FailureKind::Task("exit 3".into()))).unwrap();
+    assert!(matches!(o.state(TaskIndex(0)), TaskState::Failed(FailureKind::Task(_))));
+    assert!(drain(&mut o).is_empty(), "a deterministic failure is not retried");
+    // y: executor faults are retried after a backoff timer, up to max_attempts.
+    let mut now = 1;
+    for attempt in 1..=3 {
+        now += 1;
+        o.handle_msg(t(now), peer(0), fail(1, attempt, FailureKind::Executor("oom".into()))).unwrap();
+        if attempt == 3 {
+            break;
+        }
+        let timer = o.poll_timer().expect("a retry timer");
+        assert!(timer.at > t(now));
+        o.handle_timer(timer.at, timer.token + 1000); // stale token: nothing happens
+        assert!(drain(&mut o).is_empty());
+        o.handle_timer(timer.at, timer.token);
+        assert_eq!(assigned(&drain(&mut o)).len(), 1);
+    }
+    assert!(matches!(o.state(TaskIndex(1)), TaskState::Failed(FailureKind::Executor(_))));
+    assert_eq!(o.progress().failed, 2);
+}
+
+#[test]
+fn claims_move_tasks_and_disagreeing_reports_are_flagged() {
+    let m = BlobHash::of(b"m");
+    let job = Job::new(vec![TaskSpec::new("x", m)]).unwrap();
+    let mut o = Owner::new(JOB, peer(0), job, OwnerConfig::default(), &[]);
+    drain(&mut o);
+    let claim = |holder, attempt, hops| SchedMsg::Claim {
+        job: JOB,
+        holder,
+        tasks: vec![(TaskIndex(0), attempt, hops)],
+    };
+    o.handle_msg(t(1), peer(0), claim(peer(5), 9, 1)).unwrap();
+    assert_eq!(o.state(TaskIndex(0)), &TaskState::Placed { at: peer(0), attempt: 1 }, "stale attempt");
+    // Stolen twice; the claims arrive out of order: the one with more hops wins.
+    o.handle_msg(t(1), peer(5), claim(peer(6), 1, 2)).unwrap();
+    o.handle_msg(t(1), peer(0), claim(peer(5), 1, 1)).unwrap();
+    assert_eq!(o.state(TaskIndex(0)), &TaskState::Placed { at: peer(6), attempt: 1 });
+    o.handle_peer_down(t(2), peer(6));
+    assert_eq!(assigned(&drain(&mut o)), vec![(peer(0), TaskIndex(0), 2)]);
+    // A claim naming a peer already known dead re-issues at once.
+    o.handle_msg(t(2), peer(0), claim(peer(6), 2, 1)).unwrap();
+    assert_eq!(assigned(&drain(&mut o)), vec![(peer(0), TaskIndex(0), 3)]);
+    o.handle_msg(t(3), peer(0), done(0, 3, 10)).unwrap();
+    let mut other = done(0, 2, 10);
+    if let SchedMsg::Done { output, .. } = &mut other {
+        output.hash = BlobHash::of(b"a lie");
+    }
+    o.handle_msg(t(4), peer(7), other).unwrap();
+    assert!(std::iter::from_fn(|| o.poll_event()).any(|e| e == OwnerEvent::Mismatch(TaskIndex(0))));
+    assert_eq!(o.reports(TaskIndex(0)).len(), 2);
+    let wrong = SchedMsg::Claim { job: JobId(1), holder: peer(1), tasks: vec![] };
+    assert_eq!(o.handle_msg(t(5), peer(1), wrong), Err(OwnerError::WrongJob { got: JobId(1), want: JOB }));
+    let unknown = SchedMsg::Claim { job: JOB, holder: peer(1), tasks: vec![(TaskIndex(9), 1, 1)] };
+    assert_eq!(o.handle_msg(t(5), peer(1), unknown), Err(OwnerError::UnknownTask(TaskIndex(9))));
+    let steal = SchedMsg::Steal { max: 1, load: LoadHint::default() };
+    assert_eq!(o.handle_msg(t(5), peer(1), steal), Err(OwnerError::NotForOwner));
+}
+
+fn desc(i: u32, priority: u64) -> TaskDesc {
+    TaskDesc {
+        task: TaskId { job: JOB, index: TaskIndex(i) },
+        owner: peer(0),
+        attempt: 1,
+        hops: 0,
+        priority,
+        cost: 1_000_000_000,
+        module: BlobHash::of(b"m"),
+        args: vec![],
+        inputs: vec![],
+        limits: Default::default(),
+    }
+}
+
+#[test]
+fn ready_queue_pops_by_priority_then_arrival_and_steals_half() {
+    let mut q = ReadyQueue::default();
+    for (i, p) in [(0, 1), (1, 5), (2, 5), (3, 0), (4, 9)] {
+        q.push(desc(i, p));
+    }
+    let stolen: Vec<u32> = q.steal_half(10).iter().map(|d| d.task.index.0).collect();
+    assert_eq!(stolen, vec![4, 1, 2], "n - n/2 of 5 is 3, highest priority first, FIFO among equals");
+    assert_eq!(q.pop().map(|d| d.task.index.0), Some(0));
+    assert_eq!(q.steal_half(10).len(), 1);
+    assert!(q.is_empty());
+    assert_eq!(q.fuel(), 0);
+}
+
+#[test]
+fn peer_runs_up_to_its_slots_and_gives_half_its_queue_to_a_thief() {
+    let mut rng = SmallRng::seed_from_u64(1);
+    let cfg = PeerConfig { slots: 2, ..PeerConfig::default() };
+    let mut v = PeerSched::new(peer(1), cfg);
+    let tasks = (0..6).map(|i| desc(i, u64::from(i))).collect();
+    v.handle_msg(t(0), peer(0), SchedMsg::Assign { tasks }, &mut rng);
+    let runs: Vec<u32> = std::iter::from_fn(|| v.poll_run()).map(|d| d.task.index.0).collect();
+    assert_eq!(runs, vec![5, 4]);
+    v.handle_msg(t(1), peer(2), SchedMsg::Steal { max: 8, load: LoadHint::default() }, &mut rng);
+    let claim = v.poll_transmit().unwrap();
+    assert_eq!(claim.to, peer(0), "the victim tells the owner who holds the tasks now");
+    assert_eq!(
+        claim.msg,
+        SchedMsg::Claim {
+            job: JOB,
+            holder: peer(2),
+            tasks: vec![(TaskIndex(3), 1, 1), (TaskIndex(2), 1, 1)]
+        }
+    );
+    let reply = v.poll_transmit().unwrap();
+    assert_eq!(reply.to, peer(2));
+    let SchedMsg::Stolen { tasks, load } = reply.msg else { panic!("expected Stolen") };
+    assert_eq!(tasks.iter().map(|d| (d.task.index.0, d.hops)).collect::<Vec<_>>(), vec![(3, 1), (2, 1)]);
+    assert_eq!(load.ready_tasks, 2);
+    // A finished run is reported to the owner and frees a slot for the next task.
+    let out = OutputRef { hash: BlobHash::of(b"o"), size: 1, inline: Some(vec![1]) };
+    let id = TaskId { job: JOB, index: TaskIndex(5) };
+    v.handle_task_finished(t(2), id, 1, TaskOutcome::Ok { output: out, fuel: 7 }, &mut rng);
+    assert_eq!(v.poll_run().map(|d| d.task.index.0), Some(1));
+    let report = v.poll_transmit().unwrap();
+    assert_eq!(report.to, peer(0));
+    assert!(matches!(report.msg, SchedMsg::Done { fuel: 7, .. }));
+}
+
+#[test]
+fn thief_steals_only_from_loaded_peers_and_backs_off_on_failure() {
+    let mut rng = SmallRng::seed_from_u64(7);
+    let mut th = PeerSched::new(peer(9), PeerConfig::default());
+    // Nobody has ready work: no blind probing.
+    th.handle_view(t(0), vec![hint(1, 0), hint(2, 0)], &mut rng);
+    assert!(th.poll_transmit().is_none());
+    th.handle_view(t(0), vec![hint(1, 0), hint(2, 4)], &mut rng);
+    let req = th.poll_transmit().unwrap();
+    assert_eq!(req.to, peer(2));
+    assert!(matches!(req.msg, SchedMsg::Steal { .. }));
+    assert!(th.poll_transmit().is_none(), "at most one steal in flight");
+    let steal_timer = th.poll_timer().unwrap();
+    let load = LoadHint { slots: 1, free_slots: 0, ready_tasks: 2, ready_fuel: 2_000_000_000 };
+    th.handle_msg(t(1), peer(2), SchedMsg::Stolen { tasks: vec![desc(0, 1), desc(1, 1)], load }, &mut rng);
+    assert!(th.poll_transmit().is_none(), "the victim, not the thief, claims");
+    assert_eq!(th.poll_run().map(|d| d.task.index.0), Some(0));
+    th.handle_timer(t(2), steal_timer.token, &mut rng); // answered already: stale
+    assert!(th.poll_transmit().is_none());
+    assert_eq!(th.stats().steals_won, 1);
+    // An empty answer backs off: the next steal waits for the timer.
+    let mut th2 = PeerSched::new(peer(8), PeerConfig::default());
+    th2.handle_view(t(0), vec![hint(3, 4)], &mut rng);
+    assert!(matches!(th2.poll_transmit().map(|t| t.msg), Some(SchedMsg::Steal { .. })));
+    let empty = LoadHint { slots: 1, free_slots: 0, ready_tasks: 4, ready_fuel: 4_000_000_000 };
+    th2.handle_msg(t(1), peer(3), SchedMsg::Stolen { tasks: vec![], load: empty }, &mut rng);
+    assert!(th2.poll_transmit().is_none(), "backing off");
+    let timers: Vec<Timer> = std::iter::from_fn(|| th2.poll_timer()).collect();
+    let retry = timers.iter().max_by_key(|t| t.token).unwrap();
+    assert!(retry.at > t(1));
+    th2.handle_timer(retry.at, retry.token, &mut rng);
+    assert!(matches!(th2.poll_transmit().map(|t| t.msg), Some(SchedMsg::Steal { .. })));
+}
+
+#[test]
+fn far_victims_are_only_robbed_of_long_backlogs() {
+    let mut rng = SmallRng::seed_from_u64(3);
+    let mut th = PeerSched::new(peer(9), PeerConfig::default());
+    let far = PeerHint { rtt: Duration::from_millis(200), ready_fuel: 10_000_000, ..hint(1, 1) };
+    th.handle_view(t(0), vec![far], &mut rng);
+    assert!(th.poll_transmit().is_none(), "10 ms of work is not worth a 200 ms round trip");
+    let far_long = PeerHint { ready_fuel: 5_000_000_000, ..far };
+    th.handle_view(t(1), vec![far_long], &mut rng);
+    assert!(th.poll_transmit().is_some());
+}
