@@ -38,6 +38,7 @@ use wasmtime::{Config, Engine, ExternType, InstanceAllocationStrategy, InstanceP
 pub use error::{CompileError, FailureKind, TaskFailure, TrapKind};
 pub use limits::Limits;
 
+
 use limits::{LimitHit, TaskLimiter};
 use wasi::{HostStop, TaskSetup, TaskState};
 
@@ -58,6 +59,21 @@ pub struct SandboxConfig {
     pub max_memory_bytes: u64,
     /// The largest module accepted, in bytes.
     pub max_module_bytes: usize,
+    /// How tasks are metered. Anything but the default gives up a limit; it exists so that
+    /// benchmarks can show what each limit costs.
+    pub metering: Metering,
+}
+
+/// Which of the two execution limits are compiled into task code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Metering {
+    /// Fuel (deterministic budget, reported as `fuel_used`) and the epoch deadline. The default.
+    #[default]
+    FuelAndDeadline,
+    /// Only the wall-clock deadline: no fuel limit, `fuel_used` is 0. Not deterministic.
+    DeadlineOnly,
+    /// Neither: a task can run forever. For benchmarks only.
+    Unmetered,
 }
 
 impl Default for SandboxConfig {
@@ -68,6 +84,7 @@ impl Default for SandboxConfig {
             max_concurrent_tasks: 64,
             max_memory_bytes: 4 << 30,
             max_module_bytes: 64 << 20,
+            metering: Metering::default(),
         }
     }
 }
@@ -151,8 +168,8 @@ impl Drop for Inner {
 /// The engine configuration every peer uses: deterministic and bounded.
 fn engine_config(config: &SandboxConfig) -> Config {
     let mut c = Config::new();
-    c.consume_fuel(true)
-        .epoch_interruption(true)
+    c.consume_fuel(config.metering == Metering::FuelAndDeadline)
+        .epoch_interruption(config.metering != Metering::Unmetered)
         .cranelift_nan_canonicalization(true)
         .relaxed_simd_deterministic(true)
         .cranelift_opt_level(wasmtime::OptLevel::Speed)
@@ -287,18 +304,26 @@ impl Sandbox {
         });
         let mut store = Store::new(&self.inner.engine, state);
         store.limiter(|s| &mut s.limiter);
-        if let Err(e) = store.set_fuel(limits.fuel) {
+        let metering = self.inner.config.metering;
+        if metering == Metering::FuelAndDeadline
+            && let Err(e) = store.set_fuel(limits.fuel)
+        {
             return fail(FailureKind::Internal(format!("{e:#}")), Vec::new(), 0);
         }
-        let ticks = limits.deadline.as_nanos().div_ceil(EPOCH_TICK.as_nanos()) as u64 + 1;
-        store.set_epoch_deadline(ticks);
-        store.epoch_deadline_trap();
+        if metering != Metering::Unmetered {
+            let ticks = limits.deadline.as_nanos().div_ceil(EPOCH_TICK.as_nanos()) as u64 + 1;
+            store.set_epoch_deadline(ticks);
+            store.epoch_deadline_trap();
+        }
 
         let result = module.pre.instantiate(&mut store).and_then(|instance| {
             let start = instance.get_typed_func::<(), ()>(&mut store, "_start")?;
             start.call(&mut store, ())
         });
-        let fuel_used = limits.fuel.saturating_sub(store.get_fuel().unwrap_or(0));
+        let fuel_used = match store.get_fuel() {
+            Ok(left) => limits.fuel.saturating_sub(left),
+            Err(_) => 0, // fuel metering is off
+        };
         let state = store.into_data();
         let kind = match result {
             Ok(()) => None,

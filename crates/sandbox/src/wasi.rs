@@ -204,7 +204,9 @@ fn charge(caller: &mut Ctx<'_>, bytes: u64) -> wasmtime::Result<()> {
     if cost == 0 {
         return Ok(());
     }
-    let left = caller.get_fuel()?;
+    let Ok(left) = caller.get_fuel() else {
+        return Ok(()); // fuel metering is off (benchmarks only)
+    };
     if left < cost {
         caller.set_fuel(0)?;
         return Err(wasmtime::Error::new(wasmtime::Trap::OutOfFuel));
