@@ -362,7 +362,7 @@ async fn handle_bi(
     }
 }
 
-const CHUNK: usize = 64 * 1024;
+const CHUNK: usize = 256 * 1024;
 
 async fn serve_blob(inner: &Inner, send: &mut SendStream, req: BlobRequest) -> Result<(), FrameError> {
     let found = inner.blobs.open_blob(&req.hash).ok().flatten();

@@ -28,6 +28,10 @@ pub struct Limits {
     pub request_timeout: Duration,
     /// A connection with no traffic for this long is closed.
     pub idle_timeout: Duration,
+    /// QUIC flow-control window per stream (bytes a peer may send ahead of our reading).
+    pub stream_window: u32,
+    /// QUIC flow-control window per connection: the most one peer can make us buffer.
+    pub connection_window: u32,
 }
 
 impl Default for Limits {
@@ -41,6 +45,8 @@ impl Default for Limits {
             handshake_timeout: Duration::from_secs(5),
             request_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(10),
+            stream_window: 8 << 20,
+            connection_window: 16 << 20,
         }
     }
 }

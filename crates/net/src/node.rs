@@ -205,6 +205,11 @@ fn transport(limits: &Limits) -> quinn::TransportConfig {
     let mut t = quinn::TransportConfig::default();
     t.max_concurrent_bidi_streams(limits.max_concurrent_streams.into());
     t.max_concurrent_uni_streams(limits.max_concurrent_streams.into());
+    // Flow-control windows bound what one peer can make us buffer; large enough for blob
+    // transfers to fill a fast link.
+    t.stream_receive_window(quinn::VarInt::from_u32(limits.stream_window));
+    t.receive_window(quinn::VarInt::from_u32(limits.connection_window));
+    t.send_window(u64::from(limits.connection_window));
     if let Ok(idle) = quinn::IdleTimeout::try_from(limits.idle_timeout) {
         t.max_idle_timeout(Some(idle));
     }

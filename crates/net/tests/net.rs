@@ -88,6 +88,7 @@ fn connected(nodes: &[&Node]) -> bool {
 }
 
 async fn assert_serves(honest: &Node, target: &Node) {
+    honest.add_address(target.peer_id(), target.local_addr());
     let pong = honest.request(target.peer_id(), &Message::Ping(77)).await.unwrap();
     assert_eq!(pong, Message::Pong(77));
 }
@@ -206,8 +207,6 @@ async fn a_killed_peer_leaves_every_view_and_a_leaving_one_is_dropped_as_left() 
 
     // Graceful leave: holders see `Removed(.., Left)`, not a failure.
     let leaver = peers.pop().unwrap();
-    let holders: Vec<&Peer> =
-        peers.iter().filter(|p| p.node.view().iter().any(|e| e.id == leaver.node.peer_id())).collect();
     eventually("leaver known", || {
         peers.iter().any(|p| p.node.view().iter().any(|e| e.id == leaver.node.peer_id()))
     })
@@ -215,7 +214,6 @@ async fn a_killed_peer_leaves_every_view_and_a_leaving_one_is_dropped_as_left() 
     let mut subs: Vec<_> = peers.iter().map(|p| p.node.subscribe()).collect();
     let had: Vec<bool> =
         peers.iter().map(|p| p.node.view().iter().any(|e| e.id == leaver.node.peer_id())).collect();
-    let _ = holders;
     leaver.node.leave().await;
     for (i, sub) in subs.iter_mut().enumerate() {
         if !had[i] {
