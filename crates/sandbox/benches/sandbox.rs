@@ -51,16 +51,36 @@ fn kernels(quick: bool) -> Vec<Kernel> {
             args: s(&["512", "512", "512", "0", "0", if quick { "200" } else { "3000" }]),
             inputs: vec![],
         },
-        Kernel { name: "primes (sieve)", program: "primes", args: vec!["0".into(), scale(40_000_000, 2_000_000)], inputs: vec![] },
-        Kernel { name: "monte carlo pi", program: "pi", args: vec!["1".into(), scale(40_000_000, 2_000_000)], inputs: vec![] },
-        Kernel { name: "xorshift spin", program: "spin", args: vec![scale(400_000_000, 20_000_000)], inputs: vec![] },
+        Kernel {
+            name: "primes (sieve)",
+            program: "primes",
+            args: vec!["0".into(), scale(40_000_000, 2_000_000)],
+            inputs: vec![],
+        },
+        Kernel {
+            name: "monte carlo pi",
+            program: "pi",
+            args: vec!["1".into(), scale(40_000_000, 2_000_000)],
+            inputs: vec![],
+        },
+        Kernel {
+            name: "xorshift spin",
+            program: "spin",
+            args: vec![scale(400_000_000, 20_000_000)],
+            inputs: vec![],
+        },
         Kernel {
             name: "sha-256 pow",
             program: "pow",
             args: vec!["shoal".into(), "255".into(), "0".into(), scale(1_500_000, 100_000)],
             inputs: vec![],
         },
-        Kernel { name: "cholesky gemm", program: "cholesky", args: s(&["gemm"]), inputs: vec![tile(1), tile(2), tile(3)] },
+        Kernel {
+            name: "cholesky gemm",
+            program: "cholesky",
+            args: s(&["gemm"]),
+            inputs: vec![tile(1), tile(2), tile(3)],
+        },
         Kernel { name: "cholesky potrf", program: "cholesky", args: s(&["potrf"]), inputs: vec![spd(n)] },
         Kernel { name: "wordcount map", program: "wordcount", args: s(&["map"]), inputs: vec![text] },
     ]
@@ -97,7 +117,8 @@ fn native_once(program: &str, args: &[String], inputs: &[Vec<u8>]) -> (Duration,
     }
     let stdin: Vec<u8> = inputs.concat();
     let start = Instant::now();
-    let mut child = cmd.spawn().unwrap_or_else(|e| panic!("{}: {e} (run jobs/build.sh first)", exe.display()));
+    let mut child =
+        cmd.spawn().unwrap_or_else(|e| panic!("{}: {e} (run jobs/build.sh first)", exe.display()));
     let mut pipe = child.stdin.take().expect("stdin is piped");
     let writer = std::thread::spawn(move || pipe.write_all(&stdin));
     let out = child.wait_with_output().expect("native run");
@@ -117,10 +138,15 @@ fn main() {
     ];
     let sandboxes: Vec<Sandbox> = configs
         .iter()
-        .map(|(_, m)| Sandbox::new(SandboxConfig { metering: *m, ..SandboxConfig::default() }).expect("sandbox"))
+        .map(|(_, m)| {
+            Sandbox::new(SandboxConfig { metering: *m, ..SandboxConfig::default() }).expect("sandbox")
+        })
         .collect();
     let spawn = median((0..5).map(|_| native_once("noop", &[], &[]).0).collect());
-    println!("wasm ÷ native, same C source and inputs (median of {reps}; native minus a {:.2} ms no-op process)", ms(spawn));
+    println!(
+        "wasm ÷ native, same C source and inputs (median of {reps}; native minus a {:.2} ms no-op process)",
+        ms(spawn)
+    );
     println!(
         "{:<20} {:>10} {:>10} {:>8} {:>14} {:>10} {:>7}",
         "kernel", "native ms", "wasm ms", "ratio", "deadline-only", "unmetered", "same"
@@ -128,7 +154,8 @@ fn main() {
     let mut ratios: Vec<Vec<f64>> = vec![Vec::new(); configs.len()];
     let limits = Limits { fuel: u64::MAX / 4, deadline: Duration::from_secs(600), ..Limits::default() };
     let only = std::env::var("ONLY").unwrap_or_default();
-    for k in kernels(quick).into_iter().filter(|k| only.is_empty() || only.split(',').any(|o| k.program == o)) {
+    for k in kernels(quick).into_iter().filter(|k| only.is_empty() || only.split(',').any(|o| k.program == o))
+    {
         let bytes = std::fs::read(jobs().join("wasm").join(format!("{}.wasm", k.program))).expect("wasm");
         let inputs: Vec<&[u8]> = k.inputs.iter().map(|v| v.as_slice()).collect();
         let args: Vec<&str> = k.args.iter().map(|s| s.as_str()).collect();
@@ -208,7 +235,9 @@ fn task_start(n: u32) {
     // Bare wasmtime: the same engine settings, an empty linker, no WASI state.
     let mut config = wasmtime::Config::new();
     config.consume_fuel(true).epoch_interruption(true).cranelift_nan_canonicalization(true);
-    config.allocation_strategy(wasmtime::InstanceAllocationStrategy::Pooling(wasmtime::PoolingAllocationConfig::new()));
+    config.allocation_strategy(wasmtime::InstanceAllocationStrategy::Pooling(
+        wasmtime::PoolingAllocationConfig::new(),
+    ));
     let engine = wasmtime::Engine::new(&config).expect("engine");
     let module = wasmtime::Module::new(&engine, r#"(module (func (export "_start")))"#).expect("module");
     let pre = wasmtime::Linker::<()>::new(&engine).instantiate_pre(&module).expect("pre");

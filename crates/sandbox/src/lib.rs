@@ -3,8 +3,8 @@
 //!
 //! # Concepts
 //!
-//! - A [`Sandbox`] owns one wasmtime `Engine`, configured for determinism (NaN canonicalisation,
-//!   deterministic relaxed SIMD, no threads or shared memory) and for speed (a pooling instance
+//! - A [`Sandbox`] owns one wasmtime `Engine`, configured for determinism (NaNs canonicalised where
+//!   their bits become observable, deterministic relaxed SIMD, no threads or shared memory) and for speed (a pooling instance
 //!   allocator, so starting a task costs microseconds). It is cheap to clone and `Send + Sync`.
 //! - [`Sandbox::load`] turns module bytes into a [`TaskModule`]: validated, checked against the
 //!   task ABI (only `wasi_snapshot_preview1` function imports, a `_start` export), compiled and
@@ -26,6 +26,7 @@
 mod cache;
 mod error;
 mod limits;
+mod nan;
 mod wasi;
 
 use std::path::PathBuf;
@@ -37,7 +38,6 @@ use wasmtime::{Config, Engine, ExternType, InstanceAllocationStrategy, InstanceP
 
 pub use error::{CompileError, FailureKind, TaskFailure, TrapKind};
 pub use limits::Limits;
-
 
 use limits::{LimitHit, TaskLimiter};
 use wasi::{HostStop, TaskSetup, TaskState};
@@ -170,7 +170,9 @@ fn engine_config(config: &SandboxConfig) -> Config {
     let mut c = Config::new();
     c.consume_fuel(config.metering == Metering::FuelAndDeadline)
         .epoch_interruption(config.metering != Metering::Unmetered)
-        .cranelift_nan_canonicalization(true)
+        // NaNs are canonicalised by rewriting the module where their bits become observable
+        // (see `nan.rs`), which costs far less than canonicalising after every float operation.
+        .cranelift_nan_canonicalization(false)
         .relaxed_simd_deterministic(true)
         .cranelift_opt_level(wasmtime::OptLevel::Speed)
         .parallel_compilation(true);
@@ -248,7 +250,11 @@ impl Sandbox {
         let module = match disk.and_then(|d| d.load(&self.inner.engine, &hash)) {
             Some(m) => m,
             None => {
-                let m = Module::new(&self.inner.engine, bytes).map_err(compile_error)?;
+                let invalid = |reason| CompileError::InvalidModule { reason };
+                let binary = nan::binary(bytes).map_err(invalid)?;
+                Module::validate(&self.inner.engine, &binary).map_err(compile_error)?;
+                let rewritten = nan::canonicalise_nans(&binary).map_err(invalid)?;
+                let m = Module::new(&self.inner.engine, &rewritten).map_err(compile_error)?;
                 check_abi(&m)?;
                 if let Some(d) = disk {
                     d.store(&hash, &m);

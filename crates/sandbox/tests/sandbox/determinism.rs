@@ -142,3 +142,36 @@ fn disk_cache_reuses_modules_and_recompiles_damaged_entries() {
     let sb = Sandbox::new(cfg).unwrap();
     assert!(sb.load(&bytes).is_ok());
 }
+
+/// NaN bits observed through every route (store, reinterpret, copysign's sign, SIMD lanes) are
+/// canonical. On x86 the hardware's default NaN is negative (`0xfff8…`), so without
+/// canonicalisation each of these would differ from an Arm peer.
+#[test]
+fn nan_bits_are_canonical_through_every_observation_route() {
+    let wat = r#"(module
+      (import "wasi_snapshot_preview1" "fd_write" (func $write (param i32 i32 i32 i32) (result i32)))
+      (memory (export "memory") 1)
+      (data (i32.const 0) "\40\00\00\00\30\00\00\00")
+      (func $nan64 (result f64) (f64.div (f64.const 0) (f64.const 0)))
+      (func $nan32 (result f32) (f32.div (f32.const 0) (f32.const 0)))
+      (func (export "_start")
+        (f64.store (i32.const 64) (call $nan64))
+        (i64.store (i32.const 72) (i64.reinterpret_f64 (f64.sub (call $nan64) (f64.const 1))))
+        (f32.store (i32.const 80) (f32.copysign (f32.const 1) (call $nan32)))
+        (i32.store (i32.const 84) (i32.reinterpret_f32 (f32.mul (call $nan32) (f32.const 2))))
+        (v128.store (i32.const 88) (f32x4.div (v128.const f32x4 0 0 1 0) (v128.const f32x4 0 0 1 0)))
+        (i64.store (i32.const 104) (i64x2.extract_lane 0 (f64x2.sqrt (v128.const f64x2 -1 -1))))
+        (drop (call $write (i32.const 1) (i32.const 0) (i32.const 1) (i32.const 32)))))"#;
+    let sb = Sandbox::new(SandboxConfig::default()).unwrap();
+    let out = sb.run(&sb.load(wat.as_bytes()).unwrap(), &[], &[], &Limits::default()).unwrap().output;
+    assert_eq!(out.len(), 48);
+    let u64_at = |i: usize| u64::from_le_bytes(out[i..i + 8].try_into().unwrap());
+    let u32_at = |i: usize| u32::from_le_bytes(out[i..i + 4].try_into().unwrap());
+    assert_eq!(u64_at(0), 0x7ff8_0000_0000_0000, "f64.store");
+    assert_eq!(u64_at(8), 0x7ff8_0000_0000_0000, "i64.reinterpret_f64");
+    assert_eq!(f32::from_bits(u32_at(16)), 1.0, "copysign takes the canonical (positive) NaN's sign");
+    assert_eq!(u32_at(20), 0x7fc0_0000, "i32.reinterpret_f32");
+    let lanes = [u32_at(24), u32_at(28), u32_at(32), u32_at(36)];
+    assert_eq!(lanes, [0x7fc0_0000, 0x7fc0_0000, 0x3f80_0000, 0x7fc0_0000], "f32x4 lanes");
+    assert_eq!(u64_at(40), 0x7ff8_0000_0000_0000, "f64x2 lane read as an integer");
+}
