@@ -14,14 +14,10 @@
 //! [`PROTOCOL_VERSION`] is exchanged in [`Hello`] (and the major version is also in the TLS ALPN,
 //! `shoal/<major>`). Within a major version the enum only grows **at its end**: an older peer that
 //! receives a variant it does not know fails validation of that one frame ([`WireError::Invalid`])
-//! instead of misreading it. To add the scheduler's messages, append one line to [`Message`]:
-//!
-//! ```text
-//! Sched(crate::sched::SchedMsg),
-//! ```
-//!
-//! (`SchedMsg` must derive `rkyv::Archive, rkyv::Serialize, rkyv::Deserialize` with
-//! `#[rkyv(derive(Debug))]`, like [`MemberMsg`]), and bump [`PROTOCOL_VERSION`].
+//! instead of misreading it. Adding a protocol's messages is one line at the end of [`Message`],
+//! as was done for `Sched(crate::sched::SchedMsg)`: the payload type must derive `Clone, Debug,
+//! PartialEq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize` with `#[rkyv(derive(Debug))]`
+//! (like [`MemberMsg`]); after the first release, also bump [`PROTOCOL_VERSION`].
 
 use rkyv::rancor;
 use rkyv::util::AlignedVec;
@@ -58,8 +54,9 @@ pub enum Message {
     Ping(u64),
     /// Answer to [`Message::Ping`].
     Pong(u64),
-    // Append new variants here only (see the module docs), e.g.
-    // Sched(crate::sched::SchedMsg),
+    /// Scheduling protocol (assign, steal, claim, done, …); see [`crate::sched`].
+    Sched(crate::sched::SchedMsg),
+    // Append new variants here only (see the module docs).
 }
 
 /// Connection preamble: protocol version and the swarm-secret proof.
