@@ -42,7 +42,7 @@ fn kernels(quick: bool) -> Vec<Kernel> {
     while text.len() < if quick { 1 << 20 } else { 12 << 20 } {
         x = x.wrapping_mul(6364136223846793005).wrapping_add(1);
         text.extend_from_slice(words[(x >> 33) as usize % words.len()].as_bytes());
-        text.extend_from_slice(if (x >> 20) % 13 == 0 { b".\n" } else { b" " });
+        text.extend_from_slice(if (x >> 20).is_multiple_of(13) { b".\n" } else { b" " });
     }
     vec![
         Kernel {
