@@ -307,16 +307,26 @@ fn client_endpoint(cfg: quinn::ClientConfig) -> quinn::Endpoint {
 
 /// A raw connection that completes the Shoal handshake (public swarm) and then misbehaves.
 async fn raw_shoal_connection(target: &Node) -> quinn::Connection {
+    let hello = Hello { version: wire::PROTOCOL_VERSION, min_version: 1, proof: None };
+    let (conn, reply) = raw_connection_with_hello(target, hello).await;
+    let reply = reply.unwrap();
+    assert!(matches!(wire::decode_frame(&reply, 1 << 20), Ok((Message::Hello(_), _))));
+    conn
+}
+
+/// A raw connection (valid certificate and ALPN) that sends `hello` first; returns the reply.
+async fn raw_connection_with_hello(
+    target: &Node,
+    hello: Hello,
+) -> (quinn::Connection, Result<Vec<u8>, String>) {
     let id = Identity::ephemeral().unwrap();
     let ep = client_endpoint(quinn_client_config(&id, vec![tls::ALPN.to_vec()]).unwrap());
     let conn = ep.connect(target.local_addr(), &target.peer_id().to_string()).unwrap().await.unwrap();
     let (mut send, mut recv) = conn.open_bi().await.unwrap();
-    let hello = Message::Hello(Hello { version: wire::PROTOCOL_VERSION, min_version: 1, proof: None });
-    send.write_all(&wire::encode_frame(&hello, 1 << 20).unwrap()).await.unwrap();
+    send.write_all(&wire::encode_frame(&Message::Hello(hello), 1 << 20).unwrap()).await.unwrap();
     send.finish().unwrap();
-    let reply = recv.read_to_end(1 << 20).await.unwrap();
-    assert!(matches!(wire::decode_frame(&reply, 1 << 20), Ok((Message::Hello(_), _))));
-    conn
+    let reply = recv.read_to_end(1 << 20).await.map_err(|e| e.to_string());
+    (conn, reply)
 }
 
 async fn closed_with(conn: &quinn::Connection) -> quinn::VarInt {
@@ -363,6 +373,12 @@ async fn oversized_and_malformed_frames_close_only_that_connection() {
     s.write_all(&wire::encode_frame(&hello, 1 << 20).unwrap()).await.unwrap();
     s.finish().unwrap();
     assert_eq!(closed_with(&conn).await, codes::UNEXPECTED);
+
+    // An incompatible protocol version is refused before anything else is said.
+    let (conn, reply) =
+        raw_connection_with_hello(&target.node, Hello { version: 99, min_version: 99, proof: None }).await;
+    assert!(reply.is_err(), "got a Hello back: {reply:?}");
+    assert_eq!(closed_with(&conn).await, codes::VERSION);
 
     assert_serves(&honest.node, &target.node).await;
     target.node.shutdown().await;
