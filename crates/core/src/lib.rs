@@ -9,6 +9,6 @@
 
 pub mod ids;
 pub mod job;
-pub mod sched;
 pub mod membership;
+pub mod sched;
 pub mod wire;
