@@ -47,6 +47,8 @@ pub struct OwnerConfig {
     /// Assumed bandwidth between peers, bytes per second, for weighing data movement against
     /// latency when placing.
     pub bandwidth: f64,
+    /// Fuel a slot runs per second, for weighing a task's run time against a peer's RTT.
+    pub fuel_per_sec: f64,
 }
 
 impl Default for OwnerConfig {
@@ -62,6 +64,7 @@ impl Default for OwnerConfig {
             failure_confirmations: 1,
             queue_per_slot: 4,
             bandwidth: 12.5e6,
+            fuel_per_sec: 1e9,
         }
     }
 }
@@ -164,6 +167,8 @@ struct Rec {
     faults: u32,
     /// Runs lost with their peer so far.
     losses: u32,
+    /// Estimated fuel counted in `held_fuel` while held back.
+    held: u64,
     reports: Vec<Report>,
     failed_on: BTreeSet<PeerId>,
 }
@@ -192,6 +197,12 @@ pub struct Owner {
     caps: HashMap<PeerId, u32>,
     /// Round-trip times from the membership view.
     rtt: HashMap<PeerId, Duration>,
+    /// The smallest of them (the owner's own cluster).
+    near_rtt: Duration,
+    /// Slots of the live peers in the owner's cluster (RTT within 1.5 × `near_rtt`), at least 1.
+    near_slots: u32,
+    /// Estimated fuel of the held-back tasks.
+    held_fuel: u64,
     /// Peers the membership view shows idle, nearest last (popped from the end).
     view_idle: Vec<PeerId>,
     /// Ready tasks held back, by (rank, lowest index first).
@@ -217,6 +228,7 @@ impl Owner {
                 hops: 0,
                 faults: 0,
                 losses: 0,
+                held: 0,
                 reports: Vec::new(),
                 failed_on: BTreeSet::new(),
             })
@@ -240,6 +252,9 @@ impl Owner {
             load: HashMap::new(),
             caps: HashMap::new(),
             rtt: HashMap::new(),
+            near_rtt: Duration::ZERO,
+            near_slots: 1,
+            held_fuel: 0,
             view_idle: Vec::new(),
             by_load: BTreeSet::new(),
             parked: std::collections::BinaryHeap::new(),
@@ -382,13 +397,17 @@ impl Owner {
                 self.set_cap(h.peer, h.slots);
             }
         }
-        for k in (0..self.view_idle.len()).rev() {
-            if self.parked.is_empty() {
-                break;
-            }
-            self.dispatch_parked(self.view_idle[k]);
-        }
+        self.update_near_rtt();
         self.flush();
+    }
+
+    fn update_near_rtt(&mut self) {
+        let live = self.rtt.iter().filter(|(p, _)| !self.dead.contains(p));
+        self.near_rtt = live.clone().map(|(_, &r)| r).min().unwrap_or_default();
+        let near = self.near_rtt.mul_f64(1.5);
+        let slots: u32 =
+            live.filter(|&(_, &r)| r <= near).map(|(p, _)| self.caps.get(p).copied().unwrap_or(1)).sum();
+        self.near_slots = slots.max(1);
     }
 
     /// `peer` left the swarm: re-issue what it held, re-make lost outputs still needed.
@@ -398,6 +417,7 @@ impl Owner {
         }
         self.by_load.remove(&self.load_key(peer));
         self.dead.insert(peer);
+        self.update_near_rtt();
         for k in 0..self.recs.len() {
             match &mut self.recs[k].state {
                 TaskState::Placed { at, .. } if *at == peer => {
@@ -475,6 +495,14 @@ impl Owner {
         if let TaskState::Placed { at, .. } = self.recs[i.0 as usize].state {
             self.add_load(at, -1);
         }
+        if self.recs[i.0 as usize].state == TaskState::Ready {
+            self.held_fuel = self.held_fuel.saturating_sub(self.recs[i.0 as usize].held);
+        }
+        if state == TaskState::Ready {
+            let cost = self.costs.estimate(&self.job, i);
+            self.recs[i.0 as usize].held = cost;
+            self.held_fuel += cost;
+        }
         if let TaskState::Placed { at, .. } = state {
             self.add_load(at, 1);
         }
@@ -519,21 +547,18 @@ impl Owner {
     /// the task ready (work-first), and the least loaded nearest known peer — it picks the
     /// earliest estimated start: round trip from the owner plus moving the input bytes it lacks
     /// at [`OwnerConfig::bandwidth`].
-    fn place(&mut self, bytes: &mut [(PeerId, u64)], hint: Option<PeerId>) -> Option<PeerId> {
+    fn place(&mut self, bytes: &mut [(PeerId, u64)], hint: Option<PeerId>, cost: u64) -> Option<PeerId> {
         bytes.sort_by_key(|&(p, n)| (std::cmp::Reverse(n), Some(p) != hint, p));
         let total: u64 = bytes.iter().map(|&(_, n)| n).sum();
         let mut cands: Vec<PeerId> = Vec::with_capacity(3);
-        if let Some(&(p, _)) = bytes.iter().find(|&&(p, n)| n > 0 && self.has_room(p)) {
-            cands.push(p);
-        }
-        if let Some(h) = hint.filter(|&h| self.has_room(h)) {
-            cands.push(h);
-        }
-        if let Some(&(k, p)) = self.by_load.first()
-            && k.0 < 0
+        if let Some(&(p, _)) = bytes.iter().find(|&&(p, n)| n > 0 && self.has_room(p) && self.worth(p, cost))
         {
             cands.push(p);
         }
+        if let Some(h) = hint.filter(|&h| self.has_room(h) && self.worth(h, cost)) {
+            cands.push(h);
+        }
+        cands.extend(self.nearest_free(cost));
         let start = |p: &PeerId| {
             let here = bytes.iter().find(|(q, _)| q == p).map_or(0, |&(_, n)| n);
             let rtt =
@@ -544,26 +569,34 @@ impl Owner {
             return Some(*p);
         }
         while let Some(p) = self.view_idle.pop() {
-            if self.has_room(p) {
+            if self.has_room(p) && self.worth(p, cost) {
                 return Some(p);
             }
         }
-        // No free slot known: queue it at the least loaded peer (thieves even out the rest), up
-        // to the queue quota; beyond it, hold it back.
-        let &(_, p) = self.by_load.first()?;
+        // No free slot known: queue it at the least loaded peer worth it (thieves even out the
+        // rest), up to the queue quota; beyond it, hold it back.
+        let &(_, p) = self.by_load.iter().find(|&&(_, p)| self.worth(p, cost))?;
         let cap = u64::from(self.caps.get(&p).copied().unwrap_or(1));
         let load = u64::from(self.load.get(&p).copied().unwrap_or(0));
         (load < cap * (1 + u64::from(self.cfg.queue_per_slot))).then_some(p)
     }
 
-    /// Hands held-back tasks, highest rank first, to `p` while it has room.
-    fn dispatch_parked(&mut self, p: PeerId) {
-        while self.has_room(p) {
-            let Some((_, std::cmp::Reverse(i))) = self.parked.pop() else { return };
-            if self.recs[i as usize].state == TaskState::Ready {
-                self.send_to(TaskIndex(i), p);
-            }
-        }
+    /// Whether sending a task of `cost` fuel to `p` can pay: `p` is in the owner's cluster
+    /// (RTT within 1.5 × the smallest known), or the round trip is shorter than the task's run
+    /// or than the time the held-back work would keep the cluster busy.
+    fn worth(&self, p: PeerId, cost: u64) -> bool {
+        let rtt = if p == self.me { Duration::ZERO } else { self.rtt.get(&p).copied().unwrap_or_default() };
+        let run = cost.max(self.held_fuel / u64::from(self.near_slots));
+        rtt <= self.near_rtt.mul_f64(1.5).max(Duration::from_secs_f64(run as f64 / self.cfg.fuel_per_sec))
+    }
+
+    /// The least loaded, nearest known peer with a free slot that is worth a task of `cost`.
+    fn nearest_free(&self, cost: u64) -> Option<PeerId> {
+        self.by_load
+            .iter()
+            .take_while(|&&((slack, _), _)| slack < 0)
+            .find(|&&(_, p)| self.worth(p, cost))
+            .map(|&(_, p)| p)
     }
 
     fn on_done(&mut self, i: TaskIndex, from: PeerId, attempt: u32, output: OutputRef, fuel: u64) {
@@ -602,7 +635,6 @@ impl Owner {
                 self.issue(c, Some(from));
             }
         }
-        self.dispatch_parked(from);
         if self.is_done() {
             self.events.push_back(OwnerEvent::JobDone);
         }
@@ -680,7 +712,8 @@ impl Owner {
         }
         let (mut bytes, hint) =
             if self.cfg.locality { (self.input_bytes(i), hint) } else { (Vec::new(), None) };
-        let at = self.place(&mut bytes, hint);
+        let cost = self.costs.estimate(&self.job, i);
+        let at = self.place(&mut bytes, hint, cost);
         match at {
             Some(at) => self.send_to(i, at),
             None => {
@@ -764,12 +797,16 @@ impl Owner {
 
     /// Hands held-back tasks to every known peer with room, then queues the assignments.
     fn flush(&mut self) {
-        while !self.parked.is_empty() {
-            let Some(&((slack, _), p)) = self.by_load.first() else { break };
-            if slack >= 0 {
-                break;
+        // Held-back tasks, highest rank first, go to free peers worth them.
+        while let Some(&(_, std::cmp::Reverse(i))) = self.parked.peek() {
+            let i = TaskIndex(i);
+            if self.recs[i.0 as usize].state != TaskState::Ready {
+                self.parked.pop();
+                continue;
             }
-            self.dispatch_parked(p);
+            let Some(p) = self.nearest_free(self.costs.estimate(&self.job, i)) else { break };
+            self.parked.pop();
+            self.send_to(i, p);
         }
         for (to, tasks) in std::mem::take(&mut self.pending) {
             self.out.push_back(Transmit { to, msg: SchedMsg::Assign { tasks } });
