@@ -22,7 +22,7 @@ use tokio::task::JoinSet;
 use tracing::{Instrument, debug, warn};
 
 use crate::codes;
-use crate::frame::{FrameError, read_frame, write_frame};
+use crate::frame::{FrameError, read_frame, read_frame_limited, write_frame};
 use crate::limits::Bucket;
 use crate::node::{DriverCmd, Inbound, Inner, Replier};
 use crate::tls::{self, Role};
@@ -298,11 +298,10 @@ async fn handle_uni(
     bucket: Arc<Bucket>,
     mut recv: RecvStream,
 ) -> Option<Fault> {
-    let (msg, size) = match read_frame(&mut recv, inner.limits.max_frame).await {
+    let (msg, _) = match read_frame_limited(&mut recv, inner.limits.max_frame, Some(&bucket)).await {
         Ok(m) => m,
         Err(e) => return e.into(),
     };
-    bucket.take(size).await;
     match msg {
         Message::Membership(m) => {
             let cmd = DriverCmd::Msg { from: peer, addr: conn.remote_address(), msg: m };
@@ -325,11 +324,10 @@ async fn handle_bi(
     mut send: SendStream,
     mut recv: RecvStream,
 ) -> Option<Fault> {
-    let (msg, size) = match read_frame(&mut recv, inner.limits.max_frame).await {
+    let (msg, _) = match read_frame_limited(&mut recv, inner.limits.max_frame, Some(&bucket)).await {
         Ok(m) => m,
         Err(e) => return e.into(),
     };
-    bucket.take(size).await;
     match msg {
         Message::BlobRequest(req) => {
             if let Err(e) = serve_blob(&inner, &mut send, req).await {

@@ -6,6 +6,8 @@
 use quinn::{RecvStream, SendStream};
 use shoal_core::wire::{self, LEN_PREFIX, Message, WireError};
 
+use crate::limits::Bucket;
+
 /// Why a frame could not be read from or written to a stream.
 #[derive(Debug, thiserror::Error)]
 pub enum FrameError {
@@ -45,9 +47,22 @@ impl FrameError {
 /// Reads one frame, refusing payloads over `max` before allocating. Returns the message and
 /// the frame's size on the wire.
 pub(crate) async fn read_frame(recv: &mut RecvStream, max: usize) -> Result<(Message, usize), FrameError> {
+    read_frame_limited(recv, max, None).await
+}
+
+/// [`read_frame`], first taking the payload's size from the peer's inbound token bucket: when
+/// the peer is over its rate, the payload stays unread (in QUIC flow control) until it may go on.
+pub(crate) async fn read_frame_limited(
+    recv: &mut RecvStream,
+    max: usize,
+    bucket: Option<&Bucket>,
+) -> Result<(Message, usize), FrameError> {
     let mut prefix = [0u8; LEN_PREFIX];
     recv.read_exact(&mut prefix).await?;
     let len = wire::check_len(prefix, max)?;
+    if let Some(b) = bucket {
+        b.take(LEN_PREFIX + len).await;
+    }
     let mut payload = vec![0u8; len];
     recv.read_exact(&mut payload).await?;
     Ok((wire::decode_payload(&payload)?, LEN_PREFIX + len))

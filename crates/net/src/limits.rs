@@ -1,8 +1,9 @@
 //! Per-peer limits and the inbound token bucket that enforces the byte rate.
 //!
-//! Invariant: a connection never reads more than `burst + rate × elapsed` frame bytes from its
-//! peer; once over, its actor stops reading (QUIC flow control then pushes back on the peer),
-//! so one noisy peer cannot starve the others.
+//! Invariant: a connection never reads more than `burst + rate × elapsed` frame payload bytes
+//! from its peer: every stream of the connection takes tokens from one shared bucket after the
+//! length check and before reading the payload. Once over, its streams stop reading and QUIC
+//! flow control pushes back on that peer alone, so one noisy peer cannot starve the others.
 
 use std::sync::Mutex;
 use std::time::Duration;

@@ -386,6 +386,52 @@ async fn oversized_and_malformed_frames_close_only_that_connection() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flooding_peer_is_throttled_while_others_are_served() {
+    // A target that accepts 64 KiB/s from each peer.
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = NodeConfig::new(dir.path());
+    cfg.limits.inbound_bytes_per_sec = 64 << 10;
+    cfg.limits.inbound_burst = 64 << 10;
+    cfg.limits.stream_window = 1 << 20;
+    cfg.limits.connection_window = 2 << 20;
+    let (target, inbox) = Node::start(cfg).await.unwrap();
+    tokio::spawn(echo(inbox));
+    let honest = start(&[], None).await;
+
+    // The flood: valid ~600 KB membership frames (entries too old to be used), 8 of them: at
+    // 64 KiB/s that needs over a minute of the target's reading, and the 2 MiB connection
+    // window stops the sender long before it is done.
+    let entry = membership::Entry {
+        id: PeerId([5; 32]),
+        addr: SocketAddr::from(([127, 0, 0, 1], 9)),
+        age: u32::MAX,
+        hints: LoadHints::default(),
+    };
+    let big = Message::Membership(membership::MemberMsg::Shuffle { seq: 1, entries: vec![entry; 10_000] });
+    let frame = wire::encode_frame(&big, 1 << 20).unwrap();
+    assert!(frame.len() > 500_000);
+    let conn = raw_shoal_connection(&target).await;
+    let flooder = conn.clone();
+    let flood = tokio::spawn(async move {
+        for _ in 0..8 {
+            let mut s = flooder.open_uni().await?;
+            s.write_all(&frame).await?;
+            s.finish()?;
+        }
+        Ok::<_, Box<dyn std::error::Error + Send + Sync>>(())
+    });
+    // Meanwhile an honest peer is served as usual.
+    for _ in 0..20 {
+        assert_serves(&honest.node, &target).await;
+    }
+    assert!(!flood.is_finished(), "the flood was not throttled");
+    conn.close(codes::NORMAL, b"done");
+    assert_serves(&honest.node, &target).await;
+    target.shutdown().await;
+    honest.node.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn strangers_are_refused_during_the_handshake() {
     let target = start(&[], None).await;
     let honest = start(&[target.node.local_addr()], None).await;
