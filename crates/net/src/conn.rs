@@ -61,6 +61,14 @@ pub enum HandshakeError {
     /// The swarm secret was missing, wrong, or offered to a public swarm.
     #[error("swarm secret refused")]
     Secret,
+    /// The peer closed the connection during the handshake, with this code (see [`codes`]).
+    #[error("peer refused the connection: {why} (code {code})")]
+    Refused {
+        /// The close code.
+        code: u64,
+        /// Its meaning.
+        why: &'static str,
+    },
     /// The peer dialled was not the one we expected.
     #[error("expected peer {expected}, reached {actual}")]
     WrongPeer {
@@ -158,6 +166,14 @@ pub(crate) async fn dial(
         Err(e) => {
             if let Some((code, why)) = e.close_code() {
                 conn.close(code, why.as_bytes());
+                return Err(e);
+            }
+            // The acceptor refused us: report its reason, not the stream error it caused.
+            if let Some(quinn::ConnectionError::ApplicationClosed(c)) = conn.close_reason() {
+                return Err(HandshakeError::Refused {
+                    code: c.error_code.into_inner(),
+                    why: codes::name(c.error_code),
+                });
             }
             Err(e)
         }
