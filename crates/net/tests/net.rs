@@ -607,7 +607,8 @@ fn netns_unavailable() -> Option<String> {
 }
 
 /// Three peers, each in its own network namespace with its own address, joined by veth pairs
-/// to a bridge in a fourth namespace, form a swarm and answer each other's requests.
+/// to a bridge in a fourth namespace and losing 10% of inbound packets (nftables `numgen`),
+/// form a swarm and answer each other's requests.
 #[test]
 fn peers_in_separate_network_namespaces_form_a_swarm() {
     if let Some(why) = netns_unavailable() {
@@ -652,6 +653,20 @@ fn peers_in_separate_network_namespaces_form_a_swarm() {
         }
         Ok(addrs)
     };
+    // 10% inbound packet loss on every peer, from nftables, when it is installed.
+    let lossy = |ns: &str| -> Result<(), String> {
+        let nft = |args: &[&str]| -> Result<(), String> {
+            let mut full = vec!["netns", "exec", ns, "nft"];
+            full.extend_from_slice(args);
+            ip(&full)
+        };
+        nft(&["add", "table", "inet", "shoal"])?;
+        nft(&["add", "chain", "inet", "shoal", "input", "{ type filter hook input priority 0 ; }"])?;
+        nft(&[
+            "add", "rule", "inet", "shoal", "input", "udp", "dport", "7600", "numgen", "random", "mod", "10",
+            "<", "1", "drop",
+        ])
+    };
     let addrs = match setup() {
         Ok(a) => a,
         Err(e) => {
@@ -659,6 +674,10 @@ fn peers_in_separate_network_namespaces_form_a_swarm() {
             return;
         }
     };
+    match peers.iter().try_for_each(|ns| lossy(ns)) {
+        Ok(()) => println!("namespaces up, 10% inbound loss on each peer (nftables)"),
+        Err(e) => println!("namespaces up, no packet loss ({e})"),
+    }
 
     // One thread per peer; each enters its namespace before creating any socket.
     let (tx, rx) = std::sync::mpsc::channel::<Result<(), String>>();
