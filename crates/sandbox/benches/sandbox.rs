@@ -133,6 +133,7 @@ fn main() {
     let reps = if quick { 1 } else { 3 };
     let configs = [
         ("default", Metering::FuelAndDeadline),
+        ("fuel only", Metering::FuelOnly),
         ("deadline only", Metering::DeadlineOnly),
         ("unmetered", Metering::Unmetered),
     ];
@@ -148,8 +149,8 @@ fn main() {
         ms(spawn)
     );
     println!(
-        "{:<20} {:>10} {:>10} {:>8} {:>14} {:>10} {:>7}",
-        "kernel", "native ms", "wasm ms", "ratio", "deadline-only", "unmetered", "same"
+        "{:<20} {:>10} {:>10} {:>8} {:>10} {:>14} {:>10} {:>7}",
+        "kernel", "native ms", "wasm ms", "ratio", "fuel-only", "deadline-only", "unmetered", "same"
     );
     let mut ratios: Vec<Vec<f64>> = vec![Vec::new(); configs.len()];
     let limits = Limits { fuel: u64::MAX / 4, deadline: Duration::from_secs(600), ..Limits::default() };
@@ -187,13 +188,14 @@ fn main() {
             row.push((t, r));
         }
         println!(
-            "{:<20} {:>10.1} {:>10.1} {:>8.3} {:>14.3} {:>10.3} {:>7}",
+            "{:<20} {:>10.1} {:>10.1} {:>8.3} {:>10.3} {:>14.3} {:>10.3} {:>7}",
             k.name,
             ms(native),
             ms(row[0].0),
             row[0].1,
             row[1].1,
             row[2].1,
+            row[3].1,
             if same { "yes" } else { "NO" }
         );
     }

@@ -70,6 +70,8 @@ pub enum Metering {
     /// Fuel (deterministic budget, reported as `fuel_used`) and the epoch deadline. The default.
     #[default]
     FuelAndDeadline,
+    /// Only fuel: no wall-clock deadline.
+    FuelOnly,
     /// Only the wall-clock deadline: no fuel limit, `fuel_used` is 0. Not deterministic.
     DeadlineOnly,
     /// Neither: a task can run forever. For benchmarks only.
@@ -168,8 +170,10 @@ impl Drop for Inner {
 /// The engine configuration every peer uses: deterministic and bounded.
 fn engine_config(config: &SandboxConfig) -> Config {
     let mut c = Config::new();
-    c.consume_fuel(config.metering == Metering::FuelAndDeadline)
-        .epoch_interruption(config.metering != Metering::Unmetered)
+    let fuel = matches!(config.metering, Metering::FuelAndDeadline | Metering::FuelOnly);
+    let deadline = matches!(config.metering, Metering::FuelAndDeadline | Metering::DeadlineOnly);
+    c.consume_fuel(fuel)
+        .epoch_interruption(deadline)
         // NaNs are canonicalised by rewriting the module where their bits become observable
         // (see `nan.rs`), which costs far less than canonicalising after every float operation.
         .cranelift_nan_canonicalization(false)
@@ -311,12 +315,12 @@ impl Sandbox {
         let mut store = Store::new(&self.inner.engine, state);
         store.limiter(|s| &mut s.limiter);
         let metering = self.inner.config.metering;
-        if metering == Metering::FuelAndDeadline
+        if matches!(metering, Metering::FuelAndDeadline | Metering::FuelOnly)
             && let Err(e) = store.set_fuel(limits.fuel)
         {
             return fail(FailureKind::Internal(format!("{e:#}")), Vec::new(), 0);
         }
-        if metering != Metering::Unmetered {
+        if matches!(metering, Metering::FuelAndDeadline | Metering::DeadlineOnly) {
             let ticks = limits.deadline.as_nanos().div_ceil(EPOCH_TICK.as_nanos()) as u64 + 1;
             store.set_epoch_deadline(ticks);
             store.epoch_deadline_trap();
