@@ -41,6 +41,8 @@ struct Net {
     loss: f64,
     /// View-change events seen, per node.
     log: Vec<Vec<Event>>,
+    /// Framed bytes sent, all nodes together.
+    bytes_sent: u64,
 }
 
 impl Net {
@@ -55,6 +57,7 @@ impl Net {
             rng: StdRng::seed_from_u64(seed),
             loss: 0.0,
             log: (0..n).map(|_| Vec::new()).collect(),
+            bytes_sent: 0,
         }
     }
 
@@ -84,6 +87,9 @@ impl Net {
                 }
                 Target::Addr(a) => (0..self.nodes.len()).find(|j| addr(*j) == a),
             };
+            let framed = crate::wire::Message::Membership(t.msg.clone());
+            self.bytes_sent += crate::wire::encode_frame(&framed, crate::wire::DEFAULT_MAX_FRAME)
+                .map_or(0, |f| f.len() as u64);
             let Some(to) = to else { continue };
             if !self.alive[to] {
                 // Like a failed dial: the driver reports it after a while.
@@ -198,6 +204,34 @@ fn peers_joining_through_one_bootstrap_form_one_connected_overlay() {
             assert!(node.view().count() >= (n - 1).min(cfg.view_size / 2), "view too small");
         }
     }
+}
+
+/// Convergence and cost at 256 peers: prints the figures recorded in docs/membership.md and
+/// checks them against generous bounds.
+#[test]
+fn convergence_rounds_and_bytes_per_peer_at_256() {
+    let n = 256;
+    let cfg = Config::default();
+    let mut net = Net::new(n, &cfg, 256);
+    net.join(0, &[]);
+    for i in 1..n {
+        net.join(i, &[0]);
+    }
+    let mut rounds = 0;
+    while !net.strongly_connected() {
+        rounds += 1;
+        assert!(rounds <= 60, "not connected after 60 shuffle rounds");
+        net.run_until(cfg.shuffle_interval * rounds);
+    }
+    // Steady state: bytes per peer per second over 20 s.
+    net.run_until(secs(20));
+    let before = net.bytes_sent;
+    net.run_until(secs(40));
+    let per_peer = (net.bytes_sent - before) as f64 / n as f64 / 20.0;
+    println!(
+        "256 peers: strongly connected after {rounds} shuffle rounds; membership costs {per_peer:.0} B/s per peer (frames, before QUIC/TLS overhead)"
+    );
+    assert!(per_peer < 16_384.0, "membership too chatty: {per_peer} B/s per peer");
 }
 
 #[test]
