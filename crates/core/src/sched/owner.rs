@@ -590,6 +590,18 @@ impl Owner {
         rtt <= self.near_rtt.mul_f64(1.5).max(Duration::from_secs_f64(run as f64 / self.cfg.fuel_per_sec))
     }
 
+    /// Whether `p` holds fewer of this job's tasks than its slots plus queue quota.
+    fn below_quota(&self, p: PeerId) -> bool {
+        let cap = u64::from(self.caps.get(&p).copied().unwrap_or(1));
+        u64::from(self.load.get(&p).copied().unwrap_or(0)) < cap * (1 + u64::from(self.cfg.queue_per_slot))
+    }
+
+    /// The least loaded, nearest known peer with at most one task per slot that is worth `cost`.
+    fn nearest_low(&self, cost: u64) -> Option<PeerId> {
+        let low = self.by_load.iter().take_while(|&&((slack, _), _)| slack <= 0);
+        low.map(|&(_, p)| p).find(|&p| self.worth(p, cost))
+    }
+
     /// The least loaded, nearest known peer with a free slot that is worth a task of `cost`.
     fn nearest_free(&self, cost: u64) -> Option<PeerId> {
         self.by_load
@@ -797,14 +809,24 @@ impl Owner {
 
     /// Hands held-back tasks to every known peer with room, then queues the assignments.
     fn flush(&mut self) {
-        // Held-back tasks, highest rank first, go to free peers worth them.
+        // Held-back tasks, highest rank first, go to peers worth them whose queues ran low (at most
+        // one task per slot left), topping each up to its quota in one message.
+        let mut target: Option<PeerId> = None;
         while let Some(&(_, std::cmp::Reverse(i))) = self.parked.peek() {
             let i = TaskIndex(i);
             if self.recs[i.0 as usize].state != TaskState::Ready {
                 self.parked.pop();
                 continue;
             }
-            let Some(p) = self.nearest_free(self.costs.estimate(&self.job, i)) else { break };
+            let cost = self.costs.estimate(&self.job, i);
+            let p = match target {
+                Some(p) if self.below_quota(p) && self.worth(p, cost) => p,
+                _ => match self.nearest_low(cost) {
+                    Some(p) => p,
+                    None => break,
+                },
+            };
+            target = Some(p);
             self.parked.pop();
             self.send_to(i, p);
         }
