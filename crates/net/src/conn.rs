@@ -219,24 +219,18 @@ pub(crate) async fn accept(inner: Arc<Inner>, incoming: quinn::Incoming) {
     }
 }
 
-/// Records a verified connection (keeping an existing live one for outbound use) and starts
-/// its actor. Returns the connection to use for sending.
+/// Records a verified connection as the one to use for sending to `peer` and starts its actor.
+///
+/// The newest connection wins: it is proven live right now, while an older one may lead to a
+/// process that has since restarted (it then dies by idle timeout). An older connection keeps its
+/// actor, so anything the peer still sends on it is served.
 fn register(inner: &Arc<Inner>, peer: PeerId, conn: Connection) -> Connection {
     inner.note_addr(peer, conn.remote_address());
-    let chosen = {
-        let mut conns = inner.conns.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        match conns.get(&peer) {
-            Some(c) if c.close_reason().is_none() => c.clone(),
-            _ => {
-                conns.insert(peer, conn.clone());
-                conn.clone()
-            }
-        }
-    };
+    inner.conns.lock().unwrap_or_else(std::sync::PoisonError::into_inner).insert(peer, conn.clone());
     let span = tracing::info_span!("conn", peer = %peer.short(), remote = %conn.remote_address());
     let actor_inner = inner.clone();
-    inner.tasks.spawn(run_actor(actor_inner, peer, conn).instrument(span));
-    chosen
+    inner.tasks.spawn(run_actor(actor_inner, peer, conn.clone()).instrument(span));
+    conn
 }
 
 /// Why a stream handler closes the connection.

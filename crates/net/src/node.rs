@@ -441,9 +441,8 @@ async fn transmit(inner: Arc<Inner>, to: Target, msg: MemberMsg, wait_ack: bool)
     let framed = Message::Membership(msg);
     let (peer, result) = match to {
         Target::Peer(peer, addr) => {
-            if inner.addr_of(peer).is_none() {
-                inner.note_addr(peer, addr);
-            }
+            // The membership view holds the freshest address it knows (first-hand when it can).
+            inner.note_addr(peer, addr);
             (Some(peer), send_member(&inner, peer, &framed, wait_ack).await)
         }
         Target::Addr(addr) if addr == inner.local_addr => return,

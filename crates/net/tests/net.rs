@@ -154,13 +154,23 @@ async fn identity_is_reused_across_restarts() {
 }
 
 /// Runs a peer on its own runtime thread so the test can kill it abruptly (no leave, no close).
-fn spawn_killable(boot: SocketAddr) -> (PeerId, std::sync::mpsc::Sender<()>, std::thread::JoinHandle<()>) {
+fn spawn_killable(
+    boot: SocketAddr,
+) -> (PeerId, std::sync::mpsc::Sender<()>, std::thread::JoinHandle<()>, TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let (id, kill, thread) = spawn_killable_in(dir.path().to_path_buf(), boot);
+    (id, kill, thread, dir)
+}
+
+fn spawn_killable_in(
+    dir: std::path::PathBuf,
+    boot: SocketAddr,
+) -> (PeerId, std::sync::mpsc::Sender<()>, std::thread::JoinHandle<()>) {
     let (info_tx, info_rx) = std::sync::mpsc::channel();
     let (kill_tx, kill_rx) = std::sync::mpsc::channel::<()>();
     let h = std::thread::spawn(move || {
         let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-        let dir = tempfile::tempdir().unwrap();
-        let (node, inbox) = rt.block_on(start_in(dir.path(), &[boot], None));
+        let (node, inbox) = rt.block_on(start_in(&dir, &[boot], None));
         rt.spawn(echo(inbox));
         info_tx.send(node.peer_id()).unwrap();
         // Keep driving the runtime until told to die; then drop it without any goodbye.
@@ -182,7 +192,7 @@ fn spawn_killable(boot: SocketAddr) -> (PeerId, std::sync::mpsc::Sender<()>, std
 async fn a_killed_peer_leaves_every_view_and_a_leaving_one_is_dropped_as_left() {
     let mut peers = swarm(8).await;
     let boot = peers[0].node.local_addr();
-    let (victim, kill, thread) = spawn_killable(boot);
+    let (victim, kill, thread, _victim_dir) = spawn_killable(boot);
     eventually("victim known", || {
         peers.iter().filter(|p| p.node.view().iter().any(|e| e.id == victim)).count() >= 2
     })
@@ -235,6 +245,34 @@ async fn a_killed_peer_leaves_every_view_and_a_leaving_one_is_dropped_as_left() 
     for p in &peers {
         p.node.shutdown().await;
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crashed_peer_restarting_with_its_identity_is_reachable_again() {
+    let a = start(&[], None).await;
+    let dir = tempfile::tempdir().unwrap();
+    let (id, kill, thread) = spawn_killable_in(dir.path().to_path_buf(), a.node.local_addr());
+    eventually("a knows the peer", || a.node.view().iter().any(|e| e.id == id)).await;
+    assert_eq!(a.node.request(id, &Message::Ping(1)).await.unwrap(), Message::Pong(1));
+    kill.send(()).unwrap();
+    thread.join().unwrap();
+    // Same data dir ⇒ same id, new port; it rejoins through `a`, and `a` reaches it again even
+    // though its old connection to the crashed process has not timed out yet.
+    let (again, inbox) = start_in(dir.path(), &[a.node.local_addr()], None).await;
+    tokio::spawn(echo(inbox));
+    assert_eq!(again.peer_id(), id);
+    let deadline = tokio::time::Instant::now() + EVENTUALLY;
+    loop {
+        match tokio::time::timeout(Duration::from_secs(2), a.node.request(id, &Message::Ping(2))).await {
+            Ok(Ok(pong)) => {
+                assert_eq!(pong, Message::Pong(2));
+                break;
+            }
+            _ => assert!(tokio::time::Instant::now() < deadline, "restarted peer never reachable"),
+        }
+    }
+    again.shutdown().await;
+    a.node.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
