@@ -68,7 +68,7 @@ impl DiskCache {
         std::fs::create_dir_all(dir)?;
         let mut h = std::collections::hash_map::DefaultHasher::new();
         engine.precompile_compatibility_hash().hash(&mut h);
-        crate::nan::REWRITE_VERSION.hash(&mut h);
+        crate::rewrite::REWRITE_VERSION.hash(&mut h);
         Ok(DiskCache { dir: dir.to_path_buf(), engine_tag: h.finish() })
     }
 

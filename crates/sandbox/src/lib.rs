@@ -26,15 +26,18 @@
 mod cache;
 mod error;
 mod limits;
-mod nan;
+mod rewrite;
 mod wasi;
 
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use wasmtime::{Config, Engine, ExternType, InstanceAllocationStrategy, InstancePre, Module, Store};
+use wasmtime::{
+    Config, Engine, ExternType, InstanceAllocationStrategy, InstancePre, MemoryType, Module, SharedMemory,
+    Store,
+};
 
 pub use error::{CompileError, FailureKind, TaskFailure, TrapKind};
 pub use limits::Limits;
@@ -64,17 +67,17 @@ pub struct SandboxConfig {
     pub metering: Metering,
 }
 
-/// Which of the two execution limits are compiled into task code.
+/// How fuel and the deadline are enforced.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Metering {
-    /// Fuel (deterministic budget, reported as `fuel_used`) and the epoch deadline. The default.
+    /// Fuel and deadline checks inserted into the module by the rewrite (`rewrite.rs`), whose slow
+    /// paths trap instead of calling the runtime. The default.
     #[default]
-    FuelAndDeadline,
-    /// Only fuel: no wall-clock deadline.
-    FuelOnly,
-    /// Only the wall-clock deadline: no fuel limit, `fuel_used` is 0. Not deterministic.
-    DeadlineOnly,
-    /// Neither: a task can run forever. For benchmarks only.
+    Instrumented,
+    /// wasmtime's own fuel and epoch interruption: the same limits, slower code. Kept so the
+    /// benchmark can compare the two in one run.
+    WasmtimeFuelAndEpoch,
+    /// Neither fuel nor deadline: a task can run forever. For benchmarks only.
     Unmetered,
 }
 
@@ -147,6 +150,8 @@ pub struct Sandbox {
 
 struct Inner {
     engine: Engine,
+    /// The tick counter the rewritten modules read (see `rewrite.rs`).
+    clock: SharedMemory,
     linker: wasmtime::Linker<TaskState>,
     config: SandboxConfig,
     memory_cache: Mutex<cache::MemoryCache<TaskModule>>,
@@ -170,10 +175,13 @@ impl Drop for Inner {
 /// The engine configuration every peer uses: deterministic and bounded.
 fn engine_config(config: &SandboxConfig) -> Config {
     let mut c = Config::new();
-    let fuel = matches!(config.metering, Metering::FuelAndDeadline | Metering::FuelOnly);
-    let deadline = matches!(config.metering, Metering::FuelAndDeadline | Metering::DeadlineOnly);
-    c.consume_fuel(fuel)
-        .epoch_interruption(deadline)
+    let wasmtime_metering = config.metering == Metering::WasmtimeFuelAndEpoch;
+    c.consume_fuel(wasmtime_metering)
+        .epoch_interruption(wasmtime_metering)
+        // Needed only for the rewrite's shared tick-counter memory; a guest module that uses
+        // threads or shared memory is refused before the rewrite (see `validate`).
+        .wasm_threads(true)
+        .shared_memory(true)
         // NaNs are canonicalised by rewriting the module where their bits become observable
         // (see `nan.rs`), which costs far less than canonicalising after every float operation.
         .cranelift_nan_canonicalization(false)
@@ -200,7 +208,16 @@ impl Sandbox {
     pub fn new(config: SandboxConfig) -> Result<Self, SandboxError> {
         let engine =
             Engine::new(&engine_config(&config)).map_err(|e| SandboxError::Engine(format!("{e:#}")))?;
-        let linker = wasi::linker(&engine).map_err(|e| SandboxError::Engine(format!("{e:#}")))?;
+        let engine_err = |e: wasmtime::Error| SandboxError::Engine(format!("{e:#}"));
+        let mut linker = wasi::linker(&engine).map_err(engine_err)?;
+        let clock = SharedMemory::new(&engine, MemoryType::shared(1, 1)).map_err(engine_err)?;
+        {
+            // Shared memories belong to the engine, not a store; `define` only wants a context.
+            let store = Store::new(&engine, TaskState::empty());
+            linker
+                .define(&store, rewrite::CLOCK_MODULE, rewrite::CLOCK_NAME, clock.clone())
+                .map_err(engine_err)?;
+        }
         let disk_cache = match &config.cache_dir {
             Some(dir) => Some(
                 cache::DiskCache::open(dir, &engine)
@@ -212,12 +229,14 @@ impl Sandbox {
         {
             let engine = engine.clone();
             let stop = stop_ticker.clone();
+            let clock = clock.clone();
             std::thread::Builder::new()
                 .name("shoal-deadline".into())
                 .spawn(move || {
                     while !stop.load(Ordering::Relaxed) {
                         std::thread::sleep(EPOCH_TICK);
                         engine.increment_epoch();
+                        clock_counter(&clock).fetch_add(1, Ordering::Release);
                     }
                 })
                 .map_err(|e| SandboxError::Engine(format!("could not start the deadline thread: {e}")))?;
@@ -225,6 +244,7 @@ impl Sandbox {
         Ok(Sandbox {
             inner: Arc::new(Inner {
                 engine,
+                clock,
                 linker,
                 memory_cache: Mutex::new(cache::MemoryCache::new(config.memory_cache_modules)),
                 config,
@@ -255,18 +275,21 @@ impl Sandbox {
             Some(m) => m,
             None => {
                 let invalid = |reason| CompileError::InvalidModule { reason };
-                let binary = nan::binary(bytes).map_err(invalid)?;
-                Module::validate(&self.inner.engine, &binary).map_err(compile_error)?;
-                let rewritten = nan::canonicalise_nans(&binary).map_err(invalid)?;
+                let binary = rewrite::binary(bytes).map_err(invalid)?;
+                validate(&binary)?;
+                check_imports(&binary)?;
+                let options =
+                    rewrite::Options { meter: self.inner.config.metering == Metering::Instrumented };
+                let rewritten = rewrite::rewrite(&binary, options).map_err(invalid)?;
                 let m = Module::new(&self.inner.engine, &rewritten).map_err(compile_error)?;
-                check_abi(&m)?;
+                check_command(&m)?;
                 if let Some(d) = disk {
                     d.store(&hash, &m);
                 }
                 m
             }
         };
-        check_abi(&module)?;
+        check_command(&module)?;
         let pre = self.inner.linker.instantiate_pre(&module).map_err(compile_error)?;
         let loaded = Arc::new(TaskModule { hash, pre });
         self.lock_cache().insert(hash, loaded.clone());
@@ -315,29 +338,50 @@ impl Sandbox {
         let mut store = Store::new(&self.inner.engine, state);
         store.limiter(|s| &mut s.limiter);
         let metering = self.inner.config.metering;
-        if matches!(metering, Metering::FuelAndDeadline | Metering::FuelOnly)
-            && let Err(e) = store.set_fuel(limits.fuel)
-        {
-            return fail(FailureKind::Internal(format!("{e:#}")), Vec::new(), 0);
-        }
-        if matches!(metering, Metering::FuelAndDeadline | Metering::DeadlineOnly) {
-            let ticks = limits.deadline.as_nanos().div_ceil(EPOCH_TICK.as_nanos()) as u64 + 1;
+        let ticks = limits.deadline.as_nanos().div_ceil(EPOCH_TICK.as_nanos()) as u64 + 1;
+        if metering == Metering::WasmtimeFuelAndEpoch {
+            if let Err(e) = store.set_fuel(limits.fuel) {
+                return fail(FailureKind::Internal(format!("{e:#}")), Vec::new(), 0);
+            }
             store.set_epoch_deadline(ticks);
             store.epoch_deadline_trap();
         }
-
+        let mut meters = None;
         let result = module.pre.instantiate(&mut store).and_then(|instance| {
+            if metering == Metering::Instrumented {
+                let m = Meters::find(&instance, &mut store)?;
+                let fuel = i64::try_from(limits.fuel).unwrap_or(i64::MAX);
+                m.fuel.set(&mut store, wasmtime::Val::I64(fuel))?;
+                let now = clock_counter(&self.inner.clock).load(Ordering::Acquire);
+                let deadline = i64::try_from(now.saturating_add(ticks)).unwrap_or(i64::MAX);
+                m.deadline.set(&mut store, wasmtime::Val::I64(deadline))?;
+                store.data_mut().use_fuel_global(m.fuel);
+                meters = Some(m);
+                if let Ok(start) = instance.get_typed_func::<(), ()>(&mut store, rewrite::START_EXPORT) {
+                    start.call(&mut store, ())?;
+                }
+            }
             let start = instance.get_typed_func::<(), ()>(&mut store, "_start")?;
             start.call(&mut store, ())
         });
-        let fuel_used = match store.get_fuel() {
-            Ok(left) => limits.fuel.saturating_sub(left),
-            Err(_) => 0, // fuel metering is off
+        let mut ended = Ended::default();
+        let fuel_left = match &meters {
+            Some(m) => {
+                let fuel = m.fuel.get(&mut store).i64().unwrap_or(0);
+                ended.fuel = fuel < 0;
+                ended.deadline = m.deadline.get(&mut store).i64() == Some(-1);
+                Some(fuel.max(0) as u64)
+            }
+            None => store.get_fuel().ok(),
+        };
+        let fuel_used = match fuel_left {
+            Some(left) if metering != Metering::Unmetered => limits.fuel.saturating_sub(left),
+            _ => 0,
         };
         let state = store.into_data();
         let kind = match result {
             Ok(()) => None,
-            Err(e) => classify(e, limits),
+            Err(e) => classify(e, limits, ended),
         };
         match kind {
             None => {
@@ -346,6 +390,58 @@ impl Sandbox {
             Some(kind) => fail(kind, state.stderr, fuel_used),
         }
     }
+}
+
+/// What the instrumented metering says about how a run ended.
+#[derive(Debug, Default, Clone, Copy)]
+struct Ended {
+    /// The fuel global went below zero.
+    fuel: bool,
+    /// The deadline check fired (it sets the deadline global to -1).
+    deadline: bool,
+}
+
+/// The metering globals of an instance of a rewritten module.
+struct Meters {
+    fuel: wasmtime::Global,
+    deadline: wasmtime::Global,
+}
+
+impl Meters {
+    fn find(instance: &wasmtime::Instance, store: &mut Store<TaskState>) -> wasmtime::Result<Self> {
+        let global = |store: &mut Store<TaskState>, name| {
+            instance
+                .get_global(&mut *store, name)
+                .ok_or_else(|| wasmtime::Error::msg(format!("rewritten module lacks the global {name}")))
+        };
+        Ok(Meters {
+            fuel: global(store, rewrite::FUEL_GLOBAL)?,
+            deadline: global(store, rewrite::DEADLINE_GLOBAL)?,
+        })
+    }
+}
+
+/// The tick counter at the start of the clock memory.
+fn clock_counter(clock: &SharedMemory) -> &AtomicU64 {
+    let data = clock.data();
+    assert!(data.len() >= 8, "the clock memory has one page");
+    // SAFETY: a shared memory's bytes may be accessed from any thread as long as every racy
+    // access is atomic; guests read this word only with `i64.atomic.load` and the host only
+    // through this `AtomicU64`. The memory's base is page-aligned, so the cast is aligned, and
+    // it lives as long as `clock` (the returned reference borrows it).
+    unsafe { &*(data.as_ptr() as *const AtomicU64) }
+}
+
+/// Validates a guest module with the features a task may use: everything wasmtime supports
+/// except threads and shared memory.
+fn validate(binary: &[u8]) -> Result<(), CompileError> {
+    use wasmparser::WasmFeatures as W;
+    let mut features = W::default();
+    features.remove(W::THREADS | W::SHARED_EVERYTHING_THREADS);
+    wasmparser::Validator::new_with_features(features)
+        .validate_all(binary)
+        .map(|_| ())
+        .map_err(|e| CompileError::InvalidModule { reason: e.to_string() })
 }
 
 /// Decrements the running-task count when a run ends, however it ends.
@@ -367,19 +463,35 @@ fn compile_error(e: wasmtime::Error) -> CompileError {
     }
 }
 
-/// Checks a compiled module against the task ABI: imports and the `_start` export.
-fn check_abi(module: &Module) -> Result<(), CompileError> {
-    for import in module.imports() {
-        let allowed = import.module() == wasi::WASI_MODULE
-            && matches!(import.ty(), ExternType::Func(_))
-            && wasi::is_known_import(import.name());
-        if !allowed {
-            return Err(CompileError::ForbiddenImport {
-                module: import.module().to_string(),
-                name: import.name().to_string(),
-            });
+/// Checks a guest module's imports against the task ABI: only `wasi_snapshot_preview1`
+/// functions that the sandbox knows.
+fn check_imports(binary: &[u8]) -> Result<(), CompileError> {
+    for payload in wasmparser::Parser::new(0).parse_all(binary) {
+        let payload = payload.map_err(|e| CompileError::InvalidModule { reason: e.to_string() })?;
+        if let wasmparser::Payload::ImportSection(reader) = payload {
+            for imports in reader {
+                let imports = imports.map_err(|e| CompileError::InvalidModule { reason: e.to_string() })?;
+                for import in imports {
+                    let (_, import) =
+                        import.map_err(|e| CompileError::InvalidModule { reason: e.to_string() })?;
+                    let allowed = import.module == wasi::WASI_MODULE
+                        && matches!(import.ty, wasmparser::TypeRef::Func(_))
+                        && wasi::is_known_import(import.name);
+                    if !allowed {
+                        return Err(CompileError::ForbiddenImport {
+                            module: import.module.to_string(),
+                            name: import.name.to_string(),
+                        });
+                    }
+                }
+            }
         }
     }
+    Ok(())
+}
+
+/// Checks that a compiled module is a WASI command: a `() -> ()` `_start` export.
+fn check_command(module: &Module) -> Result<(), CompileError> {
     match module.get_export("_start") {
         Some(ExternType::Func(f)) if f.params().len() == 0 && f.results().len() == 0 => Ok(()),
         _ => Err(CompileError::NotACommand),
@@ -387,7 +499,9 @@ fn check_abi(module: &Module) -> Result<(), CompileError> {
 }
 
 /// Maps the error that ended a run to what ended the task. `None` means success (`proc_exit(0)`).
-fn classify(e: wasmtime::Error, limits: &Limits) -> Option<FailureKind> {
+/// With instrumented metering, fuel and deadline end a task with an `unreachable` trap; `ended`
+/// tells them apart from the guest's own `unreachable`.
+fn classify(e: wasmtime::Error, limits: &Limits, ended: Ended) -> Option<FailureKind> {
     if let Some(stop) = e.downcast_ref::<HostStop>() {
         return match *stop {
             HostStop::Exit(0) => None,
@@ -405,6 +519,12 @@ fn classify(e: wasmtime::Error, limits: &Limits) -> Option<FailureKind> {
     if let Some(trap) = e.downcast_ref::<wasmtime::Trap>() {
         return Some(match *trap {
             wasmtime::Trap::OutOfFuel => FailureKind::OutOfFuel { limit: limits.fuel },
+            wasmtime::Trap::UnreachableCodeReached if ended.deadline => {
+                FailureKind::Deadline { limit: limits.deadline }
+            }
+            wasmtime::Trap::UnreachableCodeReached if ended.fuel => {
+                FailureKind::OutOfFuel { limit: limits.fuel }
+            }
             wasmtime::Trap::Interrupt => FailureKind::Deadline { limit: limits.deadline },
             t => {
                 let mut message = format!("{e:#}");

@@ -66,6 +66,9 @@ pub(crate) struct TaskState {
     slept_ns: u64,
     module_hash: [u8; 32],
     rng: Option<blake3::OutputReader>,
+    /// The instance's fuel counter when metering is instrumented (see `rewrite.rs`); otherwise
+    /// fuel lives in the store (wasmtime metering) or is not counted.
+    fuel_global: Option<wasmtime::Global>,
     pub(crate) limiter: TaskLimiter,
 }
 
@@ -123,8 +126,27 @@ impl TaskState {
             slept_ns: 0,
             module_hash: setup.module_hash,
             rng: None,
+            fuel_global: None,
             limiter: setup.limiter,
         }
+    }
+
+    /// A state for stores that never run a task.
+    pub(crate) fn empty() -> Self {
+        TaskState::new(TaskSetup {
+            module_hash: [0; 32],
+            inputs: &[],
+            args: &[],
+            fuel_limit: 0,
+            output_cap: 0,
+            log_cap: 0,
+            limiter: TaskLimiter { memory_bytes: 0, table_elements: 0 },
+        })
+    }
+
+    /// Counts fuel in `global` (an instance's `__shoal_fuel`) from now on.
+    pub(crate) fn use_fuel_global(&mut self, global: wasmtime::Global) {
+        self.fuel_global = Some(global);
     }
 
     /// The random stream: blake3 XOF keyed by module hash, input sizes, stdin and argv.
@@ -204,6 +226,15 @@ fn charge(caller: &mut Ctx<'_>, bytes: u64) -> wasmtime::Result<()> {
     if cost == 0 {
         return Ok(());
     }
+    if let Some(global) = caller.data().fuel_global {
+        let left = global.get(&mut *caller).i64().unwrap_or(0);
+        let cost = i64::try_from(cost).unwrap_or(i64::MAX);
+        global.set(&mut *caller, Val::I64(left.saturating_sub(cost).max(-1)))?;
+        if left < cost {
+            return Err(wasmtime::Error::new(wasmtime::Trap::OutOfFuel));
+        }
+        return Ok(());
+    }
     let Ok(left) = caller.get_fuel() else {
         return Ok(()); // fuel metering is off (benchmarks only)
     };
@@ -215,8 +246,11 @@ fn charge(caller: &mut Ctx<'_>, bytes: u64) -> wasmtime::Result<()> {
 }
 
 /// Virtual time in nanoseconds since the task started.
-fn virtual_ns(caller: &Ctx<'_>) -> u64 {
-    let left = caller.get_fuel().unwrap_or(0);
+fn virtual_ns(caller: &mut Ctx<'_>) -> u64 {
+    let left = match caller.data().fuel_global {
+        Some(global) => global.get(&mut *caller).i64().unwrap_or(0).max(0) as u64,
+        None => caller.get_fuel().unwrap_or(0),
+    };
     let state = caller.data();
     state.fuel_limit.saturating_sub(left).saturating_add(state.slept_ns)
 }

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use crate::job;
-use shoal_sandbox::{CompileError, FailureKind, Limits, Sandbox, SandboxConfig, TrapKind};
+use shoal_sandbox::{CompileError, FailureKind, Limits, Metering, Sandbox, SandboxConfig, TrapKind};
 
 fn sandbox() -> Sandbox {
     Sandbox::new(SandboxConfig { max_concurrent_tasks: 4, ..SandboxConfig::default() }).unwrap()
@@ -199,6 +199,38 @@ fn hostile_corpus_each_gets_its_typed_error_and_nothing_leaks() {
     let echo = sb.load(&job("echo")).unwrap();
     let out = sb.run(&echo, &[b"still alive"], &[], &Limits::default()).unwrap();
     assert_eq!(out.output, b"still alive");
+}
+
+/// Both metering implementations enforce fuel and the deadline, in loops and in a start function.
+#[test]
+fn both_metering_modes_enforce_fuel_and_deadline() {
+    for metering in [Metering::Instrumented, Metering::WasmtimeFuelAndEpoch] {
+        let sb = Sandbox::new(SandboxConfig { metering, ..SandboxConfig::default() }).unwrap();
+        let l = small_limits();
+        let looping = r#"(module (func (export "_start") (loop $l (br $l))))"#;
+        let in_start = r#"(module (func $s (loop $l (br $l))) (start $s) (func (export "_start")))"#;
+        let recursion = r#"(module (func $f (return_call $f)) (func (export "_start") (call $f)))"#;
+        for wat in [looping, in_start, recursion] {
+            assert_eq!(fail(&sb, wat, &l), FailureKind::OutOfFuel { limit: l.fuel }, "{metering:?} {wat}");
+        }
+        let d = Limits { fuel: u64::MAX / 2, deadline: Duration::from_millis(100), ..l.clone() };
+        for wat in [looping, in_start, recursion] {
+            assert_eq!(fail(&sb, wat, &d), FailureKind::Deadline { limit: d.deadline }, "{metering:?} {wat}");
+        }
+        // A task's own `unreachable` is still a trap, not a limit.
+        let k = fail(
+            &sb,
+            r#"(module (func (export "_start") (loop $l (br_if $l (i32.const 0))) unreachable))"#,
+            &l,
+        );
+        assert!(matches!(k, FailureKind::Trap { kind: TrapKind::Unreachable, .. }), "{metering:?} {k:?}");
+        // Fuel used is exact and the same on every run.
+        let spin = sb.load(&job("spin")).unwrap();
+        let a = sb.run(&spin, &[], &["1000"], &l).unwrap();
+        let b = sb.run(&spin, &[], &["1000"], &l).unwrap();
+        assert_eq!(a.fuel_used, b.fuel_used);
+        assert!(a.fuel_used > 1000, "{metering:?}: {}", a.fuel_used);
+    }
 }
 
 #[test]
