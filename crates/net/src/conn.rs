@@ -448,21 +448,26 @@ pub(crate) async fn fetch_from(
         _ => return Err(FetchFromError::BadHeader),
     };
     let mut writer = inner.blobs.writer(Some(hash))?;
+    // Network chunks are packet-sized; batch them so the file and the hasher see large writes.
+    let mut batch: Vec<u8> = Vec::with_capacity(CHUNK);
+    let mut received = 0u64;
     loop {
         let chunk = tokio::time::timeout(t, recv.read_chunk(CHUNK, true))
             .await
             .map_err(|_| FetchFromError::Timeout)?
             .map_err(FrameError::from)?;
-        match chunk {
-            Some(c) => {
-                if writer.len() + c.bytes.len() as u64 > size {
-                    return Err(FetchFromError::WrongLength);
-                }
-                writer.write(&c.bytes)?;
-            }
-            None => break,
+        let Some(c) = chunk else { break };
+        received += c.bytes.len() as u64;
+        if received > size {
+            return Err(FetchFromError::WrongLength);
+        }
+        batch.extend_from_slice(&c.bytes);
+        if batch.len() >= CHUNK {
+            writer.write(&batch)?;
+            batch.clear();
         }
     }
+    writer.write(&batch)?;
     if writer.len() != size {
         return Err(FetchFromError::WrongLength);
     }
