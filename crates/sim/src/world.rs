@@ -50,6 +50,20 @@ pub struct Kill {
     pub progress: f64,
 }
 
+/// Cut `fraction` of the peers (never the owner) off from the rest when `progress` of the tasks
+/// are done, for `duration`. A cut shorter than failure detection only delays traffic across it
+/// (QUIC retransmits); a longer one closes the connections, so each side is told the other is
+/// down, and after the heal membership shows them to each other again.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Partition {
+    /// Fraction of peers on the far side.
+    pub fraction: f64,
+    /// Fraction of tasks done when it starts.
+    pub progress: f64,
+    /// How long it lasts.
+    pub duration: Duration,
+}
+
 /// A run's settings.
 #[derive(Clone, Debug)]
 pub struct SimConfig {
@@ -63,6 +77,8 @@ pub struct SimConfig {
     pub scheduler: SchedulerKind,
     /// Failure injection.
     pub kill: Option<Kill>,
+    /// A network partition that heals.
+    pub partition: Option<Partition>,
     /// Peer scheduler settings (slots included).
     pub peer: PeerConfig,
     /// Owner settings.
@@ -85,6 +101,7 @@ impl SimConfig {
             seed,
             scheduler: SchedulerKind::Shoal,
             kill: None,
+            partition: None,
             peer: PeerConfig {
                 backoff_min: if wan { Duration::from_millis(20) } else { Duration::from_millis(1) },
                 backoff_max: if wan { Duration::from_millis(1000) } else { Duration::from_millis(100) },
@@ -102,17 +119,36 @@ impl SimConfig {
 #[derive(Debug, thiserror::Error)]
 pub enum SimError {
     /// Failure injection needs the Shoal scheduler.
-    #[error("--kill needs --scheduler shoal: the baselines do not recover from failures")]
+    #[error("--kill and partitions need --scheduler shoal: the baselines do not recover from failures")]
     KillNeedsShoal,
 }
 
 #[derive(Debug)]
 enum Ev {
-    Deliver { from: usize, to: usize, msg: SchedMsg },
-    PeerTimer { peer: usize, token: u64 },
-    OwnerTimer { token: u64 },
-    Finish { peer: usize, task: TaskId, attempt: u32, outcome: TaskOutcome },
-    Down { peer: usize },
+    Deliver {
+        from: usize,
+        to: usize,
+        msg: SchedMsg,
+    },
+    PeerTimer {
+        peer: usize,
+        token: u64,
+    },
+    OwnerTimer {
+        token: u64,
+    },
+    Finish {
+        peer: usize,
+        task: TaskId,
+        attempt: u32,
+        outcome: TaskOutcome,
+    },
+    Down {
+        peer: usize,
+    },
+    /// A long partition is detected: each side is told the other is down.
+    Split,
+    Heal,
     Gossip,
 }
 
@@ -125,6 +161,8 @@ impl Ev {
             Ev::Finish { peer, task, .. } => (4, (*peer as u64) << 32 | u64::from(task.index.0)),
             Ev::Down { peer } => (5, *peer as u64),
             Ev::Gossip => (6, 0),
+            Ev::Split => (7, 0),
+            Ev::Heal => (8, 0),
         }
     }
 }
@@ -170,6 +208,13 @@ struct World<'a> {
     index: HashMap<PeerId, usize>,
     alive: Vec<bool>,
     told_down: Vec<bool>,
+    /// Which side of the partition each peer is on (`true`: cut off).
+    side: Vec<bool>,
+    /// The partition in force: (heal time, whether it outlasts failure detection).
+    cut: Option<(Duration, bool)>,
+    /// Whether the two sides have been told of each other's loss (until the heal).
+    split: bool,
+    partitioned: bool,
     peers: Vec<PeerSched>,
     coord: Coord,
     killed: usize,
@@ -189,7 +234,7 @@ struct World<'a> {
 
 /// Runs `dag` under `cfg` and measures it.
 pub fn simulate(dag: &SimDag, cfg: &SimConfig) -> Result<Metrics, SimError> {
-    if cfg.kill.is_some() && cfg.scheduler != SchedulerKind::Shoal {
+    if (cfg.kill.is_some() || cfg.partition.is_some()) && cfg.scheduler != SchedulerKind::Shoal {
         return Err(SimError::KillNeedsShoal);
     }
     let n = cfg.peers;
@@ -236,6 +281,10 @@ pub fn simulate(dag: &SimDag, cfg: &SimConfig) -> Result<Metrics, SimError> {
         ids,
         alive: vec![true; n],
         told_down: vec![false; n],
+        side: vec![false; n],
+        cut: None,
+        split: false,
+        partitioned: false,
         peers,
         coord,
         killed: 0,
@@ -342,6 +391,7 @@ impl World<'_> {
                         Coord::Central(c) => c.handle_msg(from, msg, &mut self.rng),
                     }
                     self.maybe_kill();
+                    self.maybe_partition();
                 } else {
                     self.peers[to].handle_msg(now, self.ids[from], msg, &mut self.rng);
                 }
@@ -379,8 +429,61 @@ impl World<'_> {
                 }
                 self.drain(0);
             }
+            Ev::Split => {
+                self.split = true;
+                let n = self.peers.len();
+                for p in 0..n {
+                    if !self.alive[p] {
+                        continue;
+                    }
+                    for q in 0..n {
+                        if self.side[q] == self.side[p] {
+                            continue;
+                        }
+                        self.peers[p].handle_peer_down(now, self.ids[q], &mut self.rng);
+                        if p == 0
+                            && let Coord::Shoal(o) = &mut self.coord
+                        {
+                            o.handle_peer_down(now, self.ids[q]);
+                        }
+                    }
+                    self.drain(p);
+                }
+            }
+            Ev::Heal => {
+                self.cut = None;
+                self.split = false;
+                self.dirty = true;
+            }
             Ev::Gossip => self.gossip(),
         }
+    }
+
+    /// Whether traffic between `a` and `b` crosses the partition: `None` if not, else the
+    /// heal time and whether the connections are closed (traffic lost rather than delayed).
+    fn crossing(&self, a: usize, b: usize) -> Option<(Duration, bool)> {
+        self.cut.filter(|_| self.side[a] != self.side[b])
+    }
+
+    fn maybe_partition(&mut self) {
+        let Some(part) = self.cfg.partition else { return };
+        let total = self.dag.job.len() as f64;
+        if self.partitioned || (self.done() as f64) < part.progress * total {
+            return;
+        }
+        self.partitioned = true;
+        let mut far: Vec<usize> = (1..self.peers.len()).collect();
+        far.shuffle(&mut self.rng);
+        let k = ((part.fraction * self.peers.len() as f64).round() as usize).min(far.len()).max(1);
+        for &p in far.iter().take(k) {
+            self.side[p] = true;
+        }
+        let closed = part.duration >= self.cfg.detect;
+        self.cut = Some((self.now + part.duration, closed));
+        if closed {
+            self.push(self.now + self.cfg.detect, Ev::Split);
+        }
+        self.push(self.now + part.duration, Ev::Heal);
     }
 
     /// Sends everything peer `p` (and, on peer 0, the coordinator) wants sent, started or armed.
@@ -421,7 +524,12 @@ impl World<'_> {
             let size = t.msg.to_bytes().len() as u64;
             self.messages += 1;
             self.bytes += size;
-            self.net.delay(from, to, size, &mut self.rng)
+            let delay = self.net.delay(from, to, size, &mut self.rng);
+            match self.crossing(from, to) {
+                None => delay,
+                Some((_, true)) => return, // The connection is gone.
+                Some((heal, false)) => heal.saturating_sub(self.now) + delay,
+            }
         };
         self.push(self.now + delay, Ev::Deliver { from, to, msg: t.msg });
     }
@@ -440,14 +548,15 @@ impl World<'_> {
                 let best = hs
                     .iter()
                     .filter_map(|h| self.index.get(h).copied())
-                    .filter(|&h| self.alive[h])
-                    .min_by_key(|&h| (self.net.rtt(h, p), h));
+                    .filter(|&h| self.alive[h] && !matches!(self.crossing(h, p), Some((_, true))))
+                    .min_by_key(|&h| (self.crossing(h, p).is_some(), self.net.rtt(h, p), h));
                 match best {
                     Some(h) => {
                         if h != p {
                             self.fetched += input.size;
                         }
-                        fetch = fetch.max(self.net.fetch(h, p, input.size, &mut self.rng));
+                        let wait = self.crossing(h, p).map_or(Duration::ZERO, |(heal, _)| heal - self.now);
+                        fetch = fetch.max(wait + self.net.fetch(h, p, input.size, &mut self.rng));
                     }
                     None => lost = lost.or(Some(k as u32)),
                 }
@@ -483,11 +592,14 @@ impl World<'_> {
         let loads: Vec<_> =
             (0..n).map(|q| if self.alive[q] { self.peers[q].load() } else { LoadHint::default() }).collect();
         let known: Vec<usize> = (0..n).filter(|&q| !self.told_down[q]).collect();
+        let sides: [Vec<usize>; 2] =
+            [false, true].map(|s| known.iter().copied().filter(|&q| self.side[q] == s).collect());
         for p in 0..n {
             if !self.alive[p] {
                 continue;
             }
-            let view = make_view(p, &known, &loads, self.cfg.view_size, &self.ids, &self.net, &mut self.rng);
+            let known = if self.split { &sides[usize::from(self.side[p])] } else { &known };
+            let view = make_view(p, known, &loads, self.cfg.view_size, &self.ids, &self.net, &mut self.rng);
             if p == 0
                 && let Coord::Shoal(o) = &mut self.coord
             {

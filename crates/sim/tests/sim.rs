@@ -5,7 +5,8 @@ use proptest::prelude::*;
 use shoal_sim::cli::{SimArgs, parse_kill, run};
 use shoal_sim::dag::{SimDag, generate};
 use shoal_sim::net::Topology;
-use shoal_sim::{Kill, Metrics, SchedulerKind, SimConfig, simulate};
+use shoal_sim::{Kill, Metrics, Partition, SchedulerKind, SimConfig, simulate};
+use std::time::Duration;
 
 const FAMILIES: &[&str] =
     &["tree:64", "forkjoin:16,3", "cholesky:5", "wavefront:8", "layered:150,8,50", "mapreduce:24,6"];
@@ -80,6 +81,32 @@ fn killing_peers_loses_nothing_and_gives_the_clean_outputs() {
 }
 
 #[test]
+fn partitions_that_heal_lose_nothing() {
+    let mut rerun_after_long_cut = 0;
+    for spec in FAMILIES {
+        let dag = generate(spec, 6).unwrap();
+        for topo in [Topology::Lan, Topology::Wan] {
+            let clean = sim(&dag, 12, topo, 5, None);
+            let detect = SimConfig::new(12, topo, 5).detect;
+            // Shorter than failure detection (traffic waits), then longer (each side writes the
+            // other off, and membership brings them back after the heal).
+            for duration in [detect / 2, detect * 3] {
+                let mut cfg = SimConfig::new(12, topo, 5);
+                cfg.partition = Some(Partition { fraction: 0.5, progress: 0.3, duration });
+                let m = simulate(&dag, &cfg).unwrap();
+                let ctx = format!("{spec} {topo:?} partition {duration:?}");
+                assert_eq!(m.tasks_completed, m.tasks, "{ctx}: {:#?}", m.unfinished);
+                assert_eq!(m.outputs, clean.outputs, "{ctx}");
+                if duration > detect && m.runs > m.tasks as u64 {
+                    rerun_after_long_cut += 1;
+                }
+            }
+        }
+    }
+    assert!(rerun_after_long_cut > 0, "a long cut should make the owner re-issue some work");
+}
+
+#[test]
 fn workflow_traces_load_and_complete() {
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/workflows");
     let Ok(entries) = std::fs::read_dir(&dir) else { return }; // traces live outside the repo
@@ -144,8 +171,8 @@ fn cli_json_last_line_has_the_promised_fields() {
 proptest! {
     #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
 
-    /// Random layered DAGs on random swarms under random failure schedules: the job always
-    /// completes with the outputs of a clean run.
+    /// Random layered DAGs on random swarms under random failure schedules (kills, and maybe a
+    /// partition that heals): the job always completes with the outputs of a clean run.
     #[test]
     fn random_dags_survive_random_failures(
         tasks in 2usize..120,
@@ -156,6 +183,7 @@ proptest! {
         wan in any::<bool>(),
         fraction in 0.0f64..0.95,
         progress in 0.0f64..1.0,
+        cut in proptest::option::of((0.0f64..0.9, 0.0f64..1.0, 0u64..5000)),
         seed in any::<u64>(),
     ) {
         let dag = generate(&format!("layered:{tasks},{layers},{ccr}"), seed).unwrap();
@@ -166,6 +194,11 @@ proptest! {
         prop_assert_eq!(clean.tasks_completed, clean.tasks);
         prop_assert!(clean.runs_per_task.iter().all(|&r| r == 1));
         cfg.kill = Some(Kill { fraction, progress });
+        cfg.partition = cut.map(|(fraction, progress, ms)| Partition {
+            fraction,
+            progress,
+            duration: Duration::from_millis(ms),
+        });
         let hurt = simulate(&dag, &cfg).unwrap();
         prop_assert_eq!(hurt.tasks_completed, hurt.tasks);
         prop_assert_eq!(&hurt.outputs, &clean.outputs);

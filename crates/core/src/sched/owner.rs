@@ -386,6 +386,10 @@ impl Owner {
         idle.sort_by_key(|h| (std::cmp::Reverse(h.rtt), h.peer));
         self.view_idle = idle.iter().map(|h| h.peer).collect();
         for h in view {
+            if h.peer != self.me && self.dead.remove(&h.peer) {
+                // Membership shows it again (a healed partition): usable, its old work written off.
+                self.set_cap(h.peer, h.slots);
+            }
             if self.rtt.get(&h.peer) != Some(&h.rtt) {
                 let known = self.by_load.remove(&self.load_key(h.peer));
                 self.rtt.insert(h.peer, h.rtt);
