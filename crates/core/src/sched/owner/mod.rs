@@ -10,6 +10,9 @@
 //! exponential backoff up to [`OwnerConfig::max_attempts`] faulty runs; runs lost with their peer
 //! are re-issued at once, up to [`OwnerConfig::max_losses`].
 
+mod place;
+mod types;
+
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::time::Duration;
 
@@ -19,143 +22,7 @@ use super::{Time, Timer};
 use crate::ids::{BlobHash, JobId, PeerId, TaskId, TaskIndex};
 use crate::job::{CostModel, Input, Job, upward_ranks};
 
-/// Owner settings.
-#[derive(Clone, Debug)]
-pub struct OwnerConfig {
-    /// Most faulty runs (the executor failed, or an unconfirmed task failure) per task before
-    /// the task fails for good.
-    pub max_attempts: u32,
-    /// Most runs per task lost with their peer before the task fails for good (a task that
-    /// keeps taking its hosts down must not roam the swarm forever).
-    pub max_losses: u32,
-    /// Delay before the first retry after a fault; doubles per attempt.
-    pub retry_backoff: Duration,
-    /// Retry delay ceiling.
-    pub retry_backoff_max: Duration,
-    /// Outputs at most this large travel inline (in `Done` and in consumers' descriptors).
-    pub inline_max: u64,
-    /// Place a ready task on the peer holding most of its input bytes when it has room (`false`:
-    /// ignore where inputs are, for ablation).
-    pub locality: bool,
-    /// Upward-rank priorities (`false`: all zero, i.e. FIFO queues).
-    pub ranked: bool,
-    /// Distinct peers that must report a task's own failure before it is believed.
-    pub failure_confirmations: u32,
-    /// Tasks queued per slot (beyond the running ones) at a peer before the owner holds ready
-    /// tasks back and hands them out, highest rank first, as peers report free slots.
-    pub queue_per_slot: u32,
-    /// Assumed bandwidth between peers, bytes per second, for weighing data movement against
-    /// latency when placing.
-    pub bandwidth: f64,
-    /// Fuel a slot runs per second, for weighing a task's run time against a peer's RTT.
-    pub fuel_per_sec: f64,
-}
-
-impl Default for OwnerConfig {
-    fn default() -> Self {
-        OwnerConfig {
-            max_attempts: 8,
-            max_losses: 64,
-            retry_backoff: Duration::from_millis(50),
-            retry_backoff_max: Duration::from_secs(5),
-            inline_max: 16 * 1024,
-            locality: true,
-            ranked: true,
-            failure_confirmations: 1,
-            queue_per_slot: 4,
-            bandwidth: 12.5e6,
-            fuel_per_sec: 1e9,
-        }
-    }
-}
-
-/// A task's state as the owner sees it.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum TaskState {
-    /// Some producer is not done.
-    Waiting,
-    /// Ready, held by the owner until a peer has room.
-    Ready,
-    /// A fault happened; the task is re-issued when timer `token` fires.
-    Retry {
-        /// The retry timer.
-        token: u64,
-    },
-    /// Attempt `attempt` is queued or running at `at`.
-    Placed {
-        /// The holder.
-        at: PeerId,
-        /// The attempt.
-        attempt: u32,
-    },
-    /// Finished; the output lives on `holders` (or inline).
-    Done {
-        /// The output.
-        output: OutputRef,
-        /// Live peers holding it.
-        holders: Vec<PeerId>,
-    },
-    /// Failed for good.
-    Failed(FailureKind),
-}
-
-/// One attempt's report, kept for verification.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Report {
-    /// Who ran it.
-    pub peer: PeerId,
-    /// Which attempt.
-    pub attempt: u32,
-    /// `(output hash, fuel)` or the failure.
-    pub result: Result<(BlobHash, u64), FailureKind>,
-}
-
-/// Something the submitter should hear about.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum OwnerEvent {
-    /// A task finished (first report).
-    TaskDone(TaskIndex),
-    /// Two runs of a task disagree on the output: a faulty or lying peer.
-    Mismatch(TaskIndex),
-    /// A task failed for good.
-    TaskFailed(TaskIndex, FailureKind),
-    /// Every task is done.
-    JobDone,
-}
-
-/// Progress counts.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct Progress {
-    /// Tasks in the job.
-    pub total: usize,
-    /// Done.
-    pub done: usize,
-    /// Queued or running somewhere.
-    pub placed: usize,
-    /// Failed for good.
-    pub failed: usize,
-    /// Distinct peers that finished at least one task.
-    pub peers_used: usize,
-}
-
-/// Why an owner refused a message. Each refusal leaves the owner's state unchanged.
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
-pub enum OwnerError {
-    /// The message names another job.
-    #[error("message for job {got}, this owner runs job {want}")]
-    WrongJob {
-        /// The job named.
-        got: JobId,
-        /// This owner's job.
-        want: JobId,
-    },
-    /// The message is for a peer scheduler, not an owner.
-    #[error("message is not for a job owner")]
-    NotForOwner,
-    /// The task index is out of range.
-    #[error("job has no task {0:?}")]
-    UnknownTask(TaskIndex),
-}
+pub use types::{OwnerConfig, OwnerError, OwnerEvent, Progress, Report, TaskState};
 
 #[derive(Debug)]
 struct Rec {
@@ -380,40 +247,6 @@ impl Owner {
         self.note_view(view);
     }
 
-    fn note_view(&mut self, view: &[PeerHint]) {
-        let mut idle: Vec<&PeerHint> =
-            view.iter().filter(|h| h.peer != self.me && h.free_slots > 0 && h.ready_tasks == 0).collect();
-        idle.sort_by_key(|h| (std::cmp::Reverse(h.rtt), h.peer));
-        self.view_idle = idle.iter().map(|h| h.peer).collect();
-        for h in view {
-            if h.peer != self.me && self.dead.remove(&h.peer) {
-                // Membership shows it again (a healed partition): usable, its old work written off.
-                self.set_cap(h.peer, h.slots);
-            }
-            if self.rtt.get(&h.peer) != Some(&h.rtt) {
-                let known = self.by_load.remove(&self.load_key(h.peer));
-                self.rtt.insert(h.peer, h.rtt);
-                if known {
-                    self.by_load.insert(self.load_key(h.peer));
-                }
-            }
-            if !self.caps.contains_key(&h.peer) {
-                self.set_cap(h.peer, h.slots);
-            }
-        }
-        self.update_near_rtt();
-        self.flush();
-    }
-
-    fn update_near_rtt(&mut self) {
-        let live = self.rtt.iter().filter(|(p, _)| !self.dead.contains(p));
-        self.near_rtt = live.clone().map(|(_, &r)| r).min().unwrap_or_default();
-        let near = self.near_rtt.mul_f64(1.5);
-        let slots: u32 =
-            live.filter(|&(_, &r)| r <= near).map(|(p, _)| self.caps.get(p).copied().unwrap_or(1)).sum();
-        self.near_slots = slots.max(1);
-    }
-
     /// `peer` left the swarm: re-issue what it held, re-make lost outputs still needed.
     pub fn handle_peer_down(&mut self, _now: Time, peer: PeerId) {
         if peer == self.me || self.dead.contains(&peer) {
@@ -492,127 +325,6 @@ impl Owner {
 
     fn inputs_ready(&self, i: TaskIndex) -> bool {
         self.job.parents(i).iter().all(|&p| self.is_task_done(p))
-    }
-
-    /// Changes task `i`'s state, keeping the per-peer placement counts right.
-    fn set(&mut self, i: TaskIndex, state: TaskState) {
-        if let TaskState::Placed { at, .. } = self.recs[i.0 as usize].state {
-            self.add_load(at, -1);
-        }
-        if self.recs[i.0 as usize].state == TaskState::Ready {
-            self.held_fuel = self.held_fuel.saturating_sub(self.recs[i.0 as usize].held);
-        }
-        if state == TaskState::Ready {
-            let cost = self.costs.estimate(&self.job, i);
-            self.recs[i.0 as usize].held = cost;
-            self.held_fuel += cost;
-        }
-        if let TaskState::Placed { at, .. } = state {
-            self.add_load(at, 1);
-        }
-        self.recs[i.0 as usize].state = state;
-    }
-
-    fn load_key(&self, p: PeerId) -> ((i64, Duration), PeerId) {
-        let load = i64::from(self.load.get(&p).copied().unwrap_or(0));
-        let rtt =
-            if p == self.me { Duration::ZERO } else { self.rtt.get(&p).copied().unwrap_or(Duration::MAX) };
-        ((load - i64::from(self.caps.get(&p).copied().unwrap_or(1)), rtt), p)
-    }
-
-    fn add_load(&mut self, p: PeerId, delta: i32) {
-        let known = self.by_load.remove(&self.load_key(p));
-        let n = self.load.entry(p).or_default();
-        *n = n.saturating_add_signed(delta);
-        if known {
-            self.by_load.insert(self.load_key(p));
-        }
-    }
-
-    fn set_cap(&mut self, p: PeerId, slots: u32) {
-        if self.dead.contains(&p) {
-            return;
-        }
-        self.by_load.remove(&self.load_key(p));
-        self.caps.insert(p, slots.max(1));
-        self.by_load.insert(self.load_key(p));
-    }
-
-    fn has_room(&self, p: PeerId) -> bool {
-        !self.dead.contains(&p)
-            && self.load.get(&p).copied().unwrap_or(0) < self.caps.get(&p).copied().unwrap_or(1)
-    }
-
-    /// Chooses where a ready task goes: the peer with most of its input bytes if it has room, else
-    /// the peer whose report made it ready, else a peer known to have room, else the data.
-    /// `None`: hold it back (every known peer has its running and queued quota).
-    ///
-    /// Among the peers with room — the one holding most input bytes, the peer whose report made
-    /// the task ready (work-first), and the least loaded nearest known peer — it picks the
-    /// earliest estimated start: round trip from the owner plus moving the input bytes it lacks
-    /// at [`OwnerConfig::bandwidth`].
-    fn place(&mut self, bytes: &mut [(PeerId, u64)], hint: Option<PeerId>, cost: u64) -> Option<PeerId> {
-        bytes.sort_by_key(|&(p, n)| (std::cmp::Reverse(n), Some(p) != hint, p));
-        let total: u64 = bytes.iter().map(|&(_, n)| n).sum();
-        let mut cands: Vec<PeerId> = Vec::with_capacity(3);
-        if let Some(&(p, _)) = bytes.iter().find(|&&(p, n)| n > 0 && self.has_room(p) && self.worth(p, cost))
-        {
-            cands.push(p);
-        }
-        if let Some(h) = hint.filter(|&h| self.has_room(h) && self.worth(h, cost)) {
-            cands.push(h);
-        }
-        cands.extend(self.nearest_free(cost));
-        let start = |p: &PeerId| {
-            let here = bytes.iter().find(|(q, _)| q == p).map_or(0, |&(_, n)| n);
-            let rtt =
-                if *p == self.me { Duration::ZERO } else { self.rtt.get(p).copied().unwrap_or_default() };
-            rtt + Duration::from_secs_f64((total - here) as f64 / self.cfg.bandwidth)
-        };
-        if let Some(p) = cands.iter().min_by_key(|p| start(p)) {
-            return Some(*p);
-        }
-        while let Some(p) = self.view_idle.pop() {
-            if self.has_room(p) && self.worth(p, cost) {
-                return Some(p);
-            }
-        }
-        // No free slot known: queue it at the least loaded peer worth it (thieves even out the
-        // rest), up to the queue quota; beyond it, hold it back.
-        let &(_, p) = self.by_load.iter().find(|&&(_, p)| self.worth(p, cost))?;
-        let cap = u64::from(self.caps.get(&p).copied().unwrap_or(1));
-        let load = u64::from(self.load.get(&p).copied().unwrap_or(0));
-        (load < cap * (1 + u64::from(self.cfg.queue_per_slot))).then_some(p)
-    }
-
-    /// Whether sending a task of `cost` fuel to `p` can pay: `p` is in the owner's cluster
-    /// (RTT within 1.5 × the smallest known), or the round trip is shorter than the task's run
-    /// or than the time the held-back work would keep the cluster busy.
-    fn worth(&self, p: PeerId, cost: u64) -> bool {
-        let rtt = if p == self.me { Duration::ZERO } else { self.rtt.get(&p).copied().unwrap_or_default() };
-        let run = cost.max(self.held_fuel / u64::from(self.near_slots));
-        rtt <= self.near_rtt.mul_f64(1.5).max(Duration::from_secs_f64(run as f64 / self.cfg.fuel_per_sec))
-    }
-
-    /// Whether `p` holds fewer of this job's tasks than its slots plus queue quota.
-    fn below_quota(&self, p: PeerId) -> bool {
-        let cap = u64::from(self.caps.get(&p).copied().unwrap_or(1));
-        u64::from(self.load.get(&p).copied().unwrap_or(0)) < cap * (1 + u64::from(self.cfg.queue_per_slot))
-    }
-
-    /// The least loaded, nearest known peer with at most one task per slot that is worth `cost`.
-    fn nearest_low(&self, cost: u64) -> Option<PeerId> {
-        let low = self.by_load.iter().take_while(|&&((slack, _), _)| slack <= 0);
-        low.map(|&(_, p)| p).find(|&p| self.worth(p, cost))
-    }
-
-    /// The least loaded, nearest known peer with a free slot that is worth a task of `cost`.
-    fn nearest_free(&self, cost: u64) -> Option<PeerId> {
-        self.by_load
-            .iter()
-            .take_while(|&&((slack, _), _)| slack < 0)
-            .find(|&&(_, p)| self.worth(p, cost))
-            .map(|&(_, p)| p)
     }
 
     fn on_done(&mut self, i: TaskIndex, from: PeerId, attempt: u32, output: OutputRef, fuel: u64) {
@@ -741,30 +453,6 @@ impl Owner {
 
     fn priority(&self, i: TaskIndex) -> u64 {
         if self.cfg.ranked { self.ranks[i.0 as usize] } else { 0 }
-    }
-
-    /// Input bytes of task `i` on each holder (literal blobs count for the owner).
-    fn input_bytes(&self, i: TaskIndex) -> Vec<(PeerId, u64)> {
-        let mut bytes: Vec<(PeerId, u64)> = Vec::new();
-        let mut add = |p: PeerId, n: u64| match bytes.iter_mut().find(|(q, _)| *q == p) {
-            Some(e) => e.1 += n,
-            None => bytes.push((p, n)),
-        };
-        for input in &self.job.task(i).inputs {
-            match *input {
-                Input::Blob { size, .. } => add(self.me, size),
-                Input::Output(p) => {
-                    if let TaskState::Done { output, holders } = &self.recs[p.0 as usize].state
-                        && output.inline.is_none()
-                    {
-                        for &h in holders {
-                            add(h, output.size);
-                        }
-                    }
-                }
-            }
-        }
-        bytes
     }
 
     /// Sends a new attempt of `i` to `at`.

@@ -1,0 +1,198 @@
+//! Where the owner puts ready tasks, and the per-peer bookkeeping behind it.
+//!
+//! Invariant: `load[p]` is the number of this job's attempts in state `Placed { at: p }`,
+//! `placed`-ness changes only through `Owner::set`, and `by_load` holds exactly the known live
+//! peers keyed by their current (load − slots, RTT).
+
+use std::time::Duration;
+
+use super::{Owner, TaskState};
+use crate::ids::{PeerId, TaskIndex};
+use crate::job::Input;
+use crate::sched::peer::PeerHint;
+
+impl Owner {
+    pub(super) fn note_view(&mut self, view: &[PeerHint]) {
+        let mut idle: Vec<&PeerHint> =
+            view.iter().filter(|h| h.peer != self.me && h.free_slots > 0 && h.ready_tasks == 0).collect();
+        idle.sort_by_key(|h| (std::cmp::Reverse(h.rtt), h.peer));
+        self.view_idle = idle.iter().map(|h| h.peer).collect();
+        for h in view {
+            if h.peer != self.me && self.dead.remove(&h.peer) {
+                // Membership shows it again (a healed partition): usable, its old work written off.
+                self.set_cap(h.peer, h.slots);
+            }
+            if self.rtt.get(&h.peer) != Some(&h.rtt) {
+                let known = self.by_load.remove(&self.load_key(h.peer));
+                self.rtt.insert(h.peer, h.rtt);
+                if known {
+                    self.by_load.insert(self.load_key(h.peer));
+                }
+            }
+            if !self.caps.contains_key(&h.peer) {
+                self.set_cap(h.peer, h.slots);
+            }
+        }
+        self.update_near_rtt();
+        self.flush();
+    }
+
+    pub(super) fn update_near_rtt(&mut self) {
+        let live = self.rtt.iter().filter(|(p, _)| !self.dead.contains(p));
+        self.near_rtt = live.clone().map(|(_, &r)| r).min().unwrap_or_default();
+        let near = self.near_rtt.mul_f64(1.5);
+        let slots: u32 =
+            live.filter(|&(_, &r)| r <= near).map(|(p, _)| self.caps.get(p).copied().unwrap_or(1)).sum();
+        self.near_slots = slots.max(1);
+    }
+
+    /// Changes task `i`'s state, keeping the per-peer placement counts right.
+    pub(super) fn set(&mut self, i: TaskIndex, state: TaskState) {
+        if let TaskState::Placed { at, .. } = self.recs[i.0 as usize].state {
+            self.add_load(at, -1);
+        }
+        if self.recs[i.0 as usize].state == TaskState::Ready {
+            self.held_fuel = self.held_fuel.saturating_sub(self.recs[i.0 as usize].held);
+        }
+        if state == TaskState::Ready {
+            let cost = self.costs.estimate(&self.job, i);
+            self.recs[i.0 as usize].held = cost;
+            self.held_fuel += cost;
+        }
+        if let TaskState::Placed { at, .. } = state {
+            self.add_load(at, 1);
+        }
+        self.recs[i.0 as usize].state = state;
+    }
+
+    pub(super) fn load_key(&self, p: PeerId) -> ((i64, Duration), PeerId) {
+        let load = i64::from(self.load.get(&p).copied().unwrap_or(0));
+        let rtt =
+            if p == self.me { Duration::ZERO } else { self.rtt.get(&p).copied().unwrap_or(Duration::MAX) };
+        ((load - i64::from(self.caps.get(&p).copied().unwrap_or(1)), rtt), p)
+    }
+
+    pub(super) fn add_load(&mut self, p: PeerId, delta: i32) {
+        let known = self.by_load.remove(&self.load_key(p));
+        let n = self.load.entry(p).or_default();
+        *n = n.saturating_add_signed(delta);
+        if known {
+            self.by_load.insert(self.load_key(p));
+        }
+    }
+
+    pub(super) fn set_cap(&mut self, p: PeerId, slots: u32) {
+        if self.dead.contains(&p) {
+            return;
+        }
+        self.by_load.remove(&self.load_key(p));
+        self.caps.insert(p, slots.max(1));
+        self.by_load.insert(self.load_key(p));
+    }
+
+    pub(super) fn has_room(&self, p: PeerId) -> bool {
+        !self.dead.contains(&p)
+            && self.load.get(&p).copied().unwrap_or(0) < self.caps.get(&p).copied().unwrap_or(1)
+    }
+
+    /// Chooses where a ready task goes: the peer with most of its input bytes if it has room, else
+    /// the peer whose report made it ready, else a peer known to have room, else the data.
+    /// `None`: hold it back (every known peer has its running and queued quota).
+    ///
+    /// Among the peers with room — the one holding most input bytes, the peer whose report made
+    /// the task ready (work-first), and the least loaded nearest known peer — it picks the
+    /// earliest estimated start: round trip from the owner plus moving the input bytes it lacks
+    /// at [`OwnerConfig::bandwidth`].
+    pub(super) fn place(
+        &mut self,
+        bytes: &mut [(PeerId, u64)],
+        hint: Option<PeerId>,
+        cost: u64,
+    ) -> Option<PeerId> {
+        bytes.sort_by_key(|&(p, n)| (std::cmp::Reverse(n), Some(p) != hint, p));
+        let total: u64 = bytes.iter().map(|&(_, n)| n).sum();
+        let mut cands: Vec<PeerId> = Vec::with_capacity(3);
+        if let Some(&(p, _)) = bytes.iter().find(|&&(p, n)| n > 0 && self.has_room(p) && self.worth(p, cost))
+        {
+            cands.push(p);
+        }
+        if let Some(h) = hint.filter(|&h| self.has_room(h) && self.worth(h, cost)) {
+            cands.push(h);
+        }
+        cands.extend(self.nearest_free(cost));
+        let start = |p: &PeerId| {
+            let here = bytes.iter().find(|(q, _)| q == p).map_or(0, |&(_, n)| n);
+            let rtt =
+                if *p == self.me { Duration::ZERO } else { self.rtt.get(p).copied().unwrap_or_default() };
+            rtt + Duration::from_secs_f64((total - here) as f64 / self.cfg.bandwidth)
+        };
+        if let Some(p) = cands.iter().min_by_key(|p| start(p)) {
+            return Some(*p);
+        }
+        while let Some(p) = self.view_idle.pop() {
+            if self.has_room(p) && self.worth(p, cost) {
+                return Some(p);
+            }
+        }
+        // No free slot known: queue it at the least loaded peer worth it (thieves even out the
+        // rest), up to the queue quota; beyond it, hold it back.
+        let &(_, p) = self.by_load.iter().find(|&&(_, p)| self.worth(p, cost))?;
+        let cap = u64::from(self.caps.get(&p).copied().unwrap_or(1));
+        let load = u64::from(self.load.get(&p).copied().unwrap_or(0));
+        (load < cap * (1 + u64::from(self.cfg.queue_per_slot))).then_some(p)
+    }
+
+    /// Whether sending a task of `cost` fuel to `p` can pay: `p` is in the owner's cluster
+    /// (RTT within 1.5 × the smallest known), or the round trip is shorter than the task's run
+    /// or than the time the held-back work would keep the cluster busy.
+    pub(super) fn worth(&self, p: PeerId, cost: u64) -> bool {
+        let rtt = if p == self.me { Duration::ZERO } else { self.rtt.get(&p).copied().unwrap_or_default() };
+        let run = cost.max(self.held_fuel / u64::from(self.near_slots));
+        rtt <= self.near_rtt.mul_f64(1.5).max(Duration::from_secs_f64(run as f64 / self.cfg.fuel_per_sec))
+    }
+
+    /// Whether `p` holds fewer of this job's tasks than its slots plus queue quota.
+    pub(super) fn below_quota(&self, p: PeerId) -> bool {
+        let cap = u64::from(self.caps.get(&p).copied().unwrap_or(1));
+        u64::from(self.load.get(&p).copied().unwrap_or(0)) < cap * (1 + u64::from(self.cfg.queue_per_slot))
+    }
+
+    /// The least loaded, nearest known peer with at most one task per slot that is worth `cost`.
+    pub(super) fn nearest_low(&self, cost: u64) -> Option<PeerId> {
+        let low = self.by_load.iter().take_while(|&&((slack, _), _)| slack <= 0);
+        low.map(|&(_, p)| p).find(|&p| self.worth(p, cost))
+    }
+
+    /// The least loaded, nearest known peer with a free slot that is worth a task of `cost`.
+    pub(super) fn nearest_free(&self, cost: u64) -> Option<PeerId> {
+        self.by_load
+            .iter()
+            .take_while(|&&((slack, _), _)| slack < 0)
+            .find(|&&(_, p)| self.worth(p, cost))
+            .map(|&(_, p)| p)
+    }
+
+    /// Input bytes of task `i` on each holder (literal blobs count for the owner).
+    pub(super) fn input_bytes(&self, i: TaskIndex) -> Vec<(PeerId, u64)> {
+        let mut bytes: Vec<(PeerId, u64)> = Vec::new();
+        let mut add = |p: PeerId, n: u64| match bytes.iter_mut().find(|(q, _)| *q == p) {
+            Some(e) => e.1 += n,
+            None => bytes.push((p, n)),
+        };
+        for input in &self.job.task(i).inputs {
+            match *input {
+                Input::Blob { size, .. } => add(self.me, size),
+                Input::Output(p) => {
+                    if let TaskState::Done { output, holders } = &self.recs[p.0 as usize].state
+                        && output.inline.is_none()
+                    {
+                        for &h in holders {
+                            add(h, output.size);
+                        }
+                    }
+                }
+            }
+        }
+        bytes
+    }
+}

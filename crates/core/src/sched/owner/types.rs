@@ -1,0 +1,144 @@
+//! The owner's settings, task states, reports, events and errors.
+
+use std::time::Duration;
+
+use crate::ids::{BlobHash, JobId, PeerId, TaskIndex};
+use crate::sched::msg::{FailureKind, OutputRef};
+
+/// Owner settings.
+#[derive(Clone, Debug)]
+pub struct OwnerConfig {
+    /// Most faulty runs (the executor failed, or an unconfirmed task failure) per task before
+    /// the task fails for good.
+    pub max_attempts: u32,
+    /// Most runs per task lost with their peer before the task fails for good (a task that
+    /// keeps taking its hosts down must not roam the swarm forever).
+    pub max_losses: u32,
+    /// Delay before the first retry after a fault; doubles per attempt.
+    pub retry_backoff: Duration,
+    /// Retry delay ceiling.
+    pub retry_backoff_max: Duration,
+    /// Outputs at most this large travel inline (in `Done` and in consumers' descriptors).
+    pub inline_max: u64,
+    /// Place a ready task on the peer holding most of its input bytes when it has room (`false`:
+    /// ignore where inputs are, for ablation).
+    pub locality: bool,
+    /// Upward-rank priorities (`false`: all zero, i.e. FIFO queues).
+    pub ranked: bool,
+    /// Distinct peers that must report a task's own failure before it is believed.
+    pub failure_confirmations: u32,
+    /// Tasks queued per slot (beyond the running ones) at a peer before the owner holds ready
+    /// tasks back and hands them out, highest rank first, as peers report free slots.
+    pub queue_per_slot: u32,
+    /// Assumed bandwidth between peers, bytes per second, for weighing data movement against
+    /// latency when placing.
+    pub bandwidth: f64,
+    /// Fuel a slot runs per second, for weighing a task's run time against a peer's RTT.
+    pub fuel_per_sec: f64,
+}
+
+impl Default for OwnerConfig {
+    fn default() -> Self {
+        OwnerConfig {
+            max_attempts: 8,
+            max_losses: 64,
+            retry_backoff: Duration::from_millis(50),
+            retry_backoff_max: Duration::from_secs(5),
+            inline_max: 16 * 1024,
+            locality: true,
+            ranked: true,
+            failure_confirmations: 1,
+            queue_per_slot: 4,
+            bandwidth: 12.5e6,
+            fuel_per_sec: 1e9,
+        }
+    }
+}
+
+/// A task's state as the owner sees it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum TaskState {
+    /// Some producer is not done.
+    Waiting,
+    /// Ready, held by the owner until a peer has room.
+    Ready,
+    /// A fault happened; the task is re-issued when timer `token` fires.
+    Retry {
+        /// The retry timer.
+        token: u64,
+    },
+    /// Attempt `attempt` is queued or running at `at`.
+    Placed {
+        /// The holder.
+        at: PeerId,
+        /// The attempt.
+        attempt: u32,
+    },
+    /// Finished; the output lives on `holders` (or inline).
+    Done {
+        /// The output.
+        output: OutputRef,
+        /// Live peers holding it.
+        holders: Vec<PeerId>,
+    },
+    /// Failed for good.
+    Failed(FailureKind),
+}
+
+/// One attempt's report, kept for verification.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Report {
+    /// Who ran it.
+    pub peer: PeerId,
+    /// Which attempt.
+    pub attempt: u32,
+    /// `(output hash, fuel)` or the failure.
+    pub result: Result<(BlobHash, u64), FailureKind>,
+}
+
+/// Something the submitter should hear about.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum OwnerEvent {
+    /// A task finished (first report).
+    TaskDone(TaskIndex),
+    /// Two runs of a task disagree on the output: a faulty or lying peer.
+    Mismatch(TaskIndex),
+    /// A task failed for good.
+    TaskFailed(TaskIndex, FailureKind),
+    /// Every task is done.
+    JobDone,
+}
+
+/// Progress counts.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Progress {
+    /// Tasks in the job.
+    pub total: usize,
+    /// Done.
+    pub done: usize,
+    /// Queued or running somewhere.
+    pub placed: usize,
+    /// Failed for good.
+    pub failed: usize,
+    /// Distinct peers that finished at least one task.
+    pub peers_used: usize,
+}
+
+/// Why an owner refused a message. Each refusal leaves the owner's state unchanged.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum OwnerError {
+    /// The message names another job.
+    #[error("message for job {got}, this owner runs job {want}")]
+    WrongJob {
+        /// The job named.
+        got: JobId,
+        /// This owner's job.
+        want: JobId,
+    },
+    /// The message is for a peer scheduler, not an owner.
+    #[error("message is not for a job owner")]
+    NotForOwner,
+    /// The task index is out of range.
+    #[error("job has no task {0:?}")]
+    UnknownTask(TaskIndex),
+}
