@@ -49,7 +49,7 @@ use wasm_encoder::{
 use wasmparser::{FunctionBody, Operator, Parser, Payload};
 
 /// Bump when the rewrite changes: fuel counts (and the disk cache) depend on it.
-pub(crate) const REWRITE_VERSION: u32 = 2;
+pub(crate) const REWRITE_VERSION: u32 = 3;
 
 /// Import module and name of the shared tick-counter memory.
 pub(crate) const CLOCK_MODULE: &str = "shoal";
@@ -57,6 +57,9 @@ pub(crate) const CLOCK_NAME: &str = "clock";
 /// Exported globals and function added by the rewrite.
 pub(crate) const FUEL_GLOBAL: &str = "__shoal_fuel";
 pub(crate) const DEADLINE_GLOBAL: &str = "__shoal_deadline";
+pub(crate) const CHECK_GLOBAL: &str = "__shoal_check_below";
+/// Fuel between two deadline checks of one running task (about a millisecond of work).
+pub(crate) const DEADLINE_CHECK_FUEL: i64 = 1_000_000;
 pub(crate) const START_EXPORT: &str = "__shoal_start";
 
 const CANONICAL_F32: u32 = 0x7fc0_0000;
@@ -147,6 +150,10 @@ impl Rewriter {
         self.info.globals + 1
     }
 
+    fn check_global(&self) -> u32 {
+        self.info.globals + 2
+    }
+
     fn add_imports(&mut self, imports: &mut ImportSection) {
         self.emitted[IMPORTS] = true;
         let clock =
@@ -159,12 +166,14 @@ impl Rewriter {
         let ty = GlobalType { val_type: ValType::I64, mutable: true, shared: false };
         globals.global(ty, &ConstExpr::i64_const(0));
         globals.global(ty, &ConstExpr::i64_const(0));
+        globals.global(ty, &ConstExpr::i64_const(0));
     }
 
     fn add_exports(&mut self, exports: &mut ExportSection) {
         self.emitted[EXPORTS] = true;
         exports.export(FUEL_GLOBAL, ExportKind::Global, self.fuel_global());
         exports.export(DEADLINE_GLOBAL, ExportKind::Global, self.deadline_global());
+        exports.export(CHECK_GLOBAL, ExportKind::Global, self.check_global());
         if let Some(start) = self.info.start {
             exports.export(START_EXPORT, ExportKind::Func, start);
         }
@@ -277,21 +286,24 @@ impl Reencode for Rewriter {
             count = count.saturating_add(n);
             locals.push((n, RoundtripReencoder.val_type(ty)?));
         }
-        let scratch = Scratch { f32: count, f64: count + 1, v128: count + 2, fuel: count + 3 };
-        locals.extend([(1, ValType::F32), (1, ValType::F64), (1, ValType::V128), (1, ValType::I64)]);
+        let scratch =
+            Scratch { f32: count, f64: count + 1, v128: count + 2, fuel: count + 3, check: count + 4 };
+        locals.extend([(1, ValType::F32), (1, ValType::F64), (1, ValType::V128), (2, ValType::I64)]);
         let mut b = Body {
             f: Function::new(locals),
             s: scratch,
             fuel_global: self.fuel_global(),
             deadline_global: self.deadline_global(),
+            check_global: self.check_global(),
             meter: self.options.meter,
             pending: 0,
         };
         if b.meter {
-            b.emit(Instruction::GlobalGet(b.fuel_global));
-            b.emit(Instruction::LocalSet(b.s.fuel));
+            b.reload();
             b.check();
         }
+        // Open blocks inside the function body: a branch to this depth leaves the function.
+        let mut depth: u32 = 0;
         let mut reader = func.get_operators_reader()?;
         while !reader.eof() {
             let op = reader.read()?;
@@ -299,6 +311,17 @@ impl Reencode for Rewriter {
             let flow = control_flow(&op);
             if flow != Flow::None {
                 b.flush();
+            }
+            if b.meter && leaves_function(&op, depth) {
+                b.sync();
+            }
+            match &op {
+                Operator::Block { .. }
+                | Operator::Loop { .. }
+                | Operator::If { .. }
+                | Operator::TryTable { .. } => depth += 1,
+                Operator::End => depth = depth.saturating_sub(1),
+                _ => {}
             }
             let canon = observation(&op);
             if let Some(Canon::ScalarBefore(t)) = canon {
@@ -310,15 +333,36 @@ impl Reencode for Rewriter {
             }
             match flow {
                 Flow::LoopHeader => b.check(),
-                Flow::Call if b.meter => {
-                    b.emit(Instruction::GlobalGet(b.fuel_global));
-                    b.emit(Instruction::LocalSet(b.s.fuel));
-                }
+                Flow::Call if b.meter => b.reload(),
                 _ => {}
             }
         }
         code.function(&b.f);
         Ok(())
+    }
+}
+
+/// Whether `op`, at `depth` open blocks, may leave the function (so the fuel global must be
+/// current), including calls, whose callee reads the global.
+fn leaves_function(op: &Operator<'_>, depth: u32) -> bool {
+    use Operator as O;
+    match op {
+        O::Return
+        | O::ReturnCall { .. }
+        | O::ReturnCallIndirect { .. }
+        | O::ReturnCallRef { .. }
+        | O::Throw { .. }
+        | O::ThrowRef
+        | O::Call { .. }
+        | O::CallIndirect { .. }
+        | O::CallRef { .. } => true,
+        O::End => depth == 0,
+        O::Br { relative_depth } | O::BrIf { relative_depth } => *relative_depth == depth,
+        O::BrOnNull { relative_depth } | O::BrOnNonNull { relative_depth } => *relative_depth == depth,
+        O::BrTable { targets } => {
+            targets.default() == depth || targets.targets().any(|t| t.map_or(true, |t| t == depth))
+        }
+        _ => false,
     }
 }
 
@@ -368,6 +412,8 @@ struct Scratch {
     f64: u32,
     v128: u32,
     fuel: u32,
+    /// Below this much fuel, the next check runs its slow path (fuel and deadline).
+    check: u32,
 }
 
 /// A function body being written.
@@ -376,6 +422,7 @@ struct Body {
     s: Scratch,
     fuel_global: u32,
     deadline_global: u32,
+    check_global: u32,
     meter: bool,
     /// Cost of the operators since the last flush.
     pending: u32,
@@ -386,7 +433,7 @@ impl Body {
         self.f.instruction(&i);
     }
 
-    /// Charges the pending cost: `fuel -= pending; global = fuel`.
+    /// Charges the pending cost to the local counter: `fuel -= pending`.
     fn flush(&mut self) {
         if !self.meter || self.pending == 0 {
             self.pending = 0;
@@ -397,31 +444,73 @@ impl Body {
         self.emit(Instruction::LocalGet(self.s.fuel));
         self.emit(Instruction::I64Const(cost));
         self.emit(Instruction::I64Sub);
-        self.emit(Instruction::LocalTee(self.s.fuel));
+        self.emit(Instruction::LocalSet(self.s.fuel));
+    }
+
+    /// Makes the fuel global current (before calls and wherever the function may be left).
+    fn sync(&mut self) {
+        self.emit(Instruction::LocalGet(self.s.fuel));
         self.emit(Instruction::GlobalSet(self.fuel_global));
     }
 
-    /// Traps when fuel is negative or the deadline has passed.
+    /// Loads the counters from the globals (at entry and after calls, which spend from them).
+    fn reload(&mut self) {
+        self.emit(Instruction::GlobalGet(self.fuel_global));
+        self.emit(Instruction::LocalSet(self.s.fuel));
+        self.emit(Instruction::GlobalGet(self.check_global));
+        self.emit(Instruction::LocalSet(self.s.check));
+    }
+
+    /// The check at function entry and loop headers. Fast path: one compare of two locals. Once
+    /// fuel falls below the check mark (every [`DEADLINE_CHECK_FUEL`], and always before it goes
+    /// negative, since the mark is never below zero), the inline slow path traps when fuel is
+    /// negative or the deadline has passed, else moves the mark down. No path calls anything.
     fn check(&mut self) {
         if !self.meter {
             return;
         }
         use Instruction as I;
-        self.emit(I::LocalGet(self.s.fuel));
-        self.emit(I::I64Const(0));
-        self.emit(I::I64LtS);
-        self.emit(I::If(wasm_encoder::BlockType::Empty));
+        let empty = wasm_encoder::BlockType::Empty;
+        let (fuel, check) = (self.s.fuel, self.s.check);
+        for i in [I::LocalGet(fuel), I::LocalGet(check), I::I64LtS, I::If(empty)] {
+            self.emit(i);
+        }
+        // Out of fuel?
+        for i in [I::LocalGet(fuel), I::I64Const(0), I::I64LtS, I::If(empty)] {
+            self.emit(i);
+        }
+        self.sync();
         self.emit(I::Unreachable);
         self.emit(I::End);
+        // Past the deadline?
         self.emit(I::I32Const(0));
         self.emit(I::I64AtomicLoad(MemArg { offset: 0, align: 3, memory_index: 0 }));
         self.emit(I::GlobalGet(self.deadline_global));
         self.emit(I::I64GtS);
-        self.emit(I::If(wasm_encoder::BlockType::Empty));
+        self.emit(I::If(empty));
         self.emit(I::I64Const(-1));
         self.emit(I::GlobalSet(self.deadline_global));
+        self.sync();
         self.emit(I::Unreachable);
         self.emit(I::End);
+        // check = max(fuel - DEADLINE_CHECK_FUEL, 0)
+        for i in [
+            I::LocalGet(fuel),
+            I::I64Const(DEADLINE_CHECK_FUEL),
+            I::I64Sub,
+            I::LocalSet(check),
+            I::I64Const(0),
+            I::LocalGet(check),
+            I::LocalGet(check),
+            I::I64Const(0),
+            I::I64LtS,
+            I::Select,
+            I::LocalTee(check),
+            I::GlobalSet(self.check_global),
+            I::End,
+        ] {
+            self.emit(i);
+        }
     }
 
     /// Emits `x == x ? x : canonical` for the value on top of the stack.
@@ -623,7 +712,7 @@ mod tests {
             }
         }
         assert!(!has_start, "the start section is removed");
-        assert_eq!(exports, ["_start", FUEL_GLOBAL, DEADLINE_GLOBAL, START_EXPORT]);
+        assert_eq!(exports, ["_start", FUEL_GLOBAL, DEADLINE_GLOBAL, CHECK_GLOBAL, START_EXPORT]);
     }
 
     #[test]
