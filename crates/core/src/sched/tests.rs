@@ -193,7 +193,16 @@ fn claims_move_tasks_and_disagreeing_reports_are_flagged() {
     }
     o.handle_msg(t(4), peer(7), other).unwrap();
     assert!(std::iter::from_fn(|| o.poll_event()).any(|e| e == OwnerEvent::Mismatch(TaskIndex(0))));
-    assert_eq!(o.reports(TaskIndex(0)).len(), 2);
+    let mut more_fuel = done(0, 4, 10);
+    if let SchedMsg::Done { fuel, .. } = &mut more_fuel {
+        *fuel += 1;
+    }
+    o.handle_msg(t(4), peer(8), more_fuel).unwrap();
+    assert_eq!(o.poll_event(), Some(OwnerEvent::Mismatch(TaskIndex(0))), "same output, other fuel");
+    o.handle_msg(t(4), peer(9), done(0, 5, 10)).unwrap();
+    assert_eq!(o.poll_event(), None, "an agreeing replica is no mismatch");
+    assert!(matches!(o.state(TaskIndex(0)), TaskState::Done { holders, .. } if holders.contains(&peer(9))));
+    assert_eq!(o.reports(TaskIndex(0)).len(), 4);
     let wrong = SchedMsg::Claim { job: JobId(1), holder: peer(1), tasks: vec![] };
     assert_eq!(o.handle_msg(t(5), peer(1), wrong), Err(OwnerError::WrongJob { got: JobId(1), want: JOB }));
     let unknown = SchedMsg::Claim { job: JOB, holder: peer(1), tasks: vec![(TaskIndex(9), 1, 1)] };

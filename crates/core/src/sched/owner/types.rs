@@ -101,7 +101,7 @@ pub struct Report {
 pub enum OwnerEvent {
     /// A task finished (first report).
     TaskDone(TaskIndex),
-    /// Two runs of a task disagree on the output: a faulty or lying peer.
+    /// Two runs of a task disagree on the output hash or the fuel used: a faulty or lying peer.
     Mismatch(TaskIndex),
     /// A task failed for good.
     TaskFailed(TaskIndex, FailureKind),
