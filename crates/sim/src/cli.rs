@@ -114,3 +114,48 @@ pub fn run(args: &SimArgs, out: &mut dyn Write) -> Result<Metrics, CliError> {
     }
     Ok(m)
 }
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    #[derive(Debug, Parser)]
+    struct Cli {
+        #[command(flatten)]
+        sim: SimArgs,
+    }
+
+    #[test]
+    fn parses_the_documented_flags() {
+        <Cli as clap::CommandFactory>::command().debug_assert();
+        let cli = Cli::try_parse_from([
+            "shoal-sim",
+            "--dag",
+            "tree:8",
+            "--peers",
+            "5",
+            "--slots",
+            "2",
+            "--topology",
+            "wan",
+            "--seed",
+            "9",
+            "--scheduler",
+            "central",
+            "--kill",
+            "0.125@0.5",
+            "--json",
+        ])
+        .unwrap();
+        let a = cli.sim;
+        assert_eq!((a.dag.as_deref(), a.peers, a.slots, a.seed), (Some("tree:8"), 5, 2, 9));
+        assert_eq!((a.topology, a.scheduler), (Topology::Wan, SchedulerKind::Central));
+        assert_eq!(a.kill, Some(Kill { fraction: 0.125, progress: 0.5 }));
+        assert!(a.json);
+        assert!(Cli::try_parse_from(["shoal-sim"]).is_err(), "a workload is required");
+        let both = ["shoal-sim", "--dag", "tree:8", "--workflow", "w.json"];
+        assert!(Cli::try_parse_from(both).is_err(), "--dag and --workflow exclude each other");
+    }
+}
