@@ -215,6 +215,7 @@ struct World<'a> {
     /// Whether the two sides have been told of each other's loss (until the heal).
     split: bool,
     partitioned: bool,
+    kill_done: bool,
     peers: Vec<PeerSched>,
     coord: Coord,
     killed: usize,
@@ -285,6 +286,7 @@ pub fn simulate(dag: &SimDag, cfg: &SimConfig) -> Result<Metrics, SimError> {
         cut: None,
         split: false,
         partitioned: false,
+        kill_done: false,
         peers,
         coord,
         killed: 0,
@@ -474,7 +476,7 @@ impl World<'_> {
         self.partitioned = true;
         let mut far: Vec<usize> = (1..self.peers.len()).collect();
         far.shuffle(&mut self.rng);
-        let k = ((part.fraction * self.peers.len() as f64).round() as usize).min(far.len()).max(1);
+        let k = ((part.fraction * self.peers.len() as f64).round() as usize).max(1).min(far.len());
         for &p in far.iter().take(k) {
             self.side[p] = true;
         }
@@ -613,12 +615,13 @@ impl World<'_> {
     fn maybe_kill(&mut self) {
         let Some(kill) = self.cfg.kill else { return };
         let total = self.dag.job.len() as f64;
-        if self.killed > 0 || (self.done() as f64) < kill.progress * total {
+        if self.kill_done || (self.done() as f64) < kill.progress * total {
             return;
         }
+        self.kill_done = true;
         let mut victims: Vec<usize> = (1..self.peers.len()).collect();
         victims.shuffle(&mut self.rng);
-        let k = ((kill.fraction * self.peers.len() as f64).round() as usize).min(victims.len()).max(1);
+        let k = ((kill.fraction * self.peers.len() as f64).round() as usize).max(1).min(victims.len());
         for &v in &victims[..k] {
             self.alive[v] = false;
             let at = self.now + self.cfg.detect;

@@ -239,3 +239,27 @@ fn regression_seed_13554049761032293431() {
     let m = simulate(&dag, &cfg).unwrap();
     assert_eq!(m.tasks_completed, m.tasks, "{:#?}", m.unfinished);
 }
+
+/// Found by a wider stress run: a one-peer swarm has nobody to kill but the owner.
+#[test]
+fn kill_with_only_the_owner_is_a_no_op() {
+    let dag = generate("tree:8", 1).unwrap();
+    let m = sim(&dag, 1, Topology::Lan, 1, Some(Kill { fraction: 0.5, progress: 0.5 }));
+    assert_eq!((m.tasks_completed, m.peers_killed), (m.tasks, 0));
+}
+
+#[test]
+fn ablation_settings_still_finish_every_task_once() {
+    let dag = generate("cholesky:5", 3).unwrap();
+    for (fifo, uniform, locality) in [(true, false, true), (false, true, true), (false, false, false)] {
+        let mut cfg = SimConfig::new(10, Topology::Wan, 3);
+        cfg.owner.ranked = !fifo;
+        cfg.owner.locality = locality;
+        if uniform {
+            cfg.peer.victims = shoal_sim::sched_config::VictimChoice::Uniform;
+        }
+        let m = simulate(&dag, &cfg).unwrap();
+        assert_eq!(m.tasks_completed, m.tasks);
+        assert!(m.runs_per_task.iter().all(|&r| r == 1));
+    }
+}
