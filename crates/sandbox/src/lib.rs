@@ -352,8 +352,6 @@ impl Sandbox {
                 let m = Meters::find(&instance, &mut store)?;
                 let fuel = i64::try_from(limits.fuel).unwrap_or(i64::MAX);
                 m.fuel.set(&mut store, wasmtime::Val::I64(fuel))?;
-                let check_below = (fuel - rewrite::DEADLINE_CHECK_FUEL).max(0);
-                m.check_below.set(&mut store, wasmtime::Val::I64(check_below))?;
                 let now = clock_counter(&self.inner.clock).load(Ordering::Acquire);
                 let deadline = i64::try_from(now.saturating_add(ticks)).unwrap_or(i64::MAX);
                 m.deadline.set(&mut store, wasmtime::Val::I64(deadline))?;
@@ -407,7 +405,6 @@ struct Ended {
 struct Meters {
     fuel: wasmtime::Global,
     deadline: wasmtime::Global,
-    check_below: wasmtime::Global,
 }
 
 impl Meters {
@@ -420,7 +417,6 @@ impl Meters {
         Ok(Meters {
             fuel: global(store, rewrite::FUEL_GLOBAL)?,
             deadline: global(store, rewrite::DEADLINE_GLOBAL)?,
-            check_below: global(store, rewrite::CHECK_GLOBAL)?,
         })
     }
 }

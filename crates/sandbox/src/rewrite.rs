@@ -20,11 +20,11 @@
 //! wasmtime's fuel and epoch checks call into the runtime on their slow path, and because every
 //! XMM register is caller-saved that call makes the register allocator spill float loop state: a
 //! measured 2–3× on float loops. The rewrite meters instead:
-//! - **fuel**: each function keeps the remaining fuel in a local, subtracts each straight-line
-//!   run's cost (1 per original operator) before every control-flow operator, mirrors it into the
-//!   exported global `__shoal_fuel`, reloads it after calls (callees and host functions spend
-//!   from the global), and at function entry and loop headers traps with `unreachable` when it
-//!   is negative;
+//! - **fuel**: each function keeps the remaining fuel in a local and subtracts each straight-line
+//!   run's cost (1 per original operator) before every control-flow operator; it writes the
+//!   local to the exported global `__shoal_fuel` before calls and wherever the function may be
+//!   left, and reloads it after calls (callees and host functions spend from the global); at
+//!   function entry and loop headers it traps with `unreachable` when fuel is negative;
 //! - **deadline**: at the same places, an atomic load of a tick counter in the imported shared
 //!   memory `shoal.clock` (advanced by the sandbox's ticker thread) is compared with the exported
 //!   global `__shoal_deadline`; past it, the global is set to -1 and the code traps.
@@ -49,7 +49,7 @@ use wasm_encoder::{
 use wasmparser::{FunctionBody, Operator, Parser, Payload};
 
 /// Bump when the rewrite changes: fuel counts (and the disk cache) depend on it.
-pub(crate) const REWRITE_VERSION: u32 = 3;
+pub(crate) const REWRITE_VERSION: u32 = 4;
 
 /// Import module and name of the shared tick-counter memory.
 pub(crate) const CLOCK_MODULE: &str = "shoal";
@@ -57,9 +57,6 @@ pub(crate) const CLOCK_NAME: &str = "clock";
 /// Exported globals and function added by the rewrite.
 pub(crate) const FUEL_GLOBAL: &str = "__shoal_fuel";
 pub(crate) const DEADLINE_GLOBAL: &str = "__shoal_deadline";
-pub(crate) const CHECK_GLOBAL: &str = "__shoal_check_below";
-/// Fuel between two deadline checks of one running task (about a millisecond of work).
-pub(crate) const DEADLINE_CHECK_FUEL: i64 = 1_000_000;
 pub(crate) const START_EXPORT: &str = "__shoal_start";
 
 const CANONICAL_F32: u32 = 0x7fc0_0000;
@@ -150,10 +147,6 @@ impl Rewriter {
         self.info.globals + 1
     }
 
-    fn check_global(&self) -> u32 {
-        self.info.globals + 2
-    }
-
     fn add_imports(&mut self, imports: &mut ImportSection) {
         self.emitted[IMPORTS] = true;
         let clock =
@@ -166,14 +159,12 @@ impl Rewriter {
         let ty = GlobalType { val_type: ValType::I64, mutable: true, shared: false };
         globals.global(ty, &ConstExpr::i64_const(0));
         globals.global(ty, &ConstExpr::i64_const(0));
-        globals.global(ty, &ConstExpr::i64_const(0));
     }
 
     fn add_exports(&mut self, exports: &mut ExportSection) {
         self.emitted[EXPORTS] = true;
         exports.export(FUEL_GLOBAL, ExportKind::Global, self.fuel_global());
         exports.export(DEADLINE_GLOBAL, ExportKind::Global, self.deadline_global());
-        exports.export(CHECK_GLOBAL, ExportKind::Global, self.check_global());
         if let Some(start) = self.info.start {
             exports.export(START_EXPORT, ExportKind::Func, start);
         }
@@ -286,15 +277,13 @@ impl Reencode for Rewriter {
             count = count.saturating_add(n);
             locals.push((n, RoundtripReencoder.val_type(ty)?));
         }
-        let scratch =
-            Scratch { f32: count, f64: count + 1, v128: count + 2, fuel: count + 3, check: count + 4 };
-        locals.extend([(1, ValType::F32), (1, ValType::F64), (1, ValType::V128), (2, ValType::I64)]);
+        let scratch = Scratch { f32: count, f64: count + 1, v128: count + 2, fuel: count + 3 };
+        locals.extend([(1, ValType::F32), (1, ValType::F64), (1, ValType::V128), (1, ValType::I64)]);
         let mut b = Body {
             f: Function::new(locals),
             s: scratch,
             fuel_global: self.fuel_global(),
             deadline_global: self.deadline_global(),
-            check_global: self.check_global(),
             meter: self.options.meter,
             pending: 0,
         };
@@ -412,8 +401,6 @@ struct Scratch {
     f64: u32,
     v128: u32,
     fuel: u32,
-    /// Below this much fuel, the next check runs its slow path (fuel and deadline).
-    check: u32,
 }
 
 /// A function body being written.
@@ -422,7 +409,6 @@ struct Body {
     s: Scratch,
     fuel_global: u32,
     deadline_global: u32,
-    check_global: u32,
     meter: bool,
     /// Cost of the operators since the last flush.
     pending: u32,
@@ -453,36 +439,28 @@ impl Body {
         self.emit(Instruction::GlobalSet(self.fuel_global));
     }
 
-    /// Loads the counters from the globals (at entry and after calls, which spend from them).
+    /// Loads the counter from the global (at entry and after calls, which spend from it).
     fn reload(&mut self) {
         self.emit(Instruction::GlobalGet(self.fuel_global));
         self.emit(Instruction::LocalSet(self.s.fuel));
-        self.emit(Instruction::GlobalGet(self.check_global));
-        self.emit(Instruction::LocalSet(self.s.check));
     }
 
-    /// The check at function entry and loop headers. Fast path: one compare of two locals. Once
-    /// fuel falls below the check mark (every [`DEADLINE_CHECK_FUEL`], and always before it goes
-    /// negative, since the mark is never below zero), the inline slow path traps when fuel is
-    /// negative or the deadline has passed, else moves the mark down. No path calls anything.
+    /// The check at function entry and loop headers: trap when fuel is negative or the deadline
+    /// (a tick count in the shared clock memory) has passed. Both slow paths end in
+    /// `unreachable` and call nothing, so Cranelift keeps them off the hot path and the loop's
+    /// registers intact.
     fn check(&mut self) {
         if !self.meter {
             return;
         }
         use Instruction as I;
         let empty = wasm_encoder::BlockType::Empty;
-        let (fuel, check) = (self.s.fuel, self.s.check);
-        for i in [I::LocalGet(fuel), I::LocalGet(check), I::I64LtS, I::If(empty)] {
-            self.emit(i);
-        }
-        // Out of fuel?
-        for i in [I::LocalGet(fuel), I::I64Const(0), I::I64LtS, I::If(empty)] {
+        for i in [I::LocalGet(self.s.fuel), I::I64Const(0), I::I64LtS, I::If(empty)] {
             self.emit(i);
         }
         self.sync();
         self.emit(I::Unreachable);
         self.emit(I::End);
-        // Past the deadline?
         self.emit(I::I32Const(0));
         self.emit(I::I64AtomicLoad(MemArg { offset: 0, align: 3, memory_index: 0 }));
         self.emit(I::GlobalGet(self.deadline_global));
@@ -493,24 +471,6 @@ impl Body {
         self.sync();
         self.emit(I::Unreachable);
         self.emit(I::End);
-        // check = max(fuel - DEADLINE_CHECK_FUEL, 0)
-        for i in [
-            I::LocalGet(fuel),
-            I::I64Const(DEADLINE_CHECK_FUEL),
-            I::I64Sub,
-            I::LocalSet(check),
-            I::I64Const(0),
-            I::LocalGet(check),
-            I::LocalGet(check),
-            I::I64Const(0),
-            I::I64LtS,
-            I::Select,
-            I::LocalTee(check),
-            I::GlobalSet(self.check_global),
-            I::End,
-        ] {
-            self.emit(i);
-        }
     }
 
     /// Emits `x == x ? x : canonical` for the value on top of the stack.
@@ -712,7 +672,7 @@ mod tests {
             }
         }
         assert!(!has_start, "the start section is removed");
-        assert_eq!(exports, ["_start", FUEL_GLOBAL, DEADLINE_GLOBAL, CHECK_GLOBAL, START_EXPORT]);
+        assert_eq!(exports, ["_start", FUEL_GLOBAL, DEADLINE_GLOBAL, START_EXPORT]);
     }
 
     #[test]
