@@ -197,7 +197,7 @@ fn engine_config(config: &SandboxConfig) -> Config {
         .max_tables_per_module(limits::MAX_TABLES as u32)
         .max_memory_size(config.max_memory_bytes as usize)
         .table_elements(1 << 20)
-        .linear_memory_keep_resident(1 << 20)
+        .linear_memory_keep_resident(64 << 10)
         .table_keep_resident(1 << 16);
     c.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
     c
