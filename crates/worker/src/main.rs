@@ -19,6 +19,8 @@ struct Cli {
 enum Command {
     /// Run one task locally, under the same sandbox and limits a volunteer's peer applies.
     Run(cmd_run::RunArgs),
+    /// Simulate a swarm running a job DAG (the real scheduler over a modelled network).
+    Sim(shoal_sim::cli::SimArgs),
 }
 
 fn main() -> ExitCode {
@@ -32,6 +34,10 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Run(args) => cmd_run::run(args),
+        Command::Sim(args) => {
+            let mut stdout = std::io::stdout().lock();
+            shoal_sim::cli::run(&args, &mut stdout).map(|_| 0).map_err(anyhow::Error::from)
+        }
     };
     match result {
         Ok(code) => ExitCode::from(code),

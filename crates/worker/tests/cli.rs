@@ -1,0 +1,167 @@
+//! The `shoal` command end to end: real processes running real task programs from `jobs/`.
+
+#![allow(clippy::unwrap_used, reason = "tests fail loudly on unexpected errors")]
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+fn shoal() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_shoal"))
+}
+
+fn job(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../jobs/wasm").join(format!("{name}.wasm"))
+}
+
+fn run_with_stdin(cmd: &mut Command, stdin: &[u8]) -> Output {
+    let mut child = cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    child.stdin.take().unwrap().write_all(stdin).unwrap();
+    child.wait_with_output().unwrap()
+}
+
+#[test]
+fn runs_a_task_with_args_and_prints_its_output() {
+    let out = run_with_stdin(shoal().arg("run").arg(job("primes")).args(["--", "0", "100000"]), b"");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(out.stdout, b"9592\n");
+}
+
+#[test]
+fn stdin_is_the_input_and_multiple_inputs_are_split_for_the_task() {
+    let out = run_with_stdin(shoal().arg("run").arg(job("echo")), b"piped bytes");
+    assert_eq!(out.stdout, b"piped bytes");
+
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b) = (dir.path().join("a.txt"), dir.path().join("b.txt"));
+    std::fs::write(&a, "1 2 3").unwrap();
+    std::fs::write(&b, "40").unwrap();
+    // Without SHOAL_INPUT_SIZES "3" and "40" would run together into 340.
+    let out = shoal().arg("run").arg(job("sum")).arg("--input").arg(&a).arg("-i").arg(&b).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(out.stdout, b"46\n");
+
+    let m1 = dir.path().join("m1");
+    let m2 = dir.path().join("m2");
+    std::fs::write(dir.path().join("t1"), "a b a").unwrap();
+    std::fs::write(dir.path().join("t2"), "b c").unwrap();
+    for (t, m) in [("t1", &m1), ("t2", &m2)] {
+        let st = shoal()
+            .arg("run")
+            .arg(job("wordcount"))
+            .arg("-i")
+            .arg(dir.path().join(t))
+            .arg("--output")
+            .arg(m)
+            .args(["--", "map"])
+            .status()
+            .unwrap();
+        assert!(st.success());
+    }
+    let out = shoal()
+        .arg("run")
+        .arg(job("wordcount"))
+        .arg("-i")
+        .arg(&m1)
+        .arg("-i")
+        .arg(&m2)
+        .args(["--", "reduce"])
+        .output();
+    let out = out.unwrap();
+    assert_eq!(String::from_utf8(out.stdout).unwrap(), "a\t2\nb\t2\nc\t1\n");
+}
+
+#[test]
+fn json_summary_describes_success_and_failure() {
+    let out = run_with_stdin(shoal().arg("run").arg("--json").arg(job("pi")).args(["--", "3", "1000"]), b"");
+    assert!(out.status.success());
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["status"], "ok");
+    assert_eq!(v["exit_code"], 0);
+    assert!(v["fuel"].as_u64().unwrap() > 1000);
+    assert!(v["wall_ms"].as_f64().is_some());
+    assert_eq!(v["output_bytes"].as_u64().unwrap() as usize, "HHH 1000\n".len());
+    assert_eq!(v["output_blake3"].as_str().unwrap().len(), 64);
+
+    let out = run_with_stdin(
+        shoal().args(["run", "--json", "--fuel", "5000"]).arg(job("spin")).args(["--", "100000000"]),
+        b"",
+    );
+    assert_eq!(out.status.code(), Some(1));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["status"], "failed");
+    assert_eq!(v["error_kind"], "out_of_fuel");
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert!(stderr.contains("out of fuel"), "{stderr}");
+}
+
+#[test]
+fn a_failing_task_exits_1_with_a_one_line_reason_and_its_log() {
+    let out = run_with_stdin(shoal().arg("run").arg(job("primes")).args(["--", "x", "1"]), b"");
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert!(stderr.contains("argument 1 (lo) is not an integer"), "the task's log is shown: {stderr}");
+    assert!(stderr.lines().any(|l| l == "shoal run: task failed: task exited with status 2"), "{stderr}");
+
+    let out = run_with_stdin(
+        shoal()
+            .args(["run", "--memory", "1MiB"])
+            .arg(job("mandelbrot"))
+            .args(["--", "64", "64", "64", "0", "0", "10"]),
+        b"",
+    );
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("out of memory"));
+
+    let out = run_with_stdin(
+        shoal()
+            .args(["run", "--timeout", "200ms", "--fuel", "100000000000000"])
+            .arg(job("spin"))
+            .args(["--", "100000000000"]),
+        b"",
+    );
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("deadline"));
+}
+
+#[test]
+fn wat_modules_run_and_bad_files_get_clear_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let wat = dir.path().join("hello.wat");
+    std::fs::write(
+        &wat,
+        r#"(module (import "wasi_snapshot_preview1" "fd_write" (func $w (param i32 i32 i32 i32) (result i32)))
+           (memory (export "memory") 1) (data (i32.const 16) "hi\n") (data (i32.const 0) "\10\00\00\00\03\00\00\00")
+           (func (export "_start") (drop (call $w (i32.const 1) (i32.const 0) (i32.const 1) (i32.const 8)))))"#,
+    )
+    .unwrap();
+    let out = run_with_stdin(shoal().arg("run").arg(&wat), b"");
+    assert_eq!(out.stdout, b"hi\n");
+
+    let out = shoal().arg("run").arg(dir.path().join("missing.wasm")).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("cannot read module"));
+
+    let junk = dir.path().join("junk.wasm");
+    std::fs::write(&junk, b"not wasm at all").unwrap();
+    let out = run_with_stdin(shoal().arg("run").arg(&junk), b"");
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("invalid module"));
+
+    let out = shoal().args(["run", "--memory", "lots"]).arg(job("noop")).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("is not a size"));
+}
+
+#[test]
+fn sim_prints_a_json_summary() {
+    let out = shoal()
+        .args(["sim", "--dag", "forkjoin:8,3", "--peers", "16", "--seed", "7", "--json"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let last = String::from_utf8(out.stdout).unwrap().lines().last().unwrap().to_string();
+    let v: serde_json::Value = serde_json::from_str(&last).unwrap();
+    assert_eq!(v["tasks"], v["tasks_completed"]);
+    assert!(v["ratio"].as_f64().unwrap() >= 1.0);
+}
