@@ -278,6 +278,14 @@ fn strings_get(caller: &mut Ctx<'_>, env: bool, ptrs: i32, buf: i32) -> HostResu
     errno(r)
 }
 
+/// The guest memory range of the `i`-th entry of an iovec array (`{ buf: u32, len: u32 }`).
+fn iovec(mem: &[u8], iovs: i32, i: i32) -> Result<std::ops::Range<usize>, i32> {
+    let iov = iovs.wrapping_add(8 * i);
+    let ptr = read_u32(mem, iov)?;
+    let len = read_u32(mem, iov.wrapping_add(4))?;
+    range(mem, ptr as i32, u64::from(len))
+}
+
 fn fd_write(caller: &mut Ctx<'_>, fd: i32, iovs: i32, iovs_len: i32, nwritten: i32) -> HostResult {
     let mut total = 0u64;
     {
@@ -288,20 +296,15 @@ fn fd_write(caller: &mut Ctx<'_>, fd: i32, iovs: i32, iovs_len: i32, nwritten: i
             _ => return Ok(EBADF),
         };
         for i in 0..iovs_len.max(0) {
-            let iov = iovs.wrapping_add(8 * i);
-            let (ptr, len) = match (read_u32(mem, iov), read_u32(mem, iov.wrapping_add(4))) {
-                (Ok(p), Ok(l)) => (p, l),
-                _ => return Ok(EFAULT),
-            };
-            let r = match range(mem, ptr as i32, u64::from(len)) {
+            let r = match iovec(mem, iovs, i) {
                 Ok(r) => r,
                 Err(e) => return Ok(e),
             };
-            if sink.len() as u64 + u64::from(len) > cap {
+            if sink.len() as u64 + r.len() as u64 > cap {
                 return Err(wasmtime::Error::new(stop));
             }
+            total += r.len() as u64;
             sink.extend_from_slice(&mem[r]);
-            total += u64::from(len);
         }
         if let Err(e) = write_u32(mem, nwritten, total as u32) {
             return Ok(e);
@@ -319,12 +322,7 @@ fn fd_read(caller: &mut Ctx<'_>, fd: i32, iovs: i32, iovs_len: i32, nread: i32) 
     {
         let Some((mem, st)) = mem_state(caller) else { return Ok(EFAULT) };
         for i in 0..iovs_len.max(0) {
-            let iov = iovs.wrapping_add(8 * i);
-            let (ptr, len) = match (read_u32(mem, iov), read_u32(mem, iov.wrapping_add(4))) {
-                (Ok(p), Ok(l)) => (p, l),
-                _ => return Ok(EFAULT),
-            };
-            let r = match range(mem, ptr as i32, u64::from(len)) {
+            let r = match iovec(mem, iovs, i) {
                 Ok(r) => r,
                 Err(e) => return Ok(e),
             };
