@@ -452,22 +452,43 @@ impl Cx<'_> {
             };
         };
         let task = self.task_at(span.start);
-        let field = self.key_on_line(span.start);
+        let unknown = e.message().strip_prefix("unknown field `").and_then(|m| m.split_once('`'));
+        let field = unknown.map(|(f, _)| f.to_owned()).or_else(|| self.key_on_line(span.start));
         self.at(span, task.as_deref(), field, kind)
     }
 
+    /// The name of the `[[task]]` whose section holds `offset`: the last table header up to its
+    /// line must be a `[[task]]` header, and its position among those headers picks the task.
     fn task_at(&self, offset: usize) -> Option<String> {
         #[derive(Deserialize)]
         struct Names {
             #[serde(default)]
-            task: Vec<Spanned<Name>>,
+            task: Vec<Name>,
         }
         #[derive(Deserialize)]
         struct Name {
             name: Option<String>,
         }
+        // Up to the end of the error's line: a missing field is reported at its table's header.
+        let end = self.text.get(offset..)?.find('\n').map_or(self.text.len(), |i| offset + i);
+        let before = self.text.get(..end)?;
+        let mut tasks_seen = 0;
+        let mut in_task = false;
+        for line in before.lines() {
+            let line = line.split('#').next().unwrap_or("").trim();
+            let is_header = line.starts_with('[')
+                && line.ends_with(']')
+                && line.chars().all(|c| c.is_ascii_alphanumeric() || "[]_-. ".contains(c));
+            if is_header {
+                in_task = line.replace(' ', "") == "[[task]]";
+                tasks_seen += usize::from(in_task);
+            }
+        }
+        if !in_task {
+            return None;
+        }
         let names: Names = toml::from_str(self.text).ok()?;
-        names.task.iter().rev().find(|t| t.span().start <= offset).and_then(|t| t.get_ref().name.clone())
+        names.task.into_iter().nth(tasks_seen - 1)?.name
     }
 
     fn key_on_line(&self, offset: usize) -> Option<String> {

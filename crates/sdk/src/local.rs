@@ -52,6 +52,20 @@ impl LocalRun {
 
 /// Runs every task of `job` with `exec(task, inputs)`, producers before consumers. The module's
 /// bytes are `job.blob(&task.module)`.
+///
+/// ```
+/// use shoal_sdk::{Job, local};
+///
+/// // A stand-in executor that concatenates its inputs; tests use the real sandbox.
+/// let mut job = Job::new();
+/// let cat = job.module(b"any module".to_vec());
+/// let a = job.task("a", &cat).input_bytes(b"hello, ".to_vec()).build()?;
+/// let b = job.task("b", &cat).input(&a).input_bytes(b"world".to_vec()).build()?;
+/// let compiled = job.compile()?;
+/// let run = local::run(&compiled, |_task, inputs| Ok::<_, std::io::Error>(inputs.concat()))?;
+/// assert_eq!(run.output(b.index()), b"hello, world");
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 pub fn run<E>(
     job: &CompiledJob,
     mut exec: impl FnMut(&Task, &[&[u8]]) -> Result<Vec<u8>, E>,

@@ -228,7 +228,7 @@ fn malformed_files_name_the_field_the_task_and_the_line() {
         Some("inputs"),
         "data/none.bin",
     );
-    check(&format!("{t}inputs = [{{ txt = \"x\" }}]\n"), 4, Some("a"), Some("inputs"), "unknown field `txt`");
+    check(&format!("{t}inputs = [{{ txt = \"x\" }}]\n"), 4, Some("a"), Some("txt"), "unknown field `txt`");
     check(
         "[[task]]\nname = \"t-{i}\"\nfor = \"i in 0..n\"\nmodule = \"echo\"\n",
         3,
@@ -268,6 +268,12 @@ fn malformed_files_name_the_field_the_task_and_the_line() {
     check(&format!("{t}outputs = [\"a\"]\n"), 4, Some("a"), Some("outputs"), "unknown field `outputs`");
     let e = parse_err(&format!("outputs = [\"b\"]\n{t}"));
     assert_eq!((e.line, e.field.as_deref()), (Some(4), Some("outputs")), "{e}");
+
+    // A [table] after the tasks is not part of the last task.
+    let e = parse_err(&format!("{t}\n[modulez]\nx = 1\n"));
+    assert_eq!((e.line, e.task.as_deref()), (Some(8), None), "{e}");
+    // An unknown field inside a multi-line array is still named.
+    check(&format!("{t}inputs = [\n  {{ txt = \"x\" }},\n]\n"), 5, Some("a"), Some("txt"), "unknown field");
 
     let e = JobFile::parse("[modules]\nm = \"nowhere.wasm\"\n", Path::new("/tmp"), Path::new("x.toml"))
         .unwrap_err();
@@ -317,4 +323,19 @@ fn the_examples_compute_their_documented_outputs() {
             assert!((g - w).abs() < 1e-9, "{name}: {got:?} != {want:?}");
         }
     }
+}
+
+#[test]
+fn marked_outputs_and_nested_loops() {
+    let body = "outputs = [\"sum\", \"cell-1-0\"]\n\n[modules]\necho = \"../../jobs/wasm/echo.wasm\"\n\n\
+                [[task]]\nname = \"cell-{r}-{c}\"\nfor = \"r in 0..2, c in 0..2\"\nmodule = \"echo\"\n\
+                inputs = [{ text = \"{r * 10 + c};\" }]\noutput = true\n\n\
+                [[task]]\nname = \"sum\"\nmodule = \"echo\"\n\
+                inputs = [{ task = \"cell-{r}-{c}\", for = \"c in 0..2, r in 0..2\" }, { text = \"{{}}\" }]\n";
+    let job = JobFile::parse(body, &example(""), &example("t.toml")).unwrap().compile().unwrap();
+    let names: Vec<&str> = job.outputs.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(names, ["cell-0-0", "cell-0-1", "cell-1-0", "cell-1-1", "sum"]);
+    let run = run_in_sandbox(&job);
+    // The input loop runs c outermost: column by column.
+    assert_eq!(text_output(&job, &run, "sum"), "0;10;1;11;{}");
 }
