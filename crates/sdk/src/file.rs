@@ -87,8 +87,8 @@ pub struct JobFile {
     path: PathBuf,
     job: Job,
     text: String,
-    /// Expanded task name → (name as written, span of the written name).
-    origins: HashMap<String, (String, Range<usize>)>,
+    /// Expanded task name → span of its `name` value in the file.
+    origins: HashMap<String, Range<usize>>,
 }
 
 /// Reads and compiles the job file at `path`: [`JobFile::load`] then [`JobFile::compile`].
@@ -169,7 +169,7 @@ impl JobFile {
             if t.output {
                 job.output(&handle);
             }
-            origins.insert(t.name, (t.written_name, t.name_span));
+            origins.insert(t.name, t.name_span);
         }
         for o in &raw.outputs {
             if !origins.contains_key(o.get_ref()) {
@@ -202,7 +202,7 @@ impl JobFile {
                 }
                 _ => None,
             };
-            match task.and_then(|t| origins.get(&t).map(|(_, span)| (t, span.clone()))) {
+            match task.and_then(|t| origins.get(&t).map(|span| (t, span.clone()))) {
                 Some((t, span)) => cx.build_error(span, &t, e),
                 None => JobFileError {
                     path: path.clone(),
@@ -263,7 +263,6 @@ struct RawInput {
 #[derive(Debug)]
 struct Expanded {
     name: String,
-    written_name: String,
     name_span: Range<usize>,
     module: Spanned<String>,
     args: Vec<String>,
@@ -341,7 +340,6 @@ fn expand_tasks(cx: &Cx<'_>, raw: &RawFile, dir: &Path) -> Result<Vec<Expanded>,
             }
             out.push(Expanded {
                 name,
-                written_name: written.clone(),
                 name_span: t.name.span(),
                 module: t.module.clone(),
                 args,
