@@ -132,7 +132,10 @@ impl JobFile {
                     BuildError::ModuleFile { path, source } => format!("{}: {source}", path.display()),
                     other => other.to_string(),
                 };
-                cx.invalid(file.span(), None, format!("modules.{name}"), msg)
+                // Name the first task that needs the module, when there is one.
+                let user = raw.task.iter().find(|t| t.get_ref().module.get_ref() == name);
+                let task = user.map(|t| t.get_ref().name.get_ref().as_str());
+                cx.invalid(file.span(), task, format!("modules.{name}"), msg)
             })?;
             modules.insert(name.clone(), m);
         }

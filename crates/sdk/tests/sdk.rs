@@ -278,6 +278,10 @@ fn malformed_files_name_the_field_the_task_and_the_line() {
     let e = JobFile::parse("[modules]\nm = \"nowhere.wasm\"\n", Path::new("/tmp"), Path::new("x.toml"))
         .unwrap_err();
     assert_eq!((e.line, e.field.as_deref()), (Some(2), Some("modules.m")), "{e}");
+    let text = "[modules]\nm = \"nowhere.wasm\"\n[[task]]\nname = \"uses-m\"\nmodule = \"m\"\n";
+    let e = JobFile::parse(text, Path::new("/tmp"), Path::new("x.toml")).unwrap_err();
+    assert_eq!((e.line, e.task.as_deref()), (Some(2), Some("uses-m")), "{e}");
+    assert!(e.to_string().contains("/tmp/nowhere.wasm"), "{e}");
     let e = JobFile::parse("[[task]\n", Path::new("/tmp"), Path::new("x.toml")).unwrap_err();
     assert_eq!(e.line, Some(1), "{e}");
     let e = load_job_file(example("no-such-file.toml")).unwrap_err();
