@@ -1,0 +1,49 @@
+//! A peer's settings: the network node's, what the peer donates, and the scheduler tunables.
+//!
+//! Invariant kept by [`Config::task_memory`]: `cores` tasks of at most that much linear memory
+//! each never exceed the `memory` cap together.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use shoal_core::sched::{OwnerConfig, PeerConfig};
+use shoal_net::NodeConfig;
+
+/// Everything a [`Peer`](crate::Peer) needs to start.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The network node (listen address, bootstrap, data directory, swarm secret, …).
+    pub net: NodeConfig,
+    /// Tasks run at once (`0`: donate nothing, only own jobs and serve blobs).
+    pub cores: u32,
+    /// Linear memory all running tasks may use together, in bytes.
+    pub memory: u64,
+    /// Peer-scheduler tunables; `slots` is replaced by `cores`.
+    pub sched: PeerConfig,
+    /// Tunables of the owner of each job submitted here.
+    pub owner: OwnerConfig,
+    /// How often the membership view and load hints are fed to the schedulers.
+    pub view_refresh: Duration,
+    /// Where compiled modules are cached (`None`: `<data_dir>/modules`).
+    pub module_cache: Option<PathBuf>,
+}
+
+impl Config {
+    /// Defaults with data in `data_dir`: one core, 256 MiB of task memory, loopback.
+    pub fn new(data_dir: impl Into<PathBuf>) -> Self {
+        Config {
+            net: NodeConfig::new(data_dir),
+            cores: 1,
+            memory: 256 << 20,
+            sched: PeerConfig::default(),
+            owner: OwnerConfig::default(),
+            view_refresh: Duration::from_millis(100),
+            module_cache: None,
+        }
+    }
+
+    /// The largest linear memory one task may have on this peer.
+    pub fn task_memory(&self) -> u64 {
+        self.memory / u64::from(self.cores.max(1))
+    }
+}

@@ -1,0 +1,249 @@
+//! The executor: runs one attempt of a task that the peer scheduler started.
+//!
+//! An attempt fetches its module (by hash, from the job's owner, which holds every module it
+//! submitted) and its inputs (inline, or by hash from the holders the descriptor lists), runs the
+//! module in the sandbox on a task thread, stores the output in the blob store (so any peer can
+//! fetch it by hash) and reports a [`TaskOutcome`].
+//!
+//! Invariants: at most `cores` tasks compute at once, each on a dedicated task thread that runs at
+//! the lowest OS priority (`SCHED_IDLE`, else nice 19) — dedicated because an unprivileged thread
+//! cannot raise its priority back, so tokio's shared blocking pool must never be lowered; a
+//! task's own deterministic failure is reported as [`FailureKind::Task`], anything this peer
+//! could not do (fetch the module, store the output, give it the memory it asks for) as
+//! [`FailureKind::Executor`] or [`FailureKind::InputLost`], so the owner retries it elsewhere.
+
+use std::collections::HashMap;
+use std::sync::mpsc as std_mpsc;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use shoal_core::ids::BlobHash;
+use shoal_core::job::Limits as JobLimits;
+use shoal_core::sched::{FailureKind, InputSource, OutputRef, TaskDesc, TaskOutcome};
+use shoal_net::Node;
+use shoal_sandbox::{Limits, Sandbox, TaskModule};
+use tokio::sync::oneshot;
+use tracing::{debug, warn};
+
+/// How much of a failed task's stderr goes into the failure reason.
+const LOG_TAIL: usize = 1024;
+/// Compiled modules kept by hash (the sandbox caches too; this skips reading and hashing bytes).
+const MODULE_CACHE: usize = 64;
+
+type Work = Box<dyn FnOnce() + Send>;
+
+/// What the OS granted the task threads.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TaskPriority {
+    /// Linux `SCHED_IDLE`: runs only when nothing else wants the CPU.
+    Idle,
+    /// Nice 19, the lowest ordinary priority.
+    Nice19,
+    /// Neither could be set; tasks run at normal priority.
+    Normal,
+}
+
+/// Lowers the calling thread to the lowest priority the OS allows.
+fn lower_priority() -> TaskPriority {
+    #[cfg(target_os = "linux")]
+    {
+        let param = libc::sched_param { sched_priority: 0 };
+        // SAFETY: `param` is a valid sched_param; pid 0 names the calling thread.
+        if unsafe { libc::sched_setscheduler(0, libc::SCHED_IDLE, &param) } == 0 {
+            return TaskPriority::Idle;
+        }
+    }
+    #[cfg(unix)]
+    {
+        // SAFETY: plain syscall wrapper; on Linux `who = 0` is the calling thread.
+        if unsafe { libc::setpriority(libc::PRIO_PROCESS as _, 0, 19) } == 0 {
+            return TaskPriority::Nice19;
+        }
+    }
+    TaskPriority::Normal
+}
+
+/// A fixed set of low-priority threads that run tasks.
+#[derive(Debug)]
+struct TaskThreads {
+    tx: Mutex<std_mpsc::Sender<Work>>,
+    priority: TaskPriority,
+}
+
+impl TaskThreads {
+    fn new(n: u32) -> std::io::Result<Self> {
+        let (tx, rx) = std_mpsc::channel::<Work>();
+        let rx = Arc::new(Mutex::new(rx));
+        let (ptx, prx) = std_mpsc::channel();
+        for i in 0..n.max(1) {
+            let rx = rx.clone();
+            let ptx = ptx.clone();
+            std::thread::Builder::new().name(format!("shoal-task-{i}")).spawn(move || {
+                let _ = ptx.send(lower_priority());
+                loop {
+                    // The lock is held only while waiting for the next piece of work.
+                    let next = rx.lock().unwrap_or_else(PoisonError::into_inner).recv();
+                    match next {
+                        Ok(work) => work(),
+                        Err(_) => return, // The executor is gone.
+                    }
+                }
+            })?;
+        }
+        let priority = prx.recv().unwrap_or(TaskPriority::Normal);
+        Ok(TaskThreads { tx: Mutex::new(tx), priority })
+    }
+
+    /// Runs `f` on a task thread; `None` if the threads are gone.
+    async fn run<T: Send + 'static>(&self, f: impl FnOnce() -> T + Send + 'static) -> Option<T> {
+        let (tx, rx) = oneshot::channel();
+        let work: Work = Box::new(move || {
+            let _ = tx.send(f());
+        });
+        self.tx.lock().unwrap_or_else(PoisonError::into_inner).send(work).ok()?;
+        rx.await.ok()
+    }
+}
+
+/// Everything needed to run attempts; shared by all of a peer's running tasks.
+#[derive(Debug)]
+pub(crate) struct Executor {
+    node: Node,
+    sandbox: Sandbox,
+    threads: TaskThreads,
+    /// Largest linear memory one task may have here (the peer's memory cap over its cores).
+    task_memory: u64,
+    /// Outputs up to this size travel inline in the report.
+    inline_max: u64,
+    modules: Mutex<HashMap<BlobHash, Arc<TaskModule>>>,
+}
+
+impl Executor {
+    pub(crate) fn new(
+        node: Node,
+        sandbox: Sandbox,
+        cores: u32,
+        task_memory: u64,
+        inline_max: u64,
+    ) -> std::io::Result<Self> {
+        let threads = TaskThreads::new(cores)?;
+        Ok(Executor { node, sandbox, threads, task_memory, inline_max, modules: Mutex::new(HashMap::new()) })
+    }
+
+    pub(crate) fn priority(&self) -> TaskPriority {
+        self.threads.priority
+    }
+
+    /// Runs one attempt to its outcome.
+    pub(crate) async fn run(&self, desc: &TaskDesc) -> TaskOutcome {
+        match self.try_run(desc).await {
+            Ok(outcome) => outcome,
+            Err(kind) => TaskOutcome::Failed(kind),
+        }
+    }
+
+    async fn try_run(&self, desc: &TaskDesc) -> Result<TaskOutcome, FailureKind> {
+        let limits = self.limits(&desc.limits)?;
+        let module = self.module(desc).await?;
+        let mut inputs = Vec::with_capacity(desc.inputs.len());
+        for (k, loc) in desc.inputs.iter().enumerate() {
+            let lost = FailureKind::InputLost { input: k as u32 };
+            let bytes = match &loc.source {
+                InputSource::Inline(bytes) => bytes.clone(),
+                InputSource::Holders(holders) => {
+                    if let Err(e) = self.node.fetch_blob(loc.hash, holders).await {
+                        warn!("input {k} unavailable: {e}");
+                        return Err(lost);
+                    }
+                    self.node.blobs().get(&loc.hash).ok().flatten().ok_or(lost)?
+                }
+            };
+            inputs.push(bytes);
+        }
+        let sandbox = self.sandbox.clone();
+        let blobs = self.node.blobs().clone();
+        let args = desc.args.clone();
+        let inline_max = self.inline_max;
+        let result = self
+            .threads
+            .run(move || {
+                let inputs: Vec<&[u8]> = inputs.iter().map(Vec::as_slice).collect();
+                let args: Vec<&str> = args.iter().map(String::as_str).collect();
+                match sandbox.run(&module, &inputs, &args, &limits) {
+                    Ok(out) => {
+                        let hash = blobs
+                            .put(&out.output)
+                            .map_err(|e| FailureKind::Executor(format!("cannot store the output: {e}")))?;
+                        let size = out.output.len() as u64;
+                        let inline = (size <= inline_max).then_some(out.output);
+                        Ok(TaskOutcome::Ok { output: OutputRef { hash, size, inline }, fuel: out.fuel_used })
+                    }
+                    Err(f) if f.kind.is_deterministic() => Err(FailureKind::Task(reason(&f.kind, &f.log))),
+                    Err(f) => Err(FailureKind::Executor(reason(&f.kind, &f.log))),
+                }
+            })
+            .await;
+        result.unwrap_or_else(|| Err(FailureKind::Executor("the peer is shutting down".into())))
+    }
+
+    /// The sandbox limits for a task's declared ones, or why this peer cannot honour them.
+    fn limits(&self, want: &JobLimits) -> Result<Limits, FailureKind> {
+        let d = Limits::default();
+        let limits = Limits {
+            fuel: want.fuel.unwrap_or(d.fuel),
+            memory_bytes: want.memory_bytes.unwrap_or(d.memory_bytes),
+            output_bytes: want.output_bytes.unwrap_or(d.output_bytes),
+            deadline: want.deadline_ms.map_or(d.deadline, Duration::from_millis),
+            ..d
+        };
+        if limits.memory_bytes > self.task_memory {
+            return Err(FailureKind::Executor(format!(
+                "the task may use {} bytes of memory; this peer gives a task at most {}",
+                limits.memory_bytes, self.task_memory
+            )));
+        }
+        Ok(limits)
+    }
+
+    /// The compiled module of `desc`, fetched from its owner if this peer does not have it.
+    async fn module(&self, desc: &TaskDesc) -> Result<Arc<TaskModule>, FailureKind> {
+        let hash = desc.module;
+        if let Some(m) = self.modules.lock().unwrap_or_else(PoisonError::into_inner).get(&hash) {
+            return Ok(m.clone());
+        }
+        if let Err(e) = self.node.fetch_blob(hash, &[desc.owner]).await {
+            return Err(FailureKind::Executor(format!("module {} unavailable: {e}", hash.short())));
+        }
+        let bytes = match self.node.blobs().get(&hash) {
+            Ok(Some(b)) => b,
+            Ok(None) => return Err(FailureKind::Executor(format!("module {} vanished", hash.short()))),
+            Err(e) => return Err(FailureKind::Executor(format!("cannot read module: {e}"))),
+        };
+        let sandbox = self.sandbox.clone();
+        // Compiling is CPU work too: it runs on a task thread.
+        let loaded = self.threads.run(move || sandbox.load(&bytes)).await;
+        let module = match loaded {
+            None => return Err(FailureKind::Executor("the peer is shutting down".into())),
+            Some(Err(e)) => {
+                let kind = shoal_sandbox::FailureKind::from(e);
+                debug!("module {} rejected: {kind}", hash.short());
+                return Err(FailureKind::Task(kind.to_string()));
+            }
+            Some(Ok(m)) => m,
+        };
+        let mut cache = self.modules.lock().unwrap_or_else(PoisonError::into_inner);
+        if cache.len() >= MODULE_CACHE {
+            cache.clear();
+        }
+        cache.insert(hash, module.clone());
+        Ok(module)
+    }
+}
+
+/// A failure's text for the submitter: the kind, then the end of the task's stderr.
+fn reason(kind: &shoal_sandbox::FailureKind, log: &[u8]) -> String {
+    let tail = &log[log.len().saturating_sub(LOG_TAIL)..];
+    let tail = String::from_utf8_lossy(tail);
+    let tail = tail.trim();
+    if tail.is_empty() { kind.to_string() } else { format!("{kind}; stderr: {tail}") }
+}

@@ -1,0 +1,197 @@
+//! What a submitter holds: a [`JobHandle`] (progress, result, cancellation) and the errors a
+//! submission and a job can end with; plus the owner-side record that feeds them.
+//!
+//! Invariants: a job's result is sent exactly once — `Ok` only when the owner reported
+//! [`JobDone`](shoal_core::sched::OwnerEvent::JobDone) *and* the bytes of every sink output are
+//! on the owning peer; `Err` at the first task that failed for good, on cancellation, or (by the
+//! sender being dropped) when the owning peer stops.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use shoal_core::ids::{BlobHash, JobId, TaskIndex};
+use shoal_core::sched::Progress;
+use tokio::sync::{mpsc, oneshot, watch};
+
+use crate::peer::Cmd;
+
+/// A snapshot of a job's progress.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct JobProgress {
+    /// Tasks in the job.
+    pub total: usize,
+    /// Tasks done.
+    pub done: usize,
+    /// Tasks queued or running on some peer.
+    pub running: usize,
+    /// Tasks failed for good.
+    pub failed: usize,
+    /// Distinct peers that finished at least one task.
+    pub peers_used: usize,
+}
+
+impl From<Progress> for JobProgress {
+    fn from(p: Progress) -> Self {
+        JobProgress {
+            total: p.total,
+            done: p.done,
+            running: p.placed,
+            failed: p.failed,
+            peers_used: p.peers_used,
+        }
+    }
+}
+
+/// A finished job's results.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct JobOutputs {
+    /// The output of every sink task (one no other task consumes), by task name.
+    pub outputs: BTreeMap<String, Vec<u8>>,
+    /// Progress at the end (peers used, tasks).
+    pub progress: JobProgress,
+    /// Time from submission to the last output.
+    pub elapsed: Duration,
+}
+
+impl JobOutputs {
+    /// The output of sink task `name`.
+    pub fn get(&self, name: &str) -> Option<&[u8]> {
+        self.outputs.get(name).map(Vec::as_slice)
+    }
+}
+
+/// Why a job ended without its outputs.
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
+pub enum JobError {
+    /// A task failed for good: its own deterministic failure, or too many faults.
+    #[error("task {name:?} (#{index}) failed: {reason}")]
+    TaskFailed {
+        /// The task's name.
+        name: String,
+        /// Its index in the job.
+        index: u32,
+        /// What the executing peer reported.
+        reason: String,
+    },
+    /// A sink's output could not be fetched from any peer holding it.
+    #[error("the output of task {name:?} could not be fetched: {reason}")]
+    OutputLost {
+        /// The task's name.
+        name: String,
+        /// Why.
+        reason: String,
+    },
+    /// [`JobHandle::cancel`] was called.
+    #[error("the job was cancelled")]
+    Cancelled,
+    /// The peer owning the job stopped before the job finished.
+    #[error("the peer owning the job stopped before it finished")]
+    PeerStopped,
+}
+
+/// Why a job could not be submitted. Nothing was started.
+#[derive(Debug, thiserror::Error)]
+pub enum SubmitError {
+    /// A blob's bytes do not hash to the key they were given under.
+    #[error("blob given as {hash} has different content (blake3 {actual})")]
+    BlobMismatch {
+        /// The key.
+        hash: BlobHash,
+        /// The hash of the bytes.
+        actual: BlobHash,
+    },
+    /// A task names a module or literal input that is neither given nor stored on this peer.
+    #[error("task {task:?}: blob {hash} is missing (give its bytes in the blobs map)")]
+    MissingBlob {
+        /// The task.
+        task: String,
+        /// The missing blob.
+        hash: BlobHash,
+    },
+    /// The blob store refused a blob.
+    #[error("cannot store a blob of the job: {0}")]
+    Store(#[from] shoal_net::BlobError),
+    /// The peer is stopping or stopped.
+    #[error("the peer is shut down")]
+    PeerStopped,
+}
+
+/// A submitted job: watch its progress, wait for its outputs, or cancel it.
+#[derive(Debug)]
+pub struct JobHandle {
+    pub(crate) id: JobId,
+    pub(crate) progress: watch::Receiver<JobProgress>,
+    pub(crate) result: oneshot::Receiver<Result<JobOutputs, JobError>>,
+    pub(crate) cmd: mpsc::Sender<Cmd>,
+}
+
+impl JobHandle {
+    /// The job's id.
+    pub fn id(&self) -> JobId {
+        self.id
+    }
+
+    /// The progress as last reported.
+    pub fn progress(&self) -> JobProgress {
+        *self.progress.borrow()
+    }
+
+    /// A receiver that wakes on every progress change (`changed().await`, then `borrow()`).
+    pub fn watch_progress(&self) -> watch::Receiver<JobProgress> {
+        self.progress.clone()
+    }
+
+    /// Waits for the job to end; returns the outputs of its sink tasks.
+    pub async fn wait(self) -> Result<JobOutputs, JobError> {
+        self.result.await.unwrap_or(Err(JobError::PeerStopped))
+    }
+
+    /// Cancels the job: the owner forgets it and [`JobHandle::wait`] returns
+    /// [`JobError::Cancelled`]. Attempts already queued elsewhere still run, and their reports
+    /// are ignored.
+    pub async fn cancel(&self) {
+        let _ = self.cmd.send(Cmd::Cancel(self.id)).await;
+    }
+}
+
+/// The owning peer's record of one submitted job, beside its [`Owner`](shoal_core::sched::Owner).
+#[derive(Debug)]
+pub(crate) struct Tracker {
+    pub(crate) started: Instant,
+    pub(crate) progress: watch::Sender<JobProgress>,
+    pub(crate) result: Option<oneshot::Sender<Result<JobOutputs, JobError>>>,
+    /// Sink outputs on hand.
+    pub(crate) outputs: BTreeMap<TaskIndex, Vec<u8>>,
+    /// Sink outputs being fetched.
+    pub(crate) fetching: usize,
+    /// The owner reported `JobDone`.
+    pub(crate) all_done: bool,
+}
+
+impl Tracker {
+    pub(crate) fn new(
+        progress: watch::Sender<JobProgress>,
+        result: oneshot::Sender<Result<JobOutputs, JobError>>,
+    ) -> Self {
+        Tracker {
+            started: Instant::now(),
+            progress,
+            result: Some(result),
+            outputs: BTreeMap::new(),
+            fetching: 0,
+            all_done: false,
+        }
+    }
+
+    /// Sends the result (once).
+    pub(crate) fn finish(&mut self, result: Result<JobOutputs, JobError>) {
+        if let Some(tx) = self.result.take() {
+            let _ = tx.send(result);
+        }
+    }
+
+    /// Whether the result was sent.
+    pub(crate) fn finished(&self) -> bool {
+        self.result.is_none()
+    }
+}

@@ -1,0 +1,168 @@
+//! In-process swarms of real peers on loopback (QUIC, membership, sandbox) running job DAGs of the
+//! task programs in `jobs/wasm`.
+
+#![allow(clippy::unwrap_used, reason = "tests fail loudly on unexpected errors")]
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::time::Duration;
+
+use shoal_core::ids::BlobHash;
+use shoal_core::job::{InputSpec, Job, TaskSpec};
+use shoal_node::{Config, JobError, Peer};
+
+/// A safety net only: every wait below ends on a condition long before this.
+const PATIENCE: Duration = Duration::from_secs(60);
+
+fn module(name: &str) -> (BlobHash, Vec<u8>) {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../jobs/wasm").join(format!("{name}.wasm"));
+    let bytes = std::fs::read(path).unwrap();
+    (BlobHash::of(&bytes), bytes)
+}
+
+fn task(name: &str, module: BlobHash, args: &[String]) -> TaskSpec {
+    TaskSpec { args: args.to_vec(), ..TaskSpec::new(name, module) }
+}
+
+struct Swarm {
+    peers: Vec<Peer>,
+    _dirs: Vec<tempfile::TempDir>,
+}
+
+/// Starts `n` one-core peers joined through the first, and waits until every peer sees every
+/// other one.
+async fn swarm(n: usize) -> Swarm {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .try_init();
+    let mut peers: Vec<Peer> = Vec::new();
+    let mut dirs = Vec::new();
+    for _ in 0..n {
+        let dir = tempfile::tempdir().unwrap();
+        let mut cfg = Config::new(dir.path());
+        if let Some(first) = peers.first() {
+            cfg.net.bootstrap = vec![first.local_addr()];
+        }
+        peers.push(Peer::start(cfg).await.unwrap());
+        dirs.push(dir);
+    }
+    tokio::time::timeout(PATIENCE, async {
+        loop {
+            let ready = peers.iter().all(|p| {
+                let view = p.node().view();
+                view.len() == n - 1
+            });
+            if ready {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("the swarm never formed");
+    Swarm { peers, _dirs: dirs }
+}
+
+/// `ranges` prime counts over [0, hi) reduced by two levels of `sum`; the sink is `total`.
+fn primes_job(hi: u64, ranges: u64) -> (Job, HashMap<BlobHash, Vec<u8>>) {
+    let (primes, primes_bytes) = module("primes");
+    let (sum, sum_bytes) = module("sum");
+    let step = hi / ranges;
+    let mut specs = Vec::new();
+    let mut halves = [task("left", sum, &[]), task("right", sum, &[])];
+    for k in 0..ranges {
+        let name = format!("primes{k}");
+        let (lo, end) = (k * step, if k + 1 == ranges { hi } else { (k + 1) * step });
+        specs.push(task(&name, primes, &[lo.to_string(), end.to_string()]));
+        halves[(k * 2 / ranges) as usize].inputs.push(InputSpec::Output(name));
+    }
+    specs.extend(halves);
+    specs.push(task("total", sum, &[]).after("left").after("right"));
+    let blobs = HashMap::from([(primes, primes_bytes), (sum, sum_bytes)]);
+    (Job::new(specs).unwrap(), blobs)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_swarm_runs_a_dag_to_the_right_result() {
+    let s = swarm(3).await;
+    let (job, blobs) = primes_job(10_000_000, 8);
+    let handle = s.peers[0].submit(job, blobs).await.unwrap();
+    let progress = handle.watch_progress();
+    let out = tokio::time::timeout(PATIENCE, handle.wait()).await.unwrap().unwrap();
+    // π(10^7) = 664,579.
+    assert_eq!(out.get("total"), Some(&b"664579\n"[..]));
+    assert_eq!(out.outputs.len(), 1, "only the sink's output comes back");
+    assert_eq!(out.progress.done, 11);
+    assert_eq!(out.progress.total, 11);
+    assert!(out.progress.peers_used >= 2, "the owner spread the work: {:?}", out.progress);
+    assert_eq!(progress.borrow().done, 11);
+    let ran: u64 = s.peers.iter().map(|p| p.status().tasks_done).sum();
+    assert!(ran >= 11, "every task ran somewhere: {ran}");
+    for p in &s.peers {
+        p.shutdown().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_survives_a_peer_killed_mid_job() {
+    let s = swarm(4).await;
+    let (job, blobs) = primes_job(100_000_000, 12);
+    let handle = s.peers[0].submit(job, blobs).await.unwrap();
+    // Kill the first non-owner peer seen running one of the job's tasks.
+    let victim = tokio::time::timeout(PATIENCE, async {
+        let mut watches: Vec<_> = s.peers[1..].iter().map(Peer::watch_status).collect();
+        loop {
+            if let Some(i) = watches.iter_mut().position(|w| w.borrow_and_update().running > 0) {
+                return i + 1;
+            }
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+    })
+    .await
+    .unwrap();
+    s.peers[victim].kill().await;
+    let out = tokio::time::timeout(PATIENCE, handle.wait()).await.unwrap().unwrap();
+    // π(10^8) = 5,761,455.
+    assert_eq!(out.get("total"), Some(&b"5761455\n"[..]));
+    for (i, p) in s.peers.iter().enumerate() {
+        if i != victim {
+            p.shutdown().await;
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deterministic_task_failure_fails_the_job_with_its_reason() {
+    let s = swarm(3).await;
+    let (sum, sum_bytes) = module("sum");
+    let (primes, primes_bytes) = module("primes");
+    let junk = b"12 twelve".to_vec();
+    let junk_hash = BlobHash::of(&junk);
+    let mut bad = task("bad", sum, &[]);
+    bad.inputs.push(InputSpec::Blob { hash: junk_hash, size: junk.len() as u64 });
+    let job = Job::new(vec![
+        task("fine", primes, &["0".into(), "1000".into()]),
+        bad,
+        task("end", sum, &[]).after("fine").after("bad"),
+    ])
+    .unwrap();
+    let blobs = HashMap::from([(sum, sum_bytes), (primes, primes_bytes), (junk_hash, junk)]);
+    let handle = s.peers[1].submit(job, blobs).await.unwrap();
+    let err = tokio::time::timeout(PATIENCE, handle.wait()).await.unwrap().unwrap_err();
+    match &err {
+        JobError::TaskFailed { name, index, reason } => {
+            assert_eq!((name.as_str(), *index), ("bad", 1));
+            assert!(reason.contains("status 2") && reason.contains("expected an integer"), "{reason}");
+        }
+        other => panic!("expected the task's failure, got {other:?}"),
+    }
+    assert!(err.to_string().contains("\"bad\""), "{err}");
+
+    // A job naming a blob nobody gave is refused before it starts.
+    let job = Job::new(vec![task("lonely", BlobHash::of(b"no such module"), &[])]).unwrap();
+    let refused = s.peers[0].submit(job, HashMap::new()).await.unwrap_err();
+    assert!(refused.to_string().contains("lonely"), "{refused}");
+    for p in &s.peers {
+        p.shutdown().await;
+    }
+}
