@@ -1,6 +1,7 @@
 //! `shoal`: the command-line front of Shoal, a volunteer computing swarm of WebAssembly tasks.
 
 mod cmd_run;
+mod cmd_worker;
 mod units;
 
 use std::process::ExitCode;
@@ -21,6 +22,8 @@ enum Command {
     Run(cmd_run::RunArgs),
     /// Simulate a swarm running a job DAG (the real scheduler over a modelled network).
     Sim(shoal_sim::cli::SimArgs),
+    /// Join a swarm and donate idle CPU: run others' tasks until SIGINT or SIGTERM.
+    Worker(cmd_worker::WorkerArgs),
 }
 
 fn main() -> ExitCode {
@@ -34,6 +37,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Run(args) => cmd_run::run(args),
+        Command::Worker(args) => cmd_worker::run(args),
         Command::Sim(args) => {
             let mut stdout = std::io::stdout().lock();
             shoal_sim::cli::run(&args, &mut stdout).map(|_| 0).map_err(anyhow::Error::from)

@@ -165,3 +165,106 @@ fn sim_prints_a_json_summary() {
     assert_eq!(v["tasks"], v["tasks_completed"]);
     assert!(v["ratio"].as_f64().unwrap() >= 1.0);
 }
+
+/// A `shoal worker` process and its stdout lines, read on a thread.
+struct Worker {
+    child: std::process::Child,
+    lines: std::sync::mpsc::Receiver<String>,
+    id: String,
+    addr: std::net::SocketAddr,
+}
+
+impl Worker {
+    fn start(dir: &Path, bootstrap: Option<std::net::SocketAddr>) -> Worker {
+        let mut cmd = shoal();
+        cmd.arg("worker").args(["--listen", "127.0.0.1:0", "--cores", "1", "--memory", "256MiB"]);
+        cmd.arg("--data-dir").arg(dir);
+        if let Some(b) = bootstrap {
+            cmd.arg("--bootstrap").arg(b.to_string());
+        }
+        let mut child = cmd.stdout(Stdio::piped()).stderr(Stdio::null()).spawn().unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let (tx, lines) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            use std::io::BufRead;
+            for line in std::io::BufReader::new(stdout).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    return;
+                }
+            }
+        });
+        let next = || lines.recv_timeout(std::time::Duration::from_secs(60)).unwrap();
+        let id = next().strip_prefix("peer ").unwrap().to_string();
+        let addr = next().strip_prefix("listening ").unwrap().parse().unwrap();
+        let donating = next();
+        assert!(donating.starts_with("donating 1 cores, 256 MiB of task memory"), "{donating}");
+        Worker { child, lines, id, addr }
+    }
+
+    /// Sends SIGTERM and returns the exit status and the remaining stdout lines.
+    fn terminate(mut self) -> (std::process::ExitStatus, Vec<String>) {
+        let pid = self.child.id().to_string();
+        assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+        let status = self.child.wait().unwrap();
+        (status, self.lines.iter().collect())
+    }
+}
+
+#[test]
+fn workers_form_a_swarm_run_a_submitted_job_and_leave_on_sigterm() {
+    use shoal_core::ids::BlobHash;
+    use shoal_core::job::{Job, TaskSpec};
+
+    let dir = tempfile::tempdir().unwrap();
+    let first = Worker::start(&dir.path().join("w0"), None);
+    let mut workers = vec![Worker::start(&dir.path().join("w1"), Some(first.addr))];
+    workers.push(Worker::start(&dir.path().join("w2"), Some(first.addr)));
+    workers.insert(0, first);
+
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    rt.block_on(async {
+        // A submitting peer in this process joins through the first worker and sees all three.
+        let mut cfg = shoal_node::Config::new(dir.path().join("submitter"));
+        cfg.net.bootstrap = vec![workers[0].addr];
+        let peer = shoal_node::Peer::start(cfg).await.unwrap();
+        let ids: Vec<String> = workers.iter().map(|w| w.id.clone()).collect();
+        tokio::time::timeout(std::time::Duration::from_secs(60), async {
+            while !ids.iter().all(|id| peer.node().view().iter().any(|e| e.id.to_string() == *id)) {
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            }
+        })
+        .await
+        .expect("the workers never all showed up in the view");
+
+        let primes = std::fs::read(job("primes")).unwrap();
+        let sum = std::fs::read(job("sum")).unwrap();
+        let (p, s) = (BlobHash::of(&primes), BlobHash::of(&sum));
+        let mut specs: Vec<TaskSpec> = (0..6u64)
+            .map(|k| TaskSpec {
+                args: vec![(k * 1_000_000).to_string(), ((k + 1) * 1_000_000).to_string()],
+                ..TaskSpec::new(format!("p{k}"), p)
+            })
+            .collect();
+        let mut total = TaskSpec::new("total", s);
+        for k in 0..6 {
+            total = total.after(format!("p{k}"));
+        }
+        specs.push(total);
+        let handle = peer
+            .submit(Job::new(specs).unwrap(), std::collections::HashMap::from([(p, primes), (s, sum)]))
+            .await
+            .unwrap();
+        let out =
+            tokio::time::timeout(std::time::Duration::from_secs(120), handle.wait()).await.unwrap().unwrap();
+        // π(6·10^6) = 412,849.
+        assert_eq!(out.get("total"), Some(&b"412849\n"[..]));
+        assert!(out.progress.peers_used >= 2, "{:?}", out.progress);
+        peer.shutdown().await;
+    });
+
+    for w in workers {
+        let (status, lines) = w.terminate();
+        assert!(status.success(), "{status:?} {lines:?}");
+        assert_eq!(lines.last().map(String::as_str), Some("stopped"), "{lines:?}");
+    }
+}
