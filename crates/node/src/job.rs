@@ -2,11 +2,11 @@
 //! submission and a job can end with; plus the owner-side record that feeds them.
 //!
 //! Invariants: a job's result is sent exactly once — `Ok` only when the owner reported
-//! [`JobDone`](shoal_core::sched::OwnerEvent::JobDone) *and* the bytes of every sink output are
+//! [`JobDone`](shoal_core::sched::OwnerEvent::JobDone) *and* the bytes of every wanted output are
 //! on the owning peer; `Err` at the first task that failed for good, on cancellation, or (by the
 //! sender being dropped) when the owning peer stops.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::time::{Duration, Instant};
 
 use shoal_core::ids::{BlobHash, JobId, TaskIndex};
@@ -45,7 +45,8 @@ impl From<Progress> for JobProgress {
 /// A finished job's results.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct JobOutputs {
-    /// The output of every sink task (one no other task consumes), by task name.
+    /// The output of every wanted task (by default the sinks: tasks no other task consumes), by
+    /// task name.
     pub outputs: BTreeMap<String, Vec<u8>>,
     /// Progress at the end (peers used, tasks).
     pub progress: JobProgress,
@@ -54,7 +55,7 @@ pub struct JobOutputs {
 }
 
 impl JobOutputs {
-    /// The output of sink task `name`.
+    /// The output of task `name`, if it was wanted.
     pub fn get(&self, name: &str) -> Option<&[u8]> {
         self.outputs.get(name).map(Vec::as_slice)
     }
@@ -73,7 +74,7 @@ pub enum JobError {
         /// What the executing peer reported.
         reason: String,
     },
-    /// A sink's output could not be fetched from any peer holding it.
+    /// A wanted output could not be fetched from any peer holding it.
     #[error("the output of task {name:?} could not be fetched: {reason}")]
     OutputLost {
         /// The task's name.
@@ -111,6 +112,9 @@ pub enum SubmitError {
     /// The blob store refused a blob.
     #[error("cannot store a blob of the job: {0}")]
     Store(#[from] shoal_net::BlobError),
+    /// A wanted output names a task the job does not have.
+    #[error("the job has no task #{0} (asked for its output)")]
+    UnknownTask(u32),
     /// The peer is stopping or stopped.
     #[error("the peer is shut down")]
     PeerStopped,
@@ -141,7 +145,7 @@ impl JobHandle {
         self.progress.clone()
     }
 
-    /// Waits for the job to end; returns the outputs of its sink tasks.
+    /// Waits for the job to end; returns the outputs of the wanted tasks.
     pub async fn wait(self) -> Result<JobOutputs, JobError> {
         self.result.await.unwrap_or(Err(JobError::PeerStopped))
     }
@@ -158,6 +162,8 @@ impl JobHandle {
 #[derive(Debug)]
 pub(crate) struct Tracker {
     pub(crate) started: Instant,
+    /// Tasks whose outputs the submitter wants, fetched here as each is done.
+    pub(crate) wanted: HashSet<TaskIndex>,
     pub(crate) progress: watch::Sender<JobProgress>,
     pub(crate) result: Option<oneshot::Sender<Result<JobOutputs, JobError>>>,
     /// Sink outputs on hand.
@@ -170,11 +176,13 @@ pub(crate) struct Tracker {
 
 impl Tracker {
     pub(crate) fn new(
+        wanted: Vec<TaskIndex>,
         progress: watch::Sender<JobProgress>,
         result: oneshot::Sender<Result<JobOutputs, JobError>>,
     ) -> Self {
         Tracker {
             started: Instant::now(),
+            wanted: wanted.into_iter().collect(),
             progress,
             result: Some(result),
             outputs: BTreeMap::new(),

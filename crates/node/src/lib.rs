@@ -13,7 +13,8 @@
 //!   store (small ones also travel inline).
 //! - [`Peer::submit`] makes this peer the owner of a job: its module and literal-input bytes are
 //!   stored and served here, and the returned [`JobHandle`] reports progress, the outputs of the
-//!   sink tasks, a typed [`JobError`], or cancellation.
+//!   sink tasks (or of the tasks asked for with [`Peer::submit_with_outputs`]), a typed
+//!   [`JobError`], or cancellation.
 //!
 //! This crate is not the command line (`shoal worker` lives in `shoal-worker`) nor the job-file
 //! format (`shoal-sdk`).

@@ -6,7 +6,7 @@
 //! `handle_*` call, and after **every** call [`Actor::drain`] takes every output: messages (to
 //! this peer: delivered locally, in order; to others: sent over QUIC), tasks to run (handed to
 //! the [`Executor`]), timers (kept in a heap, fired by one sleep until the earliest; stale tokens
-//! are the machines' business) and owner events (sink outputs fetched to this peer, results sent
+//! are the machines' business) and owner events (wanted outputs fetched to this peer, results sent
 //! to the [`JobHandle`]).
 //!
 //! Shutdown is structured: cancelling the token ends the loop; the network node then leaves the
@@ -195,11 +195,27 @@ impl Peer {
     /// Submits `job`, owned by this peer. `blobs` holds the bytes of its modules and literal
     /// inputs by hash (blobs already stored on this peer may be left out); they are stored here
     /// and served to executors, which fetch them by hash.
+    /// [`JobHandle::wait`] returns the outputs of the job's sink tasks.
     pub async fn submit(
         &self,
         job: Job,
         blobs: HashMap<BlobHash, Vec<u8>>,
     ) -> Result<JobHandle, SubmitError> {
+        let sinks = job.sinks().collect();
+        self.submit_with_outputs(job, blobs, sinks).await
+    }
+
+    /// Like [`Peer::submit`], but [`JobHandle::wait`] returns the outputs of the tasks `wanted`
+    /// (each fetched to this peer as soon as the task is done).
+    pub async fn submit_with_outputs(
+        &self,
+        job: Job,
+        blobs: HashMap<BlobHash, Vec<u8>>,
+        wanted: Vec<TaskIndex>,
+    ) -> Result<JobHandle, SubmitError> {
+        if let Some(bad) = wanted.iter().find(|i| i.0 as usize >= job.len()) {
+            return Err(SubmitError::UnknownTask(bad.0));
+        }
         for (hash, bytes) in &blobs {
             let actual = BlobHash::of(bytes);
             if actual != *hash {
@@ -225,7 +241,7 @@ impl Peer {
         let total = job.len();
         let (progress_tx, progress_rx) = watch::channel(JobProgress { total, ..JobProgress::default() });
         let (result_tx, result_rx) = oneshot::channel();
-        let tracker = Tracker::new(progress_tx, result_tx);
+        let tracker = Tracker::new(wanted, progress_tx, result_tx);
         self.cmd
             .send(Cmd::Submit { id, job: Box::new(job), tracker })
             .await
@@ -273,7 +289,7 @@ struct Finished {
     outcome: TaskOutcome,
 }
 
-/// A sink output fetched to this peer (or not).
+/// A wanted output fetched to this peer (or not).
 #[derive(Debug)]
 struct Fetched {
     job: JobId,
@@ -585,8 +601,8 @@ impl Actor {
         let _enter = span.enter();
         match event {
             OwnerEvent::TaskDone(i) => {
-                if entry.owner.job().children(i).is_empty() {
-                    self.fetch_sink(job, i);
+                if entry.tracker.wanted.contains(&i) {
+                    self.fetch_output(job, i);
                 }
             }
             OwnerEvent::Mismatch(i) => warn!(task = i.0, "two runs of a task disagree"),
@@ -606,8 +622,8 @@ impl Actor {
         self.settle(job);
     }
 
-    /// Brings a sink's output to this peer.
-    fn fetch_sink(&mut self, job: JobId, i: TaskIndex) {
+    /// Brings a wanted output to this peer.
+    fn fetch_output(&mut self, job: JobId, i: TaskIndex) {
         let Some(entry) = self.jobs.get_mut(&job) else { return };
         let TaskState::Done { output, holders } = entry.owner.state(i) else { return };
         if let Some(bytes) = &output.inline {

@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use std::path::Path;
 use std::time::Duration;
 
-use shoal_core::ids::BlobHash;
+use shoal_core::ids::{BlobHash, TaskIndex};
 use shoal_core::job::{InputSpec, Job, TaskSpec};
 use shoal_node::{Config, JobError, Peer};
 
@@ -86,12 +86,15 @@ fn primes_job(hi: u64, ranges: u64) -> (Job, HashMap<BlobHash, Vec<u8>>) {
 async fn a_swarm_runs_a_dag_to_the_right_result() {
     let s = swarm(3).await;
     let (job, blobs) = primes_job(10_000_000, 8);
-    let handle = s.peers[0].submit(job, blobs).await.unwrap();
+    let index = |name: &str| job.tasks().iter().position(|t| t.name == name).unwrap() as u32;
+    let wanted = vec![TaskIndex(index("left")), TaskIndex(index("total"))];
+    let handle = s.peers[0].submit_with_outputs(job, blobs, wanted).await.unwrap();
     let progress = handle.watch_progress();
     let out = tokio::time::timeout(PATIENCE, handle.wait()).await.unwrap().unwrap();
-    // π(10^7) = 664,579.
+    // π(10^7) = 664,579 and π(5·10^6) = 348,513.
     assert_eq!(out.get("total"), Some(&b"664579\n"[..]));
-    assert_eq!(out.outputs.len(), 1, "only the sink's output comes back");
+    assert_eq!(out.get("left"), Some(&b"348513\n"[..]));
+    assert_eq!(out.outputs.len(), 2, "only the wanted outputs come back");
     assert_eq!(out.progress.done, 11);
     assert_eq!(out.progress.total, 11);
     assert!(out.progress.peers_used >= 2, "the owner spread the work: {:?}", out.progress);
