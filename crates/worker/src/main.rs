@@ -1,6 +1,7 @@
 //! `shoal`: the command-line front of Shoal, a volunteer computing swarm of WebAssembly tasks.
 
 mod cmd_run;
+mod cmd_submit;
 mod cmd_worker;
 mod units;
 
@@ -24,6 +25,8 @@ enum Command {
     Sim(shoal_sim::cli::SimArgs),
     /// Join a swarm and donate idle CPU: run others' tasks until SIGINT or SIGTERM.
     Worker(cmd_worker::WorkerArgs),
+    /// Submit a job file to the swarm, wait for it and write its outputs.
+    Submit(cmd_submit::SubmitArgs),
 }
 
 fn main() -> ExitCode {
@@ -38,6 +41,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Run(args) => cmd_run::run(args),
         Command::Worker(args) => cmd_worker::run(args),
+        Command::Submit(args) => cmd_submit::run(args),
         Command::Sim(args) => {
             let mut stdout = std::io::stdout().lock();
             shoal_sim::cli::run(&args, &mut stdout).map(|_| 0).map_err(anyhow::Error::from)

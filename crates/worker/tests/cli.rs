@@ -262,9 +262,60 @@ fn workers_form_a_swarm_run_a_submitted_job_and_leave_on_sigterm() {
         peer.shutdown().await;
     });
 
+    // The same through `shoal submit` and a job file.
+    let file = primes_job_file(dir.path());
+    let out_dir = dir.path().join("out");
+    let out = shoal()
+        .arg("submit")
+        .arg(&file)
+        .args(["--bootstrap", &workers[1].addr.to_string(), "--json", "--out"])
+        .arg(&out_dir)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let summary: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(summary["status"], "ok", "{summary}");
+    assert_eq!(summary["tasks"], 11, "{summary}");
+    assert_eq!(std::fs::read(out_dir.join("total")).unwrap(), b"664579\n");
+
     for w in workers {
         let (status, lines) = w.terminate();
         assert!(status.success(), "{status:?} {lines:?}");
         assert_eq!(lines.last().map(String::as_str), Some("stopped"), "{lines:?}");
     }
+}
+
+/// Prime counting below 10^7 in 10 ranges, summed (π(10^7) = 664,579).
+fn primes_job_file(dir: &Path) -> PathBuf {
+    let wasm = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../jobs/wasm");
+    let text = format!(
+        "[modules]\nprimes = {:?}\nsum = {:?}\n\n[[task]]\nname = \"range-{{i}}\"\nfor = \"i in 0..10\"\n\
+         module = \"primes\"\nargs = [\"{{i * 1000000}}\", \"{{(i + 1) * 1000000}}\"]\n\n[[task]]\n\
+         name = \"total\"\nmodule = \"sum\"\ninputs = [{{ task = \"range-{{i}}\", for = \"i in 0..10\" }}]\n",
+        wasm.join("primes.wasm"),
+        wasm.join("sum.wasm"),
+    );
+    let path = dir.join("primes.toml");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+#[test]
+fn submit_alone_runs_locally_and_an_unreachable_bootstrap_is_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = primes_job_file(dir.path());
+    let out = shoal().arg("submit").arg(&file).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(out.stdout, b"664579\n");
+
+    // Nobody listens on the discard port.
+    let out = shoal()
+        .arg("submit")
+        .arg(&file)
+        .args(["--bootstrap", "127.0.0.1:9", "--join-timeout", "1s"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("no peer answered at 127.0.0.1:9"), "{stderr}");
 }
