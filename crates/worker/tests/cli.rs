@@ -319,3 +319,69 @@ fn submit_alone_runs_locally_and_an_unreachable_bootstrap_is_a_clear_error() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("no peer answered at 127.0.0.1:9"), "{stderr}");
 }
+
+#[test]
+fn a_worker_killed_with_sigkill_mid_job_loses_nothing_but_time() {
+    use shoal_core::ids::BlobHash;
+    use shoal_core::job::{Job, TaskSpec};
+
+    let dir = tempfile::tempdir().unwrap();
+    let first = Worker::start(&dir.path().join("w0"), None);
+    let mut workers = vec![Worker::start(&dir.path().join("w1"), Some(first.addr))];
+    workers.push(Worker::start(&dir.path().join("w2"), Some(first.addr)));
+    workers.insert(0, first);
+
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    rt.block_on(async {
+        let mut cfg = shoal_node::Config::new(dir.path().join("submitter"));
+        cfg.net.bootstrap = vec![workers[0].addr];
+        let peer = shoal_node::Peer::start(cfg).await.unwrap();
+        let ids: Vec<String> = workers.iter().map(|w| w.id.clone()).collect();
+        tokio::time::timeout(std::time::Duration::from_secs(60), async {
+            while !ids.iter().all(|id| peer.node().view().iter().any(|e| e.id.to_string() == *id)) {
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            }
+        })
+        .await
+        .expect("the workers never all showed up in the view");
+
+        let primes = std::fs::read(job("primes")).unwrap();
+        let sum = std::fs::read(job("sum")).unwrap();
+        let (p, s) = (BlobHash::of(&primes), BlobHash::of(&sum));
+        let n = 16u64;
+        let step = 100_000_000 / n;
+        let mut specs: Vec<TaskSpec> = (0..n)
+            .map(|k| TaskSpec {
+                args: vec![(k * step).to_string(), ((k + 1) * step).to_string()],
+                ..TaskSpec::new(format!("p{k}"), p)
+            })
+            .collect();
+        let mut total = TaskSpec::new("total", s);
+        for k in 0..n {
+            total = total.after(format!("p{k}"));
+        }
+        specs.push(total);
+        let handle = peer
+            .submit(Job::new(specs).unwrap(), std::collections::HashMap::from([(p, primes), (s, sum)]))
+            .await
+            .unwrap();
+        // Once work is out on the peers, SIGKILL a worker: no goodbye, no closed connections.
+        let mut progress = handle.watch_progress();
+        progress.wait_for(|p| p.running >= 2).await.unwrap();
+        let pid = workers[1].child.id().to_string();
+        assert!(Command::new("kill").args(["-KILL", &pid]).status().unwrap().success());
+        let out =
+            tokio::time::timeout(std::time::Duration::from_secs(120), handle.wait()).await.unwrap().unwrap();
+        // π(10^8) = 5,761,455.
+        assert_eq!(out.get("total"), Some(&b"5761455\n"[..]));
+        peer.shutdown().await;
+    });
+
+    let killed = workers.remove(1);
+    let mut child = killed.child;
+    assert!(!child.wait().unwrap().success());
+    for w in workers {
+        let (status, lines) = w.terminate();
+        assert!(status.success(), "{status:?} {lines:?}");
+    }
+}
