@@ -503,18 +503,15 @@ async fn run_driver(
             timer_seq += 1;
             timers.insert((at, timer_seq), timer);
         }
-        let mut changed = false;
         while let Some(ev) = m.poll_event() {
-            changed = true;
             if let Event::Added(e) = ev {
                 inner.note_addr(e.id, e.addr);
             }
             let _ = inner.events.send(ev);
         }
-        if changed {
-            *inner.view.write().unwrap_or_else(std::sync::PoisonError::into_inner) =
-                m.view().copied().collect();
-        }
+        // Published after every step, not only on view events: probes and shuffles refresh the
+        // load hints of entries that stay in the view, and thieves need the fresh ones.
+        *inner.view.write().unwrap_or_else(std::sync::PoisonError::into_inner) = m.view().copied().collect();
         if let Some(tx) = pending_leave.take() {
             for h in leave_sends {
                 let _ = h.await;

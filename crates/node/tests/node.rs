@@ -30,7 +30,7 @@ struct Swarm {
 }
 
 /// Starts `n` one-core peers joined through the first, and waits until every peer sees every
-/// other one.
+/// other one with a free slot.
 async fn swarm(n: usize) -> Swarm {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
@@ -50,7 +50,7 @@ async fn swarm(n: usize) -> Swarm {
         loop {
             let ready = peers.iter().all(|p| {
                 let view = p.node().view();
-                view.len() == n - 1
+                view.len() == n - 1 && view.iter().all(|e| e.hints.free_slots > 0)
             });
             if ready {
                 break;
