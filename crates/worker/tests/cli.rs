@@ -166,6 +166,13 @@ fn sim_prints_a_json_summary() {
     assert!(v["ratio"].as_f64().unwrap() >= 1.0);
 }
 
+/// Sends `sig` to a child process.
+fn signal(child: &std::process::Child, sig: libc::c_int) {
+    let pid = libc::pid_t::try_from(child.id()).unwrap();
+    // SAFETY: kill(2) with the pid of a child we have not reaped yet.
+    assert_eq!(unsafe { libc::kill(pid, sig) }, 0);
+}
+
 /// A `shoal worker` process and its stdout lines, read on a thread.
 struct Worker {
     child: std::process::Child,
@@ -203,8 +210,7 @@ impl Worker {
 
     /// Sends SIGTERM and returns the exit status and the remaining stdout lines.
     fn terminate(mut self) -> (std::process::ExitStatus, Vec<String>) {
-        let pid = self.child.id().to_string();
-        assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+        signal(&self.child, libc::SIGTERM);
         let status = self.child.wait().unwrap();
         (status, self.lines.iter().collect())
     }
@@ -368,8 +374,7 @@ fn a_worker_killed_with_sigkill_mid_job_loses_nothing_but_time() {
         // Once work is out on the peers, SIGKILL a worker: no goodbye, no closed connections.
         let mut progress = handle.watch_progress();
         progress.wait_for(|p| p.running >= 2).await.unwrap();
-        let pid = workers[1].child.id().to_string();
-        assert!(Command::new("kill").args(["-KILL", &pid]).status().unwrap().success());
+        signal(&workers[1].child, libc::SIGKILL);
         let out =
             tokio::time::timeout(std::time::Duration::from_secs(120), handle.wait()).await.unwrap().unwrap();
         // π(10^8) = 5,761,455.
