@@ -2,8 +2,10 @@
 //! priority and serves steals and blobs until SIGINT or SIGTERM, then leaves gracefully.
 //!
 //! On start it prints, one per line on stdout, `peer <id>`, `listening <addr>` and
-//! `donating <cores> cores, <memory> of task memory (<priority>)`; scripts and tests wait for
-//! these lines. The exit status is 0 after a signal-initiated shutdown.
+//! `donating <cores> cores, <memory> of task memory (<priority>)` and `data <dir>`, then, with
+//! `--bootstrap`, `joined the swarm` once a peer answered; scripts and tests wait for these lines.
+//! The exit status is 0 after a signal-initiated shutdown, 2 if no bootstrap peer answered within
+//! `--join-timeout`.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -37,6 +39,9 @@ pub(crate) struct WorkerArgs {
     /// A file whose contents are the swarm secret (a private swarm: peers without it cannot join).
     #[arg(long, value_name = "FILE")]
     swarm_secret: Option<PathBuf>,
+    /// With --bootstrap: give up (exit 2) if no peer answers within this time, e.g. 30s.
+    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = crate::units::parse_duration)]
+    join_timeout: std::time::Duration,
 }
 
 /// `$XDG_DATA_HOME/shoal`, else `~/.local/share/shoal`, else `./shoal-data`.
@@ -80,7 +85,8 @@ async fn serve(args: WorkerArgs) -> anyhow::Result<u8> {
         anyhow::ensure!(!secret.is_empty(), "the swarm secret file {} is empty", path.display());
         cfg.net.swarm_secret = Some(SwarmSecret::new(&secret));
     }
-    let (cores, memory) = (cfg.cores, cfg.memory);
+    let (cores, memory, joining) = (cfg.cores, cfg.memory, !cfg.net.bootstrap.is_empty());
+    let bootstrap: Vec<String> = cfg.net.bootstrap.iter().map(ToString::to_string).collect();
     let peer = Peer::start(cfg).await.context("cannot start the peer")?;
     let priority = match peer.task_priority() {
         TaskPriority::Idle => "SCHED_IDLE",
@@ -91,6 +97,19 @@ async fn serve(args: WorkerArgs) -> anyhow::Result<u8> {
     println!("listening {}", peer.local_addr());
     println!("donating {cores} cores, {} MiB of task memory ({priority})", memory >> 20);
     println!("data {}", data_dir.display());
+    if joining {
+        let joined = tokio::time::timeout(args.join_timeout, async {
+            while peer.node().view().is_empty() {
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            }
+        })
+        .await;
+        if joined.is_err() {
+            peer.kill().await;
+            anyhow::bail!("no peer answered at {} within {:?}", bootstrap.join(", "), args.join_timeout);
+        }
+        println!("joined the swarm");
+    }
 
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .context("cannot listen for SIGTERM")?;

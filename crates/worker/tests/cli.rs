@@ -205,6 +205,10 @@ impl Worker {
         let addr = next().strip_prefix("listening ").unwrap().parse().unwrap();
         let donating = next();
         assert!(donating.starts_with("donating 1 cores, 256 MiB of task memory"), "{donating}");
+        assert!(next().starts_with("data "));
+        if bootstrap.is_some() {
+            assert_eq!(next(), "joined the swarm");
+        }
         Worker { child, lines, id, addr }
     }
 
@@ -319,6 +323,17 @@ fn submit_alone_runs_locally_and_an_unreachable_bootstrap_is_a_clear_error() {
         .arg("submit")
         .arg(&file)
         .args(["--bootstrap", "127.0.0.1:9", "--join-timeout", "1s"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("no peer answered at 127.0.0.1:9"), "{stderr}");
+
+    // A worker too.
+    let out = shoal()
+        .arg("worker")
+        .args(["--listen", "127.0.0.1:0", "--bootstrap", "127.0.0.1:9", "--join-timeout", "1s", "--data-dir"])
+        .arg(dir.path().join("w"))
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
