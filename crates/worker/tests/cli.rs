@@ -183,8 +183,13 @@ struct Worker {
 
 impl Worker {
     fn start(dir: &Path, bootstrap: Option<std::net::SocketAddr>) -> Worker {
+        Worker::start_with(dir, bootstrap, &[])
+    }
+
+    fn start_with(dir: &Path, bootstrap: Option<std::net::SocketAddr>, extra: &[&std::ffi::OsStr]) -> Worker {
         let mut cmd = shoal();
         cmd.arg("worker").args(["--listen", "127.0.0.1:0", "--cores", "1", "--memory", "256MiB"]);
+        cmd.args(extra);
         cmd.arg("--data-dir").arg(dir);
         if let Some(b) = bootstrap {
             cmd.arg("--bootstrap").arg(b.to_string());
@@ -401,6 +406,49 @@ fn a_worker_killed_with_sigkill_mid_job_loses_nothing_but_time() {
     let mut child = killed.child;
     assert!(!child.wait().unwrap().success());
     for w in workers {
+        let (status, lines) = w.terminate();
+        assert!(status.success(), "{status:?} {lines:?}");
+    }
+}
+
+#[test]
+fn a_worker_with_another_swarm_secret_cannot_join() {
+    let dir = tempfile::tempdir().unwrap();
+    let (ours, theirs) = (dir.path().join("ours"), dir.path().join("theirs"));
+    std::fs::write(&ours, "our swarm").unwrap();
+    std::fs::write(&theirs, "another swarm").unwrap();
+    let secret = |f: &Path| [std::ffi::OsStr::new("--swarm-secret"), f.as_os_str()].map(|s| s.to_os_string());
+    let [flag, file] = secret(&ours);
+    let first = Worker::start_with(&dir.path().join("w0"), None, &[&flag, &file]);
+    // Same secret: joins.
+    let friend = Worker::start_with(&dir.path().join("w1"), Some(first.addr), &[&flag, &file]);
+    // Another secret: refused at the handshake, so it never joins nor receives a task.
+    let [flag2, file2] = secret(&theirs);
+    let mut child = shoal()
+        .arg("worker")
+        .args(["--listen", "127.0.0.1:0", "--join-timeout", "2s", "--bootstrap", &first.addr.to_string()])
+        .arg(&flag2)
+        .arg(&file2)
+        .arg("--data-dir")
+        .arg(dir.path().join("w2"))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // It must exit on its own; one that joined would run until signalled.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while child.try_wait().unwrap().is_none() {
+        if std::time::Instant::now() > deadline {
+            child.kill().unwrap();
+            panic!("a worker with another swarm secret joined the swarm");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", String::from_utf8_lossy(&out.stdout));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("no peer answered"), "{stderr}");
+    for w in [friend, first] {
         let (status, lines) = w.terminate();
         assert!(status.success(), "{status:?} {lines:?}");
     }
