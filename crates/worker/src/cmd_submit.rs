@@ -77,21 +77,50 @@ pub(crate) fn run(args: SubmitArgs) -> anyhow::Result<u8> {
     write_results(&args, tasks, outcome)
 }
 
-type Outcome = Result<JobOutputs, shoal_node::JobError>;
+pub(crate) type Outcome = Result<JobOutputs, shoal_node::JobError>;
 
 async fn submit(
     args: &SubmitArgs,
     dir: &Path,
     compiled: shoal_sdk::CompiledJob,
 ) -> anyhow::Result<(usize, Outcome)> {
+    let how = SubmitOptions {
+        bootstrap: args.bootstrap.clone(),
+        cores: args.cores,
+        join_timeout: args.join_timeout,
+        show_progress: !args.json && std::io::IsTerminal::is_terminal(&std::io::stderr()),
+    };
+    submit_compiled(&how, dir, compiled).await
+}
+
+/// How [`submit_compiled`] joins the swarm.
+#[derive(Debug)]
+pub(crate) struct SubmitOptions {
+    /// Peers to join through; none runs the job on the submitting peer alone.
+    pub(crate) bootstrap: Vec<SocketAddr>,
+    /// Cores the submitting peer donates (0: it only owns the job).
+    pub(crate) cores: u32,
+    /// How long to wait for a bootstrap peer to answer.
+    pub(crate) join_timeout: Duration,
+    /// Show a progress line on stderr.
+    pub(crate) show_progress: bool,
+}
+
+/// Starts a peer in `dir` that joins the swarm, owns `compiled` and waits for it; returns the
+/// number of tasks and the job's outcome.
+pub(crate) async fn submit_compiled(
+    how: &SubmitOptions,
+    dir: &Path,
+    compiled: shoal_sdk::CompiledJob,
+) -> anyhow::Result<(usize, Outcome)> {
     let mut cfg = Config::new(dir);
-    cfg.cores = args.cores;
-    cfg.memory = u64::from(args.cores.max(1)) * (256 << 20);
+    cfg.cores = how.cores;
+    cfg.memory = u64::from(how.cores.max(1)) * (256 << 20);
     cfg.net.listen = SocketAddr::from(([0, 0, 0, 0], 0));
-    cfg.net.bootstrap = args.bootstrap.clone();
+    cfg.net.bootstrap = how.bootstrap.clone();
     let peer = Peer::start(cfg).await.context("cannot start the submitting peer")?;
-    if !args.bootstrap.is_empty() {
-        let joined = tokio::time::timeout(args.join_timeout, async {
+    if !how.bootstrap.is_empty() {
+        let joined = tokio::time::timeout(how.join_timeout, async {
             while peer.node().view().is_empty() {
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
@@ -99,15 +128,15 @@ async fn submit(
         .await;
         if joined.is_err() {
             peer.kill().await;
-            let addrs: Vec<String> = args.bootstrap.iter().map(ToString::to_string).collect();
-            anyhow::bail!("no peer answered at {} within {:?}", addrs.join(", "), args.join_timeout);
+            let addrs: Vec<String> = how.bootstrap.iter().map(ToString::to_string).collect();
+            anyhow::bail!("no peer answered at {} within {:?}", addrs.join(", "), how.join_timeout);
         }
     }
     let tasks = compiled.job.len();
     let wanted = compiled.outputs.iter().map(|(_, i)| *i).collect();
     let handle = peer.submit_with_outputs(compiled.job, compiled.blobs, wanted).await?;
     let mut progress = handle.watch_progress();
-    let reporter = (!args.json).then(|| {
+    let reporter = how.show_progress.then(|| {
         tokio::spawn(async move {
             while progress.changed().await.is_ok() {
                 let p = *progress.borrow_and_update();

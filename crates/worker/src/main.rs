@@ -1,5 +1,6 @@
 //! `shoal`: the command-line front of Shoal, a volunteer computing swarm of WebAssembly tasks.
 
+mod cmd_demo;
 mod cmd_run;
 mod cmd_submit;
 mod cmd_worker;
@@ -27,6 +28,8 @@ enum Command {
     Worker(cmd_worker::WorkerArgs),
     /// Submit a job file to the swarm, wait for it and write its outputs.
     Submit(cmd_submit::SubmitArgs),
+    /// Start a swarm of worker processes on this machine and compute a Mandelbrot PNG with it.
+    Demo(cmd_demo::DemoArgs),
 }
 
 fn main() -> ExitCode {
@@ -42,6 +45,7 @@ fn main() -> ExitCode {
         Command::Run(args) => cmd_run::run(args),
         Command::Worker(args) => cmd_worker::run(args),
         Command::Submit(args) => cmd_submit::run(args),
+        Command::Demo(args) => cmd_demo::run(args),
         Command::Sim(args) => {
             let mut stdout = std::io::stdout().lock();
             shoal_sim::cli::run(&args, &mut stdout).map(|_| 0).map_err(anyhow::Error::from)

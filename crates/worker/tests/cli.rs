@@ -453,3 +453,30 @@ fn a_worker_with_another_swarm_secret_cannot_join() {
         assert!(status.success(), "{status:?} {lines:?}");
     }
 }
+
+#[test]
+fn demo_computes_a_png_on_a_swarm_of_worker_processes_and_stops_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = shoal()
+        .args(["demo", "--peers", "2", "--size", "96", "--tile", "32", "--iterations", "100", "--out"])
+        .arg(dir.path())
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.contains("10 tasks (3x3 tiles + stitch)"), "{stdout}");
+    let png = std::fs::read(dir.path().join("mandelbrot.png")).unwrap();
+    assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n");
+    assert_eq!(u32::from_be_bytes(png[16..20].try_into().unwrap()), 96, "width");
+    assert_eq!(u32::from_be_bytes(png[20..24].try_into().unwrap()), 96, "height");
+    // The first tile rendered locally is in the swarm's image, byte for byte (deterministic tasks;
+    // the stitcher writes uncompressed deflate blocks, so the first pixel row appears verbatim).
+    let tile = run_with_stdin(
+        shoal().arg("run").arg(job("mandelbrot")).args(["--", "96", "96", "32", "0", "0", "100"]),
+        b"",
+    );
+    assert_eq!(tile.stdout.len(), 32 * 32 * 3);
+    let first_row = &tile.stdout[..32 * 3];
+    assert!(png.windows(first_row.len()).any(|w| w == first_row), "tile (0,0) row 0 is in the PNG");
+}
