@@ -225,31 +225,43 @@ impl Worker {
     }
 }
 
+/// Three `shoal worker` processes on loopback, the last two bootstrapping from the first.
+fn three_workers(dir: &Path) -> Vec<Worker> {
+    let first = Worker::start(&dir.join("w0"), None);
+    let second = Worker::start(&dir.join("w1"), Some(first.addr));
+    let third = Worker::start(&dir.join("w2"), Some(first.addr));
+    vec![first, second, third]
+}
+
+/// A submitting peer in this process that joins through the first worker; returns once every
+/// worker is in its view.
+async fn submitter_seeing(dir: &Path, workers: &[Worker]) -> shoal_node::Peer {
+    let mut cfg = shoal_node::Config::new(dir);
+    cfg.net.bootstrap = vec![workers[0].addr];
+    let peer = shoal_node::Peer::start(cfg).await.unwrap();
+    let ids: Vec<String> = workers.iter().map(|w| w.id.clone()).collect();
+    tokio::time::timeout(std::time::Duration::from_secs(60), async {
+        while !ids.iter().all(|id| peer.node().view().iter().any(|e| e.id.to_string() == *id)) {
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("the workers never all showed up in the view");
+    peer
+}
+
 #[test]
 fn workers_form_a_swarm_run_a_submitted_job_and_leave_on_sigterm() {
     use shoal_core::ids::BlobHash;
     use shoal_core::job::{Job, TaskSpec};
 
     let dir = tempfile::tempdir().unwrap();
-    let first = Worker::start(&dir.path().join("w0"), None);
-    let mut workers = vec![Worker::start(&dir.path().join("w1"), Some(first.addr))];
-    workers.push(Worker::start(&dir.path().join("w2"), Some(first.addr)));
-    workers.insert(0, first);
+    let workers = three_workers(dir.path());
 
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
     rt.block_on(async {
         // A submitting peer in this process joins through the first worker and sees all three.
-        let mut cfg = shoal_node::Config::new(dir.path().join("submitter"));
-        cfg.net.bootstrap = vec![workers[0].addr];
-        let peer = shoal_node::Peer::start(cfg).await.unwrap();
-        let ids: Vec<String> = workers.iter().map(|w| w.id.clone()).collect();
-        tokio::time::timeout(std::time::Duration::from_secs(60), async {
-            while !ids.iter().all(|id| peer.node().view().iter().any(|e| e.id.to_string() == *id)) {
-                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-            }
-        })
-        .await
-        .expect("the workers never all showed up in the view");
+        let peer = submitter_seeing(&dir.path().join("submitter"), &workers).await;
 
         let primes = std::fs::read(job("primes")).unwrap();
         let sum = std::fs::read(job("sum")).unwrap();
@@ -352,24 +364,11 @@ fn a_worker_killed_with_sigkill_mid_job_loses_nothing_but_time() {
     use shoal_core::job::{Job, TaskSpec};
 
     let dir = tempfile::tempdir().unwrap();
-    let first = Worker::start(&dir.path().join("w0"), None);
-    let mut workers = vec![Worker::start(&dir.path().join("w1"), Some(first.addr))];
-    workers.push(Worker::start(&dir.path().join("w2"), Some(first.addr)));
-    workers.insert(0, first);
+    let mut workers = three_workers(dir.path());
 
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
     rt.block_on(async {
-        let mut cfg = shoal_node::Config::new(dir.path().join("submitter"));
-        cfg.net.bootstrap = vec![workers[0].addr];
-        let peer = shoal_node::Peer::start(cfg).await.unwrap();
-        let ids: Vec<String> = workers.iter().map(|w| w.id.clone()).collect();
-        tokio::time::timeout(std::time::Duration::from_secs(60), async {
-            while !ids.iter().all(|id| peer.node().view().iter().any(|e| e.id.to_string() == *id)) {
-                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-            }
-        })
-        .await
-        .expect("the workers never all showed up in the view");
+        let peer = submitter_seeing(&dir.path().join("submitter"), &workers).await;
 
         let primes = std::fs::read(job("primes")).unwrap();
         let sum = std::fs::read(job("sum")).unwrap();
