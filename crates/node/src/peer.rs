@@ -353,6 +353,9 @@ impl Actor {
                     }
                     let now = self.now();
                     self.sched.handle_task_finished(now, f.task, f.attempt, f.outcome, &mut self.rng);
+                    // Published before the report goes out, so whoever learns of the result from
+                    // the owner already sees this run counted here.
+                    self.publish_status();
                     self.drain();
                 }
                 inbound = io.inbox.recv() => match inbound {
@@ -369,19 +372,23 @@ impl Actor {
                 () = sleep, if next.is_some() => self.fire_timers(),
                 _ = tick.tick() => self.refresh_view().await,
             }
-            let status = PeerStatus {
-                running: self.sched.running(),
-                queued: self.sched.load().ready_tasks,
-                tasks_done: self.tasks_done,
-                fuel_used: self.fuel_used,
-                jobs: self.jobs.len(),
-            };
-            self.status.send_if_modified(|old| std::mem::replace(old, status) != status);
+            self.publish_status();
         }
         for (_, mut entry) in self.jobs.drain() {
             entry.tracker.finish(Err(JobError::PeerStopped));
         }
         debug!("peer actor stopped");
+    }
+
+    fn publish_status(&self) {
+        let status = PeerStatus {
+            running: self.sched.running(),
+            queued: self.sched.load().ready_tasks,
+            tasks_done: self.tasks_done,
+            fuel_used: self.fuel_used,
+            jobs: self.jobs.len(),
+        };
+        self.status.send_if_modified(|old| std::mem::replace(old, status) != status);
     }
 
     fn on_inbound(&mut self, inbound: Inbound) {
