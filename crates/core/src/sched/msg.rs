@@ -156,15 +156,33 @@ pub enum SchedMsg {
         /// Why.
         kind: FailureKind,
     },
+    /// Holder → owner: these queued attempts of `job`'s tasks are handed back unrun, because the
+    /// holder is leaving the swarm. The owner re-issues them elsewhere at once (it is not a fault)
+    /// and places nothing more on the holder.
+    Release {
+        /// The job.
+        job: JobId,
+        /// `(task, attempt, hops)`: `hops` as carried by the descriptor (orders it against claims).
+        tasks: Vec<(TaskIndex, u32, u32)>,
+    },
+    /// Owner → a peer holding some of `job`'s tasks: the job is over (cancelled or failed); drop
+    /// its queued tasks.
+    Cancel {
+        /// The job.
+        job: JobId,
+    },
 }
 
 impl SchedMsg {
     /// The job whose owner must handle this message, or `None` if the peer scheduler handles it.
     pub fn owner_job(&self) -> Option<JobId> {
         match self {
-            SchedMsg::Claim { job, .. } => Some(*job),
+            SchedMsg::Claim { job, .. } | SchedMsg::Release { job, .. } => Some(*job),
             SchedMsg::Done { task, .. } | SchedMsg::Failed { task, .. } => Some(task.job),
-            SchedMsg::Assign { .. } | SchedMsg::Steal { .. } | SchedMsg::Stolen { .. } => None,
+            SchedMsg::Assign { .. }
+            | SchedMsg::Steal { .. }
+            | SchedMsg::Stolen { .. }
+            | SchedMsg::Cancel { .. } => None,
         }
     }
 
@@ -212,5 +230,11 @@ mod tests {
         let steal = SchedMsg::Steal { max: 4, load: LoadHint::default() };
         assert_eq!(steal.owner_job(), None);
         assert!(SchedMsg::from_bytes(&bytes[..bytes.len() / 2]).is_err());
+        let release = SchedMsg::Release { job: JobId(7), tasks: vec![(TaskIndex(3), 2, 1)] };
+        assert_eq!(SchedMsg::from_bytes(&release.to_bytes()).unwrap(), release);
+        assert_eq!(release.owner_job(), Some(JobId(7)), "a release goes to the job's owner");
+        let cancel = SchedMsg::Cancel { job: JobId(7) };
+        assert_eq!(SchedMsg::from_bytes(&cancel.to_bytes()).unwrap(), cancel);
+        assert_eq!(cancel.owner_job(), None, "a cancel goes to the holder's peer scheduler");
     }
 }

@@ -4,6 +4,9 @@
 //! free slot never coexists with a non-empty ready queue after a `handle_*` call returns; at most
 //! `max_steals` steal requests are in flight; a victim tells each task's owner who stole it (a
 //! claim) in the same step as it gives the task away, so the owner always knows the holder.
+//! Once [`PeerSched::handle_leave`] is called the peer holds no queued task for long: everything
+//! queued, assigned or stolen afterwards goes back to its owner in a [`SchedMsg::Release`], and it
+//! neither steals nor starts tasks.
 
 use std::collections::{HashMap, VecDeque};
 use std::time::Duration;
@@ -130,6 +133,8 @@ pub struct PeerSched {
     runs: VecDeque<TaskDesc>,
     timers: VecDeque<Timer>,
     stats: PeerStats,
+    /// [`PeerSched::handle_leave`] was called.
+    leaving: bool,
 }
 
 impl PeerSched {
@@ -150,6 +155,7 @@ impl PeerSched {
             runs: VecDeque::new(),
             timers: VecDeque::new(),
             stats: PeerStats::default(),
+            leaving: false,
         }
     }
 
@@ -192,10 +198,30 @@ impl PeerSched {
         self.pump(now, rng);
     }
 
+    /// This peer is leaving the swarm: hand every queued task back to its owner, and from now on
+    /// take no work (tasks that still arrive are handed back too; steals are not answered with
+    /// tasks). Running tasks finish and report as usual; the driver decides how long to wait for
+    /// them ([`PeerSched::running`]) before it goes.
+    pub fn handle_leave(&mut self, _now: Time) {
+        self.leaving = true;
+        self.steals.clear();
+        let mut queued = Vec::with_capacity(self.ready.len());
+        while let Some(t) = self.ready.pop() {
+            queued.push(t);
+        }
+        self.release(&queued);
+    }
+
+    /// Whether [`PeerSched::handle_leave`] was called.
+    pub fn is_leaving(&self) -> bool {
+        self.leaving
+    }
+
     /// A message for the peer scheduler (one whose [`SchedMsg::owner_job`] is `None`) from `from`.
     /// Owner-bound messages are ignored.
     pub fn handle_msg(&mut self, now: Time, from: PeerId, msg: SchedMsg, rng: &mut dyn RngCore) {
         match msg {
+            SchedMsg::Assign { tasks } if self.leaving => self.release(&tasks),
             SchedMsg::Assign { tasks } => {
                 self.fails = 0;
                 for t in tasks {
@@ -214,7 +240,9 @@ impl PeerSched {
             SchedMsg::Stolen { tasks, load } => {
                 self.note_load(from, load);
                 self.steals.retain(|s| s.victim != from);
-                if tasks.is_empty() {
+                if self.leaving {
+                    self.release(&tasks);
+                } else if tasks.is_empty() {
                     self.steal_failed(now, rng);
                 } else {
                     self.fails = 0;
@@ -225,7 +253,11 @@ impl PeerSched {
                     }
                 }
             }
-            SchedMsg::Claim { .. } | SchedMsg::Done { .. } | SchedMsg::Failed { .. } => {}
+            SchedMsg::Cancel { job } => self.ready.retain(|d| d.task.job != job),
+            SchedMsg::Claim { .. }
+            | SchedMsg::Done { .. }
+            | SchedMsg::Failed { .. }
+            | SchedMsg::Release { .. } => {}
         }
         self.pump(now, rng);
     }
@@ -298,17 +330,15 @@ impl PeerSched {
 
     /// Tells each owner that `thief` now holds these of its tasks.
     fn claim(&mut self, tasks: &[TaskDesc], thief: PeerId) {
-        type Batch = (PeerId, JobId, Vec<(TaskIndex, u32, u32)>);
-        let mut by_owner: Vec<Batch> = Vec::new();
-        for t in tasks {
-            let entry = (t.task.index, t.attempt, t.hops);
-            match by_owner.iter_mut().find(|(o, j, _)| *o == t.owner && *j == t.task.job) {
-                Some(e) => e.2.push(entry),
-                None => by_owner.push((t.owner, t.task.job, vec![entry])),
-            }
-        }
-        for (owner, job, tasks) in by_owner {
+        for (owner, job, tasks) in by_owner_and_job(tasks) {
             self.out.push_back(Transmit { to: owner, msg: SchedMsg::Claim { job, holder: thief, tasks } });
+        }
+    }
+
+    /// Hands `tasks` back to their owners, one message per (owner, job).
+    fn release(&mut self, tasks: &[TaskDesc]) {
+        for (owner, job, tasks) in by_owner_and_job(tasks) {
+            self.out.push_back(Transmit { to: owner, msg: SchedMsg::Release { job, tasks } });
         }
     }
 
@@ -325,7 +355,7 @@ impl PeerSched {
             self.stats.tasks_started += 1;
             self.runs.push_back(t);
         }
-        if !self.cfg.stealing || self.free_slots() == 0 {
+        if self.leaving || !self.cfg.stealing || self.free_slots() == 0 {
             return;
         }
         if now < self.next_steal_at {
@@ -382,4 +412,17 @@ impl PeerSched {
         let score = |h: &PeerHint| f64::from(h.ready_tasks) / (1.0 + h.rtt.as_secs_f64() * 100.0);
         Some(if score(b) > score(a) { b.peer } else { a.peer })
     }
+}
+
+/// `(task, attempt, hops)` of each descriptor, grouped by (owner, job) in first-seen order.
+fn by_owner_and_job(tasks: &[TaskDesc]) -> Vec<(PeerId, JobId, Vec<(TaskIndex, u32, u32)>)> {
+    let mut groups: Vec<(PeerId, JobId, Vec<(TaskIndex, u32, u32)>)> = Vec::new();
+    for t in tasks {
+        let entry = (t.task.index, t.attempt, t.hops);
+        match groups.iter_mut().find(|(o, j, _)| *o == t.owner && *j == t.task.job) {
+            Some(g) => g.2.push(entry),
+            None => groups.push((t.owner, t.task.job, vec![entry])),
+        }
+    }
+    groups
 }

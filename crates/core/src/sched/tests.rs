@@ -320,3 +320,108 @@ fn far_victims_are_only_robbed_of_long_backlogs() {
     th.handle_view(t(1), vec![far_long], &mut rng);
     assert!(th.poll_transmit().is_some());
 }
+
+#[test]
+fn a_leaving_peer_hands_queued_and_late_tasks_back_and_takes_no_more() {
+    let mut rng = SmallRng::seed_from_u64(3);
+    let mut p = PeerSched::new(peer(1), PeerConfig { slots: 1, ..PeerConfig::default() });
+    p.handle_view(t(0), vec![hint(2, 5)], &mut rng);
+    let tasks = (0..3).map(|i| desc(i, u64::from(i))).collect();
+    p.handle_msg(t(0), peer(0), SchedMsg::Assign { tasks }, &mut rng);
+    let running: Vec<u32> = std::iter::from_fn(|| p.poll_run()).map(|d| d.task.index.0).collect();
+    assert_eq!(running, vec![2]);
+    std::iter::from_fn(|| p.poll_transmit()).for_each(drop);
+
+    let steals_before = p.stats().steals_tried;
+    p.handle_leave(t(1));
+    assert!(p.is_leaving());
+    let back: Vec<Transmit> = std::iter::from_fn(|| p.poll_transmit()).collect();
+    assert_eq!(back.len(), 1, "{back:?}");
+    assert_eq!(back[0].to, peer(0));
+    assert_eq!(
+        back[0].msg,
+        SchedMsg::Release { job: JOB, tasks: vec![(TaskIndex(1), 1, 0), (TaskIndex(0), 1, 0)] }
+    );
+    assert_eq!(p.load().ready_tasks, 0);
+
+    // Work that arrives afterwards goes straight back; the running task still reports; no steals.
+    p.handle_msg(t(2), peer(0), SchedMsg::Assign { tasks: vec![desc(7, 0)] }, &mut rng);
+    let id = TaskId { job: JOB, index: TaskIndex(2) };
+    let out = OutputRef { hash: BlobHash::of(b"o"), size: 1, inline: Some(vec![1]) };
+    p.handle_task_finished(t(3), id, 1, TaskOutcome::Ok { output: out, fuel: 1 }, &mut rng);
+    let msgs: Vec<SchedMsg> = std::iter::from_fn(|| p.poll_transmit()).map(|tr| tr.msg).collect();
+    assert_eq!(msgs.len(), 2, "{msgs:?}");
+    assert_eq!(msgs[0], SchedMsg::Release { job: JOB, tasks: vec![(TaskIndex(7), 1, 0)] });
+    assert!(matches!(msgs[1], SchedMsg::Done { .. }));
+    assert!(p.poll_run().is_none(), "nothing new starts on a leaving peer");
+    p.handle_view(t(4), vec![hint(2, 5)], &mut rng);
+    assert_eq!(p.stats().steals_tried, steals_before, "a leaving peer does not steal");
+}
+
+#[test]
+fn the_owner_reissues_released_tasks_at_once_and_never_to_the_leaver() {
+    let job = Job::new((0..4).map(|i| TaskSpec::new(format!("t{i}"), BlobHash::of(b"m")).cost(10)).collect())
+        .unwrap();
+    let cfg = OwnerConfig::default();
+    let mut o = Owner::new(JOB, peer(0), job, cfg, &[hint(1, 0), hint(2, 0)]);
+    let first = assigned(&drain(&mut o));
+    let on1: Vec<(TaskIndex, u32, u32)> =
+        first.iter().filter(|a| a.0 == peer(1)).map(|&(_, i, att)| (i, att, 0)).collect();
+    assert!(!on1.is_empty(), "{first:?}");
+    o.handle_msg(t(1), peer(1), SchedMsg::Release { job: JOB, tasks: on1.clone() }).unwrap();
+    let again = assigned(&drain(&mut o));
+    assert_eq!(again.len(), on1.len(), "every released task is issued again at once: {again:?}");
+    assert!(again.iter().all(|a| a.0 != peer(1) && a.2 == 2), "{again:?}");
+    // A stale release (an older attempt) changes nothing.
+    o.handle_msg(t(2), peer(1), SchedMsg::Release { job: JOB, tasks: on1 }).unwrap();
+    assert!(assigned(&drain(&mut o)).is_empty());
+    // The leaver's reports of what it was running still count.
+    let p1_running = first.iter().find(|a| a.0 == peer(1));
+    assert!(p1_running.is_some());
+    assert_eq!(o.progress().failed, 0);
+}
+
+#[test]
+fn cancel_reaches_every_holder_and_drops_their_queued_tasks() {
+    let mut o = Owner::new(JOB, peer(0), diamond(), OwnerConfig::default(), &[hint(1, 0)]);
+    let first = assigned(&drain(&mut o));
+    let holder = first[0].0;
+    o.handle_cancel(t(1));
+    let out = drain(&mut o);
+    assert_eq!(out, vec![Transmit { to: holder, msg: SchedMsg::Cancel { job: JOB } }]);
+    assert_eq!(o.progress().placed, 0);
+
+    let mut rng = SmallRng::seed_from_u64(5);
+    let mut p = PeerSched::new(peer(1), PeerConfig { slots: 1, ..PeerConfig::default() });
+    let mut other = desc(9, 0);
+    other.task.job = JobId(7);
+    let tasks = vec![desc(0, 3), desc(1, 2), other];
+    p.handle_msg(t(0), peer(0), SchedMsg::Assign { tasks }, &mut rng);
+    assert_eq!(p.load().ready_tasks, 2);
+    p.handle_msg(t(1), peer(0), SchedMsg::Cancel { job: JOB }, &mut rng);
+    assert_eq!(p.load().ready_tasks, 1, "only the other job's task is left");
+}
+
+#[test]
+fn a_lost_wanted_output_is_remade_with_its_lost_producers() {
+    let mut o = Owner::new(JOB, peer(0), diamond(), OwnerConfig::default(), &[hint(1, 0)]);
+    let mut out = assigned(&drain(&mut o));
+    let mut attempts = std::collections::HashMap::new();
+    // Run the whole diamond on whoever it was given to.
+    while let Some((p, i, att)) = out.pop() {
+        attempts.insert(i, att);
+        o.handle_msg(t(1), p, done(i.0, att, 1 << 20)).unwrap();
+        out.extend(assigned(&drain(&mut o)));
+    }
+    assert!(o.is_done());
+    std::iter::from_fn(|| o.poll_event()).for_each(drop);
+    // The sink's output cannot be fetched: d is made again (its inputs are still held).
+    o.handle_output_lost(t(2), TaskIndex(3)).unwrap();
+    assert!(!o.is_done());
+    let again = assigned(&drain(&mut o));
+    assert_eq!(again.iter().map(|a| (a.1, a.2)).collect::<Vec<_>>(), vec![(TaskIndex(3), 2)]);
+    o.handle_msg(t(3), again[0].0, done(3, 2, 1 << 20)).unwrap();
+    let events: Vec<_> = std::iter::from_fn(|| o.poll_event()).collect();
+    assert_eq!(events, vec![OwnerEvent::TaskDone(TaskIndex(3)), OwnerEvent::JobDone]);
+    assert_eq!(o.handle_output_lost(t(4), TaskIndex(9)), Err(OwnerError::UnknownTask(TaskIndex(9))));
+}

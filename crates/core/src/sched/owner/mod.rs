@@ -55,6 +55,9 @@ pub struct Owner {
     failed: usize,
     peers_used: BTreeSet<PeerId>,
     dead: BTreeSet<PeerId>,
+    /// Peers that handed tasks back because they are leaving: nothing more is placed there, but
+    /// their reports still count until membership says they are gone.
+    leaving: BTreeSet<PeerId>,
     retries: HashMap<u64, TaskIndex>,
     next_token: u64,
     pending: BTreeMap<PeerId, Vec<TaskDesc>>,
@@ -113,6 +116,7 @@ impl Owner {
             failed: 0,
             peers_used: BTreeSet::new(),
             dead: BTreeSet::new(),
+            leaving: BTreeSet::new(),
             retries: HashMap::new(),
             next_token: 0,
             pending: BTreeMap::new(),
@@ -225,16 +229,42 @@ impl Owner {
                     }
                 }
             }
+            SchedMsg::Release { tasks, .. } => {
+                for &(i, _, _) in &tasks {
+                    self.check(i)?;
+                }
+                if from != self.me && self.leaving.insert(from) {
+                    self.by_load.remove(&self.load_key(from));
+                    self.view_idle.retain(|&p| p != from);
+                }
+                for (i, attempt, hops) in tasks {
+                    let rec = &self.recs[i.0 as usize];
+                    // Any holder of the current attempt may hand it back (a thief's release can
+                    // overtake the victim's claim); a release older than the latest claim is stale.
+                    if let TaskState::Placed { attempt: a, .. } = rec.state
+                        && a == attempt
+                        && hops >= rec.hops
+                    {
+                        self.set(i, TaskState::Waiting);
+                        self.issue(i, None);
+                    }
+                }
+            }
             SchedMsg::Done { task, attempt, output, fuel, load } => {
                 self.check(task.index)?;
-                self.set_cap(from, load.slots);
+                if !self.leaving.contains(&from) {
+                    self.set_cap(from, load.slots);
+                }
                 self.on_done(task.index, from, attempt, output, fuel);
             }
             SchedMsg::Failed { task, attempt, kind } => {
                 self.check(task.index)?;
                 self.on_failed(now, task.index, from, attempt, kind);
             }
-            SchedMsg::Assign { .. } | SchedMsg::Steal { .. } | SchedMsg::Stolen { .. } => {
+            SchedMsg::Assign { .. }
+            | SchedMsg::Steal { .. }
+            | SchedMsg::Stolen { .. }
+            | SchedMsg::Cancel { .. } => {
                 return Err(OwnerError::NotForOwner);
             }
         }
@@ -286,6 +316,64 @@ impl Owner {
             }
         }
         self.flush();
+    }
+
+    /// The job is over for the submitter (cancelled, or failed): tells every peer holding one of
+    /// its attempts to drop its queued tasks ([`SchedMsg::Cancel`]), and stops placing work. Reports
+    /// that still arrive are harmless; the driver may drop the owner once this was drained.
+    pub fn handle_cancel(&mut self, _now: Time) {
+        let mut holders = BTreeSet::new();
+        for k in 0..self.recs.len() {
+            if let TaskState::Placed { at, .. } = self.recs[k].state {
+                holders.insert(at);
+            }
+            if matches!(
+                self.recs[k].state,
+                TaskState::Placed { .. } | TaskState::Ready | TaskState::Retry { .. }
+            ) {
+                self.set(TaskIndex(k as u32), TaskState::Waiting);
+            }
+        }
+        self.parked.clear();
+        self.pending.clear();
+        for to in holders {
+            self.out.push_back(Transmit { to, msg: SchedMsg::Cancel { job: self.id } });
+        }
+    }
+
+    /// The driver could not fetch the output of done task `i` from any of its holders (they left,
+    /// or served bad bytes): the output is written off and `i` re-made from lineage, re-making any
+    /// producer whose output is lost too. A [`OwnerEvent::TaskDone`] for `i` follows when it is
+    /// done again (and [`OwnerEvent::JobDone`] again if the job was done).
+    pub fn handle_output_lost(&mut self, _now: Time, i: TaskIndex) -> Result<(), OwnerError> {
+        self.check(i)?;
+        if let TaskState::Done { output, holders } = &mut self.recs[i.0 as usize].state {
+            output.inline = None;
+            holders.clear();
+            self.remake(i);
+            self.flush();
+        }
+        Ok(())
+    }
+
+    /// Puts done task `i` back to waiting (its output is gone) and issues it again once its inputs
+    /// are available, first re-making producers whose outputs are gone too.
+    fn remake(&mut self, i: TaskIndex) {
+        let rec = &mut self.recs[i.0 as usize];
+        rec.losses += 1;
+        self.set(i, TaskState::Waiting);
+        self.done -= 1;
+        for k in 0..self.job.parents(i).len() {
+            let p = self.job.parents(i)[k];
+            let lost = matches!(&self.recs[p.0 as usize].state,
+                TaskState::Done { output, holders } if output.inline.is_none() && holders.iter().all(|h| self.dead.contains(h)));
+            if lost {
+                self.remake(p);
+            }
+        }
+        if self.inputs_ready(i) {
+            self.issue(i, None);
+        }
     }
 
     /// A timer fired; stale tokens are ignored.
@@ -363,7 +451,8 @@ impl Owner {
         for k in 0..self.job.children(i).len() {
             let c = self.job.children(i)[k];
             if self.recs[c.0 as usize].state == TaskState::Waiting && self.inputs_ready(c) {
-                self.issue(c, Some(from));
+                let hint = (!self.leaving.contains(&from)).then_some(from);
+                self.issue(c, hint);
             }
         }
         if self.is_done() {

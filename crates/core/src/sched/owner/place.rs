@@ -92,6 +92,7 @@ impl Owner {
 
     pub(super) fn has_room(&self, p: PeerId) -> bool {
         !self.dead.contains(&p)
+            && !self.leaving.contains(&p)
             && self.load.get(&p).copied().unwrap_or(0) < self.caps.get(&p).copied().unwrap_or(1)
     }
 
