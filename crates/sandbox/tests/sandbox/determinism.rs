@@ -8,6 +8,11 @@ use crate::job;
 /// A program, its inputs and its args.
 type Case = (&'static str, Vec<Vec<u8>>, Vec<&'static str>);
 
+/// Little-endian bytes of `values`.
+fn f64s(values: &[f64]) -> Vec<u8> {
+    values.iter().flat_map(|v| v.to_le_bytes()).collect()
+}
+
 /// Cases covering every program in jobs/.
 fn corpus() -> Vec<Case> {
     let tile = {
@@ -27,6 +32,8 @@ fn corpus() -> Vec<Case> {
         ("primes", vec![], vec!["1000", "200000"]),
         ("sum", vec![b"1 2 3".to_vec(), b"4".to_vec()], vec![]),
         ("cholesky", vec![tile.clone(), tile], vec!["syrk"]),
+        // A = [[4, 2], [2, 5]] = L L^T with L = [[2, 0], [1, 2]], as one 2x2 tile.
+        ("cholesky_check", vec![f64s(&[4.0, 2.0, 2.0, 5.0]), f64s(&[2.0, 0.0, 1.0, 2.0])], vec!["1"]),
         ("wordcount", vec![b"a b a c".to_vec()], vec!["map"]),
         ("pow", vec![], vec!["x", "8", "0", "100000"]),
         ("nanbits", vec![], vec![]),

@@ -285,4 +285,21 @@ fn tiled_cholesky_kernels_match_a_native_factorisation() {
     let module = sb.load(&job("cholesky")).unwrap();
     let f = sb.run(&module, &[&t[0][0]], &["gemm"], &Limits::default()).unwrap_err();
     assert!(String::from_utf8_lossy(&f.log).contains("gemm takes 3 inputs"));
+
+    // cholesky_check (the lower tiles of A, then of L, column by column) finds A = L L^T, and
+    // fails the task when one entry of L is off by 1e-3.
+    let lower: Vec<(usize, usize)> = (0..nt).flat_map(|j| (j..nt).map(move |i| (i, j))).collect();
+    let a_tiles: Vec<Vec<u8>> = lower.iter().map(|&(i, j)| tile_of(&a, i, j)).collect();
+    let mut inputs: Vec<&[u8]> = a_tiles.iter().map(Vec::as_slice).collect();
+    inputs.extend(lower.iter().map(|&(i, j)| t[i][j].as_slice()));
+    let ok = text(&run("cholesky_check", &inputs, &["3"]));
+    assert!(ok.starts_with("max |A - L L^T| = ") && ok.contains(" over the 24x24 matrix "), "{ok}");
+    assert!(ok.ends_with(": OK\n"), "{ok}");
+    let mut bad = t[2][1].clone();
+    let v = f64::from_le_bytes(bad[..8].try_into().unwrap()) + 1e-3;
+    bad[..8].copy_from_slice(&v.to_le_bytes());
+    inputs[a_tiles.len() + 4] = &bad; // tile (2, 1)
+    let check = sb.load(&job("cholesky_check")).unwrap();
+    let f = sb.run(&check, &inputs, &["3"], &Limits::default()).unwrap_err();
+    assert!(String::from_utf8_lossy(&f.log).contains(": FAILED"), "{}", String::from_utf8_lossy(&f.log));
 }
