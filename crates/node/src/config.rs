@@ -26,6 +26,9 @@ pub struct Config {
     pub view_refresh: Duration,
     /// Where compiled modules are cached (`None`: `<data_dir>/modules`).
     pub module_cache: Option<PathBuf>,
+    /// How long a graceful leave waits for running tasks to finish and report (queued ones are
+    /// handed back at once); tasks still running then are re-issued by their owners.
+    pub leave_grace: Duration,
 }
 
 impl Config {
@@ -39,6 +42,7 @@ impl Config {
             owner: OwnerConfig::default(),
             view_refresh: Duration::from_millis(100),
             module_cache: None,
+            leave_grace: Duration::from_secs(10),
         }
     }
 

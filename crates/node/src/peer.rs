@@ -9,9 +9,12 @@
 //! are the machines' business) and owner events (wanted outputs fetched to this peer, results sent
 //! to the [`JobHandle`]).
 //!
-//! Shutdown is structured: cancelling the token ends the loop; the network node then leaves the
-//! swarm (graceful) or just closes (abrupt). Owners learn of the departure through membership and
-//! re-issue what this peer held.
+//! Shutdown is structured. Graceful ([`Peer::shutdown`]): the peer scheduler hands every queued
+//! task back to its owner ([`SchedMsg::Release`]) and takes no more work, running tasks get up to
+//! [`Config::leave_grace`] to finish and report, the jobs owned here are cancelled at their
+//! holders, every message in flight is sent, and only then does the node leave the swarm. Abrupt
+//! ([`Peer::kill`]): the loop ends and the node closes; owners learn of the departure through
+//! membership and re-issue what this peer held.
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, VecDeque};
@@ -34,6 +37,7 @@ use shoal_sandbox::{Sandbox, SandboxConfig, SandboxError};
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 use tracing::{Instrument, debug, info, info_span, trace, warn};
 
 use crate::config::Config;
@@ -68,6 +72,8 @@ pub struct PeerStatus {
     pub tasks_done: u64,
     /// Fuel used by the successful ones.
     pub fuel_used: u64,
+    /// Queued tasks handed back to their owners unrun (by a graceful leave).
+    pub handed_back: u64,
     /// Jobs owned here and not finished.
     pub jobs: usize,
 }
@@ -75,8 +81,14 @@ pub struct PeerStatus {
 /// Requests from handles to the actor.
 #[derive(Debug)]
 pub(crate) enum Cmd {
-    Submit { id: JobId, job: Box<Job>, tracker: Tracker },
+    Submit {
+        id: JobId,
+        job: Box<Job>,
+        tracker: Tracker,
+    },
     Cancel(JobId),
+    /// Start a graceful leave (see the module docs).
+    Leave,
 }
 
 /// A running Shoal peer: joins the swarm, runs tasks for others, owns the jobs submitted to it.
@@ -92,6 +104,7 @@ pub struct Peer {
     memory: u64,
     priority: TaskPriority,
     status: watch::Receiver<PeerStatus>,
+    leave_grace: Duration,
     _guard: tokio_util::sync::DropGuard,
 }
 
@@ -134,6 +147,9 @@ impl Peer {
             status: status_tx,
             tasks_done: 0,
             fuel_used: 0,
+            sends: TaskTracker::new(),
+            leaving_until: None,
+            leave_grace: cfg.leave_grace,
         };
         let span = info_span!("peer", me = %me.short());
         info!(parent: &span, addr = %node.local_addr(), cores = cfg.cores, ?priority, "peer started");
@@ -149,6 +165,7 @@ impl Peer {
             memory: cfg.memory,
             priority,
             status: status_rx,
+            leave_grace: cfg.leave_grace,
         })
     }
 
@@ -257,10 +274,21 @@ impl Peer {
         }
     }
 
-    /// Stops taking work and leaves the swarm gracefully (peers drop it from their views at once,
-    /// and owners re-issue what it held).
+    /// Leaves the swarm gracefully: stops taking work, hands queued tasks back to their owners
+    /// (who re-issue them at once), gives running tasks up to [`Config::leave_grace`] to finish and
+    /// report, cancels the jobs owned here (they end with [`JobError::PeerStopped`]), then says
+    /// goodbye (peers drop it from their views at once).
     pub async fn shutdown(&self) {
-        self.stop_actor().await;
+        let handle = self.actor.lock().unwrap_or_else(PoisonError::into_inner).take();
+        if let Some(mut h) = handle {
+            let asked = self.cmd.send(Cmd::Leave).await.is_ok();
+            // The actor ends by itself once it has left; the margin covers flushing messages.
+            let patience = self.leave_grace + Duration::from_secs(5);
+            if !asked || tokio::time::timeout(patience, &mut h).await.is_err() {
+                self.cancel.cancel();
+                let _ = h.await;
+            }
+        }
         self.node.leave().await;
     }
 
@@ -312,6 +340,11 @@ struct JobEntry {
 
 #[derive(Debug)]
 struct Actor {
+    /// Sends in flight (awaited before a graceful leave, so hand-backs are not lost).
+    sends: TaskTracker,
+    /// Set by a graceful leave: when to give up waiting for running tasks.
+    leaving_until: Option<Instant>,
+    leave_grace: Duration,
     me: PeerId,
     node: Node,
     epoch: Instant,
@@ -341,11 +374,19 @@ impl Actor {
         let mut tick = tokio::time::interval(refresh);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
+            if let Some(until) = self.leaving_until
+                && (self.sched.running() == 0 || Instant::now() >= until)
+            {
+                self.finish_leave().await;
+                break;
+            }
             let next = self.timers.peek().map(|Reverse((at, _, _))| self.epoch + *at);
             let sleep = tokio::time::sleep_until(next.unwrap_or_else(Instant::now).into());
+            let grace_over = tokio::time::sleep_until(self.leaving_until.unwrap_or_else(Instant::now).into());
             tokio::select! {
                 biased;
                 () = cancel.cancelled() => break,
+                () = grace_over, if self.leaving_until.is_some() => {}
                 Some(f) = io.done.recv() => {
                     self.tasks_done += 1;
                     if let TaskOutcome::Ok { fuel, .. } = &f.outcome {
@@ -377,6 +418,7 @@ impl Actor {
         for (_, mut entry) in self.jobs.drain() {
             entry.tracker.finish(Err(JobError::PeerStopped));
         }
+        self.publish_status();
         debug!("peer actor stopped");
     }
 
@@ -386,6 +428,7 @@ impl Actor {
             queued: self.sched.load().ready_tasks,
             tasks_done: self.tasks_done,
             fuel_used: self.fuel_used,
+            handed_back: self.sched.stats().tasks_released,
             jobs: self.jobs.len(),
         };
         self.status.send_if_modified(|old| std::mem::replace(old, status) != status);
@@ -435,6 +478,46 @@ impl Actor {
         }
     }
 
+    /// The first step of a graceful leave: queued tasks go back to their owners.
+    fn start_leave(&mut self) {
+        if self.leaving_until.is_some() {
+            return;
+        }
+        info!(running = self.sched.running(), "leaving: handing queued tasks back");
+        self.leaving_until = Some(Instant::now() + self.leave_grace);
+        let now = self.now();
+        self.sched.handle_leave(now);
+        self.drain();
+    }
+
+    /// The last step of a graceful leave: cancel the jobs owned here at their holders, then wait
+    /// (bounded) until every message has gone out.
+    async fn finish_leave(&mut self) {
+        let now = self.now();
+        let jobs: Vec<JobId> = self.jobs.keys().copied().collect();
+        for job in jobs {
+            if let Some(entry) = self.jobs.get_mut(&job) {
+                entry.owner.handle_cancel(now);
+            }
+            self.drain();
+        }
+        self.sends.close();
+        if tokio::time::timeout(Duration::from_secs(5), self.sends.wait()).await.is_err() {
+            warn!("left with messages still unsent");
+        }
+    }
+
+    /// Cancels job `id` at every peer holding its tasks and forgets it.
+    fn cancel_job(&mut self, id: JobId, why: JobError) {
+        let now = self.now();
+        if let Some(entry) = self.jobs.get_mut(&id) {
+            entry.owner.handle_cancel(now);
+            entry.tracker.finish(Err(why));
+        }
+        self.drain();
+        self.jobs.remove(&id);
+    }
+
     fn on_cmd(&mut self, cmd: Cmd) {
         match cmd {
             Cmd::Submit { id, job, tracker } => {
@@ -446,11 +529,12 @@ impl Actor {
                 self.drain();
             }
             Cmd::Cancel(id) => {
-                if let Some(mut entry) = self.jobs.remove(&id) {
+                if self.jobs.contains_key(&id) {
                     info!(job = %id, "job cancelled");
-                    entry.tracker.finish(Err(JobError::Cancelled));
+                    self.cancel_job(id, JobError::Cancelled);
                 }
             }
+            Cmd::Leave => self.start_leave(),
         }
     }
 
@@ -462,8 +546,15 @@ impl Actor {
                 entry.tracker.outputs.insert(f.task, bytes);
             }
             Err(reason) => {
-                let name = entry.owner.job().task(f.task).name.clone();
-                entry.tracker.finish(Err(JobError::OutputLost { name, reason }));
+                // Re-made from lineage (bounded by the owner's loss limit, after which the task
+                // fails and so does the job); the next TaskDone fetches it again.
+                let name = &entry.owner.job().task(f.task).name;
+                warn!(job = %f.job, task = %name, "wanted output unavailable ({reason}): re-making it");
+                entry.tracker.all_done = false;
+                if let Err(e) = entry.owner.handle_output_lost(self.epoch.elapsed(), f.task) {
+                    debug!("owner refused an output loss: {e}");
+                }
+                self.drain();
             }
         }
         self.settle(f.job);
@@ -549,11 +640,14 @@ impl Actor {
             for t in transmits {
                 self.transmit(t);
             }
+            // Handling an event may give a machine more to say: go round again.
+            let again = !events.is_empty();
             for (job, event) in events {
                 self.on_event(job, event);
             }
             match self.local.pop_front() {
                 Some(msg) => self.dispatch(self.me, msg),
+                None if again => {}
                 None => break,
             }
         }
@@ -566,7 +660,7 @@ impl Actor {
         }
         let node = self.node.clone();
         let msg = Message::Sched(t.msg);
-        tokio::spawn(
+        self.sends.spawn(
             async move {
                 for attempt in 1..=SEND_TRIES {
                     match node.send(t.to, &msg).await {
@@ -622,6 +716,8 @@ impl Actor {
                 };
                 warn!(task = %name, "job failed: {reason}");
                 entry.tracker.finish(Err(JobError::TaskFailed { name, index: i.0, reason }));
+                // Free the holders of its other tasks (`settle` sends this and drops the owner).
+                entry.owner.handle_cancel(self.epoch.elapsed());
             }
             OwnerEvent::JobDone => entry.tracker.all_done = true,
         }
@@ -673,7 +769,11 @@ impl Actor {
             t.finish(Ok(result));
         }
         if entry.tracker.finished() {
+            let last: Vec<Transmit> = std::iter::from_fn(|| entry.owner.poll_transmit()).collect();
             self.jobs.remove(&job);
+            for t in last {
+                self.transmit(t);
+            }
         }
     }
 }

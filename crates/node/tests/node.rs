@@ -169,3 +169,37 @@ async fn a_deterministic_task_failure_fails_the_job_with_its_reason() {
         p.shutdown().await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_leaving_gracefully_hands_back_its_queue_and_finishes_its_running_task() {
+    let s = swarm(3).await;
+    let (job, blobs) = primes_job(100_000_000, 12);
+    let handle = s.peers[0].submit(job, blobs).await.unwrap();
+    // The first non-owner peer seen running a task with more queued behind it leaves.
+    let (leaver, before) = tokio::time::timeout(PATIENCE, async {
+        let mut watches: Vec<_> = s.peers[1..].iter().map(Peer::watch_status).collect();
+        loop {
+            for (i, w) in watches.iter_mut().enumerate() {
+                let st = *w.borrow_and_update();
+                if st.running > 0 && st.queued > 0 {
+                    return (i + 1, st);
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+    })
+    .await
+    .unwrap();
+    s.peers[leaver].shutdown().await;
+    let after = s.peers[leaver].status();
+    assert!(after.handed_back >= 1, "its queued tasks went back to the owner: {before:?} -> {after:?}");
+    assert_eq!((after.running, after.queued), (0, 0), "{after:?}");
+    assert!(after.tasks_done > before.tasks_done, "its running task finished before it left: {after:?}");
+    let out = tokio::time::timeout(PATIENCE, handle.wait()).await.unwrap().unwrap();
+    assert_eq!(out.get("total"), Some(&b"5761455\n"[..]));
+    for (i, p) in s.peers.iter().enumerate() {
+        if i != leaver {
+            p.shutdown().await;
+        }
+    }
+}

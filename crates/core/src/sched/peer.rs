@@ -108,6 +108,8 @@ pub struct PeerStats {
     pub tasks_stolen: u64,
     /// Tasks started.
     pub tasks_started: u64,
+    /// Tasks handed back to their owners unrun (while leaving).
+    pub tasks_released: u64,
 }
 
 #[derive(Debug)]
@@ -337,6 +339,7 @@ impl PeerSched {
 
     /// Hands `tasks` back to their owners, one message per (owner, job).
     fn release(&mut self, tasks: &[TaskDesc]) {
+        self.stats.tasks_released += tasks.len() as u64;
         for (owner, job, tasks) in by_owner_and_job(tasks) {
             self.out.push_back(Transmit { to: owner, msg: SchedMsg::Release { job, tasks } });
         }
