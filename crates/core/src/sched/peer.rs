@@ -417,9 +417,12 @@ impl PeerSched {
     }
 }
 
+/// One owner's job and `(task, attempt, hops)` of some of its attempts.
+type Batch = (PeerId, JobId, Vec<(TaskIndex, u32, u32)>);
+
 /// `(task, attempt, hops)` of each descriptor, grouped by (owner, job) in first-seen order.
-fn by_owner_and_job(tasks: &[TaskDesc]) -> Vec<(PeerId, JobId, Vec<(TaskIndex, u32, u32)>)> {
-    let mut groups: Vec<(PeerId, JobId, Vec<(TaskIndex, u32, u32)>)> = Vec::new();
+fn by_owner_and_job(tasks: &[TaskDesc]) -> Vec<Batch> {
+    let mut groups: Vec<Batch> = Vec::new();
     for t in tasks {
         let entry = (t.task.index, t.attempt, t.hops);
         match groups.iter_mut().find(|(o, j, _)| *o == t.owner && *j == t.task.job) {
