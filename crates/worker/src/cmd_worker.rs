@@ -1,63 +1,37 @@
 //! `shoal worker`: a volunteer's peer. Joins the swarm, runs tasks for others at the lowest OS
 //! priority and serves steals and blobs until SIGINT or SIGTERM, then leaves gracefully.
 //!
+//! Settings come from flags, `SHOAL_*` variables, a config file and defaults ([`crate::settings`]).
 //! On start it prints, one per line on stdout, `peer <id>`, `listening <addr>` and
 //! `donating <cores> cores, <memory> of task memory (<priority>)` and `data <dir>`, then, with
 //! `--bootstrap`, `joined the swarm` once a peer answered; scripts and tests wait for these lines.
-//! The exit status is 0 after a signal-initiated shutdown, 2 if no bootstrap peer answered within
-//! `--join-timeout`.
+//! While the peer runs, `<data dir>/control.sock` answers `shoal status` and `shoal peers`
+//! ([`crate::control`]); the data directory is locked, so a second worker on it is refused.
+//! The exit status is 0 after a signal-initiated shutdown (also while joining), 2 if no bootstrap
+//! peer answered within `--join-timeout` or the settings are bad.
 
-use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Instant;
 
 use anyhow::Context;
 use shoal_net::SwarmSecret;
 use shoal_node::{Config, Peer, TaskPriority};
+use tokio::signal::unix::{SignalKind, signal};
+
+use crate::control::{self, ControlSocket, DataDirLock, PeerInfo, Request, Response, Status};
+use crate::settings::{Settings, WorkerFlags};
 
 /// Arguments of `shoal worker`.
 #[derive(Debug, clap::Args)]
-#[command(after_help = "Examples:\n  \
+#[command(after_help = "Each setting comes from, highest first: the flag, its SHOAL_* environment \
+    variable, the config file, the default (docs/worker.md).\n\n\
+    Examples:\n  \
     shoal worker --listen 0.0.0.0:7600\n  \
-    shoal worker --bootstrap 192.0.2.10:7600 --cores 2 --memory 1GiB")]
+    shoal worker --bootstrap 192.0.2.10:7600 --cores 2 --memory 1GiB\n  \
+    SHOAL_CORES=2 shoal worker --config /etc/shoal/worker.toml")]
 pub(crate) struct WorkerArgs {
-    /// UDP address to listen on.
-    #[arg(long, value_name = "ADDR", default_value = "0.0.0.0:7600")]
-    listen: SocketAddr,
-    /// Address of a peer already in the swarm; repeat for several.
-    #[arg(long, value_name = "ADDR")]
-    bootstrap: Vec<SocketAddr>,
-    /// Tasks to run at once (default: all cores but one).
-    #[arg(long, value_name = "N")]
-    cores: Option<u32>,
-    /// Linear memory all running tasks may use together, e.g. 2GiB (default: 256MiB per core).
-    #[arg(long, value_name = "SIZE", value_parser = crate::units::parse_size)]
-    memory: Option<u64>,
-    /// Where the identity key, blobs and compiled modules live (default: the platform's data
-    /// directory, e.g. ~/.local/share/shoal).
-    #[arg(long, value_name = "DIR")]
-    data_dir: Option<PathBuf>,
-    /// A file whose contents are the swarm secret (a private swarm: peers without it cannot join).
-    #[arg(long, value_name = "FILE")]
-    swarm_secret: Option<PathBuf>,
-    /// With --bootstrap: give up (exit 2) if no peer answers within this time, e.g. 30s.
-    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = crate::units::parse_duration)]
-    join_timeout: std::time::Duration,
-}
-
-/// `$XDG_DATA_HOME/shoal`, else `~/.local/share/shoal`, else `./shoal-data`.
-fn default_data_dir() -> PathBuf {
-    if let Some(d) = std::env::var_os("XDG_DATA_HOME").filter(|d| !d.is_empty()) {
-        return PathBuf::from(d).join("shoal");
-    }
-    match std::env::var_os("HOME").filter(|h| !h.is_empty()) {
-        Some(home) => PathBuf::from(home).join(".local/share/shoal"),
-        None => PathBuf::from("shoal-data"),
-    }
-}
-
-fn default_cores() -> u32 {
-    let n = std::thread::available_parallelism().map_or(1, |n| n.get());
-    u32::try_from(n.saturating_sub(1).max(1)).unwrap_or(1)
+    #[command(flatten)]
+    flags: WorkerFlags,
 }
 
 /// Runs the worker until a signal; returns the process exit status.
@@ -67,27 +41,46 @@ pub(crate) fn run(args: WorkerArgs) -> anyhow::Result<u8> {
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
-    runtime.block_on(serve(args))
+    let settings = crate::settings::load(&args.flags)?;
+    runtime.block_on(serve(settings))
 }
 
-async fn serve(args: WorkerArgs) -> anyhow::Result<u8> {
-    let data_dir = args.data_dir.unwrap_or_else(default_data_dir);
-    std::fs::create_dir_all(&data_dir)
-        .with_context(|| format!("cannot create the data directory {}", data_dir.display()))?;
+async fn serve(args: Settings) -> anyhow::Result<u8> {
+    let started = Instant::now();
+    let data_dir = args.data_dir.clone();
     let mut cfg = Config::new(&data_dir);
-    cfg.cores = args.cores.unwrap_or_else(default_cores);
-    cfg.memory = args.memory.unwrap_or(u64::from(cfg.cores.max(1)) * (256 << 20));
+    cfg.cores = args.cores;
+    cfg.memory = args.memory;
     cfg.net.listen = args.listen;
-    cfg.net.bootstrap = args.bootstrap;
+    cfg.net.bootstrap = args.bootstrap.clone();
     if let Some(path) = &args.swarm_secret {
         let secret = std::fs::read(path)
             .with_context(|| format!("cannot read the swarm secret {}", path.display()))?;
         anyhow::ensure!(!secret.is_empty(), "the swarm secret file {} is empty", path.display());
         cfg.net.swarm_secret = Some(SwarmSecret::new(&secret));
     }
+    std::fs::create_dir_all(&data_dir)
+        .with_context(|| format!("cannot create the data directory {}", data_dir.display()))?;
+    // Held until the process ends: no second worker starts on this directory meanwhile.
+    let lock = DataDirLock::acquire(&data_dir)?;
+    let socket = ControlSocket::bind(&lock)?;
+    // From here on SIGINT and SIGTERM mean "leave gracefully", even while joining.
+    let mut term = signal(SignalKind::terminate()).context("cannot listen for SIGTERM")?;
+    let mut int = signal(SignalKind::interrupt()).context("cannot listen for SIGINT")?;
+    let stop = async move {
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
+        }
+    };
+    tokio::pin!(stop);
+
     let (cores, memory, joining) = (cfg.cores, cfg.memory, !cfg.net.bootstrap.is_empty());
     let bootstrap: Vec<String> = cfg.net.bootstrap.iter().map(ToString::to_string).collect();
-    let peer = Peer::start(cfg).await.context("cannot start the peer")?;
+    let peer = Arc::new(Peer::start(cfg).await.context("cannot start the peer")?);
+    let server = socket
+        .serve(control::Limits::default(), handler(Arc::clone(&peer), &args, started))
+        .context("cannot serve the control socket")?;
     let priority = match peer.task_priority() {
         TaskPriority::Idle => "SCHED_IDLE",
         TaskPriority::Nice19 => "nice 19",
@@ -97,28 +90,80 @@ async fn serve(args: WorkerArgs) -> anyhow::Result<u8> {
     println!("listening {}", peer.local_addr());
     println!("donating {cores} cores, {} MiB of task memory ({priority})", memory >> 20);
     println!("data {}", data_dir.display());
-    if joining {
-        let joined = tokio::time::timeout(args.join_timeout, async {
+    let signalled = if joining {
+        let join = tokio::time::timeout(args.join_timeout, async {
             while peer.node().view().is_empty() {
                 tokio::time::sleep(std::time::Duration::from_millis(20)).await;
             }
-        })
-        .await;
-        if joined.is_err() {
-            peer.kill().await;
-            anyhow::bail!("no peer answered at {} within {:?}", bootstrap.join(", "), args.join_timeout);
+        });
+        tokio::select! {
+            joined = join => {
+                if joined.is_err() {
+                    drop(server);
+                    peer.kill().await;
+                    anyhow::bail!("no peer answered at {} within {:?}", bootstrap.join(", "), args.join_timeout);
+                }
+                println!("joined the swarm");
+                false
+            }
+            () = &mut stop => true,
         }
-        println!("joined the swarm");
+    } else {
+        false
+    };
+    if !signalled {
+        stop.await;
     }
-
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        .context("cannot listen for SIGTERM")?;
-    tokio::select! {
-        r = tokio::signal::ctrl_c() => r.context("cannot listen for SIGINT")?,
-        _ = term.recv() => {}
-    }
+    // Status requests stop first: the worker is going.
+    drop(server);
     println!("leaving the swarm");
     peer.shutdown().await;
     println!("stopped");
+    drop(lock);
     Ok(0)
+}
+
+/// Answers control requests from the running peer's state.
+fn handler(
+    peer: Arc<Peer>,
+    settings: &Settings,
+    started: Instant,
+) -> impl Fn(Request) -> Response + Send + Sync + 'static {
+    let data_dir = settings.data_dir.display().to_string();
+    let config = settings.config.as_ref().map(|p| p.display().to_string());
+    move |request| match request {
+        Request::Status => {
+            let s = peer.status();
+            Response::Status(Status {
+                peer_id: peer.peer_id().to_string(),
+                version: env!("CARGO_PKG_VERSION").to_string(),
+                pid: std::process::id(),
+                listen: peer.local_addr(),
+                data_dir: data_dir.clone(),
+                config: config.clone(),
+                cores: peer.cores(),
+                memory: peer.memory(),
+                running: s.running,
+                queued: s.queued,
+                tasks_done: s.tasks_done,
+                fuel_used: s.fuel_used,
+                jobs: s.jobs,
+                peers: peer.node().view().len(),
+                uptime_s: started.elapsed().as_secs(),
+            })
+        }
+        Request::Peers => Response::Peers(
+            peer.node()
+                .view()
+                .iter()
+                .map(|e| PeerInfo {
+                    peer_id: e.id.to_string(),
+                    addr: e.addr,
+                    free_slots: e.hints.free_slots,
+                    ready_tasks: e.hints.ready_tasks,
+                    age: e.age,
+                })
+                .collect(),
+        ),
+    }
 }

@@ -2,8 +2,11 @@
 
 mod cmd_demo;
 mod cmd_run;
+mod cmd_status;
 mod cmd_submit;
 mod cmd_worker;
+mod control;
+mod settings;
 mod units;
 
 use std::process::ExitCode;
@@ -26,6 +29,10 @@ enum Command {
     Sim(shoal_sim::cli::SimArgs),
     /// Join a swarm and donate idle CPU: run others' tasks until SIGINT or SIGTERM.
     Worker(cmd_worker::WorkerArgs),
+    /// Show what the worker running in a data directory is doing (through its control socket).
+    Status(cmd_status::StatusArgs),
+    /// List the peers the worker running in a data directory knows.
+    Peers(cmd_status::StatusArgs),
     /// Submit a job file to the swarm, wait for it and write its outputs.
     Submit(cmd_submit::SubmitArgs),
     /// Start a swarm of worker processes on this machine and compute a Mandelbrot PNG with it.
@@ -44,6 +51,8 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Run(args) => cmd_run::run(args),
         Command::Worker(args) => cmd_worker::run(args),
+        Command::Status(args) => cmd_status::status(args),
+        Command::Peers(args) => cmd_status::peers(args),
         Command::Submit(args) => cmd_submit::run(args),
         Command::Demo(args) => cmd_demo::run(args),
         Command::Sim(args) => {

@@ -6,6 +6,9 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
+#[path = "cli/control.rs"]
+mod control;
+
 fn shoal() -> Command {
     Command::new(env!("CARGO_BIN_EXE_shoal"))
 }

@@ -1,0 +1,197 @@
+//! `shoal status` and `shoal peers`: ask a running worker, through the control socket in its data
+//! directory, what it is doing and whom it knows.
+//!
+//! The data directory is found like `shoal worker` finds it (`--data-dir`, `SHOAL_DATA_DIR`, the
+//! config file's `data_dir`, the platform default), so both commands reach the worker started with
+//! the same settings. Exit status: 0 with an answer, 2 when no worker runs there (a clear error
+//! naming the directory) or the worker's reply cannot be read.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::Context;
+
+use crate::control::{self, PeerInfo, Request, Response, Status};
+
+/// How long to wait for the worker at each step.
+const TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Arguments of `shoal status` and `shoal peers`.
+#[derive(Debug, clap::Args)]
+pub(crate) struct StatusArgs {
+    /// The data directory of the worker to ask [env: SHOAL_DATA_DIR] (default: as `shoal worker`).
+    #[arg(long, value_name = "DIR")]
+    data_dir: Option<PathBuf>,
+    /// The worker's config file, to find its data_dir [env: SHOAL_CONFIG].
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Print JSON instead of text.
+    #[arg(long)]
+    json: bool,
+}
+
+/// `shoal status`.
+pub(crate) fn status(args: StatusArgs) -> anyhow::Result<u8> {
+    let (dir, response) = ask(&args, Request::Status)?;
+    let Response::Status(s) = response else { return unexpected(&dir, response) };
+    let mut out = std::io::stdout().lock();
+    if args.json {
+        writeln!(out, "{}", serde_json::to_string(&s)?)?;
+    } else {
+        write!(out, "{}", status_text(&s))?;
+    }
+    Ok(0)
+}
+
+/// `shoal peers`.
+pub(crate) fn peers(args: StatusArgs) -> anyhow::Result<u8> {
+    let (dir, response) = ask(&args, Request::Peers)?;
+    let Response::Peers(peers) = response else { return unexpected(&dir, response) };
+    let mut out = std::io::stdout().lock();
+    if args.json {
+        writeln!(out, "{}", serde_json::to_string(&peers)?)?;
+    } else {
+        write!(out, "{}", peers_text(&peers))?;
+    }
+    Ok(0)
+}
+
+fn ask(args: &StatusArgs, request: Request) -> anyhow::Result<(PathBuf, Response)> {
+    let dir = crate::settings::load_data_dir(args.data_dir.as_deref(), args.config.as_deref())?;
+    let socket = control::socket_path(&dir);
+    match control::query(&socket, request, TIMEOUT) {
+        Ok(r) => Ok((dir, r)),
+        Err(e)
+            if matches!(e.kind(), std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused) =>
+        {
+            Err(no_worker(&dir))
+        }
+        Err(e) => Err(e).with_context(|| format!("cannot ask the worker at {}", socket.display())),
+    }
+}
+
+fn no_worker(dir: &Path) -> anyhow::Error {
+    anyhow::anyhow!(
+        "no shoal worker is running with the data directory {} (nothing answers on {}); start one with \
+         `shoal worker --data-dir {}`",
+        dir.display(),
+        control::socket_path(dir).display(),
+        dir.display()
+    )
+}
+
+fn unexpected(dir: &Path, response: Response) -> anyhow::Result<u8> {
+    match response {
+        Response::Error(e) => anyhow::bail!("the worker at {} refused the request: {e}", dir.display()),
+        other => anyhow::bail!("the worker at {} answered something else: {other:?}", dir.display()),
+    }
+}
+
+/// `key: value` lines, values aligned.
+fn status_text(s: &Status) -> String {
+    let rows: Vec<(&str, String)> = vec![
+        ("peer", s.peer_id.clone()),
+        ("version", s.version.clone()),
+        ("pid", s.pid.to_string()),
+        ("listening", s.listen.to_string()),
+        ("data", s.data_dir.clone()),
+        ("config", s.config.clone().unwrap_or_else(|| "(none)".into())),
+        ("cores", s.cores.to_string()),
+        ("memory donated", size_text(s.memory)),
+        ("tasks running", s.running.to_string()),
+        ("tasks queued", s.queued.to_string()),
+        ("tasks done", s.tasks_done.to_string()),
+        ("fuel used", s.fuel_used.to_string()),
+        ("jobs owned", s.jobs.to_string()),
+        ("peers known", s.peers.to_string()),
+        ("uptime", duration_text(s.uptime_s)),
+    ];
+    let width = rows.iter().map(|(k, _)| k.len()).max().unwrap_or(0) + 1;
+    rows.iter().map(|(k, v)| format!("{:<width$} {v}\n", format!("{k}:"))).collect()
+}
+
+/// A table with a header row, columns aligned.
+fn peers_text(peers: &[PeerInfo]) -> String {
+    if peers.is_empty() {
+        return "no peers known yet\n".to_string();
+    }
+    let mut rows = vec![["PEER", "ADDR", "FREE", "READY", "AGE"].map(String::from)];
+    for p in peers {
+        rows.push([
+            p.peer_id.clone(),
+            p.addr.to_string(),
+            p.free_slots.to_string(),
+            p.ready_tasks.to_string(),
+            p.age.to_string(),
+        ]);
+    }
+    let widths: Vec<usize> = (0..5).map(|c| rows.iter().map(|r| r[c].len()).max().unwrap_or(0)).collect();
+    rows.iter()
+        .map(|r| {
+            let cells: Vec<String> = r.iter().zip(&widths).map(|(cell, w)| format!("{cell:<w$}")).collect();
+            format!("{}\n", cells.join("  ").trim_end())
+        })
+        .collect()
+}
+
+/// `256 MiB`, `2 GiB`, `1.5 GiB`, `1000 B`.
+fn size_text(bytes: u64) -> String {
+    const UNITS: [(&str, u64); 4] = [("TiB", 1 << 40), ("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)];
+    for (unit, size) in UNITS {
+        if bytes >= size {
+            return if bytes.is_multiple_of(size) {
+                format!("{} {unit}", bytes / size)
+            } else {
+                #[allow(clippy::cast_precision_loss, reason = "a rounded figure for people")]
+                let v = bytes as f64 / size as f64;
+                format!("{v:.1} {unit}")
+            };
+        }
+    }
+    format!("{bytes} B")
+}
+
+/// `1d 2h 3m 4s`, leading zero units left out.
+fn duration_text(secs: u64) -> String {
+    let parts = [(secs / 86_400, "d"), (secs / 3600 % 24, "h"), (secs / 60 % 60, "m"), (secs % 60, "s")];
+    let first = parts.iter().position(|(n, _)| *n > 0).unwrap_or(3);
+    parts[first..].iter().map(|(n, u)| format!("{n}{u}")).collect::<Vec<_>>().join(" ")
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, reason = "tests fail loudly")]
+
+    use super::*;
+
+    #[test]
+    fn figures_for_people() {
+        assert_eq!(size_text(256 << 20), "256 MiB");
+        assert_eq!(size_text(3 << 29), "1.5 GiB");
+        assert_eq!(size_text(1000), "1000 B");
+        assert_eq!(duration_text(0), "0s");
+        assert_eq!(duration_text(59), "59s");
+        assert_eq!(duration_text(3723), "1h 2m 3s");
+        assert_eq!(duration_text(86_400 + 5), "1d 0h 0m 5s");
+    }
+
+    #[test]
+    fn peers_are_an_aligned_table() {
+        let p = |id: &str, addr: &str, free| PeerInfo {
+            peer_id: id.into(),
+            addr: addr.parse().unwrap(),
+            free_slots: free,
+            ready_tasks: 0,
+            age: 1,
+        };
+        let text = peers_text(&[p("aaaa", "127.0.0.1:7600", 12), p("bb", "10.0.0.1:1", 3)]);
+        assert_eq!(
+            text,
+            "PEER  ADDR            FREE  READY  AGE\n\
+             aaaa  127.0.0.1:7600  12    0      1\n\
+             bb    10.0.0.1:1      3     0      1\n"
+        );
+        assert_eq!(peers_text(&[]), "no peers known yet\n");
+    }
+}
