@@ -28,6 +28,11 @@ pub struct JobProgress {
     pub failed: usize,
     /// Distinct peers that finished at least one task.
     pub peers_used: usize,
+    /// Fuel (the sandbox's deterministic instruction count) of the runs that finished tasks.
+    pub fuel_used: u64,
+    /// Slot time of those runs (fetching inputs and running) summed over peers: the job's CPU
+    /// time.
+    pub cpu_time: Duration,
 }
 
 impl From<Progress> for JobProgress {
@@ -38,6 +43,8 @@ impl From<Progress> for JobProgress {
             running: p.placed,
             failed: p.failed,
             peers_used: p.peers_used,
+            fuel_used: p.fuel_used,
+            cpu_time: p.busy,
         }
     }
 }

@@ -98,6 +98,8 @@ async fn a_swarm_runs_a_dag_to_the_right_result() {
     assert_eq!(out.progress.done, 11);
     assert_eq!(out.progress.total, 11);
     assert!(out.progress.peers_used >= 2, "the owner spread the work: {:?}", out.progress);
+    assert!(out.progress.fuel_used > 10_000_000, "eight sieves of a million numbers: {:?}", out.progress);
+    assert!(out.progress.cpu_time > Duration::ZERO && out.progress.cpu_time < PATIENCE, "{:?}", out.progress);
     assert_eq!(progress.borrow().done, 11);
     let ran: u64 = s.peers.iter().map(|p| p.status().tasks_done).sum();
     assert!(ran >= 11, "every task ran somewhere: {ran}");

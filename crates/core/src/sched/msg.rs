@@ -144,6 +144,9 @@ pub enum SchedMsg {
         output: OutputRef,
         /// Fuel used.
         fuel: u64,
+        /// Microseconds the run held its slot (fetching inputs and running), as the executor's
+        /// clock measured it: the submitter's CPU-time figure.
+        busy_us: u64,
         /// The executor's load once the run ended (lets the owner place work where slots are free).
         load: LoadHint,
     },
@@ -222,6 +225,7 @@ mod tests {
             attempt: 2,
             output: OutputRef { hash: BlobHash::of(b"x"), size: 1, inline: Some(b"x".to_vec()) },
             fuel: 99,
+            busy_us: 1_500,
             load: LoadHint::default(),
         };
         let bytes = msg.to_bytes();

@@ -124,7 +124,8 @@ pub struct PeerSched {
     me: PeerId,
     cfg: PeerConfig,
     ready: ReadyQueue,
-    running: HashMap<(TaskId, u32), PeerId>,
+    /// Owner and start time of each running attempt.
+    running: HashMap<(TaskId, u32), (PeerId, Time)>,
     view: Vec<PeerHint>,
     steals: Vec<InFlight>,
     fails: u32,
@@ -273,11 +274,12 @@ impl PeerSched {
         outcome: TaskOutcome,
         rng: &mut dyn RngCore,
     ) {
-        let Some(owner) = self.running.remove(&(task, attempt)) else { return };
+        let Some((owner, started)) = self.running.remove(&(task, attempt)) else { return };
+        let busy_us = u64::try_from(now.saturating_sub(started).as_micros()).unwrap_or(u64::MAX);
         self.pump(now, rng);
         let msg = match outcome {
             TaskOutcome::Ok { output, fuel } => {
-                SchedMsg::Done { task, attempt, output, fuel, load: self.load() }
+                SchedMsg::Done { task, attempt, output, fuel, busy_us, load: self.load() }
             }
             TaskOutcome::Failed(kind) => SchedMsg::Failed { task, attempt, kind },
         };
@@ -354,7 +356,7 @@ impl PeerSched {
     fn pump(&mut self, now: Time, rng: &mut dyn RngCore) {
         while self.free_slots() > 0 {
             let Some(t) = self.ready.pop() else { break };
-            self.running.insert((t.task, t.attempt), t.owner);
+            self.running.insert((t.task, t.attempt), (t.owner, now));
             self.stats.tasks_started += 1;
             self.runs.push_back(t);
         }

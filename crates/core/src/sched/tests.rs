@@ -62,6 +62,7 @@ fn done(i: u32, attempt: u32, size: u64) -> SchedMsg {
         attempt,
         output: OutputRef { hash: BlobHash::of(&i.to_le_bytes()), size, inline: None },
         fuel: 10,
+        busy_us: 1_000,
         load: LoadHint { slots: 1, free_slots: 1, ready_tasks: 0, ready_fuel: 0 },
     }
 }

@@ -53,6 +53,9 @@ pub struct Owner {
     rerank_at: u64,
     done: usize,
     failed: usize,
+    /// Fuel and slot time of the runs that made each task done (re-runs count again).
+    fuel_used: u64,
+    busy_us: u64,
     peers_used: BTreeSet<PeerId>,
     dead: BTreeSet<PeerId>,
     /// Peers that handed tasks back because they are leaving: nothing more is placed there, but
@@ -114,6 +117,8 @@ impl Owner {
             rerank_at: 1,
             done: 0,
             failed: 0,
+            fuel_used: 0,
+            busy_us: 0,
             peers_used: BTreeSet::new(),
             dead: BTreeSet::new(),
             leaving: BTreeSet::new(),
@@ -182,6 +187,8 @@ impl Owner {
             placed: self.recs.iter().filter(|r| matches!(r.state, TaskState::Placed { .. })).count(),
             failed: self.failed,
             peers_used: self.peers_used.len(),
+            fuel_used: self.fuel_used,
+            busy: std::time::Duration::from_micros(self.busy_us),
         }
     }
 
@@ -250,12 +257,12 @@ impl Owner {
                     }
                 }
             }
-            SchedMsg::Done { task, attempt, output, fuel, load } => {
+            SchedMsg::Done { task, attempt, output, fuel, busy_us, load } => {
                 self.check(task.index)?;
                 if !self.leaving.contains(&from) {
                     self.set_cap(from, load.slots);
                 }
-                self.on_done(task.index, from, attempt, output, fuel);
+                self.on_done(task.index, from, attempt, output, fuel, busy_us);
             }
             SchedMsg::Failed { task, attempt, kind } => {
                 self.check(task.index)?;
@@ -415,7 +422,15 @@ impl Owner {
         self.job.parents(i).iter().all(|&p| self.is_task_done(p))
     }
 
-    fn on_done(&mut self, i: TaskIndex, from: PeerId, attempt: u32, output: OutputRef, fuel: u64) {
+    fn on_done(
+        &mut self,
+        i: TaskIndex,
+        from: PeerId,
+        attempt: u32,
+        output: OutputRef,
+        fuel: u64,
+        busy_us: u64,
+    ) {
         let rec = &mut self.recs[i.0 as usize];
         // Execution is deterministic: every correct run gives the first one's output and fuel.
         let first = rec.reports.iter().find_map(|r| r.result.as_ref().ok().copied());
@@ -439,6 +454,8 @@ impl Owner {
         }
         self.set(i, TaskState::Done { output, holders: vec![from] });
         self.done += 1;
+        self.fuel_used = self.fuel_used.saturating_add(fuel);
+        self.busy_us = self.busy_us.saturating_add(busy_us);
         self.peers_used.insert(from);
         self.costs.learn(self.job.task(i).module, fuel);
         self.events.push_back(OwnerEvent::TaskDone(i));

@@ -122,6 +122,10 @@ pub struct Progress {
     pub failed: usize,
     /// Distinct peers that finished at least one task.
     pub peers_used: usize,
+    /// Fuel used by the runs that finished tasks.
+    pub fuel_used: u64,
+    /// Slot time of those runs (fetching inputs and running), summed over peers.
+    pub busy: std::time::Duration,
 }
 
 /// Why an owner refused a message. Each refusal leaves the owner's state unchanged.
