@@ -519,4 +519,20 @@ mod tests {
         assert_eq!(config_path(None, &env), Some(("/cfg/shoal/worker.toml".into(), false)));
         assert_eq!(config_path(None, &env_of(&[])), None);
     }
+
+    #[test]
+    fn the_sample_files_in_deploy_and_docs_parse() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+        let sample = std::fs::read_to_string(root.join("deploy/worker.toml")).unwrap();
+        let s = resolve(&WorkerFlags::default(), &env_of(&[]), file(&sample), 8).unwrap();
+        assert_eq!((s.cores, s.memory, s.join_timeout), (2, 1 << 30, Duration::from_secs(60)));
+        let doc = std::fs::read_to_string(root.join("docs/worker.md")).unwrap();
+        let blocks: Vec<&str> =
+            doc.split("```toml\n").skip(1).map(|b| b.split("```").next().unwrap()).collect();
+        assert!(!blocks.is_empty());
+        for b in blocks {
+            let s = resolve(&WorkerFlags::default(), &env_of(&[]), file(b), 8).unwrap();
+            assert_eq!(s.bootstrap.len(), 2, "{b}");
+        }
+    }
 }
