@@ -31,6 +31,8 @@ use tokio::task::JoinHandle;
 
 /// The socket's file name in the data directory.
 pub(crate) const SOCKET_FILE: &str = "control.sock";
+/// The longest socket path `bind` accepts.
+const MAX_SOCKET_PATH: usize = 107;
 /// The lock file's name in the data directory.
 pub(crate) const LOCK_FILE: &str = "worker.lock";
 
@@ -198,8 +200,21 @@ impl ControlSocket {
     /// worker uses the directory.
     pub(crate) fn bind(lock: &DataDirLock) -> io::Result<ControlSocket> {
         let path = socket_path(lock.dir());
-        let private = lock.dir().join(format!(".control-{}", std::process::id()));
-        let staged = private.join(SOCKET_FILE);
+        // A Unix socket's path must fit `sockaddr_un` (107 bytes and a NUL on Linux); the staged
+        // path below is never longer than the final one.
+        let len = path.as_os_str().len();
+        if len > MAX_SOCKET_PATH {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!(
+                    "the control socket path {} is {len} bytes, more than the {MAX_SOCKET_PATH} a Unix socket \
+                     allows: use a shorter data directory",
+                    path.display()
+                ),
+            ));
+        }
+        let private = lock.dir().join(format!(".c{}", std::process::id()));
+        let staged = private.join("s");
         let context = |what: &str, p: &Path, e: io::Error| {
             io::Error::new(e.kind(), format!("{what} {}: {e}", p.display()))
         };
@@ -470,6 +485,11 @@ mod tests {
         let socket = ControlSocket::bind(&lock).unwrap();
         drop(socket);
         assert!(!stale.exists(), "an unused socket is removed too");
+        let deep = dir.path().join("d".repeat(100));
+        std::fs::create_dir(&deep).unwrap();
+        let e = ControlSocket::bind(&DataDirLock::acquire(&deep).unwrap()).unwrap_err();
+        assert!(e.to_string().contains("use a shorter data directory"), "{e}");
+        std::fs::remove_dir_all(&deep).unwrap();
         let leftovers: Vec<_> =
             std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
         assert_eq!(leftovers, vec![std::ffi::OsString::from(LOCK_FILE)]);
