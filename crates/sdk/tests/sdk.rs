@@ -343,3 +343,97 @@ fn marked_outputs_and_nested_loops() {
     // The input loop runs c outermost: column by column.
     assert_eq!(text_output(&job, &run, "sum"), "0;10;1;11;{}");
 }
+
+/// Jobs on an in-process swarm through the SDK's `Swarm`: progress, typed failure, cancellation.
+mod swarm {
+    use super::*;
+    use shoal_sdk::{JobError, Swarm, SwarmConfig, SwarmError};
+
+    const PATIENCE: Duration = Duration::from_secs(60);
+
+    fn runtime() -> tokio::runtime::Runtime {
+        tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap()
+    }
+
+    /// `n` independent spin tasks of about 100 ms each.
+    fn spins(n: usize) -> CompiledJob {
+        let mut job = Job::new();
+        let spin = job.module_file(wasm("spin")).unwrap();
+        for i in 0..n {
+            job.task(format!("spin{i}"), &spin).arg((150_000_000 + i).to_string()).build().unwrap();
+        }
+        job.compile().unwrap()
+    }
+
+    #[test]
+    fn a_failing_task_is_a_typed_error_naming_it_and_progress_streams_end() {
+        runtime().block_on(async {
+            let swarm = Swarm::local(2).await.unwrap();
+            let mut job = Job::new();
+            let sum = job.module_file(wasm("sum")).unwrap();
+            let primes = job.module_file(wasm("primes")).unwrap();
+            let fine = job.task("fine", &primes).args(["0", "100"]).build().unwrap();
+            job.task("bad", &sum).input(&fine).input_bytes(b"twelve".to_vec()).build().unwrap();
+            let submission = swarm.submit(job.compile().unwrap()).await.unwrap();
+            assert_eq!(submission.tasks(), 2);
+            let mut stream = submission.progress_stream();
+            let err = tokio::time::timeout(PATIENCE, submission.outputs()).await.unwrap().unwrap_err();
+            match &err {
+                JobError::TaskFailed { name, reason, .. } => {
+                    assert_eq!(name, "bad");
+                    assert!(reason.contains("expected an integer"), "{reason}");
+                }
+                other => panic!("expected the task's failure, got {other:?}"),
+            }
+            let ended =
+                tokio::time::timeout(PATIENCE, async { while stream.next().await.is_some() {} }).await;
+            assert!(ended.is_ok(), "the progress stream ends with the job");
+            swarm.shutdown().await;
+        });
+    }
+
+    #[test]
+    fn cancelling_a_job_stops_its_queued_tasks_on_every_peer() {
+        runtime().block_on(async {
+            let swarm = Swarm::local(3).await.unwrap();
+            let submission = swarm.submit(spins(40)).await.unwrap();
+            let mut stream = submission.progress_stream();
+            tokio::time::timeout(PATIENCE, async {
+                while stream.next().await.is_some_and(|p| p.done == 0) {}
+            })
+            .await
+            .unwrap();
+            submission.cancel().await;
+            let err = tokio::time::timeout(PATIENCE, submission.outputs()).await.unwrap().unwrap_err();
+            assert_eq!(err, JobError::Cancelled);
+            // Every peer empties its queue at once; only runs already started finish.
+            tokio::time::timeout(PATIENCE, async {
+                while swarm.peers().iter().any(|p| p.status().queued > 0 || p.status().running > 0) {
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+            })
+            .await
+            .unwrap();
+            let ran: u64 = swarm.peers().iter().map(|p| p.status().tasks_done).sum();
+            // Up to 15 were queued on the peers (5 per one-slot peer); only the runs under way at
+            // the cancel may finish.
+            assert!(ran <= 8, "{ran} tasks ran: the cancel did not reach the holders");
+            swarm.shutdown().await;
+        });
+    }
+
+    #[test]
+    fn joining_through_an_unreachable_address_is_a_clear_error() {
+        runtime().block_on(async {
+            // A bound but silent UDP socket: nobody answers the QUIC handshake.
+            let silent = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+            let mut cfg = SwarmConfig::default().bootstrap(silent.local_addr().unwrap());
+            cfg.listen = "127.0.0.1:0".parse().unwrap();
+            cfg.join_timeout = Duration::from_millis(500);
+            let err = Swarm::join(cfg).await.unwrap_err();
+            assert!(matches!(err, SwarmError::NoPeerAnswered { .. }), "{err:?}");
+            assert!(err.to_string().contains("no peer answered at 127.0.0.1:"), "{err}");
+            assert!(matches!(Swarm::local(0).await, Err(SwarmError::NoPeers)));
+        });
+    }
+}
