@@ -112,7 +112,11 @@ impl DiskCache {
         let result = (|| -> std::io::Result<()> {
             let payload = module.serialize().map_err(std::io::Error::other)?;
             let path = self.path(key);
-            let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+            // Unique per writer: two threads compiling the same module at once must not share a
+            // temporary file (the second rename would find it gone).
+            static WRITES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+            let n = WRITES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let tmp = path.with_extension(format!("tmp{}-{n}", std::process::id()));
             let mut f = std::fs::File::create(&tmp)?;
             f.write_all(MAGIC)?;
             f.write_all(blake3::hash(&payload).as_bytes())?;

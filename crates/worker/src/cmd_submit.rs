@@ -1,17 +1,20 @@
-//! `shoal submit`: compiles a job file (`shoal-sdk`), starts a peer that joins the swarm and owns
-//! the job, waits for it and writes the wanted outputs.
+//! `shoal submit`: compiles a job file (`shoal-sdk`), joins the swarm with an SDK [`Swarm`] whose
+//! peer owns the job, waits for it and writes the wanted outputs.
 //!
 //! The submitting peer lives in a fresh directory under the system temp dir (its own identity, so
-//! several submits never share one), removed at the end. Progress goes to stderr, the summary to
-//! stdout. Exit status: 0 when the job succeeded, 1 when it failed (the reason names the task),
-//! 2 for anything else (bad file, unreachable bootstrap, I/O).
+//! several submits never share one), removed at the end. On a terminal, a progress bar (tasks
+//! done, throughput, ETA, running tasks and peers used) is drawn on stderr; the summary line
+//! (tasks, peers, makespan, CPU time, fuel) goes to stderr, a single output without `--out` to
+//! stdout, and with `--json` one JSON line to stdout instead. Ctrl-C cancels the job at every peer
+//! holding its tasks. Exit status: 0 when the job succeeded, 1 when it failed or was cancelled
+//! (the reason names the task), 2 for anything else (bad file, unreachable bootstrap, I/O).
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::Context;
-use shoal_node::{Config, JobOutputs, Peer};
+use shoal_sdk::{JobOutputs, Swarm, SwarmConfig};
 
 /// Arguments of `shoal submit`.
 #[derive(Debug, clap::Args)]
@@ -45,6 +48,8 @@ struct Summary {
     tasks: usize,
     peers_used: usize,
     elapsed_ms: f64,
+    cpu_ms: f64,
+    fuel: u64,
     outputs: Vec<OutputSummary>,
     #[serde(skip_serializing_if = "Option::is_none")]
     error: Option<String>,
@@ -77,7 +82,7 @@ pub(crate) fn run(args: SubmitArgs) -> anyhow::Result<u8> {
     write_results(&args, tasks, outcome)
 }
 
-pub(crate) type Outcome = Result<JobOutputs, shoal_node::JobError>;
+pub(crate) type Outcome = Result<JobOutputs, shoal_sdk::JobError>;
 
 async fn submit(
     args: &SubmitArgs,
@@ -102,55 +107,96 @@ pub(crate) struct SubmitOptions {
     pub(crate) cores: u32,
     /// How long to wait for a bootstrap peer to answer.
     pub(crate) join_timeout: Duration,
-    /// Show a progress line on stderr.
+    /// Show a progress bar on stderr.
     pub(crate) show_progress: bool,
 }
 
-/// Starts a peer in `dir` that joins the swarm, owns `compiled` and waits for it; returns the
-/// number of tasks and the job's outcome.
+/// Joins the swarm with an SDK [`Swarm`] whose peer lives in `dir`, submits `compiled`, shows
+/// its progress and waits for it; returns the number of tasks and the job's outcome. The peer
+/// leaves the swarm before this returns. Ctrl-C cancels the job (its holders drop its tasks).
 pub(crate) async fn submit_compiled(
     how: &SubmitOptions,
     dir: &Path,
     compiled: shoal_sdk::CompiledJob,
 ) -> anyhow::Result<(usize, Outcome)> {
-    let mut cfg = Config::new(dir);
+    let mut cfg = SwarmConfig { data_dir: Some(dir.to_path_buf()), ..SwarmConfig::default() };
     cfg.cores = how.cores;
-    cfg.memory = u64::from(how.cores.max(1)) * (256 << 20);
-    cfg.net.listen = SocketAddr::from(([0, 0, 0, 0], 0));
-    cfg.net.bootstrap = how.bootstrap.clone();
-    let peer = Peer::start(cfg).await.context("cannot start the submitting peer")?;
-    if !how.bootstrap.is_empty() {
-        let joined = tokio::time::timeout(how.join_timeout, async {
-            while peer.node().view().is_empty() {
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-        })
-        .await;
-        if joined.is_err() {
-            peer.kill().await;
-            let addrs: Vec<String> = how.bootstrap.iter().map(ToString::to_string).collect();
-            anyhow::bail!("no peer answered at {} within {:?}", addrs.join(", "), how.join_timeout);
-        }
-    }
+    cfg.bootstrap = how.bootstrap.clone();
+    cfg.join_timeout = how.join_timeout;
+    let swarm = Swarm::join(cfg).await?;
     let tasks = compiled.job.len();
-    let wanted = compiled.outputs.iter().map(|(_, i)| *i).collect();
-    let handle = peer.submit_with_outputs(compiled.job, compiled.blobs, wanted).await?;
-    let mut progress = handle.watch_progress();
-    let reporter = how.show_progress.then(|| {
+    let submission = match swarm.submit(compiled).await {
+        Ok(s) => s,
+        Err(e) => {
+            swarm.shutdown().await;
+            return Err(e.into());
+        }
+    };
+    let bar = how.show_progress.then(|| progress_bar(tasks));
+    let mut stream = submission.progress_stream();
+    let reporter = bar.clone().map(|bar| {
         tokio::spawn(async move {
-            while progress.changed().await.is_ok() {
-                let p = *progress.borrow_and_update();
-                eprint!("\r{}/{} tasks done, {} running, {} peers", p.done, p.total, p.running, p.peers_used);
+            while let Some(p) = stream.next().await {
+                bar.set_position(p.done as u64);
+                bar.set_message(format!("{} running, {} used", p.running, peers(p.peers_used)));
             }
         })
     });
-    let outcome = handle.wait().await;
+    let outcome = tokio::select! {
+        outcome = submission.outputs() => outcome,
+        _ = tokio::signal::ctrl_c() => Err(shoal_sdk::JobError::Cancelled),
+    };
     if let Some(r) = reporter {
         r.abort();
-        eprintln!();
     }
-    peer.shutdown().await;
+    if let Some(bar) = bar {
+        if let Ok(out) = &outcome {
+            bar.set_position(out.progress.done as u64);
+        }
+        bar.finish_and_clear();
+    }
+    swarm.shutdown().await;
     Ok((tasks, outcome))
+}
+
+/// A bar for `tasks` tasks with throughput and ETA, drawn on stderr when it is a terminal.
+fn progress_bar(tasks: usize) -> indicatif::ProgressBar {
+    let bar =
+        indicatif::ProgressBar::with_draw_target(Some(tasks as u64), indicatif::ProgressDrawTarget::stderr());
+    let style = indicatif::ProgressStyle::with_template(
+        "{spinner} [{elapsed_precise}] {wide_bar} {pos}/{len} tasks · {rate} · ETA {eta} · {msg}",
+    )
+    .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+    .with_key("rate", |state: &indicatif::ProgressState, w: &mut dyn std::fmt::Write| {
+        let _ = write!(w, "{:.1} tasks/s", state.per_sec());
+    });
+    bar.set_style(style);
+    bar.enable_steady_tick(Duration::from_millis(200));
+    bar
+}
+
+/// One line saying what the job took: tasks, peers, makespan, CPU time (with the parallelism it
+/// implies) and fuel.
+pub(crate) fn summary_line(tasks: usize, out: &JobOutputs) -> String {
+    let p = &out.progress;
+    let makespan = out.elapsed.as_secs_f64();
+    let cpu = p.cpu_time.as_secs_f64();
+    let parallel = if makespan > 0.0 { cpu / makespan } else { 0.0 };
+    format!(
+        "{tasks} tasks on {}: makespan {makespan:.2} s, CPU time {cpu:.2} s ({parallel:.1}x parallel), fuel {}",
+        peers(p.peers_used),
+        fuel_text(p.fuel_used)
+    )
+}
+
+/// "1 peer", "3 peers".
+fn peers(n: usize) -> String {
+    if n == 1 { "1 peer".to_string() } else { format!("{n} peers") }
+}
+
+/// `1.23e9`-style fuel, readable at a glance.
+fn fuel_text(fuel: u64) -> String {
+    if fuel < 10_000 { fuel.to_string() } else { format!("{:.2e}", fuel as f64) }
 }
 
 fn write_results(args: &SubmitArgs, tasks: usize, outcome: Outcome) -> anyhow::Result<u8> {
@@ -163,6 +209,8 @@ fn write_results(args: &SubmitArgs, tasks: usize, outcome: Outcome) -> anyhow::R
                     tasks,
                     peers_used: 0,
                     elapsed_ms: 0.0,
+                    cpu_ms: 0.0,
+                    fuel: 0,
                     outputs: Vec::new(),
                     error: Some(e.to_string()),
                 };
@@ -201,12 +249,14 @@ fn write_results(args: &SubmitArgs, tasks: usize, outcome: Outcome) -> anyhow::R
             tasks,
             peers_used: out.progress.peers_used,
             elapsed_ms,
+            cpu_ms: out.progress.cpu_time.as_secs_f64() * 1e3,
+            fuel: out.progress.fuel_used,
             outputs,
             error: None,
         };
         println!("{}", serde_json::to_string(&s)?);
     } else {
-        eprintln!("{tasks} tasks on {} peers in {elapsed_ms:.0} ms", out.progress.peers_used);
+        eprintln!("{}", summary_line(tasks, &out));
         for o in outputs.iter().filter(|o| o.path.is_some()) {
             if let Some(path) = &o.path {
                 eprintln!("{}: {} bytes -> {}", o.task, o.bytes, path.display());
