@@ -321,6 +321,9 @@ async fn handle_uni(
         Message::Hello(_) => unexpected("Hello"),
         Message::BlobRequest(_) | Message::BlobResponse(_) => unexpected("blob message on a one-way stream"),
         other => {
+            if matches!(other, Message::Sched(_)) {
+                inner.counters.sched_received();
+            }
             let _ = inner.inbox.send(Inbound { from: peer, message: other, reply: None }).await;
             None
         }
@@ -472,6 +475,7 @@ pub(crate) async fn fetch_from(
         return Err(FetchFromError::WrongLength);
     }
     writer.commit()?;
+    inner.counters.fetched(size);
     Ok(size)
 }
 

@@ -68,9 +68,14 @@ pub(crate) async fn read_frame_limited(
     Ok((wire::decode_payload(&payload)?, LEN_PREFIX + len))
 }
 
-/// Writes one frame (refusing to send more than `max`, which the peer would refuse).
-pub(crate) async fn write_frame(send: &mut SendStream, msg: &Message, max: usize) -> Result<(), FrameError> {
+/// Writes one frame (refusing to send more than `max`, which the peer would refuse). Returns the
+/// frame's size on the wire.
+pub(crate) async fn write_frame(
+    send: &mut SendStream,
+    msg: &Message,
+    max: usize,
+) -> Result<usize, FrameError> {
     let frame = wire::encode_frame(msg, max)?;
     send.write_all(&frame).await?;
-    Ok(())
+    Ok(frame.len())
 }

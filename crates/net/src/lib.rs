@@ -61,6 +61,7 @@ pub mod frame;
 pub mod identity;
 pub mod limits;
 mod node;
+mod stats;
 pub mod tls;
 
 pub use blobs::{BlobError, BlobStore, BlobWriter};
@@ -70,4 +71,5 @@ pub use limits::Limits;
 pub use node::{FetchError, Inbound, Inbox, Node, NodeConfig, NodeError, Replier, quinn_client_config};
 pub use shoal_core::ids::{BlobHash, PeerId};
 pub use shoal_core::membership::{Entry, Event, LoadHints, RemoveReason};
+pub use stats::NetStats;
 pub use tls::SwarmSecret;

@@ -31,6 +31,7 @@ use crate::conn::{self, FetchFromError, HandshakeError};
 use crate::frame::{FrameError, read_frame, write_frame};
 use crate::identity::{Identity, IdentityError};
 use crate::limits::Limits;
+use crate::stats::{Counters, NetStats};
 use crate::tls::{self, SwarmSecret, TlsError};
 
 /// Everything a [`Node`] needs to start.
@@ -191,6 +192,7 @@ pub(crate) struct Inner {
     pub(crate) blobs: BlobStore,
     pub(crate) cancel: CancellationToken,
     pub(crate) tasks: TaskTracker,
+    pub(crate) counters: Counters,
 }
 
 /// A running Shoal peer. Cheap to clone; the node stops when [`Node::shutdown`] is called or
@@ -264,6 +266,7 @@ impl Node {
             blobs,
             cancel: cancel.clone(),
             tasks: TaskTracker::new(),
+            counters: Counters::default(),
         });
         let span = tracing::info_span!("node", me = %peer_id.short());
         info!(parent: &span, %local_addr, "node started");
@@ -299,6 +302,11 @@ impl Node {
         let _ = self.inner.driver.send(DriverCmd::SetHints(hints)).await;
     }
 
+    /// What this node has sent and received so far.
+    pub fn stats(&self) -> NetStats {
+        self.inner.counters.snapshot()
+    }
+
     /// The local blob store.
     pub fn blobs(&self) -> &BlobStore {
         &self.inner.blobs
@@ -327,8 +335,9 @@ impl Node {
         let inner = &self.inner;
         let conn = inner.connection_to(peer).await?;
         let (mut send, mut recv) = conn.open_bi().await?;
-        write_frame(&mut send, msg, inner.limits.max_frame).await?;
+        let n = write_frame(&mut send, msg, inner.limits.max_frame).await?;
         send.finish().map_err(FrameError::from)?;
+        inner.counters.sent(msg, n);
         let (resp, _) =
             tokio::time::timeout(inner.limits.request_timeout, read_frame(&mut recv, inner.limits.max_frame))
                 .await
@@ -409,8 +418,9 @@ impl Inner {
     async fn send_uni(self: &Arc<Self>, peer: PeerId, msg: &Message) -> Result<(), NodeError> {
         let conn = self.connection_to(peer).await?;
         let mut send = conn.open_uni().await?;
-        write_frame(&mut send, msg, self.limits.max_frame).await?;
+        let n = write_frame(&mut send, msg, self.limits.max_frame).await?;
         send.finish().map_err(FrameError::from)?;
+        self.counters.sent(msg, n);
         Ok(())
     }
 }
@@ -471,8 +481,9 @@ async fn send_member(
     }
     let conn = inner.connection_to(peer).await?;
     let mut send = conn.open_uni().await?;
-    write_frame(&mut send, msg, inner.limits.max_frame).await?;
+    let n = write_frame(&mut send, msg, inner.limits.max_frame).await?;
     send.finish().map_err(FrameError::from)?;
+    inner.counters.sent(msg, n);
     let _ = tokio::time::timeout(conn::ACK_WAIT, send.stopped()).await;
     Ok(())
 }

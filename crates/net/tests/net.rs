@@ -131,6 +131,9 @@ async fn messages_requests_and_load_hints() {
     a.send(c.peer_id(), &Message::Ping(5)).await.unwrap();
     let got = tokio::time::timeout(EVENTUALLY, inbox.recv()).await.unwrap().unwrap();
     assert_eq!((got.from, got.message, got.reply.is_none()), (a.peer_id(), Message::Ping(5), true));
+    let stats = a.stats();
+    assert!(stats.frames_sent > 0 && stats.frame_bytes_sent > stats.frames_sent, "{stats:?}");
+    assert_eq!(stats.sched_sent, 0, "{stats:?}");
     // Load hints set by the application show up in others' views.
     let hints = LoadHints { free_slots: 4, ready_tasks: 9 };
     b.set_load_hints(hints).await;
@@ -300,6 +303,9 @@ async fn blobs_move_verified_and_a_lying_holder_is_skipped() {
     let size = fetcher.node.fetch_blob(hash, &[liar.peer_id(), honest.node.peer_id()]).await.unwrap();
     assert_eq!(size, good.len() as u64);
     assert_eq!(fetcher.node.blobs().get(&hash).unwrap().unwrap(), good);
+    // Only the verified transfer counts.
+    let stats = fetcher.node.stats();
+    assert_eq!((stats.blobs_fetched, stats.blob_bytes_fetched), (1, good.len() as u64));
     // A blob nobody has.
     let missing = BlobHash::of(b"nobody has this");
     assert!(fetcher.node.fetch_blob(missing, &[honest.node.peer_id()]).await.is_err());
