@@ -53,6 +53,7 @@ async fn serve(args: Settings) -> anyhow::Result<u8> {
     cfg.memory = args.memory;
     cfg.net.listen = args.listen;
     cfg.net.bootstrap = args.bootstrap.clone();
+    cfg.leave_grace = args.leave_grace;
     if let Some(path) = &args.swarm_secret {
         let secret = std::fs::read(path)
             .with_context(|| format!("cannot read the swarm secret {}", path.display()))?;

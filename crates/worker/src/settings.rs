@@ -25,6 +25,8 @@ use crate::units::{parse_duration, parse_size};
 pub(crate) const DEFAULT_LISTEN: &str = "0.0.0.0:7600";
 /// How long a joining worker waits for a bootstrap peer when nothing says otherwise.
 pub(crate) const DEFAULT_JOIN_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long running tasks may finish on SIGINT/SIGTERM before the worker leaves anyway.
+pub(crate) const DEFAULT_LEAVE_GRACE: Duration = Duration::from_secs(10);
 /// Task memory donated per core when nothing says otherwise.
 pub(crate) const DEFAULT_MEMORY_PER_CORE: u64 = 256 << 20;
 
@@ -64,6 +66,10 @@ pub(crate) struct WorkerFlags {
     /// [env: SHOAL_JOIN_TIMEOUT] (default: 30s).
     #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
     pub(crate) join_timeout: Option<Duration>,
+    /// On SIGINT/SIGTERM: queued tasks go back to their owners at once; running ones get this long
+    /// to finish before the worker leaves anyway [env: SHOAL_LEAVE_GRACE] (default: 10s).
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub(crate) leave_grace: Option<Duration>,
 }
 
 /// The merged settings a worker runs with.
@@ -76,6 +82,7 @@ pub(crate) struct Settings {
     pub(crate) data_dir: PathBuf,
     pub(crate) swarm_secret: Option<PathBuf>,
     pub(crate) join_timeout: Duration,
+    pub(crate) leave_grace: Duration,
     /// The config file read, if any.
     pub(crate) config: Option<PathBuf>,
 }
@@ -97,6 +104,7 @@ struct Layer {
     data_dir: Option<PathBuf>,
     swarm_secret: Option<PathBuf>,
     join_timeout: Option<Duration>,
+    leave_grace: Option<Duration>,
 }
 
 impl Layer {
@@ -109,6 +117,7 @@ impl Layer {
             data_dir: f.data_dir.clone(),
             swarm_secret: f.swarm_secret.clone(),
             join_timeout: f.join_timeout,
+            leave_grace: f.leave_grace,
         }
     }
 
@@ -125,6 +134,7 @@ impl Layer {
             data_dir: env_path(env, "SHOAL_DATA_DIR"),
             swarm_secret: env_path(env, "SHOAL_SWARM_SECRET"),
             join_timeout: env_parsed(env, "SHOAL_JOIN_TIMEOUT", parse_duration)?,
+            leave_grace: env_parsed(env, "SHOAL_LEAVE_GRACE", parse_duration)?,
         })
     }
 
@@ -140,6 +150,7 @@ impl Layer {
             data_dir: raw.data_dir.map(|p| base.join(p)),
             swarm_secret: raw.swarm_secret.map(|p| base.join(p)),
             join_timeout: raw.join_timeout.map(|d| d.0),
+            leave_grace: raw.leave_grace.map(|d| d.0),
         })
     }
 }
@@ -155,6 +166,7 @@ struct FileSettings {
     data_dir: Option<PathBuf>,
     swarm_secret: Option<PathBuf>,
     join_timeout: Option<FileDuration>,
+    leave_grace: Option<FileDuration>,
 }
 
 /// A size in a config file: a string with a unit (`"2GiB"`) or a number of bytes.
@@ -320,6 +332,7 @@ pub(crate) fn resolve(
         data_dir: pick!(data_dir).unwrap_or_else(|| default_data_dir(env)),
         swarm_secret: pick!(swarm_secret),
         join_timeout: pick!(join_timeout).unwrap_or(DEFAULT_JOIN_TIMEOUT),
+        leave_grace: pick!(leave_grace).unwrap_or(DEFAULT_LEAVE_GRACE),
         config: file.map(|f| f.path.to_path_buf()),
     })
 }
@@ -393,6 +406,7 @@ mod tests {
         assert_eq!(s.data_dir, PathBuf::from("/home/v/.local/share/shoal"));
         assert_eq!(s.swarm_secret, None);
         assert_eq!(s.join_timeout, Duration::from_secs(30));
+        assert_eq!(s.leave_grace, Duration::from_secs(10));
         assert_eq!(s.config, None);
         let s = resolve(&WorkerFlags::default(), &env_of(&[("XDG_DATA_HOME", "/d")]), None, 1).unwrap();
         assert_eq!((s.cores, s.data_dir), (1, PathBuf::from("/d/shoal")));
@@ -401,7 +415,7 @@ mod tests {
     #[test]
     fn flag_beats_env_beats_file_beats_default_for_every_setting() {
         let text = "listen = \"10.0.0.1:1\"\nbootstrap = [\"10.0.0.9:9\"]\ncores = 3\nmemory = \"3GiB\"\n\
-                    data_dir = \"data\"\nswarm_secret = \"/s/file\"\njoin_timeout = \"3s\"\n";
+                    data_dir = \"data\"\nswarm_secret = \"/s/file\"\njoin_timeout = \"3s\"\nleave_grace = 30\n";
         let env = env_of(&[
             ("SHOAL_LISTEN", "10.0.0.2:2"),
             ("SHOAL_BOOTSTRAP", "10.0.0.7:7, 10.0.0.8:8,"),
@@ -410,6 +424,7 @@ mod tests {
             ("SHOAL_DATA_DIR", "/env/data"),
             ("SHOAL_SWARM_SECRET", "/env/secret"),
             ("SHOAL_JOIN_TIMEOUT", "2s"),
+            ("SHOAL_LEAVE_GRACE", "20s"),
         ]);
         let flags = WorkerFlags {
             listen: Some(addr("10.0.0.3:3")),
@@ -419,6 +434,7 @@ mod tests {
             data_dir: Some("/flag/data".into()),
             swarm_secret: Some("/flag/secret".into()),
             join_timeout: Some(Duration::from_secs(1)),
+            leave_grace: Some(Duration::from_secs(10)),
             config: None,
         };
         let s = resolve(&flags, &env, file(text), 8).unwrap();
@@ -428,6 +444,7 @@ mod tests {
         assert_eq!(s.data_dir, PathBuf::from("/flag/data"));
         assert_eq!(s.swarm_secret, Some(PathBuf::from("/flag/secret")));
         assert_eq!(s.join_timeout, Duration::from_secs(1));
+        assert_eq!(s.leave_grace, Duration::from_secs(10));
         assert_eq!(s.config, Some(PathBuf::from("/etc/shoal/worker.toml")));
 
         let s = resolve(&WorkerFlags::default(), &env, file(text), 8).unwrap();
@@ -438,6 +455,7 @@ mod tests {
         assert_eq!(s.data_dir, PathBuf::from("/env/data"));
         assert_eq!(s.swarm_secret, Some(PathBuf::from("/env/secret")));
         assert_eq!(s.join_timeout, Duration::from_secs(2));
+        assert_eq!(s.leave_grace, Duration::from_secs(20));
 
         let s = resolve(&WorkerFlags::default(), &env_of(&[]), file(text), 8).unwrap();
         assert_eq!(s.listen, addr("10.0.0.1:1"));
@@ -447,6 +465,7 @@ mod tests {
         assert_eq!(s.data_dir, PathBuf::from("/etc/shoal/data"));
         assert_eq!(s.swarm_secret, Some(PathBuf::from("/s/file")));
         assert_eq!(s.join_timeout, Duration::from_secs(3));
+        assert_eq!(s.leave_grace, Duration::from_secs(30));
     }
 
     #[test]
