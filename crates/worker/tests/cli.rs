@@ -8,6 +8,8 @@ use std::process::{Command, Output, Stdio};
 
 #[path = "cli/control.rs"]
 mod control;
+#[path = "cli/examples.rs"]
+mod examples;
 
 fn shoal() -> Command {
     Command::new(env!("CARGO_BIN_EXE_shoal"))
