@@ -10,6 +10,8 @@ use std::process::{Command, Output, Stdio};
 mod control;
 #[path = "cli/examples.rs"]
 mod examples;
+#[path = "cli/netns.rs"]
+mod netns;
 
 fn shoal() -> Command {
     Command::new(env!("CARGO_BIN_EXE_shoal"))
