@@ -3,22 +3,30 @@
 //!
 //! Invariants:
 //! - a blob appears under its final name only complete and verified: bytes go to a temp file in
-//!   `tmp/`, which is hashed while written, fsynced, checked against the expected hash and then
-//!   renamed (atomic on POSIX) and the directory fsynced. Readers never see a partial blob.
+//!   `tmp/`, which is hashed while written, checked against the expected hash and then renamed
+//!   (atomic on POSIX). While the process runs, readers never see a partial blob.
+//! - after a crash, the store never returns a blob whose bytes do not match its name. Durability
+//!   is not bought with an fsync per blob (two fsyncs per task output cost more than a short
+//!   task): instead, opening the store creates a `dirty` marker (made durable at once) and a
+//!   clean close flushes the file system and removes it. Opening a store whose marker is still
+//!   there — the last process died, or the machine lost power before its writes reached the disk —
+//!   re-hashes every blob and deletes those that do not match (a file renamed into place whose
+//!   data never reached the disk reads back empty or short). A fresh directory has no marker.
 //! - on open, leftover temp files (a crash mid-write) are deleted and the index is rebuilt from
 //!   the directory, so the store survives restarts.
 //! - the sum of stored sizes stays within the budget: inserting evicts least recently used blobs
 //!   first; a blob larger than the whole budget is refused.
+//! - storing bytes that are already stored touches no file.
 //!
 //! The store uses blocking file IO; blobs are written in chunks of at most a network read, which
 //! keeps each call short.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fs::{self, File};
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, PoisonError};
 
 use shoal_core::ids::BlobHash;
 
@@ -57,6 +65,8 @@ struct Index {
     blobs: HashMap<BlobHash, (u64, u64)>,
     total: u64,
     tick: u64,
+    /// Blobs written since the store was opened, not yet known to be on the disk.
+    unsynced: HashSet<BlobHash>,
 }
 
 /// A disk blob store. Cheap to clone (shared).
@@ -86,17 +96,28 @@ impl BlobStore {
         for e in fs::read_dir(&tmp).map_err(io_err(&tmp))?.flatten() {
             let _ = fs::remove_file(e.path());
         }
+        let marker = dir.join(DIRTY);
+        let unclean = marker.exists();
         let mut found: Vec<(std::time::SystemTime, BlobHash, u64)> = Vec::new();
         for e in fs::read_dir(dir).map_err(io_err(dir))?.flatten() {
             let name = e.file_name();
             let Some(hash) = name.to_str().and_then(|n| n.parse::<BlobHash>().ok()) else { continue };
             let Ok(meta) = e.metadata() else { continue };
-            if meta.is_file() {
-                found.push((meta.modified().unwrap_or(std::time::UNIX_EPOCH), hash, meta.len()));
+            if !meta.is_file() {
+                continue;
             }
+            if unclean && !holds(&e.path(), &hash) {
+                tracing::warn!(blob = %hash.short(), "blob damaged by an unclean stop; deleted");
+                let _ = fs::remove_file(e.path());
+                continue;
+            }
+            found.push((meta.modified().unwrap_or(std::time::UNIX_EPOCH), hash, meta.len()));
         }
+        // From now on, until a clean close, the directory may hold blobs not yet on the disk.
+        File::create(&marker).and_then(|f| f.sync_all()).map_err(io_err(&marker))?;
+        sync_dir(dir);
         found.sort();
-        let mut index = Index { blobs: HashMap::new(), total: 0, tick: 0 };
+        let mut index = Index { blobs: HashMap::new(), total: 0, tick: 0, unsynced: HashSet::new() };
         for (_, hash, size) in found {
             index.tick += 1;
             index.blobs.insert(hash, (size, index.tick));
@@ -145,11 +166,29 @@ impl BlobStore {
         self.index().blobs.get(hash).map(|(s, _)| *s)
     }
 
-    /// Stores `bytes`, returning their hash.
+    /// Stores `bytes`, returning their hash. Bytes already stored touch no file.
     pub fn put(&self, bytes: &[u8]) -> Result<BlobHash, BlobError> {
-        let mut w = self.writer(None)?;
+        let hash = BlobHash::of(bytes);
+        if self.touch(&hash) {
+            return Ok(hash);
+        }
+        let mut w = self.writer(Some(hash))?;
         w.write(bytes)?;
         w.commit()
+    }
+
+    /// Marks a stored blob recently used; whether it is stored.
+    fn touch(&self, hash: &BlobHash) -> bool {
+        let mut idx = self.index();
+        idx.tick += 1;
+        let tick = idx.tick;
+        match idx.blobs.get_mut(hash) {
+            Some(e) => {
+                e.1 = tick;
+                true
+            }
+            None => false,
+        }
     }
 
     /// Reads a whole blob, marking it recently used.
@@ -202,6 +241,7 @@ impl BlobStore {
 
     fn forget(&self, hash: &BlobHash) -> bool {
         let mut idx = self.index();
+        idx.unsynced.remove(hash);
         match idx.blobs.remove(hash) {
             Some((size, _)) => {
                 idx.total -= size;
@@ -247,6 +287,53 @@ impl BlobStore {
     }
 }
 
+/// The marker of a store that may hold blobs not yet on the disk (see the module docs).
+const DIRTY: &str = "dirty";
+
+/// Whether the file at `path` holds exactly the bytes named `hash`.
+fn holds(path: &Path, hash: &BlobHash) -> bool {
+    let Ok(mut f) = File::open(path) else { return false };
+    let mut hasher = blake3::Hasher::new();
+    let mut buf = vec![0u8; 256 * 1024];
+    loop {
+        match f.read(&mut buf) {
+            Ok(0) => return BlobHash(*hasher.finalize().as_bytes()) == *hash,
+            Ok(n) => {
+                hasher.update(&buf[..n]);
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(_) => return false,
+        }
+    }
+}
+
+/// Makes a directory's entries durable (best effort: some file systems refuse).
+fn sync_dir(dir: &Path) {
+    if let Ok(d) = File::open(dir) {
+        let _ = d.sync_all();
+    }
+}
+
+impl Drop for Shared {
+    /// A clean close: every blob written since the open is flushed to the disk, then the dirty
+    /// marker goes. Any failure keeps the marker, so the next open verifies.
+    fn drop(&mut self) {
+        let written =
+            std::mem::take(&mut self.index.get_mut().unwrap_or_else(PoisonError::into_inner).unsynced);
+        for hash in written {
+            match File::open(self.dir.join(hash.to_hex())).and_then(|f| f.sync_all()) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {} // Evicted since.
+                Err(_) => return,
+            }
+        }
+        let Ok(d) = File::open(&self.dir) else { return };
+        if d.sync_all().is_ok() && fs::remove_file(self.dir.join(DIRTY)).is_ok() {
+            let _ = d.sync_all();
+        }
+    }
+}
+
 /// A blob being written; see [`BlobStore::writer`]. Dropping it discards the bytes.
 #[derive(Debug)]
 pub struct BlobWriter {
@@ -283,8 +370,8 @@ impl BlobWriter {
         self.size == 0
     }
 
-    /// Verifies, fsyncs and publishes the blob under its hash (atomically), evicting older blobs
-    /// to stay within the budget.
+    /// Verifies and publishes the blob under its hash (atomically), evicting older blobs to stay
+    /// within the budget. Not fsynced: see the module docs for what keeps a crash harmless.
     pub fn commit(mut self) -> Result<BlobHash, BlobError> {
         let actual = BlobHash(*self.hasher.finalize().as_bytes());
         if let Some(expected) = self.expected
@@ -296,15 +383,10 @@ impl BlobWriter {
         if store.contains(&actual) {
             return Ok(actual);
         }
-        if let Some(f) = self.file.take() {
-            f.sync_all().map_err(io_err(&self.path))?;
-        }
+        self.file.take();
         store.evict_to(store.budget().saturating_sub(self.size), None);
         let dest = store.path_of(&actual);
         fs::rename(&self.path, &dest).map_err(io_err(&dest))?;
-        if let Ok(d) = File::open(&store.inner.dir) {
-            let _ = d.sync_all();
-        }
         {
             let mut idx = store.index();
             idx.tick += 1;
@@ -312,6 +394,7 @@ impl BlobWriter {
             if idx.blobs.insert(actual, (self.size, tick)).is_none() {
                 idx.total += self.size;
             }
+            idx.unsynced.insert(actual);
         }
         // Concurrent commits may have overshot; trim without touching the new blob.
         store.evict_to(store.budget(), Some(&actual));
@@ -347,6 +430,33 @@ mod tests {
         assert!(!s.contains(&BlobHash::of(b"partial")));
         assert_eq!(fs::read_dir(dir.path().join("tmp")).unwrap().count(), 0);
         assert_eq!(s.total_bytes(), 5);
+    }
+
+    #[test]
+    fn blobs_damaged_by_an_unclean_stop_are_dropped_and_a_clean_close_needs_no_check() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = BlobStore::open(dir.path(), 1 << 20).unwrap();
+        let good = s.put(b"reached the disk").unwrap();
+        let lost = s.put(b"renamed into place, data lost with the power").unwrap();
+        assert!(dir.path().join(DIRTY).exists());
+        // The process dies without closing the store, and the machine lost the second blob's data.
+        std::mem::forget(s);
+        fs::write(dir.path().join(lost.to_hex()), b"").unwrap();
+        let s = BlobStore::open(dir.path(), 1 << 20).unwrap();
+        assert_eq!(s.get(&good).unwrap().as_deref(), Some(&b"reached the disk"[..]));
+        assert_eq!(s.get(&lost).unwrap(), None);
+        assert!(!dir.path().join(lost.to_hex()).exists());
+        // A clean close removes the marker, so the next open trusts the directory (as it trusts a
+        // directory it never wrote: a holder's files are checked by whoever fetches them).
+        drop(s);
+        assert!(!dir.path().join(DIRTY).exists());
+        fs::write(dir.path().join(good.to_hex()), b"rotten").unwrap();
+        let s = BlobStore::open(dir.path(), 1 << 20).unwrap();
+        assert!(s.contains(&good));
+        // Storing bytes already stored is a no-op, however often.
+        let again = s.put(b"rotten").unwrap();
+        assert_eq!(s.put(b"rotten").unwrap(), again);
+        assert_eq!(fs::read_dir(dir.path().join("tmp")).unwrap().count(), 0);
     }
 
     #[test]

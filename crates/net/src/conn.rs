@@ -22,7 +22,7 @@ use tokio::task::JoinSet;
 use tracing::{Instrument, debug, warn};
 
 use crate::codes;
-use crate::frame::{FrameError, read_frame, read_frame_limited, write_frame};
+use crate::frame::{FrameError, read_frame, read_frame_limited, read_next_frame, write_frame};
 use crate::limits::Bucket;
 use crate::node::{DriverCmd, Inbound, Inner, Replier};
 use crate::tls::{self, Role};
@@ -296,11 +296,14 @@ async fn run_actor(inner: Arc<Inner>, peer: PeerId, conn: Connection) {
             _ => false,
         }
     };
+    inner.drop_lane(peer, conn.stable_id());
     if !cancelled && was_current {
         let _ = inner.driver.try_send(DriverCmd::ConnLost(peer));
     }
 }
 
+/// Serves one unidirectional stream: a sequence of frames (one for membership messages, any
+/// number on a peer's application lane, see [`Inner::send_app`]) until it ends.
 async fn handle_uni(
     inner: Arc<Inner>,
     peer: PeerId,
@@ -308,24 +311,29 @@ async fn handle_uni(
     bucket: Arc<Bucket>,
     mut recv: RecvStream,
 ) -> Option<Fault> {
-    let (msg, _) = match read_frame_limited(&mut recv, inner.limits.max_frame, Some(&bucket)).await {
-        Ok(m) => m,
-        Err(e) => return e.into(),
-    };
-    match msg {
-        Message::Membership(m) => {
-            let cmd = DriverCmd::Msg { from: peer, addr: conn.remote_address(), msg: m };
-            let _ = inner.driver.send(cmd).await;
-            None
-        }
-        Message::Hello(_) => unexpected("Hello"),
-        Message::BlobRequest(_) | Message::BlobResponse(_) => unexpected("blob message on a one-way stream"),
-        other => {
-            if matches!(other, Message::Sched(_)) {
-                inner.counters.sched_received();
+    loop {
+        let msg = match read_next_frame(&mut recv, inner.limits.max_frame, Some(&bucket)).await {
+            Ok(Some((m, _))) => m,
+            Ok(None) => return None,
+            Err(e) => return e.into(),
+        };
+        match msg {
+            Message::Membership(m) => {
+                let cmd = DriverCmd::Msg { from: peer, addr: conn.remote_address(), msg: m };
+                let _ = inner.driver.send(cmd).await;
             }
-            let _ = inner.inbox.send(Inbound { from: peer, message: other, reply: None }).await;
-            None
+            Message::Hello(_) => return unexpected("Hello"),
+            Message::BlobRequest(_) | Message::BlobResponse(_) => {
+                return unexpected("blob message on a one-way stream");
+            }
+            other => {
+                if matches!(other, Message::Sched(_)) {
+                    inner.counters.sched_received();
+                }
+                if inner.inbox.send(Inbound { from: peer, message: other, reply: None }).await.is_err() {
+                    return None; // The node is stopping.
+                }
+            }
         }
     }
 }

@@ -68,6 +68,28 @@ pub(crate) async fn read_frame_limited(
     Ok((wire::decode_payload(&payload)?, LEN_PREFIX + len))
 }
 
+/// Reads the next frame of a stream that carries a sequence of frames: `None` when the stream
+/// ended cleanly between two frames (an end inside a frame is [`FrameError::Truncated`]).
+pub(crate) async fn read_next_frame(
+    recv: &mut RecvStream,
+    max: usize,
+    bucket: Option<&Bucket>,
+) -> Result<Option<(Message, usize)>, FrameError> {
+    let mut prefix = [0u8; LEN_PREFIX];
+    match recv.read_exact(&mut prefix).await {
+        Ok(()) => {}
+        Err(quinn::ReadExactError::FinishedEarly(0)) => return Ok(None),
+        Err(e) => return Err(e.into()),
+    }
+    let len = wire::check_len(prefix, max)?;
+    if let Some(b) = bucket {
+        b.take(LEN_PREFIX + len).await;
+    }
+    let mut payload = vec![0u8; len];
+    recv.read_exact(&mut payload).await?;
+    Ok(Some((wire::decode_payload(&payload)?, LEN_PREFIX + len)))
+}
+
 /// Writes one frame (refusing to send more than `max`, which the peer would refuse). Returns the
 /// frame's size on the wire.
 pub(crate) async fn write_frame(

@@ -13,10 +13,12 @@
 //!   protocol versions, and — in a private swarm — a MAC proving knowledge of the swarm secret
 //!   over keying material exported from this TLS session (so it cannot be replayed). Nothing
 //!   else is exchanged before both `Hello`s check out.
-//! - **Messages.** [`shoal_core::wire::Message`] values in length-prefixed rkyv frames, one
-//!   frame per QUIC stream: one-way messages on unidirectional streams, requests and responses
-//!   on bidirectional ones. Frames are size-checked before allocation and decoded through
-//!   validated access; a malformed one closes the connection with a code from [`codes`].
+//! - **Messages.** [`shoal_core::wire::Message`] values in length-prefixed rkyv frames. One-way
+//!   messages go on unidirectional streams: application messages ([`Node::send`]) back to back on
+//!   one long-lived stream per peer (in order, several per packet), membership messages one per
+//!   stream. Requests and responses take a bidirectional stream each. Frames are size-checked
+//!   before allocation and decoded through validated access; a malformed one closes the
+//!   connection with a code from [`codes`].
 //! - **Membership.** The sans-IO [`shoal_core::membership::Membership`] runs inside the node,
 //!   driven by real connections and timers; the node exposes its view, load hints and events.
 //! - **Blobs.** Content-addressed (blake3) files in a [`BlobStore`] with a byte budget; fetched

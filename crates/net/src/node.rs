@@ -193,6 +193,16 @@ pub(crate) struct Inner {
     pub(crate) cancel: CancellationToken,
     pub(crate) tasks: TaskTracker,
     pub(crate) counters: Counters,
+    /// Each peer's application lane (see [`Inner::send_app`]).
+    lanes: Mutex<HashMap<PeerId, Arc<tokio::sync::Mutex<Option<Lane>>>>>,
+}
+
+/// The open stream carrying application messages to one peer.
+#[derive(Debug)]
+struct Lane {
+    /// The connection it belongs to (its `stable_id`).
+    conn: usize,
+    send: quinn::SendStream,
 }
 
 /// A running Shoal peer. Cheap to clone; the node stops when [`Node::shutdown`] is called or
@@ -267,6 +277,7 @@ impl Node {
             cancel: cancel.clone(),
             tasks: TaskTracker::new(),
             counters: Counters::default(),
+            lanes: Mutex::new(HashMap::new()),
         });
         let span = tracing::info_span!("node", me = %peer_id.short());
         info!(parent: &span, %local_addr, "node started");
@@ -317,6 +328,12 @@ impl Node {
         self.inner.note_addr(peer, addr);
     }
 
+    /// The address this node would dial `peer` at: the last one it was connected at, or learnt
+    /// from membership or [`Node::add_address`]; `None` if it never heard of one.
+    pub fn address_of(&self, peer: PeerId) -> Option<SocketAddr> {
+        self.inner.addr_of(peer)
+    }
+
     /// Connects to the peer at `addr`, whoever it is, and returns its id.
     pub async fn connect_addr(&self, addr: SocketAddr) -> Result<PeerId, NodeError> {
         let (peer, _) = conn::dial(&self.inner, None, addr)
@@ -325,9 +342,11 @@ impl Node {
         Ok(peer)
     }
 
-    /// Sends a one-way message.
+    /// Sends a one-way message. Messages to one peer go out on one QUIC stream, in the order
+    /// their sends were called (see [`Inner::send_app`]); `Ok` means the message is in that
+    /// stream's send buffer (QUIC delivers it unless the connection dies).
     pub async fn send(&self, peer: PeerId, msg: &Message) -> Result<(), NodeError> {
-        self.inner.send_uni(peer, msg).await
+        self.inner.send_app(peer, msg).await
     }
 
     /// Sends a request and waits for the response (up to the request timeout).
@@ -413,6 +432,47 @@ impl Inner {
             .await
             .map_err(|source| NodeError::Connect { peer: peer.to_string(), source })?;
         Ok(c)
+    }
+
+    /// Writes an application message on the peer's lane: one unidirectional stream per
+    /// connection, kept open, carrying frames back to back. Compared with a stream per message,
+    /// it saves opening, accepting and closing a stream and a receiving task per message, keeps
+    /// messages in order, and lets QUIC pack several small messages into one packet. Membership
+    /// messages do not use it (a receiver slow to take application messages must not delay
+    /// failure detection). A failed write drops the lane; the next send opens a new one.
+    pub(crate) async fn send_app(self: &Arc<Self>, peer: PeerId, msg: &Message) -> Result<(), NodeError> {
+        let frame = shoal_core::wire::encode_frame(msg, self.limits.max_frame).map_err(FrameError::from)?;
+        let conn = self.connection_to(peer).await?;
+        let lane = self
+            .lanes
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .entry(peer)
+            .or_default()
+            .clone();
+        let mut lane = lane.lock().await;
+        let stale = lane.as_ref().is_none_or(|l| l.conn != conn.stable_id());
+        if stale {
+            *lane = Some(Lane { conn: conn.stable_id(), send: conn.open_uni().await? });
+        }
+        let Some(l) = lane.as_mut() else { return Err(NodeError::Shutdown) };
+        if let Err(e) = l.send.write_all(&frame).await {
+            *lane = None;
+            return Err(FrameError::from(e).into());
+        }
+        self.counters.sent(msg, frame.len());
+        Ok(())
+    }
+
+    /// Forgets the lane to `peer` if it runs on connection `conn` (which has ended).
+    pub(crate) fn drop_lane(&self, peer: PeerId, conn: usize) {
+        let mut lanes = self.lanes.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let ended = lanes
+            .get(&peer)
+            .is_some_and(|l| l.try_lock().is_ok_and(|l| l.as_ref().is_none_or(|l| l.conn == conn)));
+        if ended {
+            lanes.remove(&peer);
+        }
     }
 
     async fn send_uni(self: &Arc<Self>, peer: PeerId, msg: &Message) -> Result<(), NodeError> {

@@ -131,6 +131,14 @@ async fn messages_requests_and_load_hints() {
     a.send(c.peer_id(), &Message::Ping(5)).await.unwrap();
     let got = tokio::time::timeout(EVENTUALLY, inbox.recv()).await.unwrap().unwrap();
     assert_eq!((got.from, got.message, got.reply.is_none()), (a.peer_id(), Message::Ping(5), true));
+    // One-way messages to one peer share one stream, so they arrive in the order sent.
+    for n in 10..300 {
+        a.send(c.peer_id(), &Message::Ping(n)).await.unwrap();
+    }
+    for n in 10..300 {
+        let got = tokio::time::timeout(EVENTUALLY, inbox.recv()).await.unwrap().unwrap();
+        assert_eq!(got.message, Message::Ping(n));
+    }
     let stats = a.stats();
     assert!(stats.frames_sent > 0 && stats.frame_bytes_sent > stats.frames_sent, "{stats:?}");
     assert_eq!(stats.sched_sent, 0, "{stats:?}");
