@@ -302,6 +302,31 @@ fn thread_cpu() -> BTreeMap<&'static str, u64> {
     out
 }
 
+/// Machine-wide (busy, idle) CPU time in seconds so far, from `/proc/stat`.
+fn machine_cpu() -> (f64, f64) {
+    let s = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+    let f: Vec<f64> =
+        s.lines().next().unwrap_or("").split_whitespace().skip(1).filter_map(|x| x.parse().ok()).collect();
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
+    let idle = f.get(3).copied().unwrap_or(0.0) + f.get(4).copied().unwrap_or(0.0);
+    let total: f64 = f.iter().take(8).sum();
+    ((total - idle) / hz, idle / hz)
+}
+
+/// Adds where the machine's CPU went during a run that used `ours` seconds of this process's CPU.
+fn cpu_shares(t: &mut Table, label: &str, before: (f64, f64), ours: f64) {
+    let (busy0, idle0) = before;
+    let (busy1, idle1) = machine_cpu();
+    let all = (busy1 - busy0) + (idle1 - idle0);
+    if all <= 0.0 {
+        return;
+    }
+    let others = ((busy1 - busy0) - ours).max(0.0);
+    t.add(format!("{label}: machine CPU used by other processes"), others / all, 3, Better::Neither);
+    t.add(format!("{label}: machine CPU idle"), (idle1 - idle0) / all, 3, Better::Neither);
+}
+
 fn cpu_delta(before: &BTreeMap<&'static str, u64>) -> BTreeMap<&'static str, u64> {
     // Threads that ended in between are lost from the later sample; the task threads and
     // runtime workers live as long as the bench.
@@ -852,8 +877,10 @@ fn main() {
             let g_real = iters as f64 * calib.per_iter_s;
             let job = flat_job("f", n, spin, &[iters.to_string()]);
             let cpu0 = thread_cpu();
+            let m0 = machine_cpu();
             let (res, el) = rt.block_on(s.run(job, HashMap::new(), vec![]));
             let cpu = cpu_delta(&cpu0);
+            let ours = cpu.values().sum::<u64>() as f64 / 1e9;
             let makespan = el.as_secs_f64();
             let denom = cores.min(o.slots() as usize) as f64 * makespan;
             let e = n as f64 * g_real / denom;
@@ -876,6 +903,13 @@ fn main() {
                 3,
                 Better::Neither,
             );
+            t.add(
+                format!("c. g={tag}: all swarm CPU ÷ (cores × makespan)"),
+                ours / denom,
+                3,
+                Better::Neither,
+            );
+            cpu_shares(&mut t, &format!("c. g={tag}"), m0, ours);
         }
     }
 

@@ -29,7 +29,10 @@ impl Owner {
                     self.by_load.insert(self.load_key(h.peer));
                 }
             }
-            if !self.caps.contains_key(&h.peer) {
+            // A peer becomes a placement target once it is seen with a free slot (or reports its
+            // slots with a result): one that donates no cores shows none, and work placed there
+            // would wait for a thief.
+            if !self.caps.contains_key(&h.peer) && h.free_slots > 0 {
                 self.set_cap(h.peer, h.slots);
             }
         }
@@ -42,7 +45,7 @@ impl Owner {
         self.near_rtt = live.clone().map(|(_, &r)| r).min().unwrap_or_default();
         let near = self.near_rtt.mul_f64(1.5);
         let slots: u32 =
-            live.filter(|&(_, &r)| r <= near).map(|(p, _)| self.caps.get(p).copied().unwrap_or(1)).sum();
+            live.filter(|&(_, &r)| r <= near).map(|(p, _)| self.caps.get(p).copied().unwrap_or(0)).sum();
         self.near_slots = slots.max(1);
     }
 
@@ -195,5 +198,47 @@ impl Owner {
             }
         }
         bytes
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use crate::ids::{BlobHash, JobId, PeerId};
+    use crate::job::{Job, TaskSpec};
+    use crate::sched::{Owner, OwnerConfig, PeerHint, SchedMsg, Transmit};
+
+    fn hint(peer: PeerId, free_slots: u32) -> PeerHint {
+        // Drivers learn a peer's slots from its free slots, at least one.
+        PeerHint {
+            peer,
+            slots: free_slots.max(1),
+            free_slots,
+            ready_tasks: 0,
+            ready_fuel: 0,
+            rtt: Duration::ZERO,
+        }
+    }
+
+    fn targets(out: &[Transmit]) -> Vec<PeerId> {
+        out.iter().filter(|t| matches!(t.msg, SchedMsg::Assign { .. })).map(|t| t.to).collect()
+    }
+
+    #[test]
+    fn work_goes_only_to_peers_seen_with_a_free_slot() {
+        let (me, worker, relay) = (PeerId([9; 32]), PeerId([5; 32]), PeerId([1; 32]));
+        let m = BlobHash::of(b"m");
+        let job = Job::new((0..40).map(|i| TaskSpec::new(format!("t{i}"), m)).collect()).unwrap();
+        // The relay donates no cores (never a free slot); it sorts first on every tie.
+        let mut o = Owner::new(JobId(1), me, job, OwnerConfig::default(), &[hint(relay, 0), hint(worker, 1)]);
+        let out: Vec<Transmit> = std::iter::from_fn(|| o.poll_transmit()).collect();
+        let to = targets(&out);
+        assert!(to.contains(&worker), "{to:?}");
+        assert!(!to.contains(&relay), "work placed where nothing runs it: {to:?}");
+        // Once it shows a free slot, it is a target like any other.
+        o.handle_view(Duration::ZERO, &[hint(relay, 1), hint(worker, 0)]);
+        let out: Vec<Transmit> = std::iter::from_fn(|| o.poll_transmit()).collect();
+        assert!(targets(&out).contains(&relay), "{out:?}");
     }
 }
