@@ -28,8 +28,8 @@ use shoal_core::ids::{BlobHash, JobId, PeerId, TaskId, TaskIndex};
 use shoal_core::job::{Input, Job};
 use shoal_core::membership::{Event, LoadHints, RemoveReason};
 use shoal_core::sched::{
-    FailureKind, Owner, OwnerEvent, PeerConfig, PeerHint, PeerSched, SchedMsg, TaskDesc, TaskOutcome,
-    TaskState, Transmit,
+    FailureKind, InputSource, Owner, OwnerEvent, PeerAddr, PeerConfig, PeerHint, PeerSched, SchedMsg,
+    TaskDesc, TaskOutcome, TaskState, Transmit,
 };
 use shoal_core::wire::Message;
 use shoal_net::{Inbound, Inbox, Node, NodeError};
@@ -438,6 +438,7 @@ impl Actor {
         let Inbound { from, message, reply } = inbound;
         match (message, reply) {
             (Message::Sched(msg), _) => {
+                self.learn_addresses(&msg);
                 self.dispatch(from, msg);
                 self.drain();
             }
@@ -653,11 +654,47 @@ impl Actor {
         }
     }
 
-    fn transmit(&mut self, t: Transmit) {
+    /// Remembers the addresses a message carries for peers this node has no address for (it
+    /// never overrides one it learnt first-hand).
+    fn learn_addresses(&self, msg: &SchedMsg) {
+        if let SchedMsg::Assign { addrs, .. } | SchedMsg::Stolen { addrs, .. } = msg {
+            for a in addrs {
+                if a.peer != self.me && self.node.address_of(a.peer).is_none() {
+                    self.node.add_address(a.peer, a.addr);
+                }
+            }
+        }
+    }
+
+    /// Fills in the addresses of the owners and input holders that tasks handed to `to` name,
+    /// so that it can reach them even if it never heard of them (see [`PeerAddr`]).
+    fn attach_addresses(&self, to: PeerId, msg: &mut SchedMsg) {
+        let (SchedMsg::Assign { tasks, addrs } | SchedMsg::Stolen { tasks, addrs, .. }) = msg else { return };
+        let mut named: Vec<PeerId> = Vec::new();
+        for t in tasks.iter() {
+            named.push(t.owner);
+            for input in &t.inputs {
+                if let InputSource::Holders(h) = &input.source {
+                    named.extend(h.iter().copied());
+                }
+            }
+        }
+        named.sort_unstable();
+        named.dedup();
+        // The receiver learns this peer's own address from the connection the message comes on.
+        for peer in named.into_iter().filter(|&p| p != to && p != self.me) {
+            if let Some(addr) = self.node.address_of(peer) {
+                addrs.push(PeerAddr { peer, addr });
+            }
+        }
+    }
+
+    fn transmit(&mut self, mut t: Transmit) {
         if t.to == self.me {
             self.local.push_back(t.msg);
             return;
         }
+        self.attach_addresses(t.to, &mut t.msg);
         let node = self.node.clone();
         let msg = Message::Sched(t.msg);
         self.sends.spawn(

@@ -205,3 +205,32 @@ async fn a_peer_leaving_gracefully_hands_back_its_queue_and_finishes_its_running
         }
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_submitters_that_also_run_tasks_reach_each_other() {
+    // Submitters donate a core, so they steal each other's tasks right after joining, before
+    // membership has told them of each other: the addresses carried with the tasks must do.
+    let s = swarm(2).await;
+    let mut submitters = Vec::new();
+    let mut dirs = Vec::new();
+    for _ in 0..3 {
+        let dir = tempfile::tempdir().unwrap();
+        let mut cfg = Config::new(dir.path());
+        cfg.net.bootstrap = vec![s.peers[0].local_addr()];
+        submitters.push(Peer::start(cfg).await.unwrap());
+        dirs.push(dir);
+    }
+    let mut handles = Vec::new();
+    for p in &submitters {
+        let (job, blobs) = primes_job(20_000_000, 12);
+        handles.push(p.submit(job, blobs).await.unwrap());
+    }
+    for h in handles {
+        let out = tokio::time::timeout(Duration::from_secs(30), h.wait()).await.expect("a job hung").unwrap();
+        // π(2·10^7) = 1,270,607.
+        assert_eq!(out.get("total"), Some(&b"1270607\n"[..]));
+    }
+    for p in submitters.iter().chain(&s.peers) {
+        p.shutdown().await;
+    }
+}

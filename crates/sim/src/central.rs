@@ -131,7 +131,8 @@ impl Central {
             }
         }
         for (at, tasks) in batch {
-            self.out.push_back(Transmit { to: self.ids[at], msg: SchedMsg::Assign { tasks } });
+            self.out
+                .push_back(Transmit { to: self.ids[at], msg: SchedMsg::Assign { tasks, addrs: Vec::new() } });
         }
     }
 

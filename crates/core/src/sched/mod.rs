@@ -35,7 +35,9 @@ mod tests;
 
 use std::time::Duration;
 
-pub use msg::{FailureKind, InputLoc, InputSource, LoadHint, OutputRef, SchedMsg, TaskDesc, Transmit};
+pub use msg::{
+    FailureKind, InputLoc, InputSource, LoadHint, OutputRef, PeerAddr, SchedMsg, TaskDesc, Transmit,
+};
 pub use owner::{Owner, OwnerConfig, OwnerError, OwnerEvent, Progress, Report, TaskState};
 pub use peer::{PeerConfig, PeerHint, PeerSched, PeerStats, TaskOutcome, VictimChoice};
 pub use queue::ReadyQueue;

@@ -101,6 +101,18 @@ pub struct LoadHint {
     pub ready_fuel: u64,
 }
 
+/// Where a peer named in a message can be reached: filled in by the driver (the state machines
+/// leave these lists empty) so that a receiver can reach an owner or an input holder it has never
+/// heard of — a thief that stole a task from a peer it knows, of an owner it does not.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+#[rkyv(derive(Debug))]
+pub struct PeerAddr {
+    /// The peer.
+    pub peer: PeerId,
+    /// An address it was reached at.
+    pub addr: std::net::SocketAddr,
+}
+
 /// A scheduling message.
 #[derive(Clone, Debug, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
 #[rkyv(derive(Debug))]
@@ -109,6 +121,8 @@ pub enum SchedMsg {
     Assign {
         /// The tasks.
         tasks: Vec<TaskDesc>,
+        /// Addresses of the owners and input holders the tasks name (see [`PeerAddr`]).
+        addrs: Vec<PeerAddr>,
     },
     /// Thief → victim: give me up to `max` ready tasks.
     Steal {
@@ -123,6 +137,8 @@ pub enum SchedMsg {
         tasks: Vec<TaskDesc>,
         /// The victim's load after giving them.
         load: LoadHint,
+        /// Addresses of the owners and input holders the tasks name (see [`PeerAddr`]).
+        addrs: Vec<PeerAddr>,
     },
     /// Victim → owner: these attempts of `job`'s tasks were just stolen by `holder`. Sent by the
     /// victim, so the owner learns the new holder even if the thief dies before running them.

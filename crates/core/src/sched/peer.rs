@@ -224,8 +224,8 @@ impl PeerSched {
     /// Owner-bound messages are ignored.
     pub fn handle_msg(&mut self, now: Time, from: PeerId, msg: SchedMsg, rng: &mut dyn RngCore) {
         match msg {
-            SchedMsg::Assign { tasks } if self.leaving => self.release(&tasks),
-            SchedMsg::Assign { tasks } => {
+            SchedMsg::Assign { tasks, .. } if self.leaving => self.release(&tasks),
+            SchedMsg::Assign { tasks, .. } => {
                 self.fails = 0;
                 for t in tasks {
                     self.ready.push(t);
@@ -238,9 +238,12 @@ impl PeerSched {
                     t.hops += 1;
                 }
                 self.claim(&tasks, from);
-                self.out.push_back(Transmit { to: from, msg: SchedMsg::Stolen { tasks, load: self.load() } });
+                self.out.push_back(Transmit {
+                    to: from,
+                    msg: SchedMsg::Stolen { tasks, load: self.load(), addrs: Vec::new() },
+                });
             }
-            SchedMsg::Stolen { tasks, load } => {
+            SchedMsg::Stolen { tasks, load, .. } => {
                 self.note_load(from, load);
                 self.steals.retain(|s| s.victim != from);
                 if self.leaving {

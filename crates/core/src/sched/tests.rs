@@ -49,7 +49,7 @@ fn drain(o: &mut Owner) -> Vec<Transmit> {
 fn assigned(out: &[Transmit]) -> Vec<(PeerId, TaskIndex, u32)> {
     let mut v = Vec::new();
     for tr in out {
-        if let SchedMsg::Assign { tasks } = &tr.msg {
+        if let SchedMsg::Assign { tasks, .. } = &tr.msg {
             v.extend(tasks.iter().map(|d| (tr.to, d.task.index, d.attempt)));
         }
     }
@@ -247,7 +247,7 @@ fn peer_runs_up_to_its_slots_and_gives_half_its_queue_to_a_thief() {
     let cfg = PeerConfig { slots: 2, ..PeerConfig::default() };
     let mut v = PeerSched::new(peer(1), cfg);
     let tasks = (0..6).map(|i| desc(i, u64::from(i))).collect();
-    v.handle_msg(t(0), peer(0), SchedMsg::Assign { tasks }, &mut rng);
+    v.handle_msg(t(0), peer(0), SchedMsg::Assign { tasks, addrs: vec![] }, &mut rng);
     let runs: Vec<u32> = std::iter::from_fn(|| v.poll_run()).map(|d| d.task.index.0).collect();
     assert_eq!(runs, vec![5, 4]);
     v.handle_msg(t(1), peer(2), SchedMsg::Steal { max: 8, load: LoadHint::default() }, &mut rng);
@@ -263,7 +263,7 @@ fn peer_runs_up_to_its_slots_and_gives_half_its_queue_to_a_thief() {
     );
     let reply = v.poll_transmit().unwrap();
     assert_eq!(reply.to, peer(2));
-    let SchedMsg::Stolen { tasks, load } = reply.msg else { panic!("expected Stolen") };
+    let SchedMsg::Stolen { tasks, load, .. } = reply.msg else { panic!("expected Stolen") };
     assert_eq!(tasks.iter().map(|d| (d.task.index.0, d.hops)).collect::<Vec<_>>(), vec![(3, 1), (2, 1)]);
     assert_eq!(load.ready_tasks, 2);
     // A finished run is reported to the owner and frees a slot for the next task.
@@ -290,7 +290,12 @@ fn thief_steals_only_from_loaded_peers_and_backs_off_on_failure() {
     assert!(th.poll_transmit().is_none(), "at most one steal in flight");
     let steal_timer = th.poll_timer().unwrap();
     let load = LoadHint { slots: 1, free_slots: 0, ready_tasks: 2, ready_fuel: 2_000_000_000 };
-    th.handle_msg(t(1), peer(2), SchedMsg::Stolen { tasks: vec![desc(0, 1), desc(1, 1)], load }, &mut rng);
+    th.handle_msg(
+        t(1),
+        peer(2),
+        SchedMsg::Stolen { tasks: vec![desc(0, 1), desc(1, 1)], load, addrs: vec![] },
+        &mut rng,
+    );
     assert!(th.poll_transmit().is_none(), "the victim, not the thief, claims");
     assert_eq!(th.poll_run().map(|d| d.task.index.0), Some(0));
     th.handle_timer(t(2), steal_timer.token, &mut rng); // answered already: stale
@@ -301,7 +306,7 @@ fn thief_steals_only_from_loaded_peers_and_backs_off_on_failure() {
     th2.handle_view(t(0), vec![hint(3, 4)], &mut rng);
     assert!(matches!(th2.poll_transmit().map(|t| t.msg), Some(SchedMsg::Steal { .. })));
     let empty = LoadHint { slots: 1, free_slots: 0, ready_tasks: 4, ready_fuel: 4_000_000_000 };
-    th2.handle_msg(t(1), peer(3), SchedMsg::Stolen { tasks: vec![], load: empty }, &mut rng);
+    th2.handle_msg(t(1), peer(3), SchedMsg::Stolen { tasks: vec![], load: empty, addrs: vec![] }, &mut rng);
     assert!(th2.poll_transmit().is_none(), "backing off");
     let timers: Vec<Timer> = std::iter::from_fn(|| th2.poll_timer()).collect();
     let retry = timers.iter().max_by_key(|t| t.token).unwrap();
@@ -328,7 +333,7 @@ fn a_leaving_peer_hands_queued_and_late_tasks_back_and_takes_no_more() {
     let mut p = PeerSched::new(peer(1), PeerConfig { slots: 1, ..PeerConfig::default() });
     p.handle_view(t(0), vec![hint(2, 5)], &mut rng);
     let tasks = (0..3).map(|i| desc(i, u64::from(i))).collect();
-    p.handle_msg(t(0), peer(0), SchedMsg::Assign { tasks }, &mut rng);
+    p.handle_msg(t(0), peer(0), SchedMsg::Assign { tasks, addrs: vec![] }, &mut rng);
     let running: Vec<u32> = std::iter::from_fn(|| p.poll_run()).map(|d| d.task.index.0).collect();
     assert_eq!(running, vec![2]);
     std::iter::from_fn(|| p.poll_transmit()).for_each(drop);
@@ -346,7 +351,7 @@ fn a_leaving_peer_hands_queued_and_late_tasks_back_and_takes_no_more() {
     assert_eq!(p.load().ready_tasks, 0);
 
     // Work that arrives afterwards goes straight back; the running task still reports; no steals.
-    p.handle_msg(t(2), peer(0), SchedMsg::Assign { tasks: vec![desc(7, 0)] }, &mut rng);
+    p.handle_msg(t(2), peer(0), SchedMsg::Assign { tasks: vec![desc(7, 0)], addrs: vec![] }, &mut rng);
     let id = TaskId { job: JOB, index: TaskIndex(2) };
     let out = OutputRef { hash: BlobHash::of(b"o"), size: 1, inline: Some(vec![1]) };
     p.handle_task_finished(t(3), id, 1, TaskOutcome::Ok { output: out, fuel: 1 }, &mut rng);
@@ -397,7 +402,7 @@ fn cancel_reaches_every_holder_and_drops_their_queued_tasks() {
     let mut other = desc(9, 0);
     other.task.job = JobId(7);
     let tasks = vec![desc(0, 3), desc(1, 2), other];
-    p.handle_msg(t(0), peer(0), SchedMsg::Assign { tasks }, &mut rng);
+    p.handle_msg(t(0), peer(0), SchedMsg::Assign { tasks, addrs: vec![] }, &mut rng);
     assert_eq!(p.load().ready_tasks, 2);
     p.handle_msg(t(1), peer(0), SchedMsg::Cancel { job: JOB }, &mut rng);
     assert_eq!(p.load().ready_tasks, 1, "only the other job's task is left");

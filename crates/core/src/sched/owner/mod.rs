@@ -632,7 +632,7 @@ impl Owner {
             self.send_to(i, p);
         }
         for (to, tasks) in std::mem::take(&mut self.pending) {
-            self.out.push_back(Transmit { to, msg: SchedMsg::Assign { tasks } });
+            self.out.push_back(Transmit { to, msg: SchedMsg::Assign { tasks, addrs: Vec::new() } });
         }
     }
 }
