@@ -35,7 +35,8 @@ enum Command {
     Peers(cmd_status::StatusArgs),
     /// Submit a job file to the swarm, wait for it and write its outputs.
     Submit(cmd_submit::SubmitArgs),
-    /// Start a swarm of worker processes on this machine and compute a Mandelbrot PNG with it.
+    /// Start a swarm of worker processes on this machine and compute a Mandelbrot PNG with it (or
+    /// run any job file on it with --job).
     Demo(cmd_demo::DemoArgs),
 }
 
