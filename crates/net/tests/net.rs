@@ -627,46 +627,15 @@ impl rustls::client::ResolvesClientCert for Impostor {
 
 // ---- network namespaces ----
 
-/// Namespaces created by one test run; deleted on drop, even when the test fails.
-struct Netns {
-    names: Vec<String>,
-}
-
-impl Drop for Netns {
-    fn drop(&mut self) {
-        for n in &self.names {
-            let _ = std::process::Command::new("ip").args(["netns", "del", n]).status();
-        }
-    }
-}
-
-fn ip(args: &[&str]) -> Result<(), String> {
-    let out = std::process::Command::new("ip").args(args).output().map_err(|e| format!("ip: {e}"))?;
-    if out.status.success() {
-        Ok(())
-    } else {
-        Err(format!("ip {}: {}", args.join(" "), String::from_utf8_lossy(&out.stderr)))
-    }
-}
-
-/// Why the namespace test cannot run here, if it cannot.
-fn netns_unavailable() -> Option<String> {
-    // SAFETY: geteuid has no preconditions and cannot fail.
-    if unsafe { libc::geteuid() } != 0 {
-        return Some("needs root to create network namespaces".into());
-    }
-    match std::process::Command::new("ip").arg("-V").output() {
-        Ok(o) if o.status.success() => None,
-        _ => Some("needs the `ip` command (iproute2)".into()),
-    }
-}
+#[path = "../../../tests/support/netns.rs"]
+mod netns;
 
 /// Three peers, each in its own network namespace with its own address, joined by veth pairs
 /// to a bridge in a fourth namespace and losing 10% of inbound packets (nftables `numgen`),
 /// form a swarm and answer each other's requests.
 #[test]
 fn peers_in_separate_network_namespaces_form_a_swarm() {
-    if let Some(why) = netns_unavailable() {
+    if let Some(why) = netns::unavailable() {
         println!("skipped: {why}");
         return;
     }
@@ -678,58 +647,19 @@ fn peers_in_separate_network_namespaces_form_a_swarm() {
         std::process::id() % 0xfffff,
         RUN.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
     );
-    let hub = format!("shh{tag}");
-    let peers: Vec<String> = (0..N).map(|i| format!("shp{tag}{i}")).collect();
-    let mut guard = Netns { names: vec![hub.clone()] };
-    guard.names.extend(peers.iter().cloned());
     // A /24 from the private range, private to these namespaces (no traffic leaves them).
     let subnet = 200 + (std::process::id() % 50) as u8;
-    let setup = || -> Result<Vec<SocketAddr>, String> {
-        ip(&["netns", "add", &hub])?;
-        ip(&["-n", &hub, "link", "add", "br0", "type", "bridge"])?;
-        ip(&["-n", &hub, "link", "set", "br0", "up"])?;
-        let mut addrs = Vec::new();
-        for (i, ns) in peers.iter().enumerate() {
-            let (a, b) = (format!("sa{tag}{i}"), format!("sb{tag}{i}"));
-            ip(&["netns", "add", ns])?;
-            ip(&["link", "add", &a, "type", "veth", "peer", "name", &b])?;
-            ip(&["link", "set", &a, "netns", ns])?;
-            ip(&["link", "set", &b, "netns", &hub])?;
-            ip(&["-n", &hub, "link", "set", &b, "master", "br0"])?;
-            ip(&["-n", &hub, "link", "set", &b, "up"])?;
-            let addr = format!("10.{subnet}.0.{}", i + 1);
-            ip(&["-n", ns, "addr", "add", &format!("{addr}/24"), "dev", &a])?;
-            ip(&["-n", ns, "link", "set", &a, "up"])?;
-            ip(&["-n", ns, "link", "set", "lo", "up"])?;
-            addrs.push(SocketAddr::from((
-                addr.parse::<std::net::Ipv4Addr>().map_err(|e| e.to_string())?,
-                7600,
-            )));
-        }
-        Ok(addrs)
-    };
-    // 10% inbound packet loss on every peer, from nftables, when it is installed.
-    let lossy = |ns: &str| -> Result<(), String> {
-        let nft = |args: &[&str]| -> Result<(), String> {
-            let mut full = vec!["netns", "exec", ns, "nft"];
-            full.extend_from_slice(args);
-            ip(&full)
-        };
-        nft(&["add", "table", "inet", "shoal"])?;
-        nft(&["add", "chain", "inet", "shoal", "input", "{ type filter hook input priority 0 ; }"])?;
-        nft(&[
-            "add", "rule", "inet", "shoal", "input", "udp", "dport", "7600", "numgen", "random", "mod", "10",
-            "<", "1", "drop",
-        ])
-    };
-    let addrs = match setup() {
-        Ok(a) => a,
+    let (guard, machines) = match netns::bridged("sh", &tag, N, subnet) {
+        Ok(built) => built,
         Err(e) => {
             println!("skipped: could not build the namespaces: {e}");
             return;
         }
     };
-    match peers.iter().try_for_each(|ns| lossy(ns)) {
+    let peers: Vec<String> = machines.iter().map(|(ns, _)| ns.clone()).collect();
+    let addrs: Vec<SocketAddr> = machines.iter().map(|&(_, a)| SocketAddr::from((a, 7600))).collect();
+    // 10% inbound packet loss on every peer, from nftables, when it is installed.
+    match peers.iter().try_for_each(|ns| netns::drop_inbound_udp(ns, 10, Some(7600))) {
         Ok(()) => println!("namespaces up, 10% inbound loss on each peer (nftables)"),
         Err(e) => println!("namespaces up, no packet loss ({e})"),
     }
