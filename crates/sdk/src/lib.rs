@@ -11,8 +11,8 @@
 //! `n` peers in this process, for tests and examples. [`Swarm::submit`] returns a [`Submission`]:
 //! a progress stream (done / running / total, peers used), cancellation, and the outputs of the
 //! tasks you asked for, or a typed [`JobError`] naming the task that failed. Both need a tokio
-//! runtime. [`local`] runs a compiled job in-process, one task at a time, with an executor you
-//! provide: a testing aid, not a scheduler.
+//! runtime. [`local`] runs a compiled job in-process, one task at a time, in the real sandbox
+//! ([`local::run_in_sandbox`]) or with an executor you provide: a testing aid, not a scheduler.
 //!
 //! Describing a job:
 //!

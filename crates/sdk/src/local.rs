@@ -22,6 +22,9 @@ pub enum LocalError<E> {
         /// The executor's error.
         source: E,
     },
+    /// The sandbox of [`run_in_sandbox`] could not start; no task ran.
+    #[error("cannot start the sandbox: {0}")]
+    Sandbox(String),
     /// A literal input of this task is not among the job's blobs (a hand-made `CompiledJob`).
     #[error("task {task:?}: input {input} is not among the job's blobs")]
     MissingBlob {
@@ -88,6 +91,50 @@ pub fn run<E>(
     // topo_order lists every task once, so every slot is filled.
     Ok(LocalRun { outputs: outputs.into_iter().map(Option::unwrap_or_default).collect() })
 }
+
+/// Runs every task of `job` with [`run`] in the real sandbox, each under its own limits (the
+/// sandbox defaults where the task sets none), as a volunteer's peer would: a job checked end to
+/// end, output for output, without a swarm. A failure's text says which limit or fault ended the
+/// task (`shoal_sandbox`'s typed error, formatted).
+///
+/// ```
+/// use shoal_sdk::{Job, local};
+///
+/// let wasm = concat!(env!("CARGO_MANIFEST_DIR"), "/../../jobs/wasm");
+/// let mut job = Job::new();
+/// let primes = job.module_file(format!("{wasm}/primes.wasm"))?;
+/// let count = job.task("count", &primes).args(["0", "100"]).build()?;
+/// let job = job.compile()?;
+/// let run = local::run_in_sandbox(&job)?;
+/// assert_eq!(run.output(count.index()), b"25\n"); // 25 primes below 100
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub fn run_in_sandbox(job: &CompiledJob) -> Result<LocalRun, LocalError<SandboxFailure>> {
+    let sandbox = shoal_sandbox::Sandbox::new(shoal_sandbox::SandboxConfig::default())
+        .map_err(|e| LocalError::Sandbox(e.to_string()))?;
+    run(job, |task: &Task, inputs: &[&[u8]]| {
+        let bytes = job
+            .blob(&task.module)
+            .ok_or_else(|| SandboxFailure("its module is not among the job's blobs".to_string()))?;
+        let module = sandbox.load(bytes).map_err(|e| SandboxFailure(e.to_string()))?;
+        let mut limits = shoal_sandbox::Limits::default();
+        let l = &task.limits;
+        limits.fuel = l.fuel.unwrap_or(limits.fuel);
+        limits.memory_bytes = l.memory_bytes.unwrap_or(limits.memory_bytes);
+        limits.output_bytes = l.output_bytes.unwrap_or(limits.output_bytes);
+        limits.deadline = l.deadline_ms.map_or(limits.deadline, std::time::Duration::from_millis);
+        let args: Vec<&str> = task.args.iter().map(String::as_str).collect();
+        sandbox
+            .run(&module, inputs, &args, &limits)
+            .map(|o| o.output)
+            .map_err(|f| SandboxFailure(f.to_string()))
+    })
+}
+
+/// Why the sandbox refused or ended a task in [`run_in_sandbox`]: which limit or fault, in words.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct SandboxFailure(pub String);
 
 #[cfg(test)]
 mod tests {

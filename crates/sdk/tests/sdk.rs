@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use shoal_core::ids::TaskIndex;
-use shoal_core::job::{Input, Task};
+use shoal_core::job::Input;
 use shoal_sdk::{BuildError, CompiledJob, Job, JobFile, JobFileErrorKind, load_job_file, local};
 
 fn root() -> PathBuf {
@@ -24,19 +24,7 @@ fn wasm(name: &str) -> PathBuf {
 
 /// Runs a compiled job in the real sandbox, one task at a time.
 fn run_in_sandbox(job: &CompiledJob) -> local::LocalRun {
-    let sandbox = shoal_sandbox::Sandbox::new(shoal_sandbox::SandboxConfig::default()).unwrap();
-    local::run(job, |task: &Task, inputs: &[&[u8]]| {
-        let module = sandbox.load(job.blob(&task.module).unwrap()).map_err(|e| e.to_string())?;
-        let mut limits = shoal_sandbox::Limits::default();
-        let l = &task.limits;
-        limits.fuel = l.fuel.unwrap_or(limits.fuel);
-        limits.memory_bytes = l.memory_bytes.unwrap_or(limits.memory_bytes);
-        limits.output_bytes = l.output_bytes.unwrap_or(limits.output_bytes);
-        limits.deadline = l.deadline_ms.map_or(limits.deadline, Duration::from_millis);
-        let args: Vec<&str> = task.args.iter().map(String::as_str).collect();
-        sandbox.run(&module, inputs, &args, &limits).map(|o| o.output).map_err(|f| f.to_string())
-    })
-    .unwrap()
+    local::run_in_sandbox(job).unwrap()
 }
 
 fn text_output(job: &CompiledJob, run: &local::LocalRun, name: &str) -> String {

@@ -185,13 +185,7 @@ pub(crate) fn run(args: DemoArgs) -> anyhow::Result<u8> {
     let compiled = mandelbrot_job(&args)?;
     let started = Instant::now();
     let (tasks, outcome) = run_on_swarm(args.peers, compiled)?;
-    let out = match outcome {
-        Ok(out) => out,
-        Err(e) => {
-            eprintln!("shoal demo: job failed: {e}");
-            return Ok(1);
-        }
-    };
+    let Some(out) = succeeded(outcome) else { return Ok(1) };
     let png = out.get("mandelbrot.png").context("the stitch task's output is missing")?;
     std::fs::create_dir_all(&args.out).with_context(|| format!("cannot create {}", args.out.display()))?;
     let path = args.out.join("mandelbrot.png");
@@ -209,19 +203,18 @@ pub(crate) fn run(args: DemoArgs) -> anyhow::Result<u8> {
     Ok(0)
 }
 
+/// The job's outputs, or `None` after saying on stderr why it failed.
+fn succeeded(outcome: crate::cmd_submit::Outcome) -> Option<shoal_sdk::JobOutputs> {
+    outcome.map_err(|e| eprintln!("shoal demo: job failed: {e}")).ok()
+}
+
 /// `shoal demo --job FILE`: the job file's outputs, in its order, printed or written to `--out`.
 fn run_job_file(args: &DemoArgs, file: &Path) -> anyhow::Result<u8> {
     let compiled = shoal_sdk::load_job_file(file)?;
     let names: Vec<String> = compiled.outputs.iter().map(|(name, _)| name.clone()).collect();
     let started = Instant::now();
     let (tasks, outcome) = run_on_swarm(args.peers, compiled)?;
-    let out = match outcome {
-        Ok(out) => out,
-        Err(e) => {
-            eprintln!("shoal demo: job failed: {e}");
-            return Ok(1);
-        }
-    };
+    let Some(out) = succeeded(outcome) else { return Ok(1) };
     println!(
         "{} tasks of {} on {} peers: job {:.0} ms, total with start-up {:.1} s",
         tasks,

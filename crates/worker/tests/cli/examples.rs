@@ -7,7 +7,6 @@
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::time::Duration;
 
 use super::*;
 
@@ -59,19 +58,7 @@ fn run_task(module: &str, args: &[&str]) -> Vec<u8> {
 /// The wanted outputs of the job file, run one task at a time in this process's sandbox.
 fn local_outputs(file: &str) -> Outputs {
     let compiled = shoal_sdk::load_job_file(example(file)).unwrap();
-    let sandbox = shoal_sandbox::Sandbox::new(shoal_sandbox::SandboxConfig::default()).unwrap();
-    let run = shoal_sdk::local::run(&compiled, |task: &shoal_core::job::Task, inputs: &[&[u8]]| {
-        let module = sandbox.load(compiled.blob(&task.module).unwrap()).map_err(|e| e.to_string())?;
-        let mut limits = shoal_sandbox::Limits::default();
-        let l = &task.limits;
-        limits.fuel = l.fuel.unwrap_or(limits.fuel);
-        limits.memory_bytes = l.memory_bytes.unwrap_or(limits.memory_bytes);
-        limits.output_bytes = l.output_bytes.unwrap_or(limits.output_bytes);
-        limits.deadline = l.deadline_ms.map_or(limits.deadline, Duration::from_millis);
-        let args: Vec<&str> = task.args.iter().map(String::as_str).collect();
-        sandbox.run(&module, inputs, &args, &limits).map(|o| o.output).map_err(|f| f.to_string())
-    })
-    .unwrap();
+    let run = shoal_sdk::local::run_in_sandbox(&compiled).unwrap();
     run.wanted(&compiled).into_iter().map(|(name, bytes)| (name.to_string(), bytes.to_vec())).collect()
 }
 
