@@ -353,6 +353,17 @@ fn submit_alone_runs_locally_and_an_unreachable_bootstrap_is_a_clear_error() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("no peer answered at 127.0.0.1:9"), "{stderr}");
 
+    // A job file with a mistake: exit 2 before joining anything, naming the line, task and field.
+    let bad = dir.path().join("bad.toml");
+    let text = std::fs::read_to_string(&file).unwrap().replace("args = [", "argz = [");
+    std::fs::write(&bad, text).unwrap();
+    let out = shoal().arg("submit").arg(&bad).args(["--bootstrap", "127.0.0.1:9"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("bad.toml:") && stderr.contains("argz"), "{stderr}");
+    assert_eq!(stderr.matches("unknown field").count(), 1, "said once: {stderr}");
+    assert!(!stderr.contains("no peer answered"), "the file is checked before joining: {stderr}");
+
     // A worker too.
     let out = shoal()
         .arg("worker")
