@@ -29,10 +29,10 @@ impl Owner {
                     self.by_load.insert(self.load_key(h.peer));
                 }
             }
-            // A peer becomes a placement target once it is seen with a free slot (or reports its
-            // slots with a result): one that donates no cores shows none, and work placed there
-            // would wait for a thief.
-            if !self.caps.contains_key(&h.peer) && h.free_slots > 0 {
+            // A peer becomes a target once its hints show it runs tasks: a free slot, or a queue
+            // (busy with other work). One that never shows either may donate no cores (drivers
+            // that cannot tell report at least one slot) and stays out until it reports a result.
+            if !self.caps.contains_key(&h.peer) && (h.free_slots > 0 || h.ready_tasks > 0) {
                 self.set_cap(h.peer, h.slots);
             }
         }
@@ -45,7 +45,7 @@ impl Owner {
         self.near_rtt = live.clone().map(|(_, &r)| r).min().unwrap_or_default();
         let near = self.near_rtt.mul_f64(1.5);
         let slots: u32 =
-            live.filter(|&(_, &r)| r <= near).map(|(p, _)| self.caps.get(p).copied().unwrap_or(0)).sum();
+            live.filter(|&(_, &r)| r <= near).map(|(p, _)| self.caps.get(p).copied().unwrap_or(1)).sum();
         self.near_slots = slots.max(1);
     }
 
@@ -84,13 +84,18 @@ impl Owner {
         }
     }
 
+    /// Records that `p` runs `slots` tasks at once. A peer with none (it donates no cores: it
+    /// only submits, relays or serves blobs) is never a placement target: work queued there
+    /// would wait for a thief.
     pub(super) fn set_cap(&mut self, p: PeerId, slots: u32) {
         if self.dead.contains(&p) {
             return;
         }
         self.by_load.remove(&self.load_key(p));
-        self.caps.insert(p, slots.max(1));
-        self.by_load.insert(self.load_key(p));
+        self.caps.insert(p, slots);
+        if slots > 0 {
+            self.by_load.insert(self.load_key(p));
+        }
     }
 
     pub(super) fn has_room(&self, p: PeerId) -> bool {
@@ -209,36 +214,35 @@ mod tests {
     use crate::job::{Job, TaskSpec};
     use crate::sched::{Owner, OwnerConfig, PeerHint, SchedMsg, Transmit};
 
-    fn hint(peer: PeerId, free_slots: u32) -> PeerHint {
-        // Drivers learn a peer's slots from its free slots, at least one.
-        PeerHint {
-            peer,
-            slots: free_slots.max(1),
-            free_slots,
-            ready_tasks: 0,
-            ready_fuel: 0,
-            rtt: Duration::ZERO,
-        }
+    fn hint(peer: PeerId, slots: u32, free_slots: u32, ready_tasks: u32) -> PeerHint {
+        PeerHint { peer, slots, free_slots, ready_tasks, ready_fuel: 0, rtt: Duration::ZERO }
     }
 
     fn targets(out: &[Transmit]) -> Vec<PeerId> {
         out.iter().filter(|t| matches!(t.msg, SchedMsg::Assign { .. })).map(|t| t.to).collect()
     }
 
+    fn sent(o: &mut Owner) -> Vec<PeerId> {
+        targets(&std::iter::from_fn(|| o.poll_transmit()).collect::<Vec<_>>())
+    }
+
     #[test]
-    fn work_goes_only_to_peers_seen_with_a_free_slot() {
-        let (me, worker, relay) = (PeerId([9; 32]), PeerId([5; 32]), PeerId([1; 32]));
+    fn work_goes_only_to_peers_that_run_tasks() {
+        let (me, busy, relay, none) = (PeerId([9; 32]), PeerId([5; 32]), PeerId([1; 32]), PeerId([2; 32]));
         let m = BlobHash::of(b"m");
-        let job = Job::new((0..40).map(|i| TaskSpec::new(format!("t{i}"), m)).collect()).unwrap();
-        // The relay donates no cores (never a free slot); it sorts first on every tie.
-        let mut o = Owner::new(JobId(1), me, job, OwnerConfig::default(), &[hint(relay, 0), hint(worker, 1)]);
-        let out: Vec<Transmit> = std::iter::from_fn(|| o.poll_transmit()).collect();
-        let to = targets(&out);
-        assert!(to.contains(&worker), "{to:?}");
-        assert!(!to.contains(&relay), "work placed where nothing runs it: {to:?}");
-        // Once it shows a free slot, it is a target like any other.
-        o.handle_view(Duration::ZERO, &[hint(relay, 1), hint(worker, 0)]);
-        let out: Vec<Transmit> = std::iter::from_fn(|| o.poll_transmit()).collect();
-        assert!(targets(&out).contains(&relay), "{out:?}");
+        let job = Job::new((0..60).map(|i| TaskSpec::new(format!("t{i}"), m)).collect()).unwrap();
+        // `relay` donates no cores but its driver cannot tell (one slot, never free, nothing
+        // queued); `none` says it has no slots (yet holds a queue); `busy` runs other work. The
+        // relay and `none` sort first on every tie.
+        let view = [hint(relay, 1, 0, 0), hint(none, 0, 0, 2), hint(busy, 1, 0, 3)];
+        let mut o = Owner::new(JobId(1), me, job, OwnerConfig::default(), &view);
+        let to = sent(&mut o);
+        assert!(to.contains(&busy), "a busy peer still gets a queue: {to:?}");
+        assert!(!to.contains(&relay) && !to.contains(&none), "work placed where nothing runs it: {to:?}");
+        // Seen with a free slot, the relay was a worker after all.
+        o.handle_view(Duration::ZERO, &[hint(relay, 1, 1, 0), hint(none, 0, 0, 2), hint(busy, 1, 0, 3)]);
+        let to = sent(&mut o);
+        assert!(to.contains(&relay), "{to:?}");
+        assert!(!to.contains(&none), "{to:?}");
     }
 }
