@@ -960,8 +960,8 @@ fn main() {
         let leaves = if quick { 256 } else { 4096 };
         let iters = calib.iters(0.001);
         let g = iters as f64 * calib.per_iter_s;
-        // What one task occupies a slot for in the bare sandbox (loop and fixed cost).
-        let slot_s = local.spin_wall(iters, 21);
+        // What one task occupies a slot for in the bare sandbox: the loop and the fixed cost.
+        let slot_s = g + calib.fixed_s;
         let expect = local.run_spin(iters).1;
         let job = tree_job(leaves, spin, iters);
         let root = job.sinks().next().unwrap();
