@@ -137,7 +137,10 @@ impl Peer {
             rng: StdRng::from_rng(&mut rand::rng()),
             sched,
             jobs: HashMap::new(),
-            owner_cfg: cfg.owner.clone(),
+            // A peer donating no cores still takes one slot's worth of its own jobs' tasks: they
+            // queue here and thieves take them. Placing nothing here instead left a job with only
+            // its bootstrap peer in view running on that one peer (docs/benchmarks.md).
+            owner_cfg: shoal_core::sched::OwnerConfig { own_slots: cfg.cores.max(1), ..cfg.owner.clone() },
             timers: BinaryHeap::new(),
             local: VecDeque::new(),
             exec: Arc::new(exec),

@@ -138,7 +138,7 @@ impl Owner {
             timers: VecDeque::new(),
             events: VecDeque::new(),
         };
-        o.set_cap(me, 1);
+        o.set_cap(me, o.cfg.own_slots);
         o.note_view(view);
         for i in 0..o.job.len() as u32 {
             if o.job.parents(TaskIndex(i)).is_empty() {
@@ -179,12 +179,13 @@ impl Owner {
         self.done
     }
 
-    /// Progress counts (scans the tasks).
+    /// Progress counts (cheap: no scan of the tasks).
     pub fn progress(&self) -> Progress {
         Progress {
             total: self.job.len(),
             done: self.done,
-            placed: self.recs.iter().filter(|r| matches!(r.state, TaskState::Placed { .. })).count(),
+            // `load` counts exactly the attempts in state Placed, per peer (see `place.rs`).
+            placed: self.load.values().map(|&n| n as usize).sum(),
             failed: self.failed,
             peers_used: self.peers_used.len(),
             fuel_used: self.fuel_used,

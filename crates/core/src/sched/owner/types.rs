@@ -27,6 +27,9 @@ pub struct OwnerConfig {
     pub ranked: bool,
     /// Distinct peers that must report a task's own failure before it is believed.
     pub failure_confirmations: u32,
+    /// Task slots of the owner's own peer (0: it runs none of the job's tasks itself, so none is
+    /// placed there; other peers' slots come from their hints and reports).
+    pub own_slots: u32,
     /// Tasks queued per slot (beyond the running ones) at a peer before the owner holds ready
     /// tasks back and hands them out, highest rank first, as peers report free slots.
     pub queue_per_slot: u32,
@@ -48,6 +51,7 @@ impl Default for OwnerConfig {
             locality: true,
             ranked: true,
             failure_confirmations: 1,
+            own_slots: 1,
             queue_per_slot: 4,
             bandwidth: 12.5e6,
             fuel_per_sec: 1e9,
