@@ -81,14 +81,6 @@ pub enum JobError {
         /// What the executing peer reported.
         reason: String,
     },
-    /// A wanted output could not be fetched from any peer holding it.
-    #[error("the output of task {name:?} could not be fetched: {reason}")]
-    OutputLost {
-        /// The task's name.
-        name: String,
-        /// Why.
-        reason: String,
-    },
     /// [`JobHandle::cancel`] was called.
     #[error("the job was cancelled")]
     Cancelled,
