@@ -169,7 +169,7 @@ impl BlobStore {
     /// Stores `bytes`, returning their hash. Bytes already stored touch no file.
     pub fn put(&self, bytes: &[u8]) -> Result<BlobHash, BlobError> {
         let hash = BlobHash::of(bytes);
-        if self.touch(&hash) {
+        if self.touch(&hash).is_some() {
             return Ok(hash);
         }
         let mut w = self.writer(Some(hash))?;
@@ -177,18 +177,14 @@ impl BlobStore {
         w.commit()
     }
 
-    /// Marks a stored blob recently used; whether it is stored.
-    fn touch(&self, hash: &BlobHash) -> bool {
+    /// Marks a stored blob recently used; its size, if it is stored.
+    fn touch(&self, hash: &BlobHash) -> Option<u64> {
         let mut idx = self.index();
         idx.tick += 1;
         let tick = idx.tick;
-        match idx.blobs.get_mut(hash) {
-            Some(e) => {
-                e.1 = tick;
-                true
-            }
-            None => false,
-        }
+        let e = idx.blobs.get_mut(hash)?;
+        e.1 = tick;
+        Some(e.0)
     }
 
     /// Reads a whole blob, marking it recently used.
@@ -203,18 +199,7 @@ impl BlobStore {
     /// Opens a stored blob for streaming, marking it recently used. The open file stays readable
     /// even if the blob is evicted meanwhile.
     pub fn open_blob(&self, hash: &BlobHash) -> Result<Option<(File, u64)>, BlobError> {
-        let size = {
-            let mut idx = self.index();
-            idx.tick += 1;
-            let tick = idx.tick;
-            match idx.blobs.get_mut(hash) {
-                Some(e) => {
-                    e.1 = tick;
-                    e.0
-                }
-                None => return Ok(None),
-            }
-        };
+        let Some(size) = self.touch(hash) else { return Ok(None) };
         let path = self.path_of(hash);
         match File::open(&path) {
             Ok(f) => Ok(Some((f, size))),

@@ -201,6 +201,17 @@ impl Worker {
         if let Some(b) = bootstrap {
             cmd.arg("--bootstrap").arg(b.to_string());
         }
+        let (mut w, donating, _data) = Worker::spawn(&mut cmd);
+        assert!(donating.starts_with("donating 1 cores, 256 MiB of task memory"), "{donating}");
+        if bootstrap.is_some() {
+            assert_eq!(w.next_line(), "joined the swarm");
+        }
+        w
+    }
+
+    /// Starts the worker `cmd` describes and reads its start-up lines: returns it with its
+    /// `donating …` line and its data directory.
+    fn spawn(cmd: &mut Command) -> (Worker, String, String) {
         let mut child = cmd.stdout(Stdio::piped()).stderr(Stdio::null()).spawn().unwrap();
         let stdout = child.stdout.take().unwrap();
         let (tx, lines) = std::sync::mpsc::channel();
@@ -212,16 +223,20 @@ impl Worker {
                 }
             }
         });
-        let next = || lines.recv_timeout(std::time::Duration::from_secs(60)).unwrap();
-        let id = next().strip_prefix("peer ").unwrap().to_string();
-        let addr = next().strip_prefix("listening ").unwrap().parse().unwrap();
-        let donating = next();
-        assert!(donating.starts_with("donating 1 cores, 256 MiB of task memory"), "{donating}");
-        assert!(next().starts_with("data "));
-        if bootstrap.is_some() {
-            assert_eq!(next(), "joined the swarm");
+        let mut w = Worker { child, lines, id: String::new(), addr: ([0, 0, 0, 0], 0).into() };
+        w.id = w.next_line().strip_prefix("peer ").unwrap().to_string();
+        w.addr = w.next_line().strip_prefix("listening ").unwrap().parse().unwrap();
+        let donating = w.next_line();
+        let data = w.next_line().strip_prefix("data ").unwrap().to_string();
+        (w, donating, data)
+    }
+
+    /// The next line the worker prints (waits up to a minute).
+    fn next_line(&mut self) -> String {
+        match self.lines.recv_timeout(std::time::Duration::from_secs(60)) {
+            Ok(l) => l,
+            Err(e) => panic!("no line from the worker ({e})"),
         }
-        Worker { child, lines, id, addr }
     }
 
     /// Sends SIGTERM and returns the exit status and the remaining stdout lines.

@@ -1,7 +1,7 @@
 //! `shoal status` and `shoal peers` through a worker's control socket, and `shoal worker`'s
 //! settings from a config file and the environment.
 
-use std::io::{BufRead, Read, Write};
+use std::io::{Read, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::UnixStream;
 use std::time::{Duration, Instant};
@@ -16,29 +16,6 @@ fn hermetic<'a>(cmd: &'a mut Command, config_home: &Path) -> &'a mut Command {
         }
     }
     cmd.env("XDG_CONFIG_HOME", config_home)
-}
-
-/// Starts the worker `cmd` describes and reads its start-up lines (any donation).
-fn spawn_worker(cmd: &mut Command) -> (Worker, String, String) {
-    let mut child = cmd.stdout(Stdio::piped()).stderr(Stdio::null()).spawn().unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let (tx, lines) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in std::io::BufReader::new(stdout).lines().map_while(Result::ok) {
-            if tx.send(line).is_err() {
-                return;
-            }
-        }
-    });
-    let next = || match lines.recv_timeout(Duration::from_secs(60)) {
-        Ok(l) => l,
-        Err(e) => panic!("no start-up line from the worker ({e})"),
-    };
-    let id = next().strip_prefix("peer ").unwrap().to_string();
-    let addr = next().strip_prefix("listening ").unwrap().parse().unwrap();
-    let donating = next();
-    let data = next().strip_prefix("data ").unwrap().to_string();
-    (Worker { child, lines, id, addr }, donating, data)
 }
 
 /// `shoal <cmd> --data-dir DIR [--json]`.
@@ -184,7 +161,7 @@ fn settings_come_from_flags_then_environment_then_config_file() {
         .env("SHOAL_CORES", "2")
         .env("SHOAL_MEMORY", "200MiB")
         .args(["worker", "--memory", "128MiB"]);
-    let (w, donating, data) = spawn_worker(&mut cmd);
+    let (w, donating, data) = Worker::spawn(&mut cmd);
     // cores: env (2) beats file (3); memory: flag (128MiB) beats env and file; the rest: file.
     assert!(donating.starts_with("donating 2 cores, 128 MiB of task memory"), "{donating}");
     let data_dir = dir.path().join("from-file");
