@@ -87,11 +87,14 @@ fn workers_in_separate_network_namespaces_run_a_job() {
     }
 
     // The job comes from machine 2: its own peer joins through both workers' addresses, so that
-    // both are in its view when it places the first tasks. Ten ranges of 5·10^6 numbers: long
-    // enough (about 0.1 s a task) that no single worker finishes them before the other steals.
+    // both are in its view when it places the first tasks. Twenty ranges of 2.5·10^7 numbers:
+    // about 3 s of work, several times the second or so membership takes to tell each worker the
+    // other has queued tasks to steal (one worker can get every first placement).
     let small = super::primes_job_file(dir.path());
-    let jobfile = dir.path().join("primes-5e7.toml");
-    std::fs::write(&jobfile, std::fs::read_to_string(&small).unwrap().replace("1000000", "5000000")).unwrap();
+    let jobfile = dir.path().join("primes-5e8.toml");
+    let text =
+        std::fs::read_to_string(&small).unwrap().replace("1000000", "25000000").replace("0..10", "0..20");
+    std::fs::write(&jobfile, text).unwrap();
     let second = SocketAddr::from((machines[1].1, 7600));
     let out = shoal_in(&machines[2].0)
         .args(["submit", jobfile.to_str().unwrap(), "--json", "--cores", "0", "--join-timeout", "30s"])
@@ -103,8 +106,8 @@ fn workers_in_separate_network_namespaces_run_a_job() {
     let summary: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
     assert_eq!(summary["status"], "ok");
     assert!(summary["peers_used"].as_u64().unwrap() >= 2, "both machines ran tasks: {summary}");
-    // π(5·10^7) = 3,001,134, computed across the namespaces.
-    let want = blake3::hash(b"3001134\n").to_hex().to_string();
+    // π(5·10^8) = 26,355,867, computed across the namespaces.
+    let want = blake3::hash(b"26355867\n").to_hex().to_string();
     assert_eq!(summary["outputs"][0]["blake3"], want.as_str(), "{summary}");
     assert_eq!(ids.len(), 2);
 }
