@@ -735,3 +735,10 @@ fn peers_in_separate_network_namespaces_form_a_swarm() {
     }
     drop(guard);
 }
+
+// ---- discovery and injected faults (own files) ----
+
+#[path = "net/discovery.rs"]
+mod discovery;
+#[path = "net/faults.rs"]
+mod faults;
