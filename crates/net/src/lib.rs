@@ -59,15 +59,18 @@
 pub mod blobs;
 pub mod codes;
 mod conn;
+mod discovery;
 pub mod frame;
 pub mod identity;
 pub mod limits;
 mod node;
+pub mod relay;
 mod stats;
 pub mod tls;
 
 pub use blobs::{BlobError, BlobStore, BlobWriter};
 pub use conn::{FetchFromError, HandshakeError};
+pub use discovery::DiscoveryError;
 pub use identity::Identity;
 pub use limits::Limits;
 pub use node::{FetchError, Inbound, Inbox, Node, NodeConfig, NodeError, Replier, quinn_client_config};

@@ -51,6 +51,8 @@ pub struct NodeConfig {
     pub membership: membership::Config,
     /// Byte budget of the blob store.
     pub blob_budget: u64,
+    /// Advertise this peer and find others on the LAN over mDNS (see [`crate::discovery`]).
+    pub mdns: bool,
 }
 
 impl NodeConfig {
@@ -64,6 +66,7 @@ impl NodeConfig {
             limits: Limits::default(),
             membership: membership::Config::default(),
             blob_budget: 1 << 30,
+            mdns: false,
         }
     }
 }
@@ -111,6 +114,9 @@ pub enum NodeError {
     /// The node is shutting down.
     #[error("node is shut down")]
     Shutdown,
+    /// mDNS discovery could not start.
+    #[error(transparent)]
+    Discovery(#[from] crate::discovery::DiscoveryError),
 }
 
 /// Why [`Node::fetch_blob`] failed: every holder was tried.
@@ -168,11 +174,17 @@ impl Inbox {
 /// Inputs of the membership driver.
 #[derive(Debug)]
 pub(crate) enum DriverCmd {
-    Msg { from: PeerId, addr: SocketAddr, msg: MemberMsg },
+    Msg {
+        from: PeerId,
+        addr: SocketAddr,
+        msg: MemberMsg,
+    },
     SendFailed(PeerId),
     ConnLost(PeerId),
     SetHints(LoadHints),
     Leave(oneshot::Sender<()>),
+    /// A peer announced on the LAN (mDNS): join through it.
+    Discovered(PeerId, SocketAddr),
 }
 
 /// State shared by the node's handles and tasks.
@@ -285,6 +297,10 @@ impl Node {
         let m = Membership::new(peer_id, cfg.membership.clone());
         inner.tasks.spawn(run_driver(inner.clone(), m, driver_rx, cfg.bootstrap.clone()).instrument(span));
         let node = Node { inner, _guard: Arc::new(cancel.drop_guard()) };
+        if cfg.mdns {
+            // On failure the node is dropped here, which stops its tasks.
+            crate::discovery::start(&node.inner)?;
+        }
         Ok((node, Inbox { rx: inbox_rx }))
     }
 
@@ -530,6 +546,18 @@ async fn transmit(inner: Arc<Inner>, to: Target, msg: MemberMsg, wait_ack: bool)
     }
 }
 
+/// Joins through a peer found by discovery, as through a bootstrap address, but dialling it
+/// as the announced peer: TLS refuses anyone else, so a spoofed announcement only costs a dial.
+async fn join_discovered(inner: Arc<Inner>, peer: PeerId, addr: SocketAddr, join: MemberMsg) {
+    if let Err(e) = conn::dial(&inner, Some(peer), addr).await {
+        debug!(peer = %peer.short(), %addr, "discovered peer: dial failed: {e}");
+        return;
+    }
+    if let Err(e) = send_member(&inner, peer, &Message::Membership(join), false).await {
+        debug!(peer = %peer.short(), "discovered peer: join failed: {e}");
+    }
+}
+
 async fn send_member(
     inner: &Arc<Inner>,
     peer: PeerId,
@@ -603,6 +631,12 @@ async fn run_driver(
                     DriverCmd::Leave(tx) => {
                         m.leave(now);
                         pending_leave = Some(tx);
+                    }
+                    DriverCmd::Discovered(peer, addr) => {
+                        if !m.has_left() && peer != m.me() && m.get(&peer).is_none() {
+                            let join = MemberMsg::Join { hints: m.hints() };
+                            tokio::spawn(join_discovered(inner.clone(), peer, addr, join).in_current_span());
+                        }
                     }
                 }
             }

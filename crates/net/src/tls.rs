@@ -265,6 +265,14 @@ impl SwarmSecret {
         SwarmSecret { key: blake3::derive_key("shoal swarm secret v1", secret) }
     }
 
+    /// Two bytes derived from the secret, advertised by mDNS discovery so that peers of another
+    /// swarm on the same LAN are skipped without a handshake. Only 16 bits, so that a listener
+    /// who tests guessed passphrases against it is left with many candidates.
+    pub(crate) fn discovery_tag(&self) -> [u8; 2] {
+        let d = blake3::derive_key("shoal mdns swarm tag v1", &self.key);
+        [d[0], d[1]]
+    }
+
     /// The proof that `role` knows the secret on `conn`.
     pub fn proof(&self, conn: &quinn::Connection, role: Role) -> Option<[u8; 32]> {
         let mut ekm = [0u8; 32];
