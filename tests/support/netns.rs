@@ -104,3 +104,22 @@ pub(crate) fn drop_inbound_udp(ns: &str, one_in: u32, port: Option<u16>) -> Resu
     rule.extend(["numgen", "random", "mod", one_in.as_str(), "<", "1", "drop"]);
     nft(&rule)
 }
+
+/// Caps the egress of `dev` in namespace `ns` at `bytes_per_sec` with a token bucket filter
+/// (`tc qdisc replace … root tbf`): a burst of 20 ms worth (at least 16 KiB) and a queue of
+/// 200 ms worth (at least 64 KiB). Needs `tc` (iproute2); the error says so otherwise.
+pub(crate) fn rate_limit(ns: &str, dev: &str, bytes_per_sec: u64) -> Result<(), String> {
+    let rate = format!("{}bit", bytes_per_sec.saturating_mul(8));
+    let burst = (bytes_per_sec / 50).max(16 << 10).to_string();
+    let limit = (bytes_per_sec / 5).max(64 << 10).to_string();
+    let args = [
+        "-n", ns, "qdisc", "replace", "dev", dev, "root", "tbf", "rate", &rate, "burst", &burst, "limit",
+        &limit,
+    ];
+    let out = Command::new("tc").args(args).output().map_err(|e| format!("tc: {e}"))?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(format!("tc {}: {}", args.join(" "), String::from_utf8_lossy(&out.stderr)))
+    }
+}
