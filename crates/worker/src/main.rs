@@ -1,6 +1,7 @@
 //! `shoal`: the command-line front of Shoal, a volunteer computing swarm of WebAssembly tasks.
 
 mod cmd_demo;
+mod cmd_relay;
 mod cmd_run;
 mod cmd_status;
 mod cmd_submit;
@@ -38,6 +39,9 @@ enum Command {
     /// Start a swarm of worker processes on this machine and compute a Mandelbrot PNG with it (or
     /// run any job file on it with --job).
     Demo(cmd_demo::DemoArgs),
+    /// Relay UDP to an address with added delay, jitter, loss and a rate cap (for trying Shoal
+    /// over a bad network).
+    Relay(cmd_relay::RelayArgs),
 }
 
 fn main() -> ExitCode {
@@ -56,6 +60,7 @@ fn main() -> ExitCode {
         Command::Peers(args) => cmd_status::peers(args),
         Command::Submit(args) => cmd_submit::run(args),
         Command::Demo(args) => cmd_demo::run(args),
+        Command::Relay(args) => cmd_relay::run(args),
         Command::Sim(args) => {
             let mut stdout = std::io::stdout().lock();
             shoal_sim::cli::run(&args, &mut stdout).map(|_| 0).map_err(anyhow::Error::from)
