@@ -123,3 +123,22 @@ pub(crate) fn rate_limit(ns: &str, dev: &str, bytes_per_sec: u64) -> Result<(), 
         Err(format!("tc {}: {}", args.join(" "), String::from_utf8_lossy(&out.stderr)))
     }
 }
+
+/// Makes sure `dev` in namespace `ns` can carry multicast (mDNS): sets its `multicast` flag and
+/// routes 224.0.0.0/4 through it (an existing route is fine). The error says why not.
+pub(crate) fn enable_multicast(ns: &str, dev: &str) -> Result<(), String> {
+    ip(&["-n", ns, "link", "set", dev, "multicast", "on"])?;
+    if let Err(e) = ip(&["-n", ns, "route", "add", "224.0.0.0/4", "dev", dev])
+        && !e.contains("File exists")
+    {
+        return Err(e);
+    }
+    let out =
+        Command::new("ip").args(["-n", ns, "link", "show", dev]).output().map_err(|e| format!("ip: {e}"))?;
+    let flags = String::from_utf8_lossy(&out.stdout);
+    if flags.contains("MULTICAST") {
+        Ok(())
+    } else {
+        Err(format!("{dev} in {ns} has no MULTICAST flag: {}", flags.trim()))
+    }
+}

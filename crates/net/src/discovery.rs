@@ -273,7 +273,7 @@ pub(crate) fn start(inner: &Arc<Inner>) -> Result<(), DiscoveryError> {
     };
     info!(service = SERVICE_TYPE, %listen, "mDNS discovery on");
     let task = run(inner.clone(), daemon, fullname, browse, swarm);
-    inner.tasks.spawn(task.in_current_span());
+    inner.tasks.spawn(task.instrument(tracing::info_span!("node", me = %inner.peer_id.short())));
     Ok(())
 }
 
