@@ -53,6 +53,7 @@ async fn serve(args: Settings) -> anyhow::Result<u8> {
     cfg.memory = args.memory;
     cfg.net.listen = args.listen;
     cfg.net.bootstrap = args.bootstrap.clone();
+    cfg.net.mdns = args.mdns;
     cfg.leave_grace = args.leave_grace;
     if let Some(path) = &args.swarm_secret {
         let secret = std::fs::read(path)
@@ -91,6 +92,9 @@ async fn serve(args: Settings) -> anyhow::Result<u8> {
     println!("listening {}", peer.local_addr());
     println!("donating {cores} cores, {} MiB of task memory ({priority})", memory >> 20);
     println!("data {}", data_dir.display());
+    if args.mdns {
+        println!("discovering peers on the LAN (mDNS)");
+    }
     let signalled = if joining {
         let join = tokio::time::timeout(args.join_timeout, async {
             while peer.node().view().is_empty() {

@@ -70,6 +70,10 @@ pub(crate) struct WorkerFlags {
     /// to finish before the worker leaves anyway [env: SHOAL_LEAVE_GRACE] (default: 10s).
     #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
     pub(crate) leave_grace: Option<Duration>,
+    /// Find peers on the LAN, and be found, over mDNS; `--mdns=false` turns it off
+    /// [env: SHOAL_MDNS] (default: off).
+    #[arg(long, value_name = "BOOL", num_args = 0..=1, require_equals = true, default_missing_value = "true")]
+    pub(crate) mdns: Option<bool>,
 }
 
 /// The merged settings a worker runs with.
@@ -83,6 +87,7 @@ pub(crate) struct Settings {
     pub(crate) swarm_secret: Option<PathBuf>,
     pub(crate) join_timeout: Duration,
     pub(crate) leave_grace: Duration,
+    pub(crate) mdns: bool,
     /// The config file read, if any.
     pub(crate) config: Option<PathBuf>,
 }
@@ -105,6 +110,7 @@ struct Layer {
     swarm_secret: Option<PathBuf>,
     join_timeout: Option<Duration>,
     leave_grace: Option<Duration>,
+    mdns: Option<bool>,
 }
 
 impl Layer {
@@ -118,6 +124,7 @@ impl Layer {
             swarm_secret: f.swarm_secret.clone(),
             join_timeout: f.join_timeout,
             leave_grace: f.leave_grace,
+            mdns: f.mdns,
         }
     }
 
@@ -135,6 +142,7 @@ impl Layer {
             swarm_secret: env_path(env, "SHOAL_SWARM_SECRET"),
             join_timeout: env_parsed(env, "SHOAL_JOIN_TIMEOUT", parse_duration)?,
             leave_grace: env_parsed(env, "SHOAL_LEAVE_GRACE", parse_duration)?,
+            mdns: env_parsed(env, "SHOAL_MDNS", parse_bool)?,
         })
     }
 
@@ -151,6 +159,7 @@ impl Layer {
             swarm_secret: raw.swarm_secret.map(|p| base.join(p)),
             join_timeout: raw.join_timeout.map(|d| d.0),
             leave_grace: raw.leave_grace.map(|d| d.0),
+            mdns: raw.mdns,
         })
     }
 }
@@ -167,6 +176,7 @@ struct FileSettings {
     swarm_secret: Option<PathBuf>,
     join_timeout: Option<FileDuration>,
     leave_grace: Option<FileDuration>,
+    mdns: Option<bool>,
 }
 
 /// A size in a config file: a string with a unit (`"2GiB"`) or a number of bytes.
@@ -261,6 +271,15 @@ fn env_path(env: Env<'_>, name: &str) -> Option<PathBuf> {
     env(name).filter(|v| !v.is_empty()).map(PathBuf::from)
 }
 
+/// `true`/`false` and their usual spellings (`1`/`0`, `yes`/`no`, `on`/`off`), any case.
+fn parse_bool(s: &str) -> Result<bool, String> {
+    match s.trim().to_ascii_lowercase().as_str() {
+        "1" | "true" | "yes" | "on" => Ok(true),
+        "0" | "false" | "no" | "off" => Ok(false),
+        _ => Err(format!("`{s}` is not a yes/no value: expected true or false")),
+    }
+}
+
 /// `a:1,b:2` (spaces around items and empty items are ignored).
 fn parse_addr_list(s: &str) -> Result<Vec<SocketAddr>, String> {
     s.split(',')
@@ -333,6 +352,7 @@ pub(crate) fn resolve(
         swarm_secret: pick!(swarm_secret),
         join_timeout: pick!(join_timeout).unwrap_or(DEFAULT_JOIN_TIMEOUT),
         leave_grace: pick!(leave_grace).unwrap_or(DEFAULT_LEAVE_GRACE),
+        mdns: pick!(mdns).unwrap_or(false),
         config: file.map(|f| f.path.to_path_buf()),
     })
 }
@@ -407,6 +427,7 @@ mod tests {
         assert_eq!(s.swarm_secret, None);
         assert_eq!(s.join_timeout, Duration::from_secs(30));
         assert_eq!(s.leave_grace, Duration::from_secs(10));
+        assert!(!s.mdns);
         assert_eq!(s.config, None);
         let s = resolve(&WorkerFlags::default(), &env_of(&[("XDG_DATA_HOME", "/d")]), None, 1).unwrap();
         assert_eq!((s.cores, s.data_dir), (1, PathBuf::from("/d/shoal")));
@@ -415,7 +436,8 @@ mod tests {
     #[test]
     fn flag_beats_env_beats_file_beats_default_for_every_setting() {
         let text = "listen = \"10.0.0.1:1\"\nbootstrap = [\"10.0.0.9:9\"]\ncores = 3\nmemory = \"3GiB\"\n\
-                    data_dir = \"data\"\nswarm_secret = \"/s/file\"\njoin_timeout = \"3s\"\nleave_grace = 30\n";
+                    data_dir = \"data\"\nswarm_secret = \"/s/file\"\njoin_timeout = \"3s\"\nleave_grace = 30\n\
+                    mdns = true\n";
         let env = env_of(&[
             ("SHOAL_LISTEN", "10.0.0.2:2"),
             ("SHOAL_BOOTSTRAP", "10.0.0.7:7, 10.0.0.8:8,"),
@@ -425,6 +447,7 @@ mod tests {
             ("SHOAL_SWARM_SECRET", "/env/secret"),
             ("SHOAL_JOIN_TIMEOUT", "2s"),
             ("SHOAL_LEAVE_GRACE", "20s"),
+            ("SHOAL_MDNS", "no"),
         ]);
         let flags = WorkerFlags {
             listen: Some(addr("10.0.0.3:3")),
@@ -435,6 +458,7 @@ mod tests {
             swarm_secret: Some("/flag/secret".into()),
             join_timeout: Some(Duration::from_secs(1)),
             leave_grace: Some(Duration::from_secs(10)),
+            mdns: Some(true),
             config: None,
         };
         let s = resolve(&flags, &env, file(text), 8).unwrap();
@@ -445,6 +469,7 @@ mod tests {
         assert_eq!(s.swarm_secret, Some(PathBuf::from("/flag/secret")));
         assert_eq!(s.join_timeout, Duration::from_secs(1));
         assert_eq!(s.leave_grace, Duration::from_secs(10));
+        assert!(s.mdns);
         assert_eq!(s.config, Some(PathBuf::from("/etc/shoal/worker.toml")));
 
         let s = resolve(&WorkerFlags::default(), &env, file(text), 8).unwrap();
@@ -456,6 +481,7 @@ mod tests {
         assert_eq!(s.swarm_secret, Some(PathBuf::from("/env/secret")));
         assert_eq!(s.join_timeout, Duration::from_secs(2));
         assert_eq!(s.leave_grace, Duration::from_secs(20));
+        assert!(!s.mdns, "SHOAL_MDNS=no beats the file's mdns = true");
 
         let s = resolve(&WorkerFlags::default(), &env_of(&[]), file(text), 8).unwrap();
         assert_eq!(s.listen, addr("10.0.0.1:1"));
@@ -466,6 +492,11 @@ mod tests {
         assert_eq!(s.swarm_secret, Some(PathBuf::from("/s/file")));
         assert_eq!(s.join_timeout, Duration::from_secs(3));
         assert_eq!(s.leave_grace, Duration::from_secs(30));
+        assert!(s.mdns);
+        let flags = WorkerFlags { mdns: Some(false), ..WorkerFlags::default() };
+        let on = env_of(&[("SHOAL_MDNS", "ON")]);
+        assert!(!resolve(&flags, &on, file(text), 8).unwrap().mdns, "--mdns=false beats SHOAL_MDNS=on");
+        assert!(resolve(&WorkerFlags::default(), &on, None, 8).unwrap().mdns);
     }
 
     #[test]
@@ -508,6 +539,10 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("worker.toml:1:"), "{e}");
+        let e = resolve(&WorkerFlags::default(), &env_of(&[]), file("cores = 1\nmdns = \"often\""), 8)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("worker.toml:2:"), "{e}");
         let e = resolve(&WorkerFlags::default(), &env_of(&[]), file("cores = "), 8).unwrap_err().to_string();
         assert!(e.contains("worker.toml:1:"), "{e}");
     }
@@ -520,6 +555,7 @@ mod tests {
             ("SHOAL_LISTEN", "localhost", "not an address"),
             ("SHOAL_BOOTSTRAP", "10.0.0.1:1,bad", "`bad` is not an address"),
             ("SHOAL_JOIN_TIMEOUT", "soon", "not a duration"),
+            ("SHOAL_MDNS", "maybe", "`maybe` is not a yes/no value"),
         ] {
             let e =
                 resolve(&WorkerFlags::default(), &env_of(&[(var, value)]), None, 2).unwrap_err().to_string();
