@@ -20,7 +20,8 @@
 //!   all of them, and one per peer per [`PEER_COOLDOWN`]; memory is bounded ([`MAX_TRACKED`]).
 //! - packets are parsed by the `mdns-sd` daemon on its own thread; this task only reads its
 //!   bounded channel and never blocks on the driver (`try_send`), so hostile LAN traffic can
-//!   neither panic nor stall the node. If the daemon dies, discovery stops and the node goes on.
+//!   neither panic nor stall the node. A subscription the daemon dropped (its channel filled) is
+//!   renewed; if the daemon dies, discovery stops and the node goes on.
 //! - the task stops when the node's cancellation token fires (shutdown or leave): it unregisters
 //!   (goodbye packets, bounded wait) and shuts the daemon down.
 
@@ -48,6 +49,8 @@ pub(crate) const DIAL_EVERY: Duration = Duration::from_millis(250);
 pub(crate) const PEER_COOLDOWN: Duration = Duration::from_secs(30);
 /// Peers remembered for the cooldown (then the memory is cleared).
 pub(crate) const MAX_TRACKED: usize = 4096;
+/// Pause before browsing again when the daemon dropped our subscription.
+const REBROWSE_AFTER: Duration = Duration::from_secs(1);
 /// How long shutdown waits for the goodbye packets.
 const GOODBYE_WAIT: Duration = Duration::from_millis(500);
 
@@ -281,7 +284,7 @@ async fn run(
     inner: Arc<Inner>,
     daemon: ServiceDaemon,
     fullname: String,
-    browse: mdns_sd::Receiver<ServiceEvent>,
+    mut browse: mdns_sd::Receiver<ServiceEvent>,
     swarm: String,
 ) {
     let mut pacer = Pacer::new(Instant::now());
@@ -307,9 +310,23 @@ async fn run(
             }
             Ok(_) => {}
             Err(_) => {
-                warn!("mDNS daemon stopped; discovery is off");
-                inner.cancel.cancelled().await;
-                break;
+                // The daemon drops a browser whose channel is full (a flood of announcements):
+                // browse again after a pause. If the daemon itself is gone, discovery is off.
+                tokio::select! {
+                    _ = inner.cancel.cancelled() => break,
+                    _ = tokio::time::sleep(REBROWSE_AFTER) => {}
+                }
+                match daemon.browse(SERVICE_TYPE) {
+                    Ok(rx) => {
+                        debug!("mDNS: browsing again");
+                        browse = rx;
+                    }
+                    Err(e) => {
+                        warn!("mDNS daemon stopped ({e}); discovery is off");
+                        inner.cancel.cancelled().await;
+                        break;
+                    }
+                }
             }
         }
     }

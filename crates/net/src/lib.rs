@@ -21,6 +21,9 @@
 //!   connection with a code from [`codes`].
 //! - **Membership.** The sans-IO [`shoal_core::membership::Membership`] runs inside the node,
 //!   driven by real connections and timers; the node exposes its view, load hints and events.
+//! - **Discovery.** Optionally (`NodeConfig::mdns`), peers on one LAN find each other over mDNS
+//!   and join as through a bootstrap address; an announcement is only a hint, checked by the
+//!   handshake like any dial (see `docs/membership.md`).
 //! - **Blobs.** Content-addressed (blake3) files in a [`BlobStore`] with a byte budget; fetched
 //!   from holders over QUIC streams, streamed to disk, size-capped and verified before they
 //!   become visible; a bad holder is skipped for the next one.

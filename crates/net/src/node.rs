@@ -51,7 +51,8 @@ pub struct NodeConfig {
     pub membership: membership::Config,
     /// Byte budget of the blob store.
     pub blob_budget: u64,
-    /// Advertise this peer and find others on the LAN over mDNS (see [`crate::discovery`]).
+    /// Advertise this peer and find others on the LAN over mDNS (`docs/membership.md`); needs a
+    /// listen address on a LAN interface (not loopback).
     pub mdns: bool,
 }
 
@@ -250,7 +251,8 @@ pub fn quinn_client_config(id: &Identity, alpn: Vec<Vec<u8>>) -> Result<quinn::C
 
 impl Node {
     /// Starts a node: loads (or creates) its identity, opens the blob store, binds the endpoint
-    /// and joins the swarm through `cfg.bootstrap`. Returns the node and its inbox.
+    /// and joins the swarm through `cfg.bootstrap` (and, with `cfg.mdns`, through the peers it
+    /// finds on the LAN). Returns the node and its inbox.
     pub async fn start(cfg: NodeConfig) -> Result<(Node, Inbox), NodeError> {
         let identity = Identity::load_or_create(&cfg.data_dir)?;
         let blobs = BlobStore::open(&cfg.data_dir.join("blobs"), cfg.blob_budget)?;
