@@ -179,6 +179,12 @@ impl Executor {
                     }
                     self.node.blobs().get(&loc.hash).ok().flatten().ok_or(lost)?
                 }
+                // The peer scheduler fills these in before a task starts; one that reaches the
+                // executor is a bug upstream, reported as a lost input so the owner re-makes it.
+                InputSource::After { task, .. } => {
+                    warn!("input {k} still waits for task {}", task.0);
+                    return Err(lost);
+                }
             };
             inputs.push(bytes);
         }

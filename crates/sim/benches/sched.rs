@@ -112,8 +112,10 @@ fn ratio_section(quick: bool) {
 
 fn ablation_section() {
     println!("\n## ablations: makespan / lower bound (input MB fetched per task, messages per task)\n");
-    println!("| workload | net | peers | full | FIFO queues | uniform victims | locality off |");
-    println!("|---|---|---|---|---|---|---|");
+    println!(
+        "| workload | net | peers | full | FIFO queues | uniform victims | locality off | no continuations |"
+    );
+    println!("|---|---|---|---|---|---|---|---|");
     let cases = ["cholesky:12", "layered:1000,20,50", "mapreduce:256,32", "forkjoin:64,8", "wavefront:32"];
     for (d, (topo, n)) in
         cases.iter().flat_map(|d| [(Topology::Lan, 16), (Topology::Wan, 64)].map(|c| (d, c)))
@@ -126,6 +128,8 @@ fn ablation_section() {
         uniform.peer.victims = VictimChoice::Uniform;
         let mut noloc = base.clone();
         noloc.owner.locality = false;
+        let mut nocont = base.clone();
+        nocont.owner.continuations = false;
         let cell = |cfg: &SimConfig| {
             let m = run(&dag, cfg);
             format!(
@@ -136,11 +140,12 @@ fn ablation_section() {
             )
         };
         println!(
-            "| {d} | {topo:?} | {n} | {} | {} | {} | {} |",
+            "| {d} | {topo:?} | {n} | {} | {} | {} | {} | {} |",
             cell(&base),
             cell(&fifo),
             cell(&uniform),
-            cell(&noloc)
+            cell(&noloc),
+            cell(&nocont)
         );
     }
 }

@@ -562,6 +562,8 @@ impl World<'_> {
                     }
                     None => lost = lost.or(Some(k as u32)),
                 }
+            } else if matches!(input.source, InputSource::After { .. }) {
+                lost = lost.or(Some(k as u32)); // Never reaches an executor unfilled.
             }
         }
         let compute = Duration::from_secs_f64(self.dag.work[i] as f64 / FUEL_PER_SEC);

@@ -36,7 +36,8 @@ mod tests;
 use std::time::Duration;
 
 pub use msg::{
-    FailureKind, InputLoc, InputSource, LoadHint, OutputRef, PeerAddr, SchedMsg, TaskDesc, Transmit,
+    DoneReport, FailureKind, InputLoc, InputSource, LoadHint, OutputRef, PeerAddr, SchedMsg, TaskDesc,
+    Transmit,
 };
 pub use owner::{Owner, OwnerConfig, OwnerError, OwnerEvent, Progress, Report, TaskState};
 pub use peer::{PeerConfig, PeerHint, PeerSched, PeerStats, TaskOutcome, VictimChoice};

@@ -19,6 +19,18 @@ pub enum InputSource {
     Inline(Vec<u8>),
     /// Fetch by hash from any of these peers (the owner holds literal blobs).
     Holders(Vec<PeerId>),
+    /// The output of task `task` of the same job, which is queued or running at the receiving peer
+    /// (or just ran there): the descriptor is a *continuation* that waits there for its last
+    /// producer and starts as soon as it is done, with no round trip to the owner. The input's
+    /// `hash` and `size` are unknown (zero) until the peer fills them in from its own run; a peer
+    /// that no longer holds `task` hands the continuation back ([`SchedMsg::Release`]).
+    After {
+        /// The producing task.
+        task: TaskIndex,
+        /// The producer has no other consumer, so its [`SchedMsg::Done`] may wait and travel with
+        /// this task's (in `earlier`).
+        merge: bool,
+    },
 }
 
 /// One input of a task to run, in order.
@@ -57,6 +69,34 @@ pub struct TaskDesc {
     pub inputs: Vec<InputLoc>,
     /// Sandbox limits.
     pub limits: Limits,
+}
+
+impl TaskDesc {
+    /// The producer this continuation waits for at its holder ([`InputSource::After`]), and
+    /// whether that producer's report may travel with this task's.
+    pub fn after(&self) -> Option<(TaskIndex, bool)> {
+        self.inputs.iter().find_map(|i| match i.source {
+            InputSource::After { task, merge } => Some((task, merge)),
+            _ => None,
+        })
+    }
+}
+
+/// A successful run reported late, inside a later [`SchedMsg::Done`] of the same job (a producer
+/// whose only consumer ran after it on the same peer: see [`InputSource::After`]).
+#[derive(Clone, Debug, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+#[rkyv(derive(Debug))]
+pub struct DoneReport {
+    /// The task.
+    pub task: TaskIndex,
+    /// Which attempt.
+    pub attempt: u32,
+    /// The output.
+    pub output: OutputRef,
+    /// Fuel used.
+    pub fuel: u64,
+    /// Microseconds the run held its slot.
+    pub busy_us: u64,
 }
 
 /// A finished task's output.
@@ -165,6 +205,9 @@ pub enum SchedMsg {
         busy_us: u64,
         /// The executor's load once the run ended (lets the owner place work where slots are free).
         load: LoadHint,
+        /// Earlier runs of the same job on the same executor whose reports waited for this one
+        /// (producers of continuations), oldest first; the owner takes them before this one.
+        earlier: Vec<DoneReport>,
     },
     /// Executor → owner: an attempt failed.
     Failed {
@@ -175,14 +218,18 @@ pub enum SchedMsg {
         /// Why.
         kind: FailureKind,
     },
-    /// Holder → owner: these queued attempts of `job`'s tasks are handed back unrun, because the
-    /// holder is leaving the swarm. The owner re-issues them elsewhere at once (it is not a fault)
-    /// and places nothing more on the holder.
+    /// Holder → owner: these queued attempts of `job`'s tasks are handed back unrun. With
+    /// `leaving`, because the holder is leaving the swarm: the owner re-issues them elsewhere at
+    /// once (it is not a fault) and places nothing more on the holder. Without, they are
+    /// continuations whose producer the holder no longer has (it was stolen or failed meanwhile):
+    /// the owner places them again once their producer is done.
     Release {
         /// The job.
         job: JobId,
         /// `(task, attempt, hops)`: `hops` as carried by the descriptor (orders it against claims).
         tasks: Vec<(TaskIndex, u32, u32)>,
+        /// The holder is leaving the swarm.
+        leaving: bool,
     },
     /// Owner → a peer holding some of `job`'s tasks: the job is over (cancelled or failed); drop
     /// its queued tasks.
@@ -243,6 +290,13 @@ mod tests {
             fuel: 99,
             busy_us: 1_500,
             load: LoadHint::default(),
+            earlier: vec![DoneReport {
+                task: TaskIndex(2),
+                attempt: 1,
+                output: OutputRef { hash: BlobHash::of(b"y"), size: 1, inline: None },
+                fuel: 5,
+                busy_us: 10,
+            }],
         };
         let bytes = msg.to_bytes();
         assert_eq!(SchedMsg::from_bytes(&bytes).unwrap(), msg);
@@ -250,7 +304,7 @@ mod tests {
         let steal = SchedMsg::Steal { max: 4, load: LoadHint::default() };
         assert_eq!(steal.owner_job(), None);
         assert!(SchedMsg::from_bytes(&bytes[..bytes.len() / 2]).is_err());
-        let release = SchedMsg::Release { job: JobId(7), tasks: vec![(TaskIndex(3), 2, 1)] };
+        let release = SchedMsg::Release { job: JobId(7), tasks: vec![(TaskIndex(3), 2, 1)], leaving: true };
         assert_eq!(SchedMsg::from_bytes(&release.to_bytes()).unwrap(), release);
         assert_eq!(release.owner_job(), Some(JobId(7)), "a release goes to the job's owner");
         let cancel = SchedMsg::Cancel { job: JobId(7) };

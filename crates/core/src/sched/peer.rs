@@ -4,6 +4,14 @@
 //! free slot never coexists with a non-empty ready queue after a `handle_*` call returns; at most
 //! `max_steals` steal requests are in flight; a victim tells each task's owner who stole it (a
 //! claim) in the same step as it gives the task away, so the owner always knows the holder.
+//!
+//! Continuations ([`InputSource::After`]): a descriptor whose last producer is queued, running or
+//! waiting here waits in `waiting` (never in the ready queue, never stolen on its own) and enters
+//! the ready queue, its input filled in, the moment the producer finishes here; it moves with its
+//! producer when that is stolen, is handed back with it, and is dropped when the producer fails
+//! (the owner, told of the failure, takes it back too). A producer whose only consumer is such a
+//! continuation (`merge`) keeps its report in `held` until the consumer's report leaves, or until
+//! the consumer leaves this peer; reports are never dropped while the job and its owner live.
 //! Once [`PeerSched::handle_leave`] is called the peer holds no queued task for long: everything
 //! queued, assigned or stolen afterwards goes back to its owner in a [`SchedMsg::Release`], and it
 //! neither steals nor starts tasks.
@@ -13,7 +21,9 @@ use std::time::Duration;
 
 use rand::{Rng, RngCore};
 
-use super::msg::{FailureKind, LoadHint, OutputRef, SchedMsg, TaskDesc, Transmit};
+use super::msg::{
+    DoneReport, FailureKind, InputLoc, InputSource, LoadHint, OutputRef, SchedMsg, TaskDesc, Transmit,
+};
 use super::queue::ReadyQueue;
 use super::{Time, Timer};
 use crate::ids::{JobId, PeerId, TaskId, TaskIndex};
@@ -138,7 +148,20 @@ pub struct PeerSched {
     stats: PeerStats,
     /// [`PeerSched::handle_leave`] was called.
     leaving: bool,
+    /// Continuations by the producer they wait for (queued, running or itself waiting here).
+    waiting: HashMap<TaskId, Vec<TaskDesc>>,
+    /// Reports held back for a continuation's, by that continuation's (task, attempt): its owner
+    /// and the producers' reports, oldest first.
+    held: HashMap<(TaskId, u32), (PeerId, Vec<DoneReport>)>,
+    /// Outputs of the latest runs finished here (a continuation may arrive just after its
+    /// producer finished), at most [`FINISHED_KEPT`].
+    finished: VecDeque<(TaskId, OutputRef)>,
 }
+
+/// How many recent outputs a peer remembers for continuations that arrive late.
+const FINISHED_KEPT: usize = 256;
+/// Most reports held back for one continuation (a long chain still shows progress).
+const HELD_MAX: usize = 8;
 
 impl PeerSched {
     /// A scheduler for peer `me`.
@@ -159,6 +182,9 @@ impl PeerSched {
             timers: VecDeque::new(),
             stats: PeerStats::default(),
             leaving: false,
+            waiting: HashMap::new(),
+            held: HashMap::new(),
+            finished: VecDeque::new(),
         }
     }
 
@@ -198,6 +224,11 @@ impl PeerSched {
         self.view.retain(|h| h.peer != peer);
         self.steals.retain(|s| s.victim != peer);
         self.ready.retain(|d| d.owner != peer);
+        self.waiting.retain(|_, cs| {
+            cs.retain(|d| d.owner != peer);
+            !cs.is_empty()
+        });
+        self.held.retain(|_, (owner, _)| *owner != peer);
         self.pump(now, rng);
     }
 
@@ -210,7 +241,12 @@ impl PeerSched {
         self.steals.clear();
         let mut queued = Vec::with_capacity(self.ready.len());
         while let Some(t) = self.ready.pop() {
+            self.flush_held(t.task, t.attempt);
             queued.push(t);
+        }
+        // Continuations of running tasks go back too (those of queued ones are in `waiting` too).
+        for (_, cs) in std::mem::take(&mut self.waiting) {
+            queued.extend(cs);
         }
         self.release(&queued);
     }
@@ -227,13 +263,19 @@ impl PeerSched {
             SchedMsg::Assign { tasks, .. } if self.leaving => self.release(&tasks),
             SchedMsg::Assign { tasks, .. } => {
                 self.fails = 0;
-                for t in tasks {
-                    self.ready.push(t);
-                }
+                self.accept(tasks);
             }
             SchedMsg::Steal { max, load } => {
                 self.note_load(from, load);
-                let mut tasks = self.ready.steal_half(max);
+                let mut tasks = Vec::new();
+                for t in self.ready.steal_half(max) {
+                    // Reports held for it must not wait on a peer that will not run it.
+                    self.flush_held(t.task, t.attempt);
+                    let id = t.task;
+                    tasks.push(t);
+                    // Its continuations go with it (after it, so the thief finds it first).
+                    self.take_continuations(id, &mut tasks);
+                }
                 for t in &mut tasks {
                     t.hops += 1;
                 }
@@ -254,12 +296,14 @@ impl PeerSched {
                     self.fails = 0;
                     self.stats.steals_won += 1;
                     self.stats.tasks_stolen += tasks.len() as u64;
-                    for t in tasks {
-                        self.ready.push(t);
-                    }
+                    self.accept(tasks);
                 }
             }
-            SchedMsg::Cancel { job } => self.ready.retain(|d| d.task.job != job),
+            SchedMsg::Cancel { job } => {
+                self.ready.retain(|d| d.task.job != job);
+                self.waiting.retain(|p, _| p.job != job);
+                self.held.retain(|k, _| k.0.job != job);
+            }
             SchedMsg::Claim { .. }
             | SchedMsg::Done { .. }
             | SchedMsg::Failed { .. }
@@ -279,14 +323,43 @@ impl PeerSched {
     ) {
         let Some((owner, started)) = self.running.remove(&(task, attempt)) else { return };
         let busy_us = u64::try_from(now.saturating_sub(started).as_micros()).unwrap_or(u64::MAX);
-        self.pump(now, rng);
-        let msg = match outcome {
+        let mut earlier = self.held.remove(&(task, attempt)).map(|(_, r)| r).unwrap_or_default();
+        match outcome {
             TaskOutcome::Ok { output, fuel } => {
-                SchedMsg::Done { task, attempt, output, fuel, busy_us, load: self.load() }
+                let conts = self.waiting.remove(&task).unwrap_or_default();
+                let merge_into = match conts.as_slice() {
+                    [c] if c.after().is_some_and(|(_, merge)| merge) && earlier.len() < HELD_MAX => {
+                        Some((c.task, c.attempt))
+                    }
+                    _ => None,
+                };
+                for c in conts {
+                    self.ready.push(resolve(c, task.index, &output, self.me));
+                }
+                if self.finished.len() >= FINISHED_KEPT {
+                    self.finished.pop_front();
+                }
+                self.finished.push_back((task, output.clone()));
+                self.pump(now, rng);
+                let report = DoneReport { task: task.index, attempt, output, fuel, busy_us };
+                earlier.push(report);
+                match merge_into {
+                    Some(key) => {
+                        self.held.insert(key, (owner, earlier));
+                    }
+                    None => self.send_reports(owner, task.job, earlier),
+                }
             }
-            TaskOutcome::Failed(kind) => SchedMsg::Failed { task, attempt, kind },
-        };
-        self.out.push_back(Transmit { to: owner, msg });
+            TaskOutcome::Failed(kind) => {
+                // Its continuations cannot run here; the owner takes them back on this report.
+                let mut dropped = Vec::new();
+                self.take_continuations(task, &mut dropped);
+                self.pump(now, rng);
+                self.send_reports(owner, task.job, earlier);
+                let msg = SchedMsg::Failed { task, attempt, kind };
+                self.out.push_back(Transmit { to: owner, msg });
+            }
+        }
     }
 
     /// A timer fired. Stale tokens are ignored.
@@ -335,6 +408,73 @@ impl PeerSched {
         self.next_steal_at = now + exp.min(self.cfg.backoff_max).mul_f64(jitter);
     }
 
+    /// Takes in assigned or stolen tasks: ready ones into the ready queue, continuations to wait
+    /// for their producer here (filled in at once if it just ran here); a continuation whose
+    /// producer is not here (stolen or failed meanwhile) goes back to its owner.
+    fn accept(&mut self, tasks: Vec<TaskDesc>) {
+        let mut orphans = Vec::new();
+        for t in tasks {
+            let Some((producer, _)) = t.after() else {
+                self.ready.push(t);
+                continue;
+            };
+            let id = TaskId { job: t.task.job, index: producer };
+            if let Some((_, output)) = self.finished.iter().rev().find(|(f, _)| *f == id) {
+                let output = output.clone();
+                self.ready.push(resolve(t, producer, &output, self.me));
+            } else if self.holds(id) {
+                self.waiting.entry(id).or_default().push(t);
+            } else {
+                orphans.push(t);
+            }
+        }
+        if !orphans.is_empty() {
+            for (owner, job, tasks) in by_owner_and_job(&orphans) {
+                let msg = SchedMsg::Release { job, tasks, leaving: false };
+                self.out.push_back(Transmit { to: owner, msg });
+            }
+        }
+    }
+
+    /// Whether some attempt of `task` is queued, running or waiting here.
+    fn holds(&self, task: TaskId) -> bool {
+        self.ready.contains(task)
+            || self.running.keys().any(|(t, _)| *t == task)
+            || self.waiting.values().flatten().any(|d| d.task == task)
+    }
+
+    /// Removes the continuations waiting for `task`, and theirs, into `out` (producers first).
+    fn take_continuations(&mut self, task: TaskId, out: &mut Vec<TaskDesc>) {
+        let Some(cs) = self.waiting.remove(&task) else { return };
+        for c in cs {
+            let id = c.task;
+            out.push(c);
+            self.take_continuations(id, out);
+        }
+    }
+
+    /// Sends the reports held for attempt `attempt` of `task` now (it will not run here).
+    fn flush_held(&mut self, task: TaskId, attempt: u32) {
+        if let Some((owner, reports)) = self.held.remove(&(task, attempt)) {
+            self.send_reports(owner, task.job, reports);
+        }
+    }
+
+    /// Sends `reports` (oldest first, at least one) of `job` to `owner` in one `Done`.
+    fn send_reports(&mut self, owner: PeerId, job: JobId, mut reports: Vec<DoneReport>) {
+        let Some(last) = reports.pop() else { return };
+        let msg = SchedMsg::Done {
+            task: TaskId { job, index: last.task },
+            attempt: last.attempt,
+            output: last.output,
+            fuel: last.fuel,
+            busy_us: last.busy_us,
+            load: self.load(),
+            earlier: reports,
+        };
+        self.out.push_back(Transmit { to: owner, msg });
+    }
+
     /// Tells each owner that `thief` now holds these of its tasks.
     fn claim(&mut self, tasks: &[TaskDesc], thief: PeerId) {
         for (owner, job, tasks) in by_owner_and_job(tasks) {
@@ -346,7 +486,8 @@ impl PeerSched {
     fn release(&mut self, tasks: &[TaskDesc]) {
         self.stats.tasks_released += tasks.len() as u64;
         for (owner, job, tasks) in by_owner_and_job(tasks) {
-            self.out.push_back(Transmit { to: owner, msg: SchedMsg::Release { job, tasks } });
+            let msg = SchedMsg::Release { job, tasks, leaving: true };
+            self.out.push_back(Transmit { to: owner, msg });
         }
     }
 
@@ -420,6 +561,20 @@ impl PeerSched {
         let score = |h: &PeerHint| f64::from(h.ready_tasks) / (1.0 + h.rtt.as_secs_f64() * 100.0);
         Some(if score(b) > score(a) { b.peer } else { a.peer })
     }
+}
+
+/// `c` with its input from `producer` filled in from the producer's run here.
+fn resolve(mut c: TaskDesc, producer: TaskIndex, output: &OutputRef, me: PeerId) -> TaskDesc {
+    for input in &mut c.inputs {
+        if matches!(input.source, InputSource::After { task, .. } if task == producer) {
+            let source = match &output.inline {
+                Some(b) => InputSource::Inline(b.clone()),
+                None => InputSource::Holders(vec![me]),
+            };
+            *input = InputLoc { hash: output.hash, size: output.size, source };
+        }
+    }
+    c
 }
 
 /// One owner's job and `(task, attempt, hops)` of some of its attempts.

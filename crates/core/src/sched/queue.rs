@@ -70,6 +70,11 @@ impl ReadyQueue {
         self.heap.is_empty()
     }
 
+    /// Whether some attempt of `task` is queued.
+    pub fn contains(&self, task: crate::ids::TaskId) -> bool {
+        self.heap.iter().any(|e| e.desc.task == task)
+    }
+
     /// Keeps only the tasks for which `keep` says true.
     pub fn retain(&mut self, mut keep: impl FnMut(&TaskDesc) -> bool) {
         self.heap.retain(|e| keep(&e.desc));

@@ -64,12 +64,14 @@ fn done(i: u32, attempt: u32, size: u64) -> SchedMsg {
         fuel: 10,
         busy_us: 1_000,
         load: LoadHint { slots: 1, free_slots: 1, ready_tasks: 0, ready_fuel: 0 },
+        earlier: Vec::new(),
     }
 }
 
 #[test]
 fn owner_runs_a_diamond_to_completion_with_locality() {
-    let mut o = Owner::new(JOB, peer(0), diamond(), OwnerConfig::default(), &[hint(1, 0)]);
+    let cfg = OwnerConfig { continuations: false, ..OwnerConfig::default() };
+    let mut o = Owner::new(JOB, peer(0), diamond(), cfg, &[hint(1, 0)]);
     let out = assigned(&drain(&mut o));
     assert_eq!(out.len(), 1);
     let (at, a, attempt) = out[0];
@@ -93,7 +95,8 @@ fn owner_runs_a_diamond_to_completion_with_locality() {
 
 #[test]
 fn owner_reissues_lost_work_and_remakes_lost_outputs_from_lineage() {
-    let mut o = Owner::new(JOB, peer(0), diamond(), OwnerConfig::default(), &[hint(1, 0), hint(2, 0)]);
+    let cfg = OwnerConfig { continuations: false, ..OwnerConfig::default() };
+    let mut o = Owner::new(JOB, peer(0), diamond(), cfg, &[hint(1, 0), hint(2, 0)]);
     drain(&mut o);
     // a is stolen by peer 1 (claimed there) and finishes there with a 1 MiB output.
     let claim = SchedMsg::Claim { job: JOB, holder: peer(1), tasks: vec![(TaskIndex(0), 1, 1)] };
@@ -346,7 +349,11 @@ fn a_leaving_peer_hands_queued_and_late_tasks_back_and_takes_no_more() {
     assert_eq!(back[0].to, peer(0));
     assert_eq!(
         back[0].msg,
-        SchedMsg::Release { job: JOB, tasks: vec![(TaskIndex(1), 1, 0), (TaskIndex(0), 1, 0)] }
+        SchedMsg::Release {
+            job: JOB,
+            tasks: vec![(TaskIndex(1), 1, 0), (TaskIndex(0), 1, 0)],
+            leaving: true
+        }
     );
     assert_eq!(p.load().ready_tasks, 0);
 
@@ -357,7 +364,7 @@ fn a_leaving_peer_hands_queued_and_late_tasks_back_and_takes_no_more() {
     p.handle_task_finished(t(3), id, 1, TaskOutcome::Ok { output: out, fuel: 1 }, &mut rng);
     let msgs: Vec<SchedMsg> = std::iter::from_fn(|| p.poll_transmit()).map(|tr| tr.msg).collect();
     assert_eq!(msgs.len(), 2, "{msgs:?}");
-    assert_eq!(msgs[0], SchedMsg::Release { job: JOB, tasks: vec![(TaskIndex(7), 1, 0)] });
+    assert_eq!(msgs[0], SchedMsg::Release { job: JOB, tasks: vec![(TaskIndex(7), 1, 0)], leaving: true });
     assert!(matches!(msgs[1], SchedMsg::Done { .. }));
     assert!(p.poll_run().is_none(), "nothing new starts on a leaving peer");
     p.handle_view(t(4), vec![hint(2, 5)], &mut rng);
@@ -374,12 +381,12 @@ fn the_owner_reissues_released_tasks_at_once_and_never_to_the_leaver() {
     let on1: Vec<(TaskIndex, u32, u32)> =
         first.iter().filter(|a| a.0 == peer(1)).map(|&(_, i, att)| (i, att, 0)).collect();
     assert!(!on1.is_empty(), "{first:?}");
-    o.handle_msg(t(1), peer(1), SchedMsg::Release { job: JOB, tasks: on1.clone() }).unwrap();
+    o.handle_msg(t(1), peer(1), SchedMsg::Release { job: JOB, tasks: on1.clone(), leaving: true }).unwrap();
     let again = assigned(&drain(&mut o));
     assert_eq!(again.len(), on1.len(), "every released task is issued again at once: {again:?}");
     assert!(again.iter().all(|a| a.0 != peer(1) && a.2 == 2), "{again:?}");
     // A stale release (an older attempt) changes nothing.
-    o.handle_msg(t(2), peer(1), SchedMsg::Release { job: JOB, tasks: on1 }).unwrap();
+    o.handle_msg(t(2), peer(1), SchedMsg::Release { job: JOB, tasks: on1, leaving: true }).unwrap();
     assert!(assigned(&drain(&mut o)).is_empty());
     // The leaver's reports of what it was running still count.
     let p1_running = first.iter().find(|a| a.0 == peer(1));
@@ -430,4 +437,201 @@ fn a_lost_wanted_output_is_remade_with_its_lost_producers() {
     let events: Vec<_> = std::iter::from_fn(|| o.poll_event()).collect();
     assert_eq!(events, vec![OwnerEvent::TaskDone(TaskIndex(3)), OwnerEvent::JobDone]);
     assert_eq!(o.handle_output_lost(t(4), TaskIndex(9)), Err(OwnerError::UnknownTask(TaskIndex(9))));
+}
+
+// ---- continuations ----
+
+/// a → b → c, each costing 10 fuel.
+fn chain() -> Job {
+    let m = BlobHash::of(b"m");
+    Job::new(vec![
+        TaskSpec::new("a", m).cost(10),
+        TaskSpec::new("b", m).after("a").cost(10),
+        TaskSpec::new("c", m).after("b").cost(10),
+    ])
+    .unwrap()
+}
+
+fn report(i: u32, attempt: u32) -> DoneReport {
+    DoneReport {
+        task: TaskIndex(i),
+        attempt,
+        output: OutputRef { hash: BlobHash::of(&i.to_le_bytes()), size: 1 << 20, inline: None },
+        fuel: 10,
+        busy_us: 1_000,
+    }
+}
+
+fn after_of(d: &TaskDesc) -> Option<(u32, bool)> {
+    d.after().map(|(p, merge)| (p.0, merge))
+}
+
+#[test]
+fn a_chain_goes_out_in_one_assign_and_its_reports_come_back_in_one_done() {
+    let mut o = Owner::new(JOB, peer(0), chain(), OwnerConfig::default(), &[hint(1, 0)]);
+    let out = drain(&mut o);
+    assert_eq!(out.len(), 1, "one message for the whole chain: {out:?}");
+    let SchedMsg::Assign { tasks, .. } = &out[0].msg else { panic!("expected Assign") };
+    let got: Vec<_> = tasks.iter().map(|d| (d.task.index.0, after_of(d))).collect();
+    assert_eq!(got, vec![(0, None), (1, Some((0, true))), (2, Some((1, true)))]);
+    let at = out[0].to;
+    // The holder runs the chain and reports it at the end, oldest first.
+    let SchedMsg::Done { load, .. } = done(2, 1, 1 << 20) else { unreachable!() };
+    let last = report(2, 1);
+    let msg = SchedMsg::Done {
+        task: TaskId { job: JOB, index: last.task },
+        attempt: 1,
+        output: last.output,
+        fuel: 10,
+        busy_us: 1_000,
+        load,
+        earlier: vec![report(0, 1), report(1, 1)],
+    };
+    o.handle_msg(t(5), at, msg).unwrap();
+    assert!(o.is_done());
+    assert!(drain(&mut o).is_empty(), "nothing is assigned twice");
+    assert_eq!(o.progress().done, 3);
+}
+
+#[test]
+fn a_continuation_waits_where_its_last_producer_is_and_is_taken_back_when_that_fails() {
+    let mut o = Owner::new(JOB, peer(0), diamond(), OwnerConfig::default(), &[hint(1, 0), hint(2, 0)]);
+    let first = assigned(&drain(&mut o));
+    // a goes out with one of b, c as its continuation (one per slot of the holder).
+    assert_eq!(first.len(), 2, "{first:?}");
+    let a_at = first[0].0;
+    o.handle_msg(t(1), a_at, done(0, 1, 10)).unwrap();
+    let next = drain(&mut o);
+    let placed = assigned(&next);
+    assert_eq!(placed.len(), 1, "only the child that is not a continuation is placed now: {next:?}");
+    let (c_at, c, _) = placed[0];
+    let b = TaskIndex(1 + 2 - c.0); // The other child: the continuation of a.
+    // b finishes (with a's report first); d now waits only for c: it goes to c's holder.
+    o.handle_msg(t(2), a_at, done(b.0, 1, 10)).unwrap();
+    let out = drain(&mut o);
+    let SchedMsg::Assign { tasks, .. } = &out[0].msg else { panic!("expected Assign: {out:?}") };
+    assert_eq!(out[0].to, c_at);
+    assert_eq!((tasks[0].task.index, after_of(&tasks[0])), (TaskIndex(3), Some((c.0, true))));
+    assert!(matches!(o.state(TaskIndex(3)), TaskState::Placed { .. }));
+    // c's run fails (a peer fault): d cannot run there any more and waits again.
+    let failed = SchedMsg::Failed {
+        task: TaskId { job: JOB, index: c },
+        attempt: 1,
+        kind: FailureKind::Executor("x".into()),
+    };
+    o.handle_msg(t(3), c_at, failed).unwrap();
+    assert_eq!(o.state(TaskIndex(3)), &TaskState::Waiting);
+    // A late hand-back of that continuation (the holder no longer had c) is harmless.
+    let back = SchedMsg::Release { job: JOB, tasks: vec![(TaskIndex(3), 1, 0)], leaving: false };
+    o.handle_msg(t(3), c_at, back).unwrap();
+    assert_eq!(o.state(TaskIndex(3)), &TaskState::Waiting);
+    assert!(drain(&mut o).iter().all(|tr| !matches!(tr.msg, SchedMsg::Assign { .. })));
+    // ... and the holder is not taken for a leaver: work still goes there.
+    let retry = o.poll_timer().unwrap();
+    o.handle_timer(retry.at, retry.token);
+    let again = assigned(&drain(&mut o));
+    assert_eq!(again.iter().map(|x| (x.1, x.2)).collect::<Vec<_>>(), vec![(c, 2), (TaskIndex(3), 2)]);
+}
+
+fn cont(i: u32, producer: u32, merge: bool) -> TaskDesc {
+    let mut d = desc(i, 0);
+    d.inputs = vec![InputLoc {
+        hash: BlobHash([0; 32]),
+        size: 0,
+        source: InputSource::After { task: TaskIndex(producer), merge },
+    }];
+    d
+}
+
+fn transmits(p: &mut PeerSched) -> Vec<Transmit> {
+    std::iter::from_fn(|| p.poll_transmit()).collect()
+}
+
+#[test]
+fn a_peer_starts_a_continuation_when_its_producer_ends_and_reports_both_at_once() {
+    let mut rng = SmallRng::seed_from_u64(1);
+    let mut p = PeerSched::new(peer(1), PeerConfig { slots: 1, stealing: false, ..PeerConfig::default() });
+    let tasks = vec![desc(0, 5), cont(1, 0, true), cont(2, 1, true)];
+    p.handle_msg(t(0), peer(0), SchedMsg::Assign { tasks, addrs: vec![] }, &mut rng);
+    assert_eq!(p.poll_run().map(|d| d.task.index.0), Some(0));
+    assert!(p.poll_run().is_none(), "continuations wait for their producers");
+    let out = OutputRef { hash: BlobHash::of(b"a"), size: 1 << 20, inline: None };
+    let id = |i| TaskId { job: JOB, index: TaskIndex(i) };
+    p.handle_task_finished(t(1), id(0), 1, TaskOutcome::Ok { output: out.clone(), fuel: 3 }, &mut rng);
+    let next = p.poll_run().unwrap();
+    assert_eq!(next.task.index.0, 1, "the continuation starts at once");
+    assert_eq!(
+        next.inputs[0],
+        InputLoc { hash: out.hash, size: out.size, source: InputSource::Holders(vec![peer(1)]) },
+        "its input is the producer's output, here"
+    );
+    assert!(transmits(&mut p).is_empty(), "a's report waits for b's");
+    let small = OutputRef { hash: BlobHash::of(b"b"), size: 1, inline: Some(vec![7]) };
+    p.handle_task_finished(t(2), id(1), 1, TaskOutcome::Ok { output: small, fuel: 4 }, &mut rng);
+    let c = p.poll_run().unwrap();
+    assert_eq!(c.inputs[0].source, InputSource::Inline(vec![7]), "small outputs are filled in inline");
+    let out_c = OutputRef { hash: BlobHash::of(b"c"), size: 1, inline: None };
+    p.handle_task_finished(t(3), id(2), 1, TaskOutcome::Ok { output: out_c, fuel: 5 }, &mut rng);
+    let sent = transmits(&mut p);
+    assert_eq!(sent.len(), 1, "three runs, one report: {sent:?}");
+    let SchedMsg::Done { task, earlier, fuel, .. } = &sent[0].msg else { panic!("expected Done") };
+    assert_eq!((task.index.0, *fuel), (2, 5));
+    assert_eq!(earlier.iter().map(|r| (r.task.0, r.fuel)).collect::<Vec<_>>(), vec![(0, 3), (1, 4)]);
+}
+
+#[test]
+fn continuations_move_with_their_producer_go_back_without_it_and_die_with_it() {
+    let mut rng = SmallRng::seed_from_u64(2);
+    let cfg = PeerConfig { slots: 1, stealing: false, ..PeerConfig::default() };
+    let mut v = PeerSched::new(peer(1), cfg.clone());
+    // Running 0; queued 1 with its continuation 2.
+    let tasks = vec![desc(0, 9), desc(1, 1), cont(2, 1, true)];
+    v.handle_msg(t(0), peer(0), SchedMsg::Assign { tasks, addrs: vec![] }, &mut rng);
+    assert_eq!(v.poll_run().map(|d| d.task.index.0), Some(0));
+    v.handle_msg(t(1), peer(2), SchedMsg::Steal { max: 8, load: LoadHint::default() }, &mut rng);
+    let sent = transmits(&mut v);
+    let claim = SchedMsg::Claim {
+        job: JOB,
+        holder: peer(2),
+        tasks: vec![(TaskIndex(1), 1, 1), (TaskIndex(2), 1, 1)],
+    };
+    assert_eq!(sent[0].msg, claim, "the owner learns both moved");
+    let SchedMsg::Stolen { tasks, .. } = sent[1].msg.clone() else { panic!("expected Stolen") };
+    assert_eq!(tasks.iter().map(|d| d.task.index.0).collect::<Vec<_>>(), vec![1, 2]);
+    // The thief keeps the continuation waiting for its producer.
+    let mut th = PeerSched::new(peer(2), cfg);
+    th.handle_msg(
+        t(2),
+        peer(1),
+        SchedMsg::Stolen { tasks, load: LoadHint::default(), addrs: vec![] },
+        &mut rng,
+    );
+    assert_eq!(th.poll_run().map(|d| d.task.index.0), Some(1));
+    assert!(th.poll_run().is_none());
+    // A continuation whose producer is not here goes back to the owner (not as a leave).
+    v.handle_msg(t(3), peer(0), SchedMsg::Assign { tasks: vec![cont(3, 1, false)], addrs: vec![] }, &mut rng);
+    let back = transmits(&mut v);
+    assert_eq!(
+        back[0].msg,
+        SchedMsg::Release { job: JOB, tasks: vec![(TaskIndex(3), 1, 0)], leaving: false }
+    );
+    // The producer fails at the thief: its continuation is dropped and only the failure is sent.
+    let id = TaskId { job: JOB, index: TaskIndex(1) };
+    th.handle_task_finished(t(4), id, 1, TaskOutcome::Failed(FailureKind::Executor("x".into())), &mut rng);
+    assert!(th.poll_run().is_none());
+    let sent = transmits(&mut th);
+    assert_eq!(sent.len(), 1);
+    assert!(matches!(sent[0].msg, SchedMsg::Failed { .. }));
+    // A producer that just finished still serves a late continuation (its report already left).
+    let out = OutputRef { hash: BlobHash::of(b"z"), size: 1, inline: None };
+    v.handle_task_finished(
+        t(5),
+        TaskId { job: JOB, index: TaskIndex(0) },
+        1,
+        TaskOutcome::Ok { output: out, fuel: 1 },
+        &mut rng,
+    );
+    assert!(matches!(transmits(&mut v)[0].msg, SchedMsg::Done { .. }));
+    v.handle_msg(t(6), peer(0), SchedMsg::Assign { tasks: vec![cont(4, 0, false)], addrs: vec![] }, &mut rng);
+    assert_eq!(v.poll_run().map(|d| d.task.index.0), Some(4));
 }

@@ -38,6 +38,9 @@ struct Rec {
     held: u64,
     reports: Vec<Report>,
     failed_on: BTreeSet<PeerId>,
+    /// The current attempt is a continuation waiting at its holder for this producer
+    /// ([`InputSource::After`]); it is taken back if the producer's attempt ends without output.
+    after: Option<TaskIndex>,
 }
 
 /// The owner of one job. See the [module docs](super) for the call order.
@@ -104,6 +107,7 @@ impl Owner {
                 held: 0,
                 reports: Vec::new(),
                 failed_on: BTreeSet::new(),
+                after: None,
             })
             .collect();
         let mut o = Owner {
@@ -229,19 +233,18 @@ impl Owner {
                         rec.hops = hops;
                         if self.dead.contains(&holder) {
                             rec.losses += 1;
-                            self.set(i, TaskState::Waiting);
-                            self.issue(i, None);
+                            self.reissue(i);
                         } else {
                             self.set(i, TaskState::Placed { at: holder, attempt });
                         }
                     }
                 }
             }
-            SchedMsg::Release { tasks, .. } => {
+            SchedMsg::Release { tasks, leaving, .. } => {
                 for &(i, _, _) in &tasks {
                     self.check(i)?;
                 }
-                if from != self.me && self.leaving.insert(from) {
+                if leaving && from != self.me && self.leaving.insert(from) {
                     self.by_load.remove(&self.load_key(from));
                     self.view_idle.retain(|&p| p != from);
                 }
@@ -253,15 +256,20 @@ impl Owner {
                         && a == attempt
                         && hops >= rec.hops
                     {
-                        self.set(i, TaskState::Waiting);
-                        self.issue(i, None);
+                        self.reissue(i);
                     }
                 }
             }
-            SchedMsg::Done { task, attempt, output, fuel, busy_us, load } => {
+            SchedMsg::Done { task, attempt, output, fuel, busy_us, load, earlier } => {
                 self.check(task.index)?;
+                for r in &earlier {
+                    self.check(r.task)?;
+                }
                 if !self.leaving.contains(&from) {
                     self.set_cap(from, load.slots);
+                }
+                for r in earlier {
+                    self.on_done(r.task, from, r.attempt, r.output, r.fuel, r.busy_us);
                 }
                 self.on_done(task.index, from, attempt, output, fuel, busy_us);
             }
@@ -468,9 +476,17 @@ impl Owner {
         }
         for k in 0..self.job.children(i).len() {
             let c = self.job.children(i)[k];
-            if self.recs[c.0 as usize].state == TaskState::Waiting && self.inputs_ready(c) {
+            if self.recs[c.0 as usize].after == Some(i) {
+                self.recs[c.0 as usize].after = None; // Its producer is done: no longer tied to it.
+            }
+            if self.recs[c.0 as usize].state != TaskState::Waiting {
+                continue;
+            }
+            if self.inputs_ready(c) {
                 let hint = (!self.leaving.contains(&from)).then_some(from);
                 self.issue(c, hint);
+            } else if let Some((u, at)) = self.continuation_spot(c, false) {
+                self.send_to(c, at, Some(u));
             }
         }
         if self.is_done() {
@@ -553,7 +569,7 @@ impl Owner {
         let cost = self.costs.estimate(&self.job, i);
         let at = self.place(&mut bytes, hint, cost);
         match at {
-            Some(at) => self.send_to(i, at),
+            Some(at) => self.send_to(i, at, None),
             None => {
                 self.set(i, TaskState::Ready);
                 self.parked.push((self.priority(i), std::cmp::Reverse(i.0)));
@@ -565,14 +581,24 @@ impl Owner {
         if self.cfg.ranked { self.ranks[i.0 as usize] } else { 0 }
     }
 
-    /// Sends a new attempt of `i` to `at`.
-    fn send_to(&mut self, i: TaskIndex, at: PeerId) {
+    /// Sends a new attempt of `i` to `at` — with `after: Some(u)`, as a continuation of `u`, which
+    /// is placed at `at` and is `i`'s only producer not done. Then makes continuations of `i` of
+    /// its children that wait for nothing else, up to `at`'s slots.
+    fn send_to(&mut self, i: TaskIndex, at: PeerId, after: Option<TaskIndex>) {
         let task = self.job.task(i);
         let mut inputs = Vec::with_capacity(task.inputs.len());
         for input in &task.inputs {
             inputs.push(match *input {
                 Input::Blob { hash, size } => {
                     InputLoc { hash, size, source: InputSource::Holders(vec![self.me]) }
+                }
+                Input::Output(p) if Some(p) == after => {
+                    let merge = self.job.children(p).len() == 1;
+                    InputLoc {
+                        hash: BlobHash([0; 32]),
+                        size: 0,
+                        source: InputSource::After { task: p, merge },
+                    }
                 }
                 Input::Output(p) => match &self.recs[p.0 as usize].state {
                     TaskState::Done { output, holders } => {
@@ -593,6 +619,7 @@ impl Owner {
         let attempt = self.recs[i.0 as usize].attempts + 1;
         self.recs[i.0 as usize].attempts = attempt;
         self.recs[i.0 as usize].hops = 0;
+        self.recs[i.0 as usize].after = after;
         self.set(i, TaskState::Placed { at, attempt });
         let desc = TaskDesc {
             task: TaskId { job: self.id, index: i },
@@ -607,6 +634,50 @@ impl Owner {
             limits,
         };
         self.pending.entry(at).or_default().push(desc);
+        if self.cfg.continuations {
+            for k in 0..self.job.children(i).len() {
+                let c = self.job.children(i)[k];
+                if self.recs[c.0 as usize].state == TaskState::Waiting
+                    && self.continuation_spot(c, true) == Some((i, at))
+                {
+                    self.send_to(c, at, Some(i));
+                }
+            }
+        }
+    }
+
+    /// Where waiting task `c` can go as a continuation: `(u, at)` when `u` is its only producer
+    /// not done and is placed at `at`, a live peer that is not leaving, holds fewer continuations
+    /// of `u` than it has slots, and has no backlog (see below). `chained`: `u` is being placed.
+    fn continuation_spot(&self, c: TaskIndex, chained: bool) -> Option<(TaskIndex, PeerId)> {
+        if !self.cfg.continuations {
+            return None;
+        }
+        let mut pending = self.job.parents(c).iter().filter(|&&p| !self.is_task_done(p));
+        let (Some(&u), None) = (pending.next(), pending.next()) else { return None };
+        let TaskState::Placed { at, .. } = self.recs[u.0 as usize].state else { return None };
+        // Only where nothing queues beyond the slots (as far as the owner knows), or — `chained`,
+        // as `u` is placed — after a producer that is itself a continuation there (a chain that
+        // goes out in one message runs back to back): a continuation behind a backlog would wait
+        // longer than the round trip it saves.
+        let cap = self.caps.get(&at).copied().unwrap_or(1);
+        let backlog = self.load.get(&at).copied().unwrap_or(0) > cap
+            && !(chained && self.recs[u.0 as usize].after.is_some());
+        if self.dead.contains(&at) || self.leaving.contains(&at) || backlog {
+            return None;
+        }
+        let slots = self.caps.get(&at).copied().unwrap_or(1).max(1) as usize;
+        let held = self.job.children(u).iter().filter(|&&k| self.recs[k.0 as usize].after == Some(u)).count();
+        (held < slots).then_some((u, at))
+    }
+
+    /// Takes attempt-less task `i` back to waiting and issues it again if its inputs are there
+    /// (a continuation handed back before its producer is done waits for it).
+    fn reissue(&mut self, i: TaskIndex) {
+        self.set(i, TaskState::Waiting);
+        if self.inputs_ready(i) {
+            self.issue(i, None);
+        }
     }
 
     /// Hands held-back tasks to every known peer with room, then queues the assignments.
@@ -630,7 +701,7 @@ impl Owner {
             };
             target = Some(p);
             self.parked.pop();
-            self.send_to(i, p);
+            self.send_to(i, p, None);
         }
         for (to, tasks) in std::mem::take(&mut self.pending) {
             self.out.push_back(Transmit { to, msg: SchedMsg::Assign { tasks, addrs: Vec::new() } });

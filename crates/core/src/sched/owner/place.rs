@@ -50,7 +50,11 @@ impl Owner {
     }
 
     /// Changes task `i`'s state, keeping the per-peer placement counts right.
+    ///
+    /// When a placed attempt ends without output (not placed, not done), the continuations
+    /// waiting for it at its holder are gone with it: they go back to waiting, recursively.
     pub(super) fn set(&mut self, i: TaskIndex, state: TaskState) {
+        let was_placed = matches!(self.recs[i.0 as usize].state, TaskState::Placed { .. });
         if let TaskState::Placed { at, .. } = self.recs[i.0 as usize].state {
             self.add_load(at, -1);
         }
@@ -65,7 +69,19 @@ impl Owner {
         if let TaskState::Placed { at, .. } = state {
             self.add_load(at, 1);
         }
+        let ended = was_placed && !matches!(state, TaskState::Placed { .. } | TaskState::Done { .. });
         self.recs[i.0 as usize].state = state;
+        if ended {
+            for k in 0..self.job.children(i).len() {
+                let c = self.job.children(i)[k];
+                if self.recs[c.0 as usize].after == Some(i) {
+                    self.recs[c.0 as usize].after = None;
+                    if matches!(self.recs[c.0 as usize].state, TaskState::Placed { .. }) {
+                        self.set(c, TaskState::Waiting);
+                    }
+                }
+            }
+        }
     }
 
     pub(super) fn load_key(&self, p: PeerId) -> ((i64, Duration), PeerId) {

@@ -38,6 +38,10 @@ pub struct OwnerConfig {
     pub bandwidth: f64,
     /// Fuel a slot runs per second, for weighing a task's run time against a peer's RTT.
     pub fuel_per_sec: f64,
+    /// Send a task whose producers are all done but one, placed at some peer, to that peer as a
+    /// continuation ([`InputSource::After`](crate::sched::InputSource::After)): it starts there
+    /// the moment the producer ends, with no round trip to the owner (`false`: for ablation).
+    pub continuations: bool,
 }
 
 impl Default for OwnerConfig {
@@ -55,6 +59,7 @@ impl Default for OwnerConfig {
             queue_per_slot: 4,
             bandwidth: 12.5e6,
             fuel_per_sec: 1e9,
+            continuations: true,
         }
     }
 }
