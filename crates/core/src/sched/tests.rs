@@ -635,3 +635,32 @@ fn continuations_move_with_their_producer_go_back_without_it_and_die_with_it() {
     v.handle_msg(t(6), peer(0), SchedMsg::Assign { tasks: vec![cont(4, 0, false)], addrs: vec![] }, &mut rng);
     assert_eq!(v.poll_run().map(|d| d.task.index.0), Some(4));
 }
+
+#[test]
+fn a_consumer_keeps_a_copy_so_its_producer_is_not_remade_when_the_producer_dies() {
+    let m = BlobHash::of(b"m");
+    let job = Job::new(vec![
+        TaskSpec::new("a", m).cost(10),
+        TaskSpec::new("b", m).after("a").cost(10),
+        TaskSpec::new("c", m).after("a").after("b").cost(10),
+    ])
+    .unwrap();
+    let cfg = OwnerConfig { continuations: false, ..OwnerConfig::default() };
+    let mut o = Owner::new(JOB, peer(0), job, cfg, &[hint(1, 0), hint(2, 0)]);
+    let a_at = assigned(&drain(&mut o))[0].0;
+    o.handle_msg(t(1), a_at, done(0, 1, 1 << 20)).unwrap();
+    let b_at = assigned(&drain(&mut o))[0].0;
+    // b ran elsewhere: it fetched a's output and keeps it.
+    let other = if a_at == peer(1) { peer(2) } else { peer(1) };
+    let claim = SchedMsg::Claim { job: JOB, holder: other, tasks: vec![(TaskIndex(1), 1, 1)] };
+    o.handle_msg(t(1), b_at, claim).unwrap();
+    o.handle_msg(t(2), other, done(1, 1, 1 << 20)).unwrap();
+    let TaskState::Done { holders, .. } = o.state(TaskIndex(0)) else { panic!("a is done") };
+    assert_eq!(holders, &vec![a_at, other]);
+    let c = drain(&mut o);
+    assert_eq!(assigned(&c).iter().map(|x| x.1).collect::<Vec<_>>(), vec![TaskIndex(2)]);
+    // a's producer dies: a's output still lives at b's executor, so nothing is re-made.
+    o.handle_peer_down(t(3), a_at);
+    assert!(matches!(o.state(TaskIndex(0)), TaskState::Done { .. }), "{:?}", o.state(TaskIndex(0)));
+    assert!(assigned(&drain(&mut o)).iter().all(|x| x.1 != TaskIndex(0)), "a is not re-run");
+}

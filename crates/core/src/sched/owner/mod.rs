@@ -24,6 +24,9 @@ use crate::job::{CostModel, Input, Job, upward_ranks};
 
 pub use types::{OwnerConfig, OwnerError, OwnerEvent, Progress, Report, TaskState};
 
+/// Most holders the owner lists for one output (the producer, then consumers' copies).
+const HOLDERS_MAX: usize = 4;
+
 #[derive(Debug)]
 struct Rec {
     state: TaskState,
@@ -440,6 +443,7 @@ impl Owner {
         fuel: u64,
         busy_us: u64,
     ) {
+        self.note_copies(i, from);
         let rec = &mut self.recs[i.0 as usize];
         // Execution is deterministic: every correct run gives the first one's output and fuel.
         let first = rec.reports.iter().find_map(|r| r.result.as_ref().ok().copied());
@@ -491,6 +495,26 @@ impl Owner {
         }
         if self.is_done() {
             self.events.push_back(OwnerEvent::JobDone);
+        }
+    }
+
+    /// `from` ran `i`, so it now holds a copy of each of `i`'s inputs that came from another
+    /// task (executors keep what they fetch): it becomes one more holder of those outputs, up to
+    /// [`HOLDERS_MAX`], so a lost producer need not be re-made while a consumer's copy lives, and
+    /// later consumers can fetch from a nearer copy.
+    fn note_copies(&mut self, i: TaskIndex, from: PeerId) {
+        if self.dead.contains(&from) {
+            return;
+        }
+        for k in 0..self.job.task(i).inputs.len() {
+            let Input::Output(p) = self.job.task(i).inputs[k] else { continue };
+            if let TaskState::Done { output, holders } = &mut self.recs[p.0 as usize].state
+                && output.inline.is_none()
+                && holders.len() < HOLDERS_MAX
+                && !holders.contains(&from)
+            {
+                holders.push(from);
+            }
         }
     }
 
@@ -648,7 +672,8 @@ impl Owner {
 
     /// Where waiting task `c` can go as a continuation: `(u, at)` when `u` is its only producer
     /// not done and is placed at `at`, a live peer that is not leaving, holds fewer continuations
-    /// of `u` than it has slots, and has no backlog (see below). `chained`: `u` is being placed.
+    /// of `u` than it has slots, has no backlog and is worth the task (see below). `chained`: `u`
+    /// is being placed.
     fn continuation_spot(&self, c: TaskIndex, chained: bool) -> Option<(TaskIndex, PeerId)> {
         if !self.cfg.continuations {
             return None;
@@ -663,7 +688,11 @@ impl Owner {
         let cap = self.caps.get(&at).copied().unwrap_or(1);
         let backlog = self.load.get(&at).copied().unwrap_or(0) > cap
             && !(chained && self.recs[u.0 as usize].after.is_some());
-        if self.dead.contains(&at) || self.leaving.contains(&at) || backlog {
+        // And only inside the owner's cluster unless the task outlasts the round trip (as for
+        // any placement): a chain that follows its producers out of the cluster drags the
+        // critical path and its outputs far from everything else.
+        let far = !self.worth(at, self.costs.estimate(&self.job, c));
+        if self.dead.contains(&at) || self.leaving.contains(&at) || backlog || far {
             return None;
         }
         let slots = self.caps.get(&at).copied().unwrap_or(1).max(1) as usize;
