@@ -223,15 +223,56 @@ fn convergence_rounds_and_bytes_per_peer_at_256() {
         assert!(rounds <= 60, "not connected after 60 shuffle rounds");
         net.run_until(cfg.shuffle_interval * rounds);
     }
+    // Uniform: the spread of in-degrees (how many views hold each peer) comes down towards what
+    // views of uniformly random picks give (binomial), from the start where joiners hold copies of
+    // the bootstrap's view.
+    let mut uniform_after = None;
+    let mut spread = in_degree_spread(&net);
+    let start = spread;
+    for r in rounds..=60 {
+        net.run_until(cfg.shuffle_interval * r);
+        spread = in_degree_spread(&net);
+        if spread.1 <= 1.5 * spread.2 {
+            uniform_after = Some(r);
+            break;
+        }
+    }
+    let Some(uniform_rounds) = uniform_after else {
+        panic!("in-degrees still uneven after 60 rounds: (mean, sd, random sd) = {spread:?}, from {start:?}")
+    };
     // Steady state: bytes per peer per second over 20 s.
     net.run_until(secs(20));
     let before = net.bytes_sent;
     net.run_until(secs(40));
     let per_peer = (net.bytes_sent - before) as f64 / n as f64 / 20.0;
+    let steady = in_degree_spread(&net);
     println!(
-        "256 peers: strongly connected after {rounds} shuffle rounds; membership costs {per_peer:.0} B/s per peer (frames, before QUIC/TLS overhead)"
+        "256 peers: strongly connected after {rounds} shuffle rounds; in-degree spread within 1.5x of \
+         random views' after {uniform_rounds} rounds: (mean, sd, binomial sd) went from \
+         ({:.1}, {:.1}, {:.1}) to ({:.1}, {:.1}, {:.1}), at 40 s ({:.1}, {:.1}, {:.1}); membership \
+         costs {per_peer:.0} B/s per peer (frames, before QUIC/TLS overhead)",
+        start.0, start.1, start.2, spread.0, spread.1, spread.2, steady.0, steady.1, steady.2
     );
+    assert!(steady.1 <= 2.0 * steady.2, "views drifted from uniform: {steady:?}");
     assert!(per_peer < 16_384.0, "membership too chatty: {per_peer} B/s per peer");
+}
+
+/// (mean, standard deviation, the standard deviation uniformly random views of the same mean
+/// size would give) of the live peers' in-degrees.
+fn in_degree_spread(net: &Net) -> (f64, f64, f64) {
+    let n = net.nodes.len();
+    let mut indeg = vec![0usize; n];
+    for node in &net.nodes {
+        for e in node.view() {
+            if let Some(j) = net.index_of(e.id) {
+                indeg[j] += 1;
+            }
+        }
+    }
+    let mean = indeg.iter().sum::<usize>() as f64 / n as f64;
+    let var = indeg.iter().map(|&d| (d as f64 - mean).powi(2)).sum::<f64>() / n as f64;
+    let p = mean / (n - 1) as f64;
+    (mean, var.sqrt(), ((n - 1) as f64 * p * (1.0 - p)).sqrt())
 }
 
 #[test]
