@@ -179,6 +179,11 @@ pub struct Membership {
     hints: LoadHints,
     view: Vec<Slot>,
     bootstrap: Vec<SocketAddr>,
+    /// Peers that left the view other than by leaving (failed or replaced), newest first, at
+    /// most `view_size`: with an empty view a peer rejoins through them as well as through its
+    /// bootstrap list (a peer with no bootstrap list, the swarm's first, would otherwise stay
+    /// alone after losing its view to a bad network).
+    fallback: VecDeque<(PeerId, SocketAddr)>,
     /// Failed or departed peers, with the time until which they are refused.
     dead: BTreeMap<PeerId, Duration>,
     /// Peers that probed us recently (they have us in view): address and last time seen.
@@ -203,6 +208,7 @@ impl Membership {
             hints: LoadHints::default(),
             view: Vec::new(),
             bootstrap: Vec::new(),
+            fallback: VecDeque::new(),
             dead: BTreeMap::new(),
             probers: BTreeMap::new(),
             shuffle_sent: None,
@@ -467,6 +473,11 @@ impl Membership {
         for a in self.bootstrap.clone() {
             self.send(Target::Addr(a), MemberMsg::Join { hints: self.hints });
         }
+        for (id, addr) in self.fallback.clone() {
+            if !self.bootstrap.contains(&addr) {
+                self.send(Target::Peer(id, addr), MemberMsg::Join { hints: self.hints });
+            }
+        }
     }
 
     fn self_entry(&self, addr_seen_by_peer: SocketAddr) -> Entry {
@@ -532,6 +543,11 @@ impl Membership {
     fn remove(&mut self, id: &PeerId, reason: RemoveReason) -> Option<Entry> {
         let i = self.view.iter().position(|s| s.entry.id == *id)?;
         let s = self.view.swap_remove(i);
+        if reason != RemoveReason::Left {
+            self.fallback.retain(|(f, _)| f != id);
+            self.fallback.push_front((*id, s.entry.addr));
+            self.fallback.truncate(self.cfg.view_size);
+        }
         self.events.push_back(Event::Removed(*id, reason));
         Some(s.entry)
     }

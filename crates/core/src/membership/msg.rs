@@ -17,6 +17,10 @@ pub struct LoadHints {
     pub free_slots: u32,
     /// Tasks in the peer's ready queue (stealable work).
     pub ready_tasks: u32,
+    /// Task slots the peer has in all (0: it runs no tasks).
+    pub slots: u32,
+    /// Estimated cost of the ready tasks, in fuel (weighs a steal's round trip against the work).
+    pub ready_fuel: u64,
 }
 
 /// One peer as known by a view: its id, the address it is reached at, how old this knowledge is

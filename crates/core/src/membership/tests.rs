@@ -364,7 +364,7 @@ fn load_hints_travel_to_view_holders() {
         net.join(i, &[0]);
     }
     net.run_until(secs(5));
-    let hints = LoadHints { free_slots: 3, ready_tasks: 42 };
+    let hints = LoadHints { free_slots: 3, ready_tasks: 42, slots: 4, ready_fuel: 42_000 };
     net.nodes[2].set_hints(hints);
     net.run_until(secs(10));
     let holders = net.holders_of(pid(2));
@@ -477,7 +477,7 @@ proptest! {
                 match what {
                     0 => net.alive[who] = false,
                     1 => { net.nodes[who].leave(net.now); net.drain(who); }
-                    _ => { net.nodes[who].set_hints(LoadHints { free_slots: 1, ready_tasks: 2 }); }
+                    _ => { net.nodes[who].set_hints(LoadHints { free_slots: 1, ready_tasks: 2, slots: 1, ready_fuel: 2 }); }
                 }
             }
             t += secs(2);
@@ -492,4 +492,38 @@ proptest! {
         net.check_invariants();
         prop_assert!(net.strongly_connected());
     }
+}
+
+/// Found by `invariants_hold_under_churn_and_loss`: under 29 % loss the first peer (no bootstrap
+/// list of its own) lost every neighbour to missed probes and they all dropped it; once the loss
+/// stopped nobody ever contacted it again. A peer with an empty view now rejoins through the
+/// peers that left its view too, not only its bootstrap list.
+#[test]
+fn regression_seed_15188191563671317046_the_first_peer_rejoins_after_losing_its_view() {
+    let (seed, n, loss) = (15188191563671317046u64, 7usize, 0.29000995174604566f64);
+    let cfg = Config { view_size: 8, shuffle_len: 4, ..Config::default() };
+    let mut net = Net::new(n, &cfg, seed);
+    net.loss = loss;
+    net.join(0, &[]);
+    for i in 1..n {
+        net.join(i, &[0]);
+    }
+    let mut t = secs(5);
+    for (who, what) in [(4usize, 0u8), (2, 1), (3, 0), (4, 0)] {
+        net.run_until(t);
+        if net.alive[who] {
+            if what == 0 {
+                net.alive[who] = false;
+            } else {
+                net.nodes[who].leave(net.now);
+                net.drain(who);
+            }
+        }
+        t += secs(2);
+    }
+    net.alive[2] = false;
+    net.loss = 0.0;
+    net.run_until(t + secs(60));
+    net.check_invariants();
+    assert!(net.strongly_connected(), "view of peer 0: {:?}", net.nodes[0].view().collect::<Vec<_>>());
 }
