@@ -187,19 +187,27 @@ mod tests {
     }
 
     fn arb_entry() -> impl Strategy<Value = Entry> {
-        (any::<[u8; 32]>(), arb_addr(), any::<u32>(), any::<u32>(), any::<u32>()).prop_map(
-            |(id, addr, age, free_slots, ready_tasks)| Entry {
-                id: PeerId(id),
-                addr,
-                age,
-                hints: LoadHints { free_slots, ready_tasks },
+        (any::<[u8; 32]>(), arb_addr(), any::<u32>(), arb_hints()).prop_map(|(id, addr, age, hints)| Entry {
+            id: PeerId(id),
+            addr,
+            age,
+            hints,
+        })
+    }
+
+    fn arb_hints() -> impl Strategy<Value = LoadHints> + Clone {
+        (any::<u32>(), any::<u32>(), any::<u32>(), any::<u64>()).prop_map(
+            |(free_slots, ready_tasks, slots, ready_fuel)| LoadHints {
+                free_slots,
+                ready_tasks,
+                slots,
+                ready_fuel,
             },
         )
     }
 
     fn arb_member() -> impl Strategy<Value = MemberMsg> {
-        let hints = (any::<u32>(), any::<u32>())
-            .prop_map(|(free_slots, ready_tasks)| LoadHints { free_slots, ready_tasks });
+        let hints = arb_hints();
         prop_oneof![
             hints.clone().prop_map(|hints| MemberMsg::Join { hints }),
             proptest::collection::vec(arb_entry(), 0..8).prop_map(|entries| MemberMsg::JoinReply { entries }),

@@ -45,7 +45,7 @@
 //! let (node, mut inbox) = Node::start(cfg).await?;
 //! println!("I am {} on {}", node.peer_id(), node.local_addr());
 //!
-//! node.set_load_hints(LoadHints { free_slots: 2, ready_tasks: 0 }).await;
+//! node.set_load_hints(LoadHints { free_slots: 2, ready_tasks: 0, slots: 2, ready_fuel: 0 }).await;
 //! for entry in node.view() {
 //!     let pong = node.request(entry.id, &Message::Ping(1)).await?;
 //!     println!("{} has {:?}, answered {pong:?}", entry.id.short(), entry.hints);

@@ -331,6 +331,12 @@ impl Node {
         let _ = self.inner.driver.send(DriverCmd::SetHints(hints)).await;
     }
 
+    /// The round-trip time QUIC currently estimates to `peer`, if connected.
+    pub fn rtt_of(&self, peer: PeerId) -> Option<Duration> {
+        let conns = self.inner.conns.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        conns.get(&peer).filter(|c| c.close_reason().is_none()).map(Connection::rtt)
+    }
+
     /// What this node has sent and received so far.
     pub fn stats(&self) -> NetStats {
         self.inner.counters.snapshot()

@@ -142,8 +142,13 @@ async fn messages_requests_and_load_hints() {
     let stats = a.stats();
     assert!(stats.frames_sent > 0 && stats.frame_bytes_sent > stats.frames_sent, "{stats:?}");
     assert_eq!(stats.sched_sent, 0, "{stats:?}");
-    // Load hints set by the application show up in others' views.
-    let hints = LoadHints { free_slots: 4, ready_tasks: 9 };
+    // QUIC's round-trip estimate to a connected peer is there for the schedulers; none to a
+    // peer never talked to.
+    let rtt = a.rtt_of(c.peer_id()).expect("connected to c");
+    assert!(rtt > Duration::ZERO && rtt < EVENTUALLY, "{rtt:?}");
+    assert_eq!(a.rtt_of(PeerId([9; 32])), None);
+    // Load hints set by the application (slots and queued fuel too) show up in others' views.
+    let hints = LoadHints { free_slots: 4, ready_tasks: 9, slots: 6, ready_fuel: 9_000_000 };
     b.set_load_hints(hints).await;
     eventually("hints seen", || {
         peers.iter().any(|p| p.node.view().iter().any(|e| e.id == b.peer_id() && e.hints == hints))

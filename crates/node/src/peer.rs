@@ -592,11 +592,13 @@ impl Actor {
             .iter()
             .map(|e| PeerHint {
                 peer: e.id,
-                slots: e.hints.free_slots.max(1),
+                slots: e.hints.slots,
                 free_slots: e.hints.free_slots,
                 ready_tasks: e.hints.ready_tasks,
-                ready_fuel: 0,
-                rtt: Duration::ZERO,
+                ready_fuel: e.hints.ready_fuel,
+                // Measured by QUIC on a live connection; a peer never talked to counts as near
+                // until it is (thieves and owners then pick by load alone).
+                rtt: self.node.rtt_of(e.id).unwrap_or(Duration::ZERO),
             })
             .collect()
     }
@@ -613,7 +615,12 @@ impl Actor {
         self.sched.handle_view(now, view, &mut self.rng);
         self.drain();
         let load = self.sched.load();
-        let hints = LoadHints { free_slots: load.free_slots, ready_tasks: load.ready_tasks };
+        let hints = LoadHints {
+            free_slots: load.free_slots,
+            ready_tasks: load.ready_tasks,
+            slots: load.slots,
+            ready_fuel: load.ready_fuel,
+        };
         if self.hints != Some(hints) {
             self.hints = Some(hints);
             self.node.set_load_hints(hints).await;
