@@ -449,6 +449,50 @@ fn hostile_entries_are_filtered() {
     assert_eq!(unique.len(), ids.len());
 }
 
+/// `n` peers joining through peer 0 under `loss`, with `churn` applied every 2 s from 5 s on
+/// (`(who, 0)` kills `who % n`, `(who, 1)` makes it leave, anything else changes its hints;
+/// peer 0 is spared), checking the invariants at each step; then loss stops and 60 s pass.
+fn churn_run(seed: u64, n: usize, loss: f64, churn: &[(usize, u8)]) -> Net {
+    let cfg = Config { view_size: 8, shuffle_len: 4, ..Config::default() };
+    let mut net = Net::new(n, &cfg, seed);
+    net.loss = loss;
+    net.join(0, &[]);
+    for i in 1..n {
+        net.join(i, &[0]);
+    }
+    let mut t = secs(5);
+    for &(who, what) in churn {
+        let who = who % n;
+        net.run_until(t);
+        net.check_invariants();
+        if who != 0 && net.alive[who] {
+            match what {
+                0 => net.alive[who] = false,
+                1 => {
+                    net.nodes[who].leave(net.now);
+                    net.drain(who);
+                }
+                _ => net.nodes[who].set_hints(LoadHints {
+                    free_slots: 1,
+                    ready_tasks: 2,
+                    slots: 1,
+                    ready_fuel: 2,
+                }),
+            }
+        }
+        t += secs(2);
+    }
+    for i in 0..n {
+        if net.nodes[i].has_left() {
+            net.alive[i] = false;
+        }
+    }
+    net.loss = 0.0;
+    net.run_until(t + secs(60));
+    net.check_invariants();
+    net
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(24))]
 
@@ -461,35 +505,7 @@ proptest! {
         loss in 0.0f64..0.3,
         churn in proptest::collection::vec((0usize..40, 0u8..3), 0..8),
     ) {
-        let cfg = Config { view_size: 8, shuffle_len: 4, ..Config::default() };
-        let mut net = Net::new(n, &cfg, seed);
-        net.loss = loss;
-        net.join(0, &[]);
-        for i in 1..n {
-            net.join(i, &[0]);
-        }
-        let mut t = secs(5);
-        for (who, what) in churn {
-            let who = who % n;
-            net.run_until(t);
-            net.check_invariants();
-            if who != 0 && net.alive[who] {
-                match what {
-                    0 => net.alive[who] = false,
-                    1 => { net.nodes[who].leave(net.now); net.drain(who); }
-                    _ => { net.nodes[who].set_hints(LoadHints { free_slots: 1, ready_tasks: 2, slots: 1, ready_fuel: 2 }); }
-                }
-            }
-            t += secs(2);
-        }
-        for i in 0..n {
-            if net.nodes[i].has_left() {
-                net.alive[i] = false;
-            }
-        }
-        net.loss = 0.0;
-        net.run_until(t + secs(60));
-        net.check_invariants();
+        let net = churn_run(seed, n, loss, &churn);
         prop_assert!(net.strongly_connected());
     }
 }
@@ -500,30 +516,7 @@ proptest! {
 /// peers that left its view too, not only its bootstrap list.
 #[test]
 fn regression_seed_15188191563671317046_the_first_peer_rejoins_after_losing_its_view() {
-    let (seed, n, loss) = (15188191563671317046u64, 7usize, 0.29000995174604566f64);
-    let cfg = Config { view_size: 8, shuffle_len: 4, ..Config::default() };
-    let mut net = Net::new(n, &cfg, seed);
-    net.loss = loss;
-    net.join(0, &[]);
-    for i in 1..n {
-        net.join(i, &[0]);
-    }
-    let mut t = secs(5);
-    for (who, what) in [(4usize, 0u8), (2, 1), (3, 0), (4, 0)] {
-        net.run_until(t);
-        if net.alive[who] {
-            if what == 0 {
-                net.alive[who] = false;
-            } else {
-                net.nodes[who].leave(net.now);
-                net.drain(who);
-            }
-        }
-        t += secs(2);
-    }
-    net.alive[2] = false;
-    net.loss = 0.0;
-    net.run_until(t + secs(60));
-    net.check_invariants();
+    let churn = [(18, 0), (23, 1), (10, 0), (4, 0)];
+    let net = churn_run(15188191563671317046, 7, 0.29000995174604566, &churn);
     assert!(net.strongly_connected(), "view of peer 0: {:?}", net.nodes[0].view().collect::<Vec<_>>());
 }
