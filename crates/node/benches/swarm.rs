@@ -30,7 +30,7 @@ use std::time::{Duration, Instant};
 
 use shoal_core::ids::{BlobHash, TaskIndex};
 use shoal_core::job::{InputSpec, Job, TaskSpec};
-use shoal_node::{Config, JobOutputs, Peer};
+use shoal_node::{JobOutputs, Peer};
 use shoal_sandbox::{Limits, Sandbox, SandboxConfig, TaskModule};
 use shoal_sim::dag::SimDag;
 use shoal_sim::net::Topology;
@@ -409,48 +409,11 @@ impl Calib {
 
 // ------------------------------------------------------------------------------------ swarm
 
-struct Swarm {
-    peers: Vec<Peer>,
-    _dirs: Vec<tempfile::TempDir>,
-}
+#[path = "../tests/support/swarm.rs"]
+mod support;
+use support::Swarm;
 
 impl Swarm {
-    async fn start(cores: &[u32]) -> Swarm {
-        let mut peers: Vec<Peer> = Vec::new();
-        let mut dirs = Vec::new();
-        for &c in cores {
-            let dir = tempfile::tempdir().unwrap();
-            let mut cfg = Config::new(dir.path());
-            cfg.cores = c;
-            cfg.memory = u64::from(c.max(1)) * (256 << 20);
-            if let Some(first) = peers.first() {
-                cfg.net.bootstrap = vec![first.local_addr()];
-            }
-            peers.push(Peer::start(cfg).await.unwrap());
-            dirs.push(dir);
-        }
-        let n = peers.len();
-        tokio::time::timeout(PATIENCE, async {
-            loop {
-                let ready = peers.iter().all(|p| {
-                    let view = p.node().view();
-                    view.len() == n - 1
-                        && view.iter().all(|e| {
-                            let want = peers.iter().find(|q| q.peer_id() == e.id).map_or(0, Peer::cores);
-                            e.hints.free_slots >= want
-                        })
-                });
-                if ready {
-                    break;
-                }
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-        })
-        .await
-        .expect("the swarm never formed");
-        Swarm { peers, _dirs: dirs }
-    }
-
     fn owner(&self) -> &Peer {
         &self.peers[0]
     }
@@ -789,12 +752,12 @@ fn main() {
 
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
     let rss0 = rss_kib(std::process::id());
-    let mut s = rt.block_on(Swarm::start(&o.cores));
+    let mut s = rt.block_on(Swarm::start(&o.cores, PATIENCE));
     if std::env::var("SHOAL_BENCH_REMOTE_FIRST").is_ok() {
         // Debugging aid: peer 1 sorts before the owner on the owner's placement ties.
         while s.peers[1].peer_id() > s.peers[0].peer_id() {
             rt.block_on(s.shutdown());
-            s = rt.block_on(Swarm::start(&o.cores));
+            s = rt.block_on(Swarm::start(&o.cores, PATIENCE));
         }
     }
     let rss1 = rss_kib(std::process::id());

@@ -24,10 +24,9 @@ fn task(name: &str, module: BlobHash, args: &[String]) -> TaskSpec {
     TaskSpec { args: args.to_vec(), ..TaskSpec::new(name, module) }
 }
 
-struct Swarm {
-    peers: Vec<Peer>,
-    _dirs: Vec<tempfile::TempDir>,
-}
+#[path = "support/swarm.rs"]
+mod support;
+use support::Swarm;
 
 /// Starts `n` one-core peers joined through the first, and waits until every peer sees every
 /// other one with a free slot.
@@ -35,32 +34,7 @@ async fn swarm(n: usize) -> Swarm {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
         .try_init();
-    let mut peers: Vec<Peer> = Vec::new();
-    let mut dirs = Vec::new();
-    for _ in 0..n {
-        let dir = tempfile::tempdir().unwrap();
-        let mut cfg = Config::new(dir.path());
-        if let Some(first) = peers.first() {
-            cfg.net.bootstrap = vec![first.local_addr()];
-        }
-        peers.push(Peer::start(cfg).await.unwrap());
-        dirs.push(dir);
-    }
-    tokio::time::timeout(PATIENCE, async {
-        loop {
-            let ready = peers.iter().all(|p| {
-                let view = p.node().view();
-                view.len() == n - 1 && view.iter().all(|e| e.hints.free_slots > 0)
-            });
-            if ready {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    })
-    .await
-    .expect("the swarm never formed");
-    Swarm { peers, _dirs: dirs }
+    Swarm::start(&vec![1; n], PATIENCE).await
 }
 
 /// `ranges` prime counts over [0, hi) reduced by two levels of `sum`; the sink is `total`.
