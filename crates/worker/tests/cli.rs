@@ -239,11 +239,13 @@ impl Worker {
         }
     }
 
-    /// Sends SIGTERM and returns the exit status and the remaining stdout lines.
-    fn terminate(mut self) -> (std::process::ExitStatus, Vec<String>) {
+    /// Sends SIGTERM, checks the worker exits cleanly and returns its remaining stdout lines.
+    fn stop(mut self) -> Vec<String> {
         signal(&self.child, libc::SIGTERM);
         let status = self.child.wait().unwrap();
-        (status, self.lines.iter().collect())
+        let lines: Vec<String> = self.lines.iter().collect();
+        assert!(status.success(), "{status:?} {lines:?}");
+        lines
     }
 }
 
@@ -328,8 +330,7 @@ fn workers_form_a_swarm_run_a_submitted_job_and_leave_on_sigterm() {
     assert_eq!(std::fs::read(out_dir.join("total")).unwrap(), b"664579\n");
 
     for w in workers {
-        let (status, lines) = w.terminate();
-        assert!(status.success(), "{status:?} {lines:?}");
+        let lines = w.stop();
         assert_eq!(lines.last().map(String::as_str), Some("stopped"), "{lines:?}");
     }
 }
@@ -438,8 +439,7 @@ fn a_worker_killed_with_sigkill_mid_job_loses_nothing_but_time() {
     let mut child = killed.child;
     assert!(!child.wait().unwrap().success());
     for w in workers {
-        let (status, lines) = w.terminate();
-        assert!(status.success(), "{status:?} {lines:?}");
+        w.stop();
     }
 }
 
@@ -481,8 +481,7 @@ fn a_worker_with_another_swarm_secret_cannot_join() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("no peer answered"), "{stderr}");
     for w in [friend, first] {
-        let (status, lines) = w.terminate();
-        assert!(status.success(), "{status:?} {lines:?}");
+        w.stop();
     }
 }
 

@@ -120,8 +120,7 @@ fn status_and_peers_answer_through_the_control_socket_until_the_worker_leaves() 
     assert_eq!(ask_json("status", &d0)["peer_id"], first.id.as_str(), "the first one still answers");
 
     for (w, d) in [(second, &d1), (first, &d0)] {
-        let (status, lines) = w.terminate();
-        assert!(status.success(), "{status:?} {lines:?}");
+        w.stop();
         assert!(!d.join("control.sock").exists(), "the socket is removed on a clean exit");
         assert_no_worker(d);
     }
@@ -141,8 +140,7 @@ fn a_killed_workers_socket_is_stale_and_the_next_worker_replaces_it() {
     let again = Worker::start(&d, None);
     assert_eq!(again.id, w.id, "same data directory, same identity");
     assert_eq!(ask_json("status", &d)["listen"], again.addr.to_string());
-    let (status, _) = again.terminate();
-    assert!(status.success());
+    again.stop();
 }
 
 #[test]
@@ -181,8 +179,7 @@ fn settings_come_from_flags_then_environment_then_config_file() {
     let s: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(s["peer_id"], w.id.as_str());
 
-    let (status, _) = w.terminate();
-    assert!(status.success());
+    w.stop();
 }
 
 #[test]

@@ -285,8 +285,7 @@ fn every_example_runs_on_a_swarm_of_worker_processes_to_the_right_result() {
         );
     }
     for w in workers {
-        let (status, lines) = w.terminate();
-        assert!(status.success(), "{status:?} {lines:?}");
+        w.stop();
     }
 }
 
