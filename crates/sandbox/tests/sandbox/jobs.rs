@@ -6,6 +6,9 @@ use shoal_sandbox::{Limits, Sandbox, SandboxConfig, TaskOutput};
 
 use crate::job;
 
+#[path = "../../../../tests/support/pi.rs"]
+mod pi_ref;
+
 fn run(name: &str, inputs: &[&[u8]], args: &[&str]) -> TaskOutput {
     let sb = Sandbox::new(SandboxConfig::default()).unwrap();
     let m = sb.load(&job(name)).unwrap();
@@ -53,19 +56,7 @@ fn primes_and_sum_match_a_rust_sieve() {
 
 #[test]
 fn monte_carlo_pi_matches_splitmix_in_rust() {
-    fn hits(mut s: u64, n: u64) -> u64 {
-        let mut h = 0;
-        for _ in 0..n {
-            s = s.wrapping_add(0x9E3779B97F4A7C15);
-            let mut z = s;
-            z = (z ^ (z >> 30)).wrapping_mul(0xBF58476D1CE4E5B9);
-            z = (z ^ (z >> 27)).wrapping_mul(0x94D049BB133111EB);
-            z ^= z >> 31;
-            let (x, y) = (z & 0x3ff_ffff, (z >> 26) & 0x3ff_ffff);
-            h += u64::from(x * x + y * y < 1 << 52);
-        }
-        h
-    }
+    use pi_ref::pi_hits as hits;
     let a = run("pi", &[], &["1", "200000"]);
     let b = run("pi", &[], &["2", "300000"]);
     assert_eq!(text(&a), format!("{} 200000\n", hits(1, 200_000)));

@@ -10,6 +10,9 @@ use std::net::SocketAddr;
 
 use super::*;
 
+#[path = "../../../../tests/support/pi.rs"]
+mod pi_ref;
+
 fn example(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/jobs").join(name)
 }
@@ -84,19 +87,7 @@ fn check_primes(got: &Outputs) {
 /// pi.toml: the hits of 8 SplitMix64 streams (seeds 0..8, 10^6 samples each), as `pi.c` draws them.
 fn check_pi(got: &Outputs) {
     let (seeds, per_seed) = (8u64, 1_000_000u64);
-    let mut hits = 0u64;
-    for seed in 0..seeds {
-        let mut s = seed;
-        for _ in 0..per_seed {
-            s = s.wrapping_add(0x9E37_79B9_7F4A_7C15);
-            let mut z = s;
-            z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-            z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-            z ^= z >> 31;
-            let (x, y) = (z & 0x3ff_ffff, (z >> 26) & 0x3ff_ffff);
-            hits += u64::from(x * x + y * y < 1 << 52);
-        }
-    }
+    let hits: u64 = (0..seeds).map(|seed| pi_ref::pi_hits(seed, per_seed)).sum();
     let samples = seeds * per_seed;
     let estimate = 4.0 * hits as f64 / samples as f64;
     assert_eq!(text(got, "reduce"), format!("pi ~= {estimate:.9} ({hits}/{samples})\n"));
