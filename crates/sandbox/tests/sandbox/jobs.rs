@@ -6,8 +6,9 @@ use shoal_sandbox::{Limits, Sandbox, SandboxConfig, TaskOutput};
 
 use crate::job;
 
-#[path = "../../../../tests/support/pi.rs"]
-mod pi_ref;
+#[path = "../../../../tests/support/reference.rs"]
+mod reference;
+use reference::escape;
 
 fn run(name: &str, inputs: &[&[u8]], args: &[&str]) -> TaskOutput {
     let sb = Sandbox::new(SandboxConfig::default()).unwrap();
@@ -56,7 +57,7 @@ fn primes_and_sum_match_a_rust_sieve() {
 
 #[test]
 fn monte_carlo_pi_matches_splitmix_in_rust() {
-    use pi_ref::pi_hits as hits;
+    use reference::pi_hits as hits;
     let a = run("pi", &[], &["1", "200000"]);
     let b = run("pi", &[], &["2", "300000"]);
     assert_eq!(text(&a), format!("{} 200000\n", hits(1, 200_000)));
@@ -140,19 +141,6 @@ fn spin_matches_xorshift_in_rust() {
         x ^= x << 17;
     }
     assert_eq!(text(&run("spin", &[], &["123457"])), format!("{x:016x}\n"));
-}
-
-/// The number of iterations the C kernel runs for one pixel, in Rust.
-fn escape(cr: f64, ci: f64, max_iter: u32) -> u32 {
-    let (mut zr, mut zi, mut zr2, mut zi2, mut it) = (0.0f64, 0.0f64, 0.0f64, 0.0f64, 0);
-    while it < max_iter && zr2 + zi2 <= 256.0 {
-        zi = 2.0 * zr * zi + ci;
-        zr = zr2 - zi2 + cr;
-        zr2 = zr * zr;
-        zi2 = zi * zi;
-        it += 1;
-    }
-    it
 }
 
 #[test]

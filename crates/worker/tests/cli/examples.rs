@@ -10,8 +10,9 @@ use std::net::SocketAddr;
 
 use super::*;
 
-#[path = "../../../../tests/support/pi.rs"]
-mod pi_ref;
+#[path = "../../../../tests/support/reference.rs"]
+mod reference;
+use reference::escape;
 
 fn example(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/jobs").join(name)
@@ -87,7 +88,7 @@ fn check_primes(got: &Outputs) {
 /// pi.toml: the hits of 8 SplitMix64 streams (seeds 0..8, 10^6 samples each), as `pi.c` draws them.
 fn check_pi(got: &Outputs) {
     let (seeds, per_seed) = (8u64, 1_000_000u64);
-    let hits: u64 = (0..seeds).map(|seed| pi_ref::pi_hits(seed, per_seed)).sum();
+    let hits: u64 = (0..seeds).map(|seed| reference::pi_hits(seed, per_seed)).sum();
     let samples = seeds * per_seed;
     let estimate = 4.0 * hits as f64 / samples as f64;
     assert_eq!(text(got, "reduce"), format!("pi ~= {estimate:.9} ({hits}/{samples})\n"));
@@ -197,19 +198,6 @@ fn check_cholesky(got: &Outputs) {
     let verdict = text(got, "check");
     assert!(verdict.starts_with("max |A - L L^T| = 0 over the 12x12 matrix"), "{verdict}");
     assert!(verdict.ends_with(&format!("max |A| = {amax}): OK\n")), "{verdict}");
-}
-
-/// Escape-time iteration count of `c`, with `mandelbrot.c`'s operations in its order.
-fn escape(cr: f64, ci: f64, max_iter: u32) -> u32 {
-    let (mut zr, mut zi, mut zr2, mut zi2, mut it) = (0.0f64, 0.0f64, 0.0f64, 0.0f64, 0);
-    while it < max_iter && zr2 + zi2 <= 256.0 {
-        zi = 2.0 * zr * zi + ci;
-        zr = zr2 - zi2 + cr;
-        zr2 = zr * zr;
-        zi2 = zi * zi;
-        it += 1;
-    }
-    it
 }
 
 /// mandelbrot.toml: a 256x256 RGB PNG (decoded with the `png` crate) whose black pixels are
