@@ -17,6 +17,16 @@ fn shoal() -> Command {
     Command::new(env!("CARGO_BIN_EXE_shoal"))
 }
 
+/// Runs `shoal demo --peers 2 ARGS… --out OUT` to the end, checks it succeeded, returns stdout.
+fn demo(args: &[&std::ffi::OsStr], out: &Path) -> String {
+    let done =
+        shoal().args(["demo", "--peers", "2"]).args(args).arg("--out").arg(out).stdin(Stdio::null()).output();
+    let done = done.unwrap();
+    let stdout = String::from_utf8_lossy(&done.stdout).into_owned();
+    assert!(done.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&done.stderr));
+    stdout
+}
+
 fn job(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../jobs/wasm").join(format!("{name}.wasm"))
 }
@@ -488,14 +498,8 @@ fn a_worker_with_another_swarm_secret_cannot_join() {
 #[test]
 fn demo_computes_a_png_on_a_swarm_of_worker_processes_and_stops_them() {
     let dir = tempfile::tempdir().unwrap();
-    let out = shoal()
-        .args(["demo", "--peers", "2", "--size", "96", "--tile", "32", "--iterations", "100", "--out"])
-        .arg(dir.path())
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    let args = ["--size", "96", "--tile", "32", "--iterations", "100"].map(std::ffi::OsStr::new);
+    let stdout = demo(&args, dir.path());
     assert!(stdout.contains("10 tasks (3x3 tiles + stitch)"), "{stdout}");
     let png = std::fs::read(dir.path().join("mandelbrot.png")).unwrap();
     assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n");

@@ -271,16 +271,8 @@ fn every_example_runs_on_a_swarm_of_worker_processes_to_the_right_result() {
 #[test]
 fn demo_runs_a_job_file_on_its_own_swarm_and_prints_small_outputs() {
     let dir = tempfile::tempdir().unwrap();
-    let out = shoal()
-        .args(["demo", "--peers", "2", "--job"])
-        .arg(example("primes.toml"))
-        .arg("--out")
-        .arg(dir.path())
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    let file = example("primes.toml");
+    let stdout = demo(&["--job".as_ref(), file.as_os_str()], dir.path());
     let lines: Vec<&str> = stdout.lines().collect();
     assert!(lines[0].starts_with("11 tasks of ") && lines[0].contains(" peers: job "), "{stdout}");
     assert_eq!(lines[1..], ["total: 78498"], "{stdout}");
