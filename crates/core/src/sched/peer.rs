@@ -248,7 +248,7 @@ impl PeerSched {
         for (_, cs) in std::mem::take(&mut self.waiting) {
             queued.extend(cs);
         }
-        self.release(&queued);
+        self.release(&queued, true);
     }
 
     /// Whether [`PeerSched::handle_leave`] was called.
@@ -260,7 +260,7 @@ impl PeerSched {
     /// Owner-bound messages are ignored.
     pub fn handle_msg(&mut self, now: Time, from: PeerId, msg: SchedMsg, rng: &mut dyn RngCore) {
         match msg {
-            SchedMsg::Assign { tasks, .. } if self.leaving => self.release(&tasks),
+            SchedMsg::Assign { tasks, .. } if self.leaving => self.release(&tasks, true),
             SchedMsg::Assign { tasks, .. } => {
                 self.fails = 0;
                 self.accept(tasks);
@@ -289,7 +289,7 @@ impl PeerSched {
                 self.note_load(from, load);
                 self.steals.retain(|s| s.victim != from);
                 if self.leaving {
-                    self.release(&tasks);
+                    self.release(&tasks, true);
                 } else if tasks.is_empty() {
                     self.steal_failed(now, rng);
                 } else {
@@ -428,12 +428,7 @@ impl PeerSched {
                 orphans.push(t);
             }
         }
-        if !orphans.is_empty() {
-            for (owner, job, tasks) in by_owner_and_job(&orphans) {
-                let msg = SchedMsg::Release { job, tasks, leaving: false };
-                self.out.push_back(Transmit { to: owner, msg });
-            }
-        }
+        self.release(&orphans, false);
     }
 
     /// Whether some attempt of `task` is queued, running or waiting here.
@@ -482,11 +477,14 @@ impl PeerSched {
         }
     }
 
-    /// Hands `tasks` back to their owners, one message per (owner, job).
-    fn release(&mut self, tasks: &[TaskDesc]) {
-        self.stats.tasks_released += tasks.len() as u64;
+    /// Hands `tasks` back to their owners, one message per (owner, job); `leaving`: because this
+    /// peer is leaving (counted in [`PeerStats::tasks_released`]), else as orphaned continuations.
+    fn release(&mut self, tasks: &[TaskDesc], leaving: bool) {
+        if leaving {
+            self.stats.tasks_released += tasks.len() as u64;
+        }
         for (owner, job, tasks) in by_owner_and_job(tasks) {
-            let msg = SchedMsg::Release { job, tasks, leaving: true };
+            let msg = SchedMsg::Release { job, tasks, leaving };
             self.out.push_back(Transmit { to: owner, msg });
         }
     }

@@ -695,13 +695,14 @@ impl Owner {
         if self.dead.contains(&at) || self.leaving.contains(&at) || backlog || far {
             return None;
         }
-        let slots = self.caps.get(&at).copied().unwrap_or(1).max(1) as usize;
+        let slots = cap.max(1) as usize;
         let held = self.job.children(u).iter().filter(|&&k| self.recs[k.0 as usize].after == Some(u)).count();
         (held < slots).then_some((u, at))
     }
 
-    /// Takes attempt-less task `i` back to waiting and issues it again if its inputs are there
-    /// (a continuation handed back before its producer is done waits for it).
+    /// Takes `i`, whose attempt is gone (handed back, or lost with its holder), back to waiting
+    /// and issues it again if its inputs are there (a continuation handed back before its
+    /// producer is done waits for it).
     fn reissue(&mut self, i: TaskIndex) {
         self.set(i, TaskState::Waiting);
         if self.inputs_ready(i) {
