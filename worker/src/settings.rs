@@ -1,0 +1,593 @@
+//! `shoal worker`'s settings, merged from four sources, highest precedence first: command-line
+//! flags, `SHOAL_*` environment variables, a TOML config file, built-in defaults.
+//!
+//! Every setting can come from each source. The config file is `--config FILE`, else
+//! `$SHOAL_CONFIG`, else `<config dir>/shoal/worker.toml` when that file exists (`<config dir>` is
+//! `$XDG_CONFIG_HOME`, else `~/.config`). Relative paths in the file are relative to the file's
+//! directory; relative paths in flags and variables to the working directory. An empty variable
+//! counts as unset. A list (`bootstrap`) from a higher source replaces, never extends, a lower one.
+//!
+//! Invariants: merging ([`resolve`]) is a pure function of the flags, an environment lookup and the
+//! file's text, so it is tested without touching the process environment; unknown file keys and
+//! unparsable values are errors naming the key and line, or the variable.
+
+use std::ffi::OsString;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::Context;
+use serde::Deserialize;
+
+use crate::units::{parse_duration, parse_size};
+
+/// Where the worker listens when nothing says otherwise.
+pub(crate) const DEFAULT_LISTEN: &str = "0.0.0.0:7600";
+/// How long a joining worker waits for a bootstrap peer when nothing says otherwise.
+pub(crate) const DEFAULT_JOIN_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long running tasks may finish on SIGINT/SIGTERM before the worker leaves anyway.
+pub(crate) const DEFAULT_LEAVE_GRACE: Duration = Duration::from_secs(10);
+/// Task memory donated per core when nothing says otherwise.
+pub(crate) const DEFAULT_MEMORY_PER_CORE: u64 = 256 << 20;
+
+/// An environment lookup: the process environment in the binary, a map in tests.
+pub(crate) type Env<'a> = &'a dyn Fn(&str) -> Option<OsString>;
+
+/// The worker's command-line flags; `None` (or an empty list) means "not given".
+#[derive(Debug, Default, Clone, clap::Args)]
+pub(crate) struct WorkerFlags {
+    /// TOML file of worker settings [env: SHOAL_CONFIG] (default: ~/.config/shoal/worker.toml if
+    /// it exists).
+    #[arg(long, value_name = "FILE")]
+    pub(crate) config: Option<PathBuf>,
+    /// UDP address to listen on [env: SHOAL_LISTEN] (default: 0.0.0.0:7600).
+    #[arg(long, value_name = "ADDR")]
+    pub(crate) listen: Option<SocketAddr>,
+    /// Address of a peer already in the swarm; repeat for several [env: SHOAL_BOOTSTRAP,
+    /// comma-separated].
+    #[arg(long, value_name = "ADDR")]
+    pub(crate) bootstrap: Vec<SocketAddr>,
+    /// Tasks to run at once [env: SHOAL_CORES] (default: all cores but one).
+    #[arg(long, value_name = "N")]
+    pub(crate) cores: Option<u32>,
+    /// Linear memory all running tasks may use together, e.g. 2GiB [env: SHOAL_MEMORY]
+    /// (default: 256MiB per core).
+    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+    pub(crate) memory: Option<u64>,
+    /// Where the identity key, blobs, compiled modules and the control socket live
+    /// [env: SHOAL_DATA_DIR] (default: $XDG_DATA_HOME/shoal or ~/.local/share/shoal).
+    #[arg(long, value_name = "DIR")]
+    pub(crate) data_dir: Option<PathBuf>,
+    /// A file whose contents are the swarm secret (a private swarm: peers without it cannot join)
+    /// [env: SHOAL_SWARM_SECRET].
+    #[arg(long, value_name = "FILE")]
+    pub(crate) swarm_secret: Option<PathBuf>,
+    /// With --bootstrap: give up (exit 2) if no peer answers within this time, e.g. 30s
+    /// [env: SHOAL_JOIN_TIMEOUT] (default: 30s).
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub(crate) join_timeout: Option<Duration>,
+    /// On SIGINT/SIGTERM: queued tasks go back to their owners at once; running ones get this long
+    /// to finish before the worker leaves anyway [env: SHOAL_LEAVE_GRACE] (default: 10s).
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub(crate) leave_grace: Option<Duration>,
+    /// Find peers on the LAN, and be found, over mDNS; `--mdns=false` turns it off
+    /// [env: SHOAL_MDNS] (default: off).
+    #[arg(long, value_name = "BOOL", num_args = 0..=1, require_equals = true, default_missing_value = "true")]
+    pub(crate) mdns: Option<bool>,
+}
+
+/// The merged settings a worker runs with.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Settings {
+    pub(crate) listen: SocketAddr,
+    pub(crate) bootstrap: Vec<SocketAddr>,
+    pub(crate) cores: u32,
+    pub(crate) memory: u64,
+    pub(crate) data_dir: PathBuf,
+    pub(crate) swarm_secret: Option<PathBuf>,
+    pub(crate) join_timeout: Duration,
+    pub(crate) leave_grace: Duration,
+    pub(crate) mdns: bool,
+    /// The config file read, if any.
+    pub(crate) config: Option<PathBuf>,
+}
+
+/// A config file's path and text.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct ConfigText<'a> {
+    pub(crate) path: &'a Path,
+    pub(crate) text: &'a str,
+}
+
+/// One source's values; `None` = this source does not set it.
+#[derive(Debug, Default, Clone, PartialEq)]
+struct Layer {
+    listen: Option<SocketAddr>,
+    bootstrap: Option<Vec<SocketAddr>>,
+    cores: Option<u32>,
+    memory: Option<u64>,
+    data_dir: Option<PathBuf>,
+    swarm_secret: Option<PathBuf>,
+    join_timeout: Option<Duration>,
+    leave_grace: Option<Duration>,
+    mdns: Option<bool>,
+}
+
+impl Layer {
+    fn from_flags(f: &WorkerFlags) -> Layer {
+        Layer {
+            listen: f.listen,
+            bootstrap: (!f.bootstrap.is_empty()).then(|| f.bootstrap.clone()),
+            cores: f.cores,
+            memory: f.memory,
+            data_dir: f.data_dir.clone(),
+            swarm_secret: f.swarm_secret.clone(),
+            join_timeout: f.join_timeout,
+            leave_grace: f.leave_grace,
+            mdns: f.mdns,
+        }
+    }
+
+    fn from_env(env: Env<'_>) -> anyhow::Result<Layer> {
+        Ok(Layer {
+            listen: env_parsed(env, "SHOAL_LISTEN", |s| {
+                s.parse().map_err(|_| format!("`{s}` is not an address: expected e.g. 0.0.0.0:7600"))
+            })?,
+            bootstrap: env_parsed(env, "SHOAL_BOOTSTRAP", parse_addr_list)?,
+            cores: env_parsed(env, "SHOAL_CORES", |s| {
+                s.parse().map_err(|_| format!("`{s}` is not a number of cores"))
+            })?,
+            memory: env_parsed(env, "SHOAL_MEMORY", parse_size)?,
+            data_dir: env_path(env, "SHOAL_DATA_DIR"),
+            swarm_secret: env_path(env, "SHOAL_SWARM_SECRET"),
+            join_timeout: env_parsed(env, "SHOAL_JOIN_TIMEOUT", parse_duration)?,
+            leave_grace: env_parsed(env, "SHOAL_LEAVE_GRACE", parse_duration)?,
+            mdns: env_parsed(env, "SHOAL_MDNS", parse_bool)?,
+        })
+    }
+
+    fn from_file(file: ConfigText<'_>) -> anyhow::Result<Layer> {
+        let raw: FileSettings = toml::from_str(file.text).map_err(|e| file_error(file, &e))?;
+        // Relative paths in a file mean "next to the file", wherever the worker is started from.
+        let base = file.path.parent().unwrap_or_else(|| Path::new(""));
+        Ok(Layer {
+            listen: raw.listen,
+            bootstrap: raw.bootstrap,
+            cores: raw.cores,
+            memory: raw.memory.map(|m| m.0),
+            data_dir: raw.data_dir.map(|p| base.join(p)),
+            swarm_secret: raw.swarm_secret.map(|p| base.join(p)),
+            join_timeout: raw.join_timeout.map(|d| d.0),
+            leave_grace: raw.leave_grace.map(|d| d.0),
+            mdns: raw.mdns,
+        })
+    }
+}
+
+/// The config file's format (see docs/worker.md).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileSettings {
+    listen: Option<SocketAddr>,
+    bootstrap: Option<Vec<SocketAddr>>,
+    cores: Option<u32>,
+    memory: Option<FileSize>,
+    data_dir: Option<PathBuf>,
+    swarm_secret: Option<PathBuf>,
+    join_timeout: Option<FileDuration>,
+    leave_grace: Option<FileDuration>,
+    mdns: Option<bool>,
+}
+
+/// A size in a config file: a string with a unit (`"2GiB"`) or a number of bytes.
+#[derive(Debug)]
+struct FileSize(u64);
+
+impl<'de> Deserialize<'de> for FileSize {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl serde::de::Visitor<'_> for V {
+            type Value = FileSize;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a size such as \"2GiB\" or a number of bytes")
+            }
+            fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<FileSize, E> {
+                Ok(FileSize(v))
+            }
+            fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<FileSize, E> {
+                u64::try_from(v).map(FileSize).map_err(|_| E::custom(format!("size {v} is negative")))
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<FileSize, E> {
+                parse_size(v).map(FileSize).map_err(E::custom)
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// A duration in a config file: a string with a unit (`"30s"`) or a number of seconds.
+#[derive(Debug)]
+struct FileDuration(Duration);
+
+impl<'de> Deserialize<'de> for FileDuration {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl serde::de::Visitor<'_> for V {
+            type Value = FileDuration;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a duration such as \"30s\" or a number of seconds")
+            }
+            fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<FileDuration, E> {
+                Ok(FileDuration(Duration::from_secs(v)))
+            }
+            fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<FileDuration, E> {
+                u64::try_from(v)
+                    .map(|s| FileDuration(Duration::from_secs(s)))
+                    .map_err(|_| E::custom(format!("duration {v} is negative")))
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<FileDuration, E> {
+                parse_duration(v).map(FileDuration).map_err(E::custom)
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// `path:line:column: message` for a file that does not parse.
+fn file_error(file: ConfigText<'_>, e: &toml::de::Error) -> anyhow::Error {
+    let msg = e.message().trim();
+    match e.span() {
+        Some(span) => {
+            let before = file.text.get(..span.start).unwrap_or(file.text);
+            let line = before.matches('\n').count() + 1;
+            let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+            anyhow::anyhow!("{}:{line}:{column}: {msg}", file.path.display())
+        }
+        None => anyhow::anyhow!("{}: {msg}", file.path.display()),
+    }
+}
+
+/// The value of a variable, `None` when unset or empty; a non-UTF-8 value is an error.
+fn env_str(env: Env<'_>, name: &str) -> anyhow::Result<Option<String>> {
+    match env(name) {
+        None => Ok(None),
+        Some(v) if v.is_empty() => Ok(None),
+        Some(v) => v.into_string().map(Some).map_err(|_| anyhow::anyhow!("{name}: the value is not UTF-8")),
+    }
+}
+
+fn env_parsed<T>(
+    env: Env<'_>,
+    name: &str,
+    parse: impl Fn(&str) -> Result<T, String>,
+) -> anyhow::Result<Option<T>> {
+    match env_str(env, name)? {
+        None => Ok(None),
+        Some(s) => parse(&s).map(Some).map_err(|e| anyhow::anyhow!("environment variable {name}: {e}")),
+    }
+}
+
+fn env_path(env: Env<'_>, name: &str) -> Option<PathBuf> {
+    env(name).filter(|v| !v.is_empty()).map(PathBuf::from)
+}
+
+/// `true`/`false` and their usual spellings (`1`/`0`, `yes`/`no`, `on`/`off`), any case.
+fn parse_bool(s: &str) -> Result<bool, String> {
+    match s.trim().to_ascii_lowercase().as_str() {
+        "1" | "true" | "yes" | "on" => Ok(true),
+        "0" | "false" | "no" | "off" => Ok(false),
+        _ => Err(format!("`{s}` is not a yes/no value: expected true or false")),
+    }
+}
+
+/// `a:1,b:2` (spaces around items and empty items are ignored).
+fn parse_addr_list(s: &str) -> Result<Vec<SocketAddr>, String> {
+    s.split(',')
+        .map(str::trim)
+        .filter(|a| !a.is_empty())
+        .map(|a| a.parse().map_err(|_| format!("`{a}` is not an address: expected e.g. 192.0.2.10:7600")))
+        .collect()
+}
+
+/// `$XDG_DATA_HOME/shoal`, else `~/.local/share/shoal`, else `./shoal-data`.
+pub(crate) fn default_data_dir(env: Env<'_>) -> PathBuf {
+    if let Some(d) = env("XDG_DATA_HOME").filter(|d| !d.is_empty()) {
+        return PathBuf::from(d).join("shoal");
+    }
+    match env("HOME").filter(|h| !h.is_empty()) {
+        Some(home) => PathBuf::from(home).join(".local/share/shoal"),
+        None => PathBuf::from("shoal-data"),
+    }
+}
+
+/// All cores but one (at least one).
+pub(crate) fn default_cores(available: usize) -> u32 {
+    u32::try_from(available.saturating_sub(1).max(1)).unwrap_or(u32::MAX)
+}
+
+/// Which config file to read: `(path, explicit)`. An explicit file (`--config`, `SHOAL_CONFIG`)
+/// must exist; the default one is read only if it does.
+pub(crate) fn config_path(flag: Option<&Path>, env: Env<'_>) -> Option<(PathBuf, bool)> {
+    if let Some(p) = flag {
+        return Some((p.to_path_buf(), true));
+    }
+    if let Some(p) = env_path(env, "SHOAL_CONFIG") {
+        return Some((p, true));
+    }
+    let base = match env_path(env, "XDG_CONFIG_HOME") {
+        Some(dir) => dir,
+        None => env_path(env, "HOME")?.join(".config"),
+    };
+    Some((base.join("shoal").join("worker.toml"), false))
+}
+
+/// Merges the sources: flags > environment > file > defaults. `available_cores` is what the
+/// machine has (for the default `cores`).
+pub(crate) fn resolve(
+    flags: &WorkerFlags,
+    env: Env<'_>,
+    file: Option<ConfigText<'_>>,
+    available_cores: usize,
+) -> anyhow::Result<Settings> {
+    let flag = Layer::from_flags(flags);
+    let var = Layer::from_env(env)?;
+    let file_layer = file.map(Layer::from_file).transpose()?.unwrap_or_default();
+    let layers = [flag, var, file_layer];
+    macro_rules! pick {
+        ($field:ident) => {
+            layers.iter().find_map(|l| l.$field.clone())
+        };
+    }
+    let cores = pick!(cores).unwrap_or_else(|| default_cores(available_cores));
+    let listen = match pick!(listen) {
+        Some(a) => a,
+        None => DEFAULT_LISTEN.parse().context("the default listen address")?,
+    };
+    Ok(Settings {
+        listen,
+        bootstrap: pick!(bootstrap).unwrap_or_default(),
+        cores,
+        memory: pick!(memory).unwrap_or(u64::from(cores.max(1)).saturating_mul(DEFAULT_MEMORY_PER_CORE)),
+        data_dir: pick!(data_dir).unwrap_or_else(|| default_data_dir(env)),
+        swarm_secret: pick!(swarm_secret),
+        join_timeout: pick!(join_timeout).unwrap_or(DEFAULT_JOIN_TIMEOUT),
+        leave_grace: pick!(leave_grace).unwrap_or(DEFAULT_LEAVE_GRACE),
+        mdns: pick!(mdns).unwrap_or(false),
+        config: file.map(|f| f.path.to_path_buf()),
+    })
+}
+
+/// Reads the config file chosen by [`config_path`]: `None` when there is none.
+fn read_config(flag: Option<&Path>, env: Env<'_>) -> anyhow::Result<Option<(PathBuf, String)>> {
+    let Some((path, explicit)) = config_path(flag, env) else { return Ok(None) };
+    match std::fs::read_to_string(&path) {
+        Ok(text) => Ok(Some((path, text))),
+        Err(e) if !explicit && e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e).with_context(|| format!("cannot read the config file {}", path.display())),
+    }
+}
+
+fn process_env(name: &str) -> Option<OsString> {
+    std::env::var_os(name)
+}
+
+/// The settings of this process: its flags, its environment and its config file.
+pub(crate) fn load(flags: &WorkerFlags) -> anyhow::Result<Settings> {
+    let file = read_config(flags.config.as_deref(), &process_env)?;
+    let available = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let text = file.as_ref().map(|(path, text)| ConfigText { path, text });
+    resolve(flags, &process_env, text, available)
+}
+
+/// The data directory alone, by the same precedence (for `shoal status`, which must find the
+/// worker `shoal worker` started with the same flags, environment and config file).
+pub(crate) fn load_data_dir(data_dir: Option<&Path>, config: Option<&Path>) -> anyhow::Result<PathBuf> {
+    if let Some(d) = data_dir {
+        return Ok(d.to_path_buf());
+    }
+    if let Some(d) = env_path(&process_env, "SHOAL_DATA_DIR") {
+        return Ok(d);
+    }
+    if let Some((path, text)) = read_config(config, &process_env)?
+        && let Some(d) = Layer::from_file(ConfigText { path: &path, text: &text })?.data_dir
+    {
+        return Ok(d);
+    }
+    Ok(default_data_dir(&process_env))
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, reason = "tests fail loudly")]
+    use std::collections::HashMap;
+
+    use super::*;
+
+    fn env_of(vars: &[(&str, &str)]) -> impl Fn(&str) -> Option<OsString> {
+        let map: HashMap<String, OsString> = vars.iter().map(|(k, v)| (k.to_string(), v.into())).collect();
+        move |k| map.get(k).cloned()
+    }
+
+    fn addr(s: &str) -> SocketAddr {
+        s.parse().unwrap()
+    }
+
+    fn file<'a>(text: &'a str) -> Option<ConfigText<'a>> {
+        Some(ConfigText { path: Path::new("/etc/shoal/worker.toml"), text })
+    }
+
+    #[test]
+    fn defaults_when_nothing_is_given() {
+        let s = resolve(&WorkerFlags::default(), &env_of(&[("HOME", "/home/v")]), None, 4).unwrap();
+        assert_eq!(s.listen, addr("0.0.0.0:7600"));
+        assert!(s.bootstrap.is_empty());
+        assert_eq!(s.cores, 3);
+        assert_eq!(s.memory, 3 * (256 << 20));
+        assert_eq!(s.data_dir, PathBuf::from("/home/v/.local/share/shoal"));
+        assert_eq!(s.swarm_secret, None);
+        assert_eq!(s.join_timeout, Duration::from_secs(30));
+        assert_eq!(s.leave_grace, Duration::from_secs(10));
+        assert!(!s.mdns);
+        assert_eq!(s.config, None);
+        let s = resolve(&WorkerFlags::default(), &env_of(&[("XDG_DATA_HOME", "/d")]), None, 1).unwrap();
+        assert_eq!((s.cores, s.data_dir), (1, PathBuf::from("/d/shoal")));
+    }
+
+    #[test]
+    fn flag_beats_env_beats_file_beats_default_for_every_setting() {
+        let text = "listen = \"10.0.0.1:1\"\nbootstrap = [\"10.0.0.9:9\"]\ncores = 3\nmemory = \"3GiB\"\n\
+                    data_dir = \"data\"\nswarm_secret = \"/s/file\"\njoin_timeout = \"3s\"\nleave_grace = 30\n\
+                    mdns = true\n";
+        let env = env_of(&[
+            ("SHOAL_LISTEN", "10.0.0.2:2"),
+            ("SHOAL_BOOTSTRAP", "10.0.0.7:7, 10.0.0.8:8,"),
+            ("SHOAL_CORES", "2"),
+            ("SHOAL_MEMORY", "2GiB"),
+            ("SHOAL_DATA_DIR", "/env/data"),
+            ("SHOAL_SWARM_SECRET", "/env/secret"),
+            ("SHOAL_JOIN_TIMEOUT", "2s"),
+            ("SHOAL_LEAVE_GRACE", "20s"),
+            ("SHOAL_MDNS", "no"),
+        ]);
+        let flags = WorkerFlags {
+            listen: Some(addr("10.0.0.3:3")),
+            bootstrap: vec![addr("10.0.0.6:6")],
+            cores: Some(1),
+            memory: Some(1 << 30),
+            data_dir: Some("/flag/data".into()),
+            swarm_secret: Some("/flag/secret".into()),
+            join_timeout: Some(Duration::from_secs(1)),
+            leave_grace: Some(Duration::from_secs(10)),
+            mdns: Some(true),
+            config: None,
+        };
+        let s = resolve(&flags, &env, file(text), 8).unwrap();
+        assert_eq!(s.listen, addr("10.0.0.3:3"));
+        assert_eq!(s.bootstrap, vec![addr("10.0.0.6:6")]);
+        assert_eq!((s.cores, s.memory), (1, 1 << 30));
+        assert_eq!(s.data_dir, PathBuf::from("/flag/data"));
+        assert_eq!(s.swarm_secret, Some(PathBuf::from("/flag/secret")));
+        assert_eq!(s.join_timeout, Duration::from_secs(1));
+        assert_eq!(s.leave_grace, Duration::from_secs(10));
+        assert!(s.mdns);
+        assert_eq!(s.config, Some(PathBuf::from("/etc/shoal/worker.toml")));
+
+        let s = resolve(&WorkerFlags::default(), &env, file(text), 8).unwrap();
+        assert_eq!(s.listen, addr("10.0.0.2:2"));
+        let want = vec![addr("10.0.0.7:7"), addr("10.0.0.8:8")];
+        assert_eq!(s.bootstrap, want);
+        assert_eq!((s.cores, s.memory), (2, 2 << 30));
+        assert_eq!(s.data_dir, PathBuf::from("/env/data"));
+        assert_eq!(s.swarm_secret, Some(PathBuf::from("/env/secret")));
+        assert_eq!(s.join_timeout, Duration::from_secs(2));
+        assert_eq!(s.leave_grace, Duration::from_secs(20));
+        assert!(!s.mdns, "SHOAL_MDNS=no beats the file's mdns = true");
+
+        let s = resolve(&WorkerFlags::default(), &env_of(&[]), file(text), 8).unwrap();
+        assert_eq!(s.listen, addr("10.0.0.1:1"));
+        assert_eq!(s.bootstrap, vec![addr("10.0.0.9:9")]);
+        assert_eq!((s.cores, s.memory), (3, 3 << 30));
+        // Relative to the file's directory.
+        assert_eq!(s.data_dir, PathBuf::from("/etc/shoal/data"));
+        assert_eq!(s.swarm_secret, Some(PathBuf::from("/s/file")));
+        assert_eq!(s.join_timeout, Duration::from_secs(3));
+        assert_eq!(s.leave_grace, Duration::from_secs(30));
+        assert!(s.mdns);
+        let flags = WorkerFlags { mdns: Some(false), ..WorkerFlags::default() };
+        let on = env_of(&[("SHOAL_MDNS", "ON")]);
+        assert!(!resolve(&flags, &on, file(text), 8).unwrap().mdns, "--mdns=false beats SHOAL_MDNS=on");
+        assert!(resolve(&WorkerFlags::default(), &on, None, 8).unwrap().mdns);
+    }
+
+    #[test]
+    fn sources_mix_per_setting_and_memory_defaults_follow_the_chosen_cores() {
+        let env = env_of(&[("SHOAL_CORES", "2"), ("SHOAL_MEMORY", "")]);
+        let flags = WorkerFlags { join_timeout: Some(Duration::from_millis(500)), ..WorkerFlags::default() };
+        let s = resolve(&flags, &env, file("cores = 5\nlisten = \"127.0.0.1:0\"\n"), 8).unwrap();
+        assert_eq!(s.cores, 2, "env beats file");
+        assert_eq!(s.memory, 2 * (256 << 20), "empty variable = unset; default per chosen core");
+        assert_eq!(s.listen, addr("127.0.0.1:0"), "file beats default");
+        assert_eq!(s.join_timeout, Duration::from_millis(500));
+    }
+
+    #[test]
+    fn file_sizes_and_durations_take_numbers_too() {
+        let s = resolve(
+            &WorkerFlags::default(),
+            &env_of(&[]),
+            file("memory = 1048576\njoin_timeout = 7\ncores = 1"),
+            8,
+        )
+        .unwrap();
+        assert_eq!((s.memory, s.join_timeout), (1 << 20, Duration::from_secs(7)));
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_values_in_the_file_name_key_and_line() {
+        let e = resolve(&WorkerFlags::default(), &env_of(&[]), file("cores = 2\n\ncolour = \"blue\"\n"), 8)
+            .unwrap_err()
+            .to_string();
+        assert!(e.starts_with("/etc/shoal/worker.toml:3:1: unknown field `colour`"), "{e}");
+        let e = resolve(&WorkerFlags::default(), &env_of(&[]), file("memory = \"lots\""), 8)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("worker.toml:1:") && e.contains("`lots` is not a size"), "{e}");
+        let e =
+            resolve(&WorkerFlags::default(), &env_of(&[]), file("memory = -1"), 8).unwrap_err().to_string();
+        assert!(e.contains("negative"), "{e}");
+        let e = resolve(&WorkerFlags::default(), &env_of(&[]), file("bootstrap = [\"nowhere\"]"), 8)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("worker.toml:1:"), "{e}");
+        let e = resolve(&WorkerFlags::default(), &env_of(&[]), file("cores = 1\nmdns = \"often\""), 8)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("worker.toml:2:"), "{e}");
+        let e = resolve(&WorkerFlags::default(), &env_of(&[]), file("cores = "), 8).unwrap_err().to_string();
+        assert!(e.contains("worker.toml:1:"), "{e}");
+    }
+
+    #[test]
+    fn a_bad_variable_is_an_error_naming_it() {
+        for (var, value, says) in [
+            ("SHOAL_CORES", "many", "not a number of cores"),
+            ("SHOAL_MEMORY", "2XB", "unknown size unit"),
+            ("SHOAL_LISTEN", "localhost", "not an address"),
+            ("SHOAL_BOOTSTRAP", "10.0.0.1:1,bad", "`bad` is not an address"),
+            ("SHOAL_JOIN_TIMEOUT", "soon", "not a duration"),
+            ("SHOAL_MDNS", "maybe", "`maybe` is not a yes/no value"),
+        ] {
+            let e =
+                resolve(&WorkerFlags::default(), &env_of(&[(var, value)]), None, 2).unwrap_err().to_string();
+            assert!(e.contains(var) && e.contains(says), "{var}: {e}");
+        }
+    }
+
+    #[test]
+    fn the_config_file_is_the_flag_then_the_variable_then_the_platform_default() {
+        let env = env_of(&[("SHOAL_CONFIG", "/env.toml"), ("HOME", "/home/v")]);
+        assert_eq!(config_path(Some(Path::new("/f.toml")), &env), Some(("/f.toml".into(), true)));
+        assert_eq!(config_path(None, &env), Some(("/env.toml".into(), true)));
+        let env = env_of(&[("HOME", "/home/v")]);
+        assert_eq!(config_path(None, &env), Some(("/home/v/.config/shoal/worker.toml".into(), false)));
+        let env = env_of(&[("HOME", "/home/v"), ("XDG_CONFIG_HOME", "/cfg")]);
+        assert_eq!(config_path(None, &env), Some(("/cfg/shoal/worker.toml".into(), false)));
+        assert_eq!(config_path(None, &env_of(&[])), None);
+    }
+
+    #[test]
+    fn the_sample_files_in_deploy_and_docs_parse() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+        let sample = std::fs::read_to_string(root.join("deploy/worker.toml")).unwrap();
+        let s = resolve(&WorkerFlags::default(), &env_of(&[]), file(&sample), 8).unwrap();
+        assert_eq!((s.cores, s.memory, s.join_timeout), (2, 1 << 30, Duration::from_secs(60)));
+        let doc = std::fs::read_to_string(root.join("docs/worker.md")).unwrap();
+        let blocks: Vec<&str> =
+            doc.split("```toml\n").skip(1).map(|b| b.split("```").next().unwrap()).collect();
+        assert!(!blocks.is_empty());
+        for b in blocks {
+            let s = resolve(&WorkerFlags::default(), &env_of(&[]), file(b), 8).unwrap();
+            assert_eq!(s.bootstrap.len(), 2, "{b}");
+        }
+    }
+}

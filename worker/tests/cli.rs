@@ -1,0 +1,517 @@
+//! The `shoal` command end to end: real processes running real task programs from `jobs/`.
+
+#![allow(clippy::unwrap_used, reason = "tests fail loudly on unexpected errors")]
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+#[path = "cli/control.rs"]
+mod control;
+#[path = "cli/examples.rs"]
+mod examples;
+#[path = "cli/netns.rs"]
+mod netns;
+
+fn shoal() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_shoal"))
+}
+
+/// Runs `shoal demo --peers 2 ARGS… --out OUT` to the end, checks it succeeded, returns stdout.
+fn demo(args: &[&std::ffi::OsStr], out: &Path) -> String {
+    let done =
+        shoal().args(["demo", "--peers", "2"]).args(args).arg("--out").arg(out).stdin(Stdio::null()).output();
+    let done = done.unwrap();
+    let stdout = String::from_utf8_lossy(&done.stdout).into_owned();
+    assert!(done.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&done.stderr));
+    stdout
+}
+
+fn job(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../jobs/wasm").join(format!("{name}.wasm"))
+}
+
+fn run_with_stdin(cmd: &mut Command, stdin: &[u8]) -> Output {
+    let mut child = cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    child.stdin.take().unwrap().write_all(stdin).unwrap();
+    child.wait_with_output().unwrap()
+}
+
+#[test]
+fn runs_a_task_with_args_and_prints_its_output() {
+    let out = run_with_stdin(shoal().arg("run").arg(job("primes")).args(["--", "0", "100000"]), b"");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(out.stdout, b"9592\n");
+}
+
+#[test]
+fn stdin_is_the_input_and_multiple_inputs_are_split_for_the_task() {
+    let out = run_with_stdin(shoal().arg("run").arg(job("echo")), b"piped bytes");
+    assert_eq!(out.stdout, b"piped bytes");
+
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b) = (dir.path().join("a.txt"), dir.path().join("b.txt"));
+    std::fs::write(&a, "1 2 3").unwrap();
+    std::fs::write(&b, "40").unwrap();
+    // Without SHOAL_INPUT_SIZES "3" and "40" would run together into 340.
+    let out = shoal().arg("run").arg(job("sum")).arg("--input").arg(&a).arg("-i").arg(&b).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(out.stdout, b"46\n");
+
+    let m1 = dir.path().join("m1");
+    let m2 = dir.path().join("m2");
+    std::fs::write(dir.path().join("t1"), "a b a").unwrap();
+    std::fs::write(dir.path().join("t2"), "b c").unwrap();
+    for (t, m) in [("t1", &m1), ("t2", &m2)] {
+        let st = shoal()
+            .arg("run")
+            .arg(job("wordcount"))
+            .arg("-i")
+            .arg(dir.path().join(t))
+            .arg("--output")
+            .arg(m)
+            .args(["--", "map"])
+            .status()
+            .unwrap();
+        assert!(st.success());
+    }
+    let out = shoal()
+        .arg("run")
+        .arg(job("wordcount"))
+        .arg("-i")
+        .arg(&m1)
+        .arg("-i")
+        .arg(&m2)
+        .args(["--", "reduce"])
+        .output();
+    let out = out.unwrap();
+    assert_eq!(String::from_utf8(out.stdout).unwrap(), "a\t2\nb\t2\nc\t1\n");
+}
+
+#[test]
+fn json_summary_describes_success_and_failure() {
+    let out = run_with_stdin(shoal().arg("run").arg("--json").arg(job("pi")).args(["--", "3", "1000"]), b"");
+    assert!(out.status.success());
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["status"], "ok");
+    assert_eq!(v["exit_code"], 0);
+    assert!(v["fuel"].as_u64().unwrap() > 1000);
+    assert!(v["wall_ms"].as_f64().is_some());
+    assert_eq!(v["output_bytes"].as_u64().unwrap() as usize, "HHH 1000\n".len());
+    assert_eq!(v["output_blake3"].as_str().unwrap().len(), 64);
+
+    let out = run_with_stdin(
+        shoal().args(["run", "--json", "--fuel", "5000"]).arg(job("spin")).args(["--", "100000000"]),
+        b"",
+    );
+    assert_eq!(out.status.code(), Some(1));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["status"], "failed");
+    assert_eq!(v["error_kind"], "out_of_fuel");
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert!(stderr.contains("out of fuel"), "{stderr}");
+}
+
+#[test]
+fn a_failing_task_exits_1_with_a_one_line_reason_and_its_log() {
+    let out = run_with_stdin(shoal().arg("run").arg(job("primes")).args(["--", "x", "1"]), b"");
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert!(stderr.contains("argument 1 (lo) is not an integer"), "the task's log is shown: {stderr}");
+    assert!(stderr.lines().any(|l| l == "shoal run: task failed: task exited with status 2"), "{stderr}");
+
+    let out = run_with_stdin(
+        shoal()
+            .args(["run", "--memory", "1MiB"])
+            .arg(job("mandelbrot"))
+            .args(["--", "64", "64", "64", "0", "0", "10"]),
+        b"",
+    );
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("out of memory"));
+
+    let out = run_with_stdin(
+        shoal()
+            .args(["run", "--timeout", "200ms", "--fuel", "100000000000000"])
+            .arg(job("spin"))
+            .args(["--", "100000000000"]),
+        b"",
+    );
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("deadline"));
+}
+
+#[test]
+fn wat_modules_run_and_bad_files_get_clear_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let wat = dir.path().join("hello.wat");
+    std::fs::write(
+        &wat,
+        r#"(module (import "wasi_snapshot_preview1" "fd_write" (func $w (param i32 i32 i32 i32) (result i32)))
+           (memory (export "memory") 1) (data (i32.const 16) "hi\n") (data (i32.const 0) "\10\00\00\00\03\00\00\00")
+           (func (export "_start") (drop (call $w (i32.const 1) (i32.const 0) (i32.const 1) (i32.const 8)))))"#,
+    )
+    .unwrap();
+    let out = run_with_stdin(shoal().arg("run").arg(&wat), b"");
+    assert_eq!(out.stdout, b"hi\n");
+
+    let out = shoal().arg("run").arg(dir.path().join("missing.wasm")).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("cannot read module"));
+
+    let junk = dir.path().join("junk.wasm");
+    std::fs::write(&junk, b"not wasm at all").unwrap();
+    let out = run_with_stdin(shoal().arg("run").arg(&junk), b"");
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("invalid module"));
+
+    let out = shoal().args(["run", "--memory", "lots"]).arg(job("noop")).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("is not a size"));
+}
+
+#[test]
+fn sim_prints_a_json_summary() {
+    let out = shoal()
+        .args(["sim", "--dag", "forkjoin:8,3", "--peers", "16", "--seed", "7", "--json"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let last = String::from_utf8(out.stdout).unwrap().lines().last().unwrap().to_string();
+    let v: serde_json::Value = serde_json::from_str(&last).unwrap();
+    assert_eq!(v["tasks"], v["tasks_completed"]);
+    assert!(v["ratio"].as_f64().unwrap() >= 1.0);
+}
+
+/// Sends `sig` to a child process.
+fn signal(child: &std::process::Child, sig: libc::c_int) {
+    let pid = libc::pid_t::try_from(child.id()).unwrap();
+    // SAFETY: kill(2) with the pid of a child we have not reaped yet.
+    assert_eq!(unsafe { libc::kill(pid, sig) }, 0);
+}
+
+/// A `shoal worker` process and its stdout lines, read on a thread.
+struct Worker {
+    child: std::process::Child,
+    lines: std::sync::mpsc::Receiver<String>,
+    id: String,
+    addr: std::net::SocketAddr,
+}
+
+impl Worker {
+    fn start(dir: &Path, bootstrap: Option<std::net::SocketAddr>) -> Worker {
+        Worker::start_with(dir, bootstrap, &[])
+    }
+
+    fn start_with(dir: &Path, bootstrap: Option<std::net::SocketAddr>, extra: &[&std::ffi::OsStr]) -> Worker {
+        let mut cmd = shoal();
+        cmd.arg("worker").args(["--listen", "127.0.0.1:0", "--cores", "1", "--memory", "256MiB"]);
+        cmd.args(extra);
+        cmd.arg("--data-dir").arg(dir);
+        if let Some(b) = bootstrap {
+            cmd.arg("--bootstrap").arg(b.to_string());
+        }
+        let (mut w, donating, _data) = Worker::spawn(&mut cmd);
+        assert!(donating.starts_with("donating 1 cores, 256 MiB of task memory"), "{donating}");
+        if bootstrap.is_some() {
+            assert_eq!(w.next_line(), "joined the swarm");
+        }
+        w
+    }
+
+    /// Starts the worker `cmd` describes and reads its start-up lines: returns it with its
+    /// `donating …` line and its data directory.
+    fn spawn(cmd: &mut Command) -> (Worker, String, String) {
+        let mut child = cmd.stdout(Stdio::piped()).stderr(Stdio::null()).spawn().unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let (tx, lines) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            use std::io::BufRead;
+            for line in std::io::BufReader::new(stdout).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    return;
+                }
+            }
+        });
+        let mut w = Worker { child, lines, id: String::new(), addr: ([0, 0, 0, 0], 0).into() };
+        w.id = w.next_line().strip_prefix("peer ").unwrap().to_string();
+        w.addr = w.next_line().strip_prefix("listening ").unwrap().parse().unwrap();
+        let donating = w.next_line();
+        let data = w.next_line().strip_prefix("data ").unwrap().to_string();
+        (w, donating, data)
+    }
+
+    /// The next line the worker prints (waits up to a minute).
+    fn next_line(&mut self) -> String {
+        match self.lines.recv_timeout(std::time::Duration::from_secs(60)) {
+            Ok(l) => l,
+            Err(e) => panic!("no line from the worker ({e})"),
+        }
+    }
+
+    /// Sends SIGTERM, checks the worker exits cleanly and returns its remaining stdout lines.
+    fn stop(mut self) -> Vec<String> {
+        signal(&self.child, libc::SIGTERM);
+        let status = self.child.wait().unwrap();
+        let lines: Vec<String> = self.lines.iter().collect();
+        assert!(status.success(), "{status:?} {lines:?}");
+        lines
+    }
+}
+
+/// Three `shoal worker` processes on loopback, the last two bootstrapping from the first.
+fn three_workers(dir: &Path) -> Vec<Worker> {
+    let first = Worker::start(&dir.join("w0"), None);
+    let second = Worker::start(&dir.join("w1"), Some(first.addr));
+    let third = Worker::start(&dir.join("w2"), Some(first.addr));
+    vec![first, second, third]
+}
+
+/// A submitting peer in this process that joins through the first worker; returns once every
+/// worker is in its view.
+async fn submitter_seeing(dir: &Path, workers: &[Worker]) -> shoal_node::Peer {
+    let mut cfg = shoal_node::Config::new(dir);
+    cfg.net.bootstrap = vec![workers[0].addr];
+    let peer = shoal_node::Peer::start(cfg).await.unwrap();
+    let ids: Vec<String> = workers.iter().map(|w| w.id.clone()).collect();
+    tokio::time::timeout(std::time::Duration::from_secs(60), async {
+        while !ids.iter().all(|id| peer.node().view().iter().any(|e| e.id.to_string() == *id)) {
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("the workers never all showed up in the view");
+    peer
+}
+
+#[test]
+fn workers_form_a_swarm_run_a_submitted_job_and_leave_on_sigterm() {
+    use shoal_core::ids::BlobHash;
+    use shoal_core::job::{Job, TaskSpec};
+
+    let dir = tempfile::tempdir().unwrap();
+    let workers = three_workers(dir.path());
+
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    rt.block_on(async {
+        // A submitting peer in this process joins through the first worker and sees all three.
+        let peer = submitter_seeing(&dir.path().join("submitter"), &workers).await;
+
+        let primes = std::fs::read(job("primes")).unwrap();
+        let sum = std::fs::read(job("sum")).unwrap();
+        let (p, s) = (BlobHash::of(&primes), BlobHash::of(&sum));
+        let mut specs: Vec<TaskSpec> = (0..6u64)
+            .map(|k| TaskSpec {
+                args: vec![(k * 1_000_000).to_string(), ((k + 1) * 1_000_000).to_string()],
+                ..TaskSpec::new(format!("p{k}"), p)
+            })
+            .collect();
+        let mut total = TaskSpec::new("total", s);
+        for k in 0..6 {
+            total = total.after(format!("p{k}"));
+        }
+        specs.push(total);
+        let handle = peer
+            .submit(Job::new(specs).unwrap(), std::collections::HashMap::from([(p, primes), (s, sum)]))
+            .await
+            .unwrap();
+        let out =
+            tokio::time::timeout(std::time::Duration::from_secs(120), handle.wait()).await.unwrap().unwrap();
+        // π(6·10^6) = 412,849.
+        assert_eq!(out.get("total"), Some(&b"412849\n"[..]));
+        assert!(out.progress.peers_used >= 2, "{:?}", out.progress);
+        peer.shutdown().await;
+    });
+
+    // The same through `shoal submit` and a job file.
+    let file = primes_job_file(dir.path());
+    let out_dir = dir.path().join("out");
+    let out = shoal()
+        .arg("submit")
+        .arg(&file)
+        .args(["--bootstrap", &workers[1].addr.to_string(), "--json", "--out"])
+        .arg(&out_dir)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let summary: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(summary["status"], "ok", "{summary}");
+    assert_eq!(summary["tasks"], 11, "{summary}");
+    assert_eq!(std::fs::read(out_dir.join("total")).unwrap(), b"664579\n");
+
+    for w in workers {
+        let lines = w.stop();
+        assert_eq!(lines.last().map(String::as_str), Some("stopped"), "{lines:?}");
+    }
+}
+
+/// Prime counting below 10^7 in 10 ranges, summed (π(10^7) = 664,579).
+fn primes_job_file(dir: &Path) -> PathBuf {
+    let wasm = Path::new(env!("CARGO_MANIFEST_DIR")).join("../jobs/wasm");
+    let text = format!(
+        "[modules]\nprimes = {:?}\nsum = {:?}\n\n[[task]]\nname = \"range-{{i}}\"\nfor = \"i in 0..10\"\n\
+         module = \"primes\"\nargs = [\"{{i * 1000000}}\", \"{{(i + 1) * 1000000}}\"]\n\n[[task]]\n\
+         name = \"total\"\nmodule = \"sum\"\ninputs = [{{ task = \"range-{{i}}\", for = \"i in 0..10\" }}]\n",
+        wasm.join("primes.wasm"),
+        wasm.join("sum.wasm"),
+    );
+    let path = dir.join("primes.toml");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+#[test]
+fn submit_alone_runs_locally_and_an_unreachable_bootstrap_is_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = primes_job_file(dir.path());
+    let out = shoal().arg("submit").arg(&file).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(out.stdout, b"664579\n");
+
+    // Nobody listens on the discard port.
+    let out = shoal()
+        .arg("submit")
+        .arg(&file)
+        .args(["--bootstrap", "127.0.0.1:9", "--join-timeout", "1s"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("no peer answered at 127.0.0.1:9"), "{stderr}");
+
+    // A job file with a mistake: exit 2 before joining anything, naming the line, task and field.
+    let bad = dir.path().join("bad.toml");
+    let text = std::fs::read_to_string(&file).unwrap().replace("args = [", "argz = [");
+    std::fs::write(&bad, text).unwrap();
+    let out = shoal().arg("submit").arg(&bad).args(["--bootstrap", "127.0.0.1:9"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("bad.toml:") && stderr.contains("argz"), "{stderr}");
+    assert_eq!(stderr.matches("unknown field").count(), 1, "said once: {stderr}");
+    assert!(!stderr.contains("no peer answered"), "the file is checked before joining: {stderr}");
+
+    // A worker too.
+    let out = shoal()
+        .arg("worker")
+        .args(["--listen", "127.0.0.1:0", "--bootstrap", "127.0.0.1:9", "--join-timeout", "1s", "--data-dir"])
+        .arg(dir.path().join("w"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("no peer answered at 127.0.0.1:9"), "{stderr}");
+}
+
+#[test]
+fn a_worker_killed_with_sigkill_mid_job_loses_nothing_but_time() {
+    use shoal_core::ids::BlobHash;
+    use shoal_core::job::{Job, TaskSpec};
+
+    let dir = tempfile::tempdir().unwrap();
+    let mut workers = three_workers(dir.path());
+
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    rt.block_on(async {
+        let peer = submitter_seeing(&dir.path().join("submitter"), &workers).await;
+
+        let primes = std::fs::read(job("primes")).unwrap();
+        let sum = std::fs::read(job("sum")).unwrap();
+        let (p, s) = (BlobHash::of(&primes), BlobHash::of(&sum));
+        let n = 16u64;
+        let step = 100_000_000 / n;
+        let mut specs: Vec<TaskSpec> = (0..n)
+            .map(|k| TaskSpec {
+                args: vec![(k * step).to_string(), ((k + 1) * step).to_string()],
+                ..TaskSpec::new(format!("p{k}"), p)
+            })
+            .collect();
+        let mut total = TaskSpec::new("total", s);
+        for k in 0..n {
+            total = total.after(format!("p{k}"));
+        }
+        specs.push(total);
+        let handle = peer
+            .submit(Job::new(specs).unwrap(), std::collections::HashMap::from([(p, primes), (s, sum)]))
+            .await
+            .unwrap();
+        // Once work is out on the peers, SIGKILL a worker: no goodbye, no closed connections.
+        let mut progress = handle.watch_progress();
+        progress.wait_for(|p| p.running >= 2).await.unwrap();
+        signal(&workers[1].child, libc::SIGKILL);
+        let out =
+            tokio::time::timeout(std::time::Duration::from_secs(120), handle.wait()).await.unwrap().unwrap();
+        // π(10^8) = 5,761,455.
+        assert_eq!(out.get("total"), Some(&b"5761455\n"[..]));
+        peer.shutdown().await;
+    });
+
+    let killed = workers.remove(1);
+    let mut child = killed.child;
+    assert!(!child.wait().unwrap().success());
+    for w in workers {
+        w.stop();
+    }
+}
+
+#[test]
+fn a_worker_with_another_swarm_secret_cannot_join() {
+    let dir = tempfile::tempdir().unwrap();
+    let (ours, theirs) = (dir.path().join("ours"), dir.path().join("theirs"));
+    std::fs::write(&ours, "our swarm").unwrap();
+    std::fs::write(&theirs, "another swarm").unwrap();
+    let secret = |f: &Path| [std::ffi::OsStr::new("--swarm-secret"), f.as_os_str()].map(|s| s.to_os_string());
+    let [flag, file] = secret(&ours);
+    let first = Worker::start_with(&dir.path().join("w0"), None, &[&flag, &file]);
+    // Same secret: joins.
+    let friend = Worker::start_with(&dir.path().join("w1"), Some(first.addr), &[&flag, &file]);
+    // Another secret: refused at the handshake, so it never joins nor receives a task.
+    let [flag2, file2] = secret(&theirs);
+    let mut child = shoal()
+        .arg("worker")
+        .args(["--listen", "127.0.0.1:0", "--join-timeout", "2s", "--bootstrap", &first.addr.to_string()])
+        .arg(&flag2)
+        .arg(&file2)
+        .arg("--data-dir")
+        .arg(dir.path().join("w2"))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // It must exit on its own; one that joined would run until signalled.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while child.try_wait().unwrap().is_none() {
+        if std::time::Instant::now() > deadline {
+            child.kill().unwrap();
+            panic!("a worker with another swarm secret joined the swarm");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", String::from_utf8_lossy(&out.stdout));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("no peer answered"), "{stderr}");
+    for w in [friend, first] {
+        w.stop();
+    }
+}
+
+#[test]
+fn demo_computes_a_png_on_a_swarm_of_worker_processes_and_stops_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let args = ["--size", "96", "--tile", "32", "--iterations", "100"].map(std::ffi::OsStr::new);
+    let stdout = demo(&args, dir.path());
+    assert!(stdout.contains("10 tasks (3x3 tiles + stitch)"), "{stdout}");
+    let png = std::fs::read(dir.path().join("mandelbrot.png")).unwrap();
+    assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n");
+    assert_eq!(u32::from_be_bytes(png[16..20].try_into().unwrap()), 96, "width");
+    assert_eq!(u32::from_be_bytes(png[20..24].try_into().unwrap()), 96, "height");
+    // The first tile rendered locally is in the swarm's image, byte for byte (deterministic tasks;
+    // the stitcher writes uncompressed deflate blocks, so the first pixel row appears verbatim).
+    let tile = run_with_stdin(
+        shoal().arg("run").arg(job("mandelbrot")).args(["--", "96", "96", "32", "0", "0", "100"]),
+        b"",
+    );
+    assert_eq!(tile.stdout.len(), 32 * 32 * 3);
+    let first_row = &tile.stdout[..32 * 3];
+    assert!(png.windows(first_row.len()).any(|w| w == first_row), "tile (0,0) row 0 is in the PNG");
+}

@@ -1,0 +1,113 @@
+//! Workers on separate "machines": `shoal worker` processes in their own Linux network namespaces,
+//! each with its own address on a bridged private subnet and 5 % inbound packet loss (nftables),
+//! run a job submitted from a third namespace. Needs root and `ip` (CI has both); elsewhere it
+//! says why it skipped.
+
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+#[path = "../../../tests/support/netns.rs"]
+mod support;
+
+use support::{Netns, bridged, drop_inbound_udp, unavailable};
+
+/// Worker processes of one run, killed on drop (before the namespaces go).
+struct Workers(Vec<Child>);
+
+impl Drop for Workers {
+    fn drop(&mut self) {
+        for w in &mut self.0 {
+            let _ = w.kill();
+            let _ = w.wait();
+        }
+    }
+}
+
+/// `shoal ARGS…` run inside namespace `ns`.
+fn shoal_in(ns: &str) -> Command {
+    let mut cmd = Command::new("ip");
+    cmd.args(["netns", "exec", ns, env!("CARGO_BIN_EXE_shoal")]);
+    cmd.env_remove("SHOAL_CONFIG").env("XDG_CONFIG_HOME", "/nonexistent");
+    cmd
+}
+
+#[test]
+fn workers_in_separate_network_namespaces_run_a_job() {
+    if let Some(why) = unavailable() {
+        println!("skipped: {why}");
+        return;
+    }
+    let tag = format!("{:x}", std::process::id() % 0xfffff);
+    let subnet = 150 + (std::process::id() % 50) as u8;
+    let dir = tempfile::tempdir().unwrap();
+    let (_netns, machines): (Netns, _) = match bridged("sw", &tag, 3, subnet) {
+        Ok(built) => built,
+        Err(e) => {
+            println!("skipped: could not build the namespaces: {e}");
+            return;
+        }
+    };
+    match machines.iter().try_for_each(|(ns, _)| drop_inbound_udp(ns, 20, None)) {
+        Ok(()) => println!("3 namespaces on 10.{subnet}.0.0/24, 5% inbound UDP loss each (nftables)"),
+        Err(e) => println!("3 namespaces on 10.{subnet}.0.0/24, no packet loss ({e})"),
+    }
+    let mut workers = Workers(Vec::new());
+
+    // Two workers on machines 0 and 1; the second joins through the first's address.
+    let first = SocketAddr::from((machines[0].1, 7600));
+    let mut ids = Vec::new();
+    for (i, (ns, addr)) in machines[..2].iter().enumerate() {
+        let mut cmd = shoal_in(ns);
+        cmd.args(["worker", "--listen", &format!("{addr}:7600"), "--cores", "1", "--memory", "256MiB"]);
+        cmd.arg("--data-dir").arg(dir.path().join(format!("w{i}")));
+        if i > 0 {
+            cmd.args(["--bootstrap", &first.to_string()]);
+        }
+        let mut child = cmd.stdout(Stdio::piped()).stderr(Stdio::null()).spawn().unwrap();
+        let stdout = child.stdout.take().unwrap();
+        workers.0.push(child);
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            use std::io::BufRead;
+            for line in std::io::BufReader::new(stdout).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    return;
+                }
+            }
+        });
+        let next = || rx.recv_timeout(Duration::from_secs(60)).unwrap();
+        ids.push(next().strip_prefix("peer ").unwrap().to_string());
+        assert_eq!(next(), format!("listening {addr}:7600"));
+        if i > 0 {
+            // donating…, data…, then the join.
+            let joined = (0..3).map(|_| next()).any(|l| l == "joined the swarm");
+            assert!(joined, "the second machine's worker joined the first");
+        }
+    }
+
+    // The job comes from machine 2: its own peer joins through both workers' addresses, so that
+    // both are in its view when it places the first tasks. Twenty ranges of 2.5·10^7 numbers:
+    // about 3 s of work, several times the second or so membership takes to tell each worker the
+    // other has queued tasks to steal (one worker can get every first placement).
+    let small = super::primes_job_file(dir.path());
+    let jobfile = dir.path().join("primes-5e8.toml");
+    let text =
+        std::fs::read_to_string(&small).unwrap().replace("1000000", "25000000").replace("0..10", "0..20");
+    std::fs::write(&jobfile, text).unwrap();
+    let second = SocketAddr::from((machines[1].1, 7600));
+    let out = shoal_in(&machines[2].0)
+        .args(["submit", jobfile.to_str().unwrap(), "--json", "--cores", "0", "--join-timeout", "30s"])
+        .args(["--bootstrap", &first.to_string(), "--bootstrap", &second.to_string()])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "submit failed: {stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    let summary: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
+    assert_eq!(summary["status"], "ok");
+    assert!(summary["peers_used"].as_u64().unwrap() >= 2, "both machines ran tasks: {summary}");
+    // π(5·10^8) = 26,355,867, computed across the namespaces.
+    let want = blake3::hash(b"26355867\n").to_hex().to_string();
+    assert_eq!(summary["outputs"][0]["blake3"], want.as_str(), "{summary}");
+    assert_eq!(ids.len(), 2);
+}
