@@ -760,6 +760,7 @@ impl Actor {
                     FailureKind::Task(s) => s,
                     FailureKind::InputLost { input } => format!("input {input} was lost on every holder"),
                     FailureKind::Executor(s) => format!("no peer could run it: {s}"),
+                    FailureKind::Refused(r) => format!("no peer accepts it: it {r}"),
                 };
                 warn!(task = %name, "job failed: {reason}");
                 entry.tracker.finish(Err(JobError::TaskFailed { name, index: i.0, reason }));

@@ -26,6 +26,7 @@
 //! peer scheduler. Each membership view update goes to the peer scheduler and to every owner
 //! (`handle_view`); when membership says a peer is gone, call `handle_peer_down` on both.
 
+mod caps;
 mod msg;
 mod owner;
 mod peer;
@@ -35,6 +36,7 @@ mod tests;
 
 use std::time::Duration;
 
+pub use caps::{CapKind, Refusal, TaskCaps};
 pub use msg::{
     DoneReport, FailureKind, InputLoc, InputSource, LoadHint, OutputRef, PeerAddr, SchedMsg, TaskDesc,
     Transmit,

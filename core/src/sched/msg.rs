@@ -8,6 +8,7 @@
 //! Every run of a task carries an `attempt` number unique within that task, so reports of
 //! different runs of one task (re-issues after faults, or replicas for verification) never mix.
 
+use super::caps::Refusal;
 use crate::ids::{BlobHash, JobId, PeerId, TaskId, TaskIndex};
 use crate::job::Limits;
 
@@ -125,6 +126,10 @@ pub enum FailureKind {
     },
     /// The executing peer could not run it (shutting down, out of resources, internal error).
     Executor(String),
+    /// The peer refuses the task: it asks more than one of the volunteer's caps
+    /// ([`TaskCaps`](super::TaskCaps)). Not a fault of the task or the peer: the owner places it on
+    /// a peer that accepts it, and fails the job with this reason when none does.
+    Refused(Refusal),
 }
 
 /// A peer's load, piggybacked on steal traffic.

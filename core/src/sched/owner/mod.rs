@@ -554,7 +554,8 @@ impl Owner {
                     None => self.retry(now, i),
                 }
             }
-            FailureKind::Executor(_) => self.retry(now, i),
+            // TODO(issue 9): place it on a peer that accepts it; fail the job when none does.
+            FailureKind::Executor(_) | FailureKind::Refused(_) => self.retry(now, i),
         }
     }
 
