@@ -54,6 +54,7 @@ async fn serve(args: Settings) -> anyhow::Result<u8> {
     cfg.net.listen = args.listen;
     cfg.net.bootstrap = args.bootstrap.clone();
     cfg.net.mdns = args.mdns;
+    cfg.net.blob_budget = args.blob_store_budget;
     cfg.leave_grace = args.leave_grace;
     if let Some(path) = &args.swarm_secret {
         let secret = std::fs::read(path)

@@ -19,7 +19,14 @@ use std::time::Duration;
 use anyhow::Context;
 use serde::Deserialize;
 
-use crate::units::{parse_duration, parse_size};
+use shoal_core::sched::TaskCaps;
+
+use crate::units::{parse_count, parse_duration, parse_size};
+
+/// Whole milliseconds, saturating.
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
 
 /// Where the worker listens when nothing says otherwise.
 pub(crate) const DEFAULT_LISTEN: &str = "0.0.0.0:7600";
@@ -29,6 +36,18 @@ pub(crate) const DEFAULT_JOIN_TIMEOUT: Duration = Duration::from_secs(30);
 pub(crate) const DEFAULT_LEAVE_GRACE: Duration = Duration::from_secs(10);
 /// Task memory donated per core when nothing says otherwise.
 pub(crate) const DEFAULT_MEMORY_PER_CORE: u64 = 256 << 20;
+/// The most fuel one task may ask for when nothing says otherwise (about an hour of a fast core).
+pub(crate) const DEFAULT_MAX_TASK_FUEL: u64 = 10_000_000_000_000;
+/// The longest wall-clock deadline one task may ask for when nothing says otherwise.
+pub(crate) const DEFAULT_MAX_TASK_TIME: Duration = Duration::from_secs(3600);
+/// The largest output one task may ask for when nothing says otherwise (the blob size cap).
+pub(crate) const DEFAULT_MAX_TASK_OUTPUT: u64 = 1 << 30;
+/// The most input bytes (all inputs together) one task may need when nothing says otherwise.
+pub(crate) const DEFAULT_MAX_TASK_INPUT: u64 = 4 << 30;
+/// Disk budget of the blob store (inputs and outputs) when nothing says otherwise.
+pub(crate) const DEFAULT_BLOB_STORE_BUDGET: u64 = 4 << 30;
+/// Disk budget of the compiled-module cache when nothing says otherwise.
+pub(crate) const DEFAULT_MODULE_CACHE_BUDGET: u64 = 1 << 30;
 
 /// An environment lookup: the process environment in the binary, a map in tests.
 pub(crate) type Env<'a> = &'a dyn Fn(&str) -> Option<OsString>;
@@ -74,6 +93,30 @@ pub(crate) struct WorkerFlags {
     /// [env: SHOAL_MDNS] (default: off).
     #[arg(long, value_name = "BOOL", num_args = 0..=1, require_equals = true, default_missing_value = "true")]
     pub(crate) mdns: Option<bool>,
+    /// The most fuel one task may ask for, e.g. 1e12; a task asking more is refused and placed on
+    /// another peer [env: SHOAL_MAX_TASK_FUEL] (default: 1e13).
+    #[arg(long, value_name = "N", value_parser = parse_count)]
+    pub(crate) max_task_fuel: Option<u64>,
+    /// The longest wall-clock time one task may ask for, e.g. 10m [env: SHOAL_MAX_TASK_TIME]
+    /// (default: 1h).
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub(crate) max_task_time: Option<Duration>,
+    /// The largest output one task may ask for, e.g. 64MiB [env: SHOAL_MAX_TASK_OUTPUT]
+    /// (default: 1GiB).
+    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+    pub(crate) max_task_output: Option<u64>,
+    /// The most input bytes one task may need, all inputs together, e.g. 256MiB
+    /// [env: SHOAL_MAX_TASK_INPUT] (default: 4GiB).
+    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+    pub(crate) max_task_input: Option<u64>,
+    /// Disk space for blobs (task inputs and outputs); the least recently used go first
+    /// [env: SHOAL_BLOB_STORE_BUDGET] (default: 4GiB).
+    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+    pub(crate) blob_store_budget: Option<u64>,
+    /// Disk space for compiled modules; the least recently used go first
+    /// [env: SHOAL_MODULE_CACHE_BUDGET] (default: 1GiB).
+    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+    pub(crate) module_cache_budget: Option<u64>,
 }
 
 /// The merged settings a worker runs with.
@@ -88,6 +131,12 @@ pub(crate) struct Settings {
     pub(crate) join_timeout: Duration,
     pub(crate) leave_grace: Duration,
     pub(crate) mdns: bool,
+    /// The volunteer's caps on one task.
+    pub(crate) caps: TaskCaps,
+    /// Disk budget of the blob store, bytes.
+    pub(crate) blob_store_budget: u64,
+    /// Disk budget of the compiled-module cache, bytes.
+    pub(crate) module_cache_budget: u64,
     /// The config file read, if any.
     pub(crate) config: Option<PathBuf>,
 }
@@ -111,6 +160,12 @@ struct Layer {
     join_timeout: Option<Duration>,
     leave_grace: Option<Duration>,
     mdns: Option<bool>,
+    max_task_fuel: Option<u64>,
+    max_task_time: Option<Duration>,
+    max_task_output: Option<u64>,
+    max_task_input: Option<u64>,
+    blob_store_budget: Option<u64>,
+    module_cache_budget: Option<u64>,
 }
 
 impl Layer {
@@ -125,6 +180,12 @@ impl Layer {
             join_timeout: f.join_timeout,
             leave_grace: f.leave_grace,
             mdns: f.mdns,
+            max_task_fuel: f.max_task_fuel,
+            max_task_time: f.max_task_time,
+            max_task_output: f.max_task_output,
+            max_task_input: f.max_task_input,
+            blob_store_budget: f.blob_store_budget,
+            module_cache_budget: f.module_cache_budget,
         }
     }
 
@@ -143,6 +204,12 @@ impl Layer {
             join_timeout: env_parsed(env, "SHOAL_JOIN_TIMEOUT", parse_duration)?,
             leave_grace: env_parsed(env, "SHOAL_LEAVE_GRACE", parse_duration)?,
             mdns: env_parsed(env, "SHOAL_MDNS", parse_bool)?,
+            max_task_fuel: env_parsed(env, "SHOAL_MAX_TASK_FUEL", parse_count)?,
+            max_task_time: env_parsed(env, "SHOAL_MAX_TASK_TIME", parse_duration)?,
+            max_task_output: env_parsed(env, "SHOAL_MAX_TASK_OUTPUT", parse_size)?,
+            max_task_input: env_parsed(env, "SHOAL_MAX_TASK_INPUT", parse_size)?,
+            blob_store_budget: env_parsed(env, "SHOAL_BLOB_STORE_BUDGET", parse_size)?,
+            module_cache_budget: env_parsed(env, "SHOAL_MODULE_CACHE_BUDGET", parse_size)?,
         })
     }
 
@@ -160,6 +227,12 @@ impl Layer {
             join_timeout: raw.join_timeout.map(|d| d.0),
             leave_grace: raw.leave_grace.map(|d| d.0),
             mdns: raw.mdns,
+            max_task_fuel: raw.max_task_fuel.map(|n| n.0),
+            max_task_time: raw.max_task_time.map(|d| d.0),
+            max_task_output: raw.max_task_output.map(|m| m.0),
+            max_task_input: raw.max_task_input.map(|m| m.0),
+            blob_store_budget: raw.blob_store_budget.map(|m| m.0),
+            module_cache_budget: raw.module_cache_budget.map(|m| m.0),
         })
     }
 }
@@ -177,6 +250,38 @@ struct FileSettings {
     join_timeout: Option<FileDuration>,
     leave_grace: Option<FileDuration>,
     mdns: Option<bool>,
+    max_task_fuel: Option<FileCount>,
+    max_task_time: Option<FileDuration>,
+    max_task_output: Option<FileSize>,
+    max_task_input: Option<FileSize>,
+    blob_store_budget: Option<FileSize>,
+    module_cache_budget: Option<FileSize>,
+}
+
+/// A count in a config file: a number (`1_000_000`) or a string (`"1e12"`).
+#[derive(Debug)]
+struct FileCount(u64);
+
+impl<'de> Deserialize<'de> for FileCount {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl serde::de::Visitor<'_> for V {
+            type Value = FileCount;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a count such as 1000000 or \"1e12\"")
+            }
+            fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<FileCount, E> {
+                Ok(FileCount(v))
+            }
+            fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<FileCount, E> {
+                u64::try_from(v).map(FileCount).map_err(|_| E::custom(format!("count {v} is negative")))
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<FileCount, E> {
+                parse_count(v).map(FileCount).map_err(E::custom)
+            }
+        }
+        d.deserialize_any(V)
+    }
 }
 
 /// A size in a config file: a string with a unit (`"2GiB"`) or a number of bytes.
@@ -353,6 +458,16 @@ pub(crate) fn resolve(
         join_timeout: pick!(join_timeout).unwrap_or(DEFAULT_JOIN_TIMEOUT),
         leave_grace: pick!(leave_grace).unwrap_or(DEFAULT_LEAVE_GRACE),
         mdns: pick!(mdns).unwrap_or(false),
+        caps: TaskCaps {
+            max_fuel: Some(pick!(max_task_fuel).unwrap_or(DEFAULT_MAX_TASK_FUEL)),
+            max_time_ms: Some(millis(pick!(max_task_time).unwrap_or(DEFAULT_MAX_TASK_TIME))),
+            max_output: Some(pick!(max_task_output).unwrap_or(DEFAULT_MAX_TASK_OUTPUT)),
+            max_input: Some(pick!(max_task_input).unwrap_or(DEFAULT_MAX_TASK_INPUT)),
+            // The memory cap is the peer's memory per task slot, set by the node.
+            max_memory: None,
+        },
+        blob_store_budget: pick!(blob_store_budget).unwrap_or(DEFAULT_BLOB_STORE_BUDGET),
+        module_cache_budget: pick!(module_cache_budget).unwrap_or(DEFAULT_MODULE_CACHE_BUDGET),
         config: file.map(|f| f.path.to_path_buf()),
     })
 }
@@ -460,6 +575,7 @@ mod tests {
             leave_grace: Some(Duration::from_secs(10)),
             mdns: Some(true),
             config: None,
+            ..WorkerFlags::default()
         };
         let s = resolve(&flags, &env, file(text), 8).unwrap();
         assert_eq!(s.listen, addr("10.0.0.3:3"));
@@ -508,6 +624,30 @@ mod tests {
         assert_eq!(s.memory, 2 * (256 << 20), "empty variable = unset; default per chosen core");
         assert_eq!(s.listen, addr("127.0.0.1:0"), "file beats default");
         assert_eq!(s.join_timeout, Duration::from_millis(500));
+    }
+
+    #[test]
+    fn the_volunteers_caps_and_disk_budgets_come_from_every_source() {
+        let s = resolve(&WorkerFlags::default(), &env_of(&[]), None, 2).unwrap();
+        assert_eq!(s.caps.max_fuel, Some(DEFAULT_MAX_TASK_FUEL));
+        assert_eq!(s.caps.max_time_ms, Some(3_600_000));
+        assert_eq!((s.caps.max_output, s.caps.max_input), (Some(1 << 30), Some(4 << 30)));
+        assert_eq!((s.blob_store_budget, s.module_cache_budget), (4 << 30, 1 << 30));
+        let text = "max_task_fuel = \"2e9\"\nmax_task_time = \"90s\"\nmax_task_output = \"1MiB\"\n\
+                    max_task_input = 4096\nblob_store_budget = \"2GiB\"\nmodule_cache_budget = \"64MiB\"\n";
+        let s = resolve(&WorkerFlags::default(), &env_of(&[]), file(text), 2).unwrap();
+        assert_eq!(s.caps.max_fuel, Some(2_000_000_000));
+        assert_eq!(s.caps.max_time_ms, Some(90_000));
+        assert_eq!((s.caps.max_output, s.caps.max_input), (Some(1 << 20), Some(4096)));
+        assert_eq!((s.blob_store_budget, s.module_cache_budget), (2 << 30, 64 << 20));
+        let env = env_of(&[("SHOAL_MAX_TASK_FUEL", "1_000"), ("SHOAL_MAX_TASK_INPUT", "1KiB")]);
+        let flags = WorkerFlags { max_task_fuel: Some(7), ..WorkerFlags::default() };
+        let s = resolve(&flags, &env, file(text), 2).unwrap();
+        assert_eq!((s.caps.max_fuel, s.caps.max_input), (Some(7), Some(1024)), "flag > env > file");
+        let e = resolve(&WorkerFlags::default(), &env_of(&[("SHOAL_MAX_TASK_FUEL", "lots")]), None, 2)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("SHOAL_MAX_TASK_FUEL") && e.contains("not a count"), "{e}");
     }
 
     #[test]

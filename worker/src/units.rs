@@ -26,6 +26,23 @@ pub(crate) fn parse_size(s: &str) -> Result<u64, String> {
     n.checked_mul(mult).ok_or_else(|| format!("size `{s}` is too large"))
 }
 
+/// Parses a count: digits with optional `_` separators (`1_000_000`) or a power of ten (`1e12`,
+/// `2.5e9`), which must be a whole number.
+pub(crate) fn parse_count(s: &str) -> Result<u64, String> {
+    let t = s.trim().replace('_', "");
+    let bad = || format!("`{s}` is not a count: expected e.g. 1000000 or 1e12");
+    if let Ok(n) = t.parse::<u64>() {
+        return Ok(n);
+    }
+    let (mantissa, exponent) = t.split_once(['e', 'E']).ok_or_else(bad)?;
+    let exponent: u32 = exponent.parse().map_err(|_| bad())?;
+    let (whole, frac) = mantissa.split_once('.').unwrap_or((mantissa, ""));
+    let digits = format!("{whole}{frac}");
+    let shift = exponent.checked_sub(u32::try_from(frac.len()).map_err(|_| bad())?).ok_or_else(bad)?;
+    let n: u64 = digits.parse().map_err(|_| bad())?;
+    10u64.checked_pow(shift).and_then(|p| n.checked_mul(p)).ok_or_else(|| format!("count `{s}` is too large"))
+}
+
 /// Parses a duration: a number with an optional unit (`ms`, `s`, `m`, `h`; seconds when absent).
 /// Fractions are allowed (`1.5s`).
 pub(crate) fn parse_duration(s: &str) -> Result<Duration, String> {
@@ -46,6 +63,16 @@ pub(crate) fn parse_duration(s: &str) -> Result<Duration, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn counts() {
+        assert_eq!(parse_count("1_000_000"), Ok(1_000_000));
+        assert_eq!(parse_count("1e12"), Ok(1_000_000_000_000));
+        assert_eq!(parse_count("2.5e9"), Ok(2_500_000_000));
+        assert!(parse_count("2.55e1").is_err(), "not whole");
+        assert!(parse_count("1e30").unwrap_err().contains("too large"));
+        assert!(parse_count("lots").unwrap_err().contains("not a count"));
+    }
 
     #[test]
     fn sizes() {
