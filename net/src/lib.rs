@@ -67,7 +67,6 @@ pub mod frame;
 pub mod identity;
 pub mod limits;
 mod node;
-pub mod relay;
 mod stats;
 pub mod tls;
 

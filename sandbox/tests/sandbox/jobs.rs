@@ -6,7 +6,9 @@ use shoal_sandbox::{Limits, Sandbox, SandboxConfig, TaskOutput};
 
 use crate::job;
 
-#[path = "../../../tests/support/reference.rs"]
+// The sandbox cannot dev-depend on `shoal-tests` (which depends on it), so it includes the file.
+#[path = "../../../tests/src/reference.rs"]
+#[allow(dead_code, unreachable_pub, reason = "a library module of shoal-tests, of which this uses part")]
 mod reference;
 use reference::escape;
 

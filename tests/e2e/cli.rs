@@ -1,20 +1,16 @@
 //! The `shoal` command end to end: real processes running real task programs from `jobs/`.
 
-#![allow(clippy::unwrap_used, reason = "tests fail loudly on unexpected errors")]
-
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
-#[path = "cli/control.rs"]
 mod control;
-#[path = "cli/examples.rs"]
 mod examples;
-#[path = "cli/netns.rs"]
 mod netns;
 
+/// The `shoal` command: this package's `shoal-e2e` binary, built from `shoal-worker`'s library.
 fn shoal() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_shoal"))
+    Command::new(env!("CARGO_BIN_EXE_shoal-e2e"))
 }
 
 /// Runs `shoal demo --peers 2 ARGS… --out OUT` to the end, checks it succeeded, returns stdout.

@@ -1,12 +1,10 @@
-//! Independent Rust references for task programs of `jobs/`, for the test crates that check them
-//! (sandbox, worker; included with `#[path]`): `pi.c`'s dart counting and `mandelbrot.c`'s
-//! escape-time iteration.
-
-#![allow(dead_code, reason = "each including test crate uses part of it")]
+//! Independent Rust references for task programs of `jobs/`, for the tests that check them (the
+//! end-to-end tests here, and the sandbox's, which include this file with `#[path]`): `pi.c`'s dart
+//! counting and `mandelbrot.c`'s escape-time iteration.
 
 /// Hits among `samples` darts drawn from SplitMix64 seeded with `seed` (26-bit x and y from each
 /// 64-bit draw; a hit is x² + y² < 2⁵²).
-pub(crate) fn pi_hits(seed: u64, samples: u64) -> u64 {
+pub fn pi_hits(seed: u64, samples: u64) -> u64 {
     let mut s = seed;
     let mut hits = 0;
     for _ in 0..samples {
@@ -23,7 +21,7 @@ pub(crate) fn pi_hits(seed: u64, samples: u64) -> u64 {
 
 /// Escape-time iteration count of `c = cr + ci·i`, with `mandelbrot.c`'s operations in its order
 /// (so the counts match bit for bit).
-pub(crate) fn escape(cr: f64, ci: f64, max_iter: u32) -> u32 {
+pub fn escape(cr: f64, ci: f64, max_iter: u32) -> u32 {
     let (mut zr, mut zi, mut zr2, mut zi2, mut it) = (0.0f64, 0.0f64, 0.0f64, 0.0f64, 0);
     while it < max_iter && zr2 + zi2 <= 256.0 {
         zi = 2.0 * zr * zi + ci;

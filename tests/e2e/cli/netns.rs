@@ -7,10 +7,7 @@ use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-#[path = "../../../tests/support/netns.rs"]
-mod support;
-
-use support::{Netns, bridged, drop_inbound_udp, unavailable};
+use shoal_tests::netns::{Netns, bridged, drop_inbound_udp, unavailable};
 
 /// Worker processes of one run, killed on drop (before the namespaces go).
 struct Workers(Vec<Child>);
@@ -27,7 +24,7 @@ impl Drop for Workers {
 /// `shoal ARGS…` run inside namespace `ns`.
 fn shoal_in(ns: &str) -> Command {
     let mut cmd = Command::new("ip");
-    cmd.args(["netns", "exec", ns, env!("CARGO_BIN_EXE_shoal")]);
+    cmd.args(["netns", "exec", ns, env!("CARGO_BIN_EXE_shoal-e2e")]);
     cmd.env_remove("SHOAL_CONFIG").env("XDG_CONFIG_HOME", "/nonexistent");
     cmd
 }

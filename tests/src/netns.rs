@@ -1,21 +1,19 @@
 //! Linux network namespaces for tests that put peers on separate "machines": a hub namespace
 //! holding a bridge, and one namespace per machine joined to it by a veth pair, each with its own
-//! address on a private /24 that no traffic leaves. Included with `#[path]` by the test crates that
-//! need it (net, worker). Needs root and `ip` (iproute2); [`unavailable`] says why not otherwise.
+//! address on a private /24 that no traffic leaves. Needs root and `ip` (iproute2); [`unavailable`]
+//! says why not otherwise.
 //!
 //! Invariant: every namespace created is recorded in [`Netns`] before anything else can fail, and
 //! [`Netns`] deletes them all on drop, even when the test panics.
-
-#![allow(dead_code, reason = "each including test crate uses part of it")]
 
 use std::net::Ipv4Addr;
 use std::process::Command;
 
 /// Namespaces created by one test; deleted on drop.
 #[derive(Debug, Default)]
-pub(crate) struct Netns {
+pub struct Netns {
     /// Their names, hub first.
-    pub(crate) names: Vec<String>,
+    pub names: Vec<String>,
 }
 
 impl Drop for Netns {
@@ -27,7 +25,7 @@ impl Drop for Netns {
 }
 
 /// Runs `ip ARGS…`; the error carries its stderr.
-pub(crate) fn ip(args: &[&str]) -> Result<(), String> {
+pub fn ip(args: &[&str]) -> Result<(), String> {
     let out = Command::new("ip").args(args).output().map_err(|e| format!("ip: {e}"))?;
     if out.status.success() {
         Ok(())
@@ -37,7 +35,7 @@ pub(crate) fn ip(args: &[&str]) -> Result<(), String> {
 }
 
 /// Why namespaces cannot be used here, if they cannot.
-pub(crate) fn unavailable() -> Option<String> {
+pub fn unavailable() -> Option<String> {
     // SAFETY: geteuid has no preconditions and cannot fail.
     if unsafe { libc::geteuid() } != 0 {
         return Some("needs root to create network namespaces".into());
@@ -52,7 +50,7 @@ pub(crate) fn unavailable() -> Option<String> {
 /// `{prefix}h{tag}`. `tag` keeps names unique per test run (interface names are limited to 15
 /// bytes: keep `prefix` to two characters and `tag` to six). Returns the guard and, per machine,
 /// its namespace name and address.
-pub(crate) fn bridged(
+pub fn bridged(
     prefix: &str,
     tag: &str,
     n: usize,
@@ -86,7 +84,7 @@ pub(crate) fn bridged(
 
 /// Drops one in `one_in` inbound UDP packets in namespace `ns` (nftables `numgen random`),
 /// to `port` only when given.
-pub(crate) fn drop_inbound_udp(ns: &str, one_in: u32, port: Option<u16>) -> Result<(), String> {
+pub fn drop_inbound_udp(ns: &str, one_in: u32, port: Option<u16>) -> Result<(), String> {
     let nft = |args: &[&str]| {
         let mut full = vec!["netns", "exec", ns, "nft"];
         full.extend_from_slice(args);
@@ -108,7 +106,7 @@ pub(crate) fn drop_inbound_udp(ns: &str, one_in: u32, port: Option<u16>) -> Resu
 /// Caps the egress of `dev` in namespace `ns` at `bytes_per_sec` with a token bucket filter
 /// (`tc qdisc replace … root tbf`): a burst of 20 ms worth (at least 16 KiB) and a queue of
 /// 200 ms worth (at least 64 KiB). Needs `tc` (iproute2); the error says so otherwise.
-pub(crate) fn rate_limit(ns: &str, dev: &str, bytes_per_sec: u64) -> Result<(), String> {
+pub fn rate_limit(ns: &str, dev: &str, bytes_per_sec: u64) -> Result<(), String> {
     let rate = format!("{}bit", bytes_per_sec.saturating_mul(8));
     let burst = (bytes_per_sec / 50).max(16 << 10).to_string();
     let limit = (bytes_per_sec / 5).max(64 << 10).to_string();
@@ -126,7 +124,7 @@ pub(crate) fn rate_limit(ns: &str, dev: &str, bytes_per_sec: u64) -> Result<(), 
 
 /// Makes sure `dev` in namespace `ns` can carry multicast (mDNS): sets its `multicast` flag and
 /// routes 224.0.0.0/4 through it (an existing route is fine). The error says why not.
-pub(crate) fn enable_multicast(ns: &str, dev: &str) -> Result<(), String> {
+pub fn enable_multicast(ns: &str, dev: &str) -> Result<(), String> {
     ip(&["-n", ns, "link", "set", dev, "multicast", "on"])?;
     if let Err(e) = ip(&["-n", ns, "route", "add", "224.0.0.0/4", "dev", dev])
         && !e.contains("File exists")

@@ -15,7 +15,7 @@
 
 use super::*;
 
-use shoal_net::relay::{Faults, Relay, RelayConfig};
+use shoal_tests::relay::{Faults, Relay, RelayConfig};
 
 const MS: Duration = Duration::from_millis(1);
 

@@ -10,9 +10,7 @@ use std::net::SocketAddr;
 
 use super::*;
 
-#[path = "../../../tests/support/reference.rs"]
-mod reference;
-use reference::escape;
+use shoal_tests::reference::{self, escape};
 
 fn example(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/jobs").join(name)

@@ -1,0 +1,89 @@
+//! `shoal`: the command-line front of Shoal, a volunteer computing swarm of WebAssembly tasks.
+//!
+//! This library is the whole command; its one public item is [`main`], which `src/main.rs` calls.
+//! It is a library so that the cross-crate tests (`tests/`, package `shoal-tests`) can build the
+//! same program as a binary of their own and run it as separate processes.
+
+mod cmd_demo;
+mod cmd_run;
+mod cmd_status;
+mod cmd_submit;
+mod cmd_worker;
+mod control;
+mod settings;
+mod units;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// Shoal: share idle CPU with a peer-to-peer swarm of sandboxed WebAssembly tasks.
+#[derive(Debug, Parser)]
+#[command(name = "shoal", version, about, propagate_version = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run one task locally, under the same sandbox and limits a volunteer's peer applies.
+    Run(cmd_run::RunArgs),
+    /// Simulate a swarm running a job DAG (the real scheduler over a modelled network).
+    Sim(shoal_sim::cli::SimArgs),
+    /// Join a swarm and donate idle CPU: run others' tasks until SIGINT or SIGTERM.
+    Worker(cmd_worker::WorkerArgs),
+    /// Show what the worker running in a data directory is doing (through its control socket).
+    Status(cmd_status::StatusArgs),
+    /// List the peers the worker running in a data directory knows.
+    Peers(cmd_status::StatusArgs),
+    /// Submit a job file to the swarm, wait for it and write its outputs.
+    Submit(cmd_submit::SubmitArgs),
+    /// Start a swarm of worker processes on this machine and compute a Mandelbrot PNG with it (or
+    /// run any job file on it with --job).
+    Demo(cmd_demo::DemoArgs),
+}
+
+/// Runs the `shoal` command on this process's arguments and returns its exit status.
+pub fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Run(args) => cmd_run::run(args),
+        Command::Worker(args) => cmd_worker::run(args),
+        Command::Status(args) => cmd_status::status(args),
+        Command::Peers(args) => cmd_status::peers(args),
+        Command::Submit(args) => cmd_submit::run(args),
+        Command::Demo(args) => cmd_demo::run(args),
+        Command::Sim(args) => {
+            let mut stdout = std::io::stdout().lock();
+            shoal_sim::cli::run(&args, &mut stdout).map(|_| 0).map_err(anyhow::Error::from)
+        }
+    };
+    match result {
+        Ok(code) => ExitCode::from(code),
+        Err(e) => {
+            eprintln!("shoal: error: {}", error_text(&e));
+            ExitCode::from(2)
+        }
+    }
+}
+
+/// The error and its causes, `: `-separated, leaving out a cause whose text the message already
+/// holds (many errors print their source in their own message).
+fn error_text(e: &anyhow::Error) -> String {
+    let mut text = e.to_string();
+    for cause in e.chain().skip(1) {
+        let cause = cause.to_string();
+        if !text.contains(&cause) {
+            text = format!("{text}: {cause}");
+        }
+    }
+    text
+}
