@@ -1,7 +1,9 @@
 //! Sandbox benchmarks, reported as ratios measured in one run (the machine is shared and noisy):
 //!
 //! 1. wasm ÷ native time for each compute kernel in `jobs/` (same C source, same flags, same
-//!    inputs), with the default limits (fuel + deadline), with the deadline only, and unmetered.
+//!    inputs), with the default limits (the rewrite's fuel + deadline checks and the independent
+//!    epoch net), without the epoch net, with wasmtime's own fuel + epoch, and unmetered; the
+//!    epoch net's cost is the default's time over the time without it, in the same run.
 //!    Native times are whole-process times minus the time of a native no-op process.
 //! 2. Task start: a cached no-op task (instantiate + run through the full task ABI), against a
 //!    bare wasmtime instantiate-and-call loop on the same engine settings.
@@ -132,7 +134,8 @@ fn main() {
     let quick = std::env::args().any(|a| a == "--quick");
     let reps = if quick { 1 } else { 3 };
     let configs = [
-        ("default (instrumented fuel + deadline)", Metering::Instrumented),
+        ("default (instrumented fuel + deadline, epoch net)", Metering::Instrumented),
+        ("instrumented, no epoch net", Metering::InstrumentedWithoutEpochNet),
         ("wasmtime fuel + epoch", Metering::WasmtimeFuelAndEpoch),
         ("unmetered", Metering::Unmetered),
     ];
@@ -148,10 +151,11 @@ fn main() {
         ms(spawn)
     );
     println!(
-        "{:<20} {:>10} {:>10} {:>8} {:>14} {:>10} {:>7}",
-        "kernel", "native ms", "wasm ms", "ratio", "wasmtime f+e", "unmetered", "same"
+        "{:<20} {:>10} {:>10} {:>8} {:>10} {:>9} {:>14} {:>10} {:>7}",
+        "kernel", "native ms", "wasm ms", "ratio", "no net", "net cost", "wasmtime f+e", "unmetered", "same"
     );
     let mut ratios: Vec<Vec<f64>> = vec![Vec::new(); configs.len()];
+    let mut net_costs: Vec<f64> = Vec::new();
     let limits = Limits { fuel: u64::MAX / 4, deadline: Duration::from_secs(600), ..Limits::default() };
     let only = std::env::var("ONLY").unwrap_or_default();
     for k in kernels(quick).into_iter().filter(|k| only.is_empty() || only.split(',').any(|o| k.program == o))
@@ -186,22 +190,29 @@ fn main() {
             ratios[i].push(r);
             row.push((t, r));
         }
+        let net_cost = row[0].0.as_secs_f64() / row[1].0.as_secs_f64();
+        net_costs.push(net_cost);
         println!(
-            "{:<20} {:>10.1} {:>10.1} {:>8.3} {:>14.3} {:>10.3} {:>7}",
+            "{:<20} {:>10.1} {:>10.1} {:>8.3} {:>10.3} {:>9.3} {:>14.3} {:>10.3} {:>7}",
             k.name,
             ms(native),
             ms(row[0].0),
             row[0].1,
             row[1].1,
+            net_cost,
             row[2].1,
+            row[3].1,
             if same { "yes" } else { "NO" }
         );
     }
     for (i, (name, _)) in configs.iter().enumerate() {
         let geo = (ratios[i].iter().map(|r| r.ln()).sum::<f64>() / ratios[i].len() as f64).exp();
         let worst = ratios[i].iter().cloned().fold(0.0, f64::max);
-        println!("{name:<40} geometric mean {geo:.3}, worst {worst:.3}");
+        println!("{name:<50} geometric mean {geo:.3}, worst {worst:.3}");
     }
+    let geo = (net_costs.iter().map(|r| r.ln()).sum::<f64>() / net_costs.len() as f64).exp();
+    let worst = net_costs.iter().cloned().fold(0.0, f64::max);
+    println!("epoch net cost (default ÷ no net, same run): geometric mean {geo:.3}, worst {worst:.3}");
     task_start(if quick { 2_000 } else { 20_000 });
 }
 
