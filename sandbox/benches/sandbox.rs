@@ -9,7 +9,8 @@
 //!    bare wasmtime instantiate-and-call loop on the same engine settings.
 //!
 //! Run: `jobs/build.sh && cargo bench -p shoal-sandbox --bench sandbox` (`-- --quick` for a smoke
-//! run). Needs the native executables that `jobs/build.sh` builds (clang).
+//! run; `REPS=n` repetitions, default 3; `MIN=1` takes the minimum instead of the median;
+//! `ONLY=primes,pi` picks kernels). Needs the native executables that `jobs/build.sh` builds (clang).
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -108,6 +109,16 @@ fn median(mut v: Vec<Duration>) -> Duration {
     v[v.len() / 2]
 }
 
+/// The kernel-time estimate: the median, or with `MIN=1` the minimum (on a loaded machine other
+/// processes only ever add time, so the minimum is the least disturbed run).
+fn estimate(v: Vec<Duration>) -> Duration {
+    if std::env::var("MIN").is_ok_and(|m| m == "1") {
+        v.into_iter().min().expect("at least one repetition")
+    } else {
+        median(v)
+    }
+}
+
 /// Runs the native build of `program` once; returns (wall time, stdout).
 fn native_once(program: &str, args: &[String], inputs: &[Vec<u8>]) -> (Duration, Vec<u8>) {
     let exe = jobs().join("build/native").join(program);
@@ -132,7 +143,7 @@ fn native_once(program: &str, args: &[String], inputs: &[Vec<u8>]) -> (Duration,
 
 fn main() {
     let quick = std::env::args().any(|a| a == "--quick");
-    let reps = if quick { 1 } else { 3 };
+    let reps = std::env::var("REPS").ok().and_then(|r| r.parse().ok()).unwrap_or(if quick { 1 } else { 3 });
     let configs = [
         ("default (instrumented fuel + deadline, epoch net)", Metering::Instrumented),
         ("instrumented, no epoch net", Metering::InstrumentedWithoutEpochNet),
@@ -147,7 +158,8 @@ fn main() {
         .collect();
     let spawn = median((0..5).map(|_| native_once("noop", &[], &[]).0).collect());
     println!(
-        "wasm ÷ native, same C source and inputs (median of {reps}; native minus a {:.2} ms no-op process)",
+        "wasm ÷ native, same C source and inputs ({} of {reps}, interleaved; native minus a {:.2} ms no-op process)",
+        if std::env::var("MIN").is_ok_and(|m| m == "1") { "minimum" } else { "median" },
         ms(spawn)
     );
     println!(
@@ -163,29 +175,25 @@ fn main() {
         let bytes = std::fs::read(jobs().join("wasm").join(format!("{}.wasm", k.program))).expect("wasm");
         let inputs: Vec<&[u8]> = k.inputs.iter().map(|v| v.as_slice()).collect();
         let args: Vec<&str> = k.args.iter().map(|s| s.as_str()).collect();
-        let mut native_out = Vec::new();
-        let native = median(
-            (0..reps)
-                .map(|_| {
-                    let (t, out) = native_once(k.program, &k.args, &k.inputs);
-                    native_out = out;
-                    t.saturating_sub(spawn)
-                })
-                .collect(),
-        );
-        let mut row = Vec::new();
+        // Repetitions are interleaved (native, then each configuration, per round) so that load
+        // from other processes drifting over the run hits every column alike.
+        let modules: Vec<_> = sandboxes.iter().map(|sb| sb.load(&bytes).expect("load")).collect();
+        let mut native_times = Vec::new();
+        let mut times: Vec<Vec<Duration>> = vec![Vec::new(); sandboxes.len()];
         let mut same = true;
-        for (i, sb) in sandboxes.iter().enumerate() {
-            let m = sb.load(&bytes).expect("load");
-            let t = median(
-                (0..reps)
-                    .map(|_| {
-                        let out = sb.run(&m, &inputs, &args, &limits).expect("run");
-                        same &= out.output == native_out;
-                        out.wall
-                    })
-                    .collect(),
-            );
+        for _ in 0..reps {
+            let (t, native_out) = native_once(k.program, &k.args, &k.inputs);
+            native_times.push(t.saturating_sub(spawn));
+            for (i, (sb, m)) in sandboxes.iter().zip(&modules).enumerate() {
+                let out = sb.run(m, &inputs, &args, &limits).expect("run");
+                same &= out.output == native_out;
+                times[i].push(out.wall);
+            }
+        }
+        let native = estimate(native_times);
+        let mut row = Vec::new();
+        for (i, t) in times.into_iter().enumerate() {
+            let t = estimate(t);
             let r = t.as_secs_f64() / native.as_secs_f64();
             ratios[i].push(r);
             row.push((t, r));

@@ -9,7 +9,8 @@
 //! - [`Sandbox::load`] turns module bytes into a [`TaskModule`]: validated, checked against the
 //!   task ABI (only `wasi_snapshot_preview1` function imports, a `_start` export), compiled and
 //!   pre-linked. Modules are cached by content hash in memory (bounded) and, when
-//!   [`SandboxConfig::cache_dir`] is set, on disk.
+//!   [`SandboxConfig::cache_dir`] is set, on disk (entries authenticated with a keyed MAC, under
+//!   a byte budget).
 //! - [`Sandbox::run`] runs a loaded module once in a fresh `Store` (the unit of isolation) with the
 //!   task's inputs on stdin, its args in argv and its [`Limits`]. It returns a [`TaskOutput`], or
 //!   a [`TaskFailure`] whose [`FailureKind`] says which limit or fault ended the task.
@@ -18,8 +19,8 @@
 //!
 //! `run` is blocking and CPU-bound: async callers should call it from a blocking thread
 //! (`tokio::task::spawn_blocking`). A hostile task can neither crash the process nor run past
-//! its deadline: fuel, the epoch deadline, memory/table limits and output caps all end it with a
-//! typed error.
+//! its deadline: fuel, the deadline (checked by the rewrite and, independently, by wasmtime's epoch
+//! interruption), memory/table limits and output caps all end it with a typed error.
 //!
 //! This crate is not a scheduler and knows nothing of the network; see `shoal-core`.
 
@@ -85,8 +86,9 @@ pub enum Metering {
     /// its deadline even if the rewrite's checks failed to. The default.
     #[default]
     Instrumented,
-    /// The rewrite's checks without the epoch net: one bug in the rewrite then defeats both fuel
-    /// and deadline. For benchmarks only (it shows what the net costs).
+    /// The rewrite's checks without the epoch net: faster (the net's checks cost up to ~2.8× on
+    /// tight loops, see `docs/sandbox.md`), but one bug in the rewrite then defeats both fuel and
+    /// deadline. The benchmark uses it to measure the net.
     InstrumentedWithoutEpochNet,
     /// wasmtime's own fuel and epoch interruption: the same limits, slower code. Kept so the
     /// benchmark can compare the two in one run.

@@ -345,18 +345,19 @@ fn strings_get(caller: &mut Ctx<'_>, env: bool, ptrs: i32, buf: i32) -> HostResu
     Ok(SUCCESS)
 }
 
-/// The guest memory ranges of an iovec array (`{ buf: u32, len: u32 }` each).
-fn iovecs(mem: &[u8], iovs: i32, count: i32) -> wasmtime::Result<Vec<std::ops::Range<usize>>> {
-    let count = u64::from(count as u32);
-    range(mem, iovs, count * 8, 4)?;
-    (0..count as i32)
-        .map(|i| {
-            let iov = iovs.wrapping_add(8 * i);
-            let ptr = read_u32(mem, iov)?;
-            let len = read_u32(mem, iov.wrapping_add(4))?;
-            range(mem, ptr as i32, u64::from(len), 1)
-        })
-        .collect()
+/// Checks that an iovec array of `count` entries lies in memory, aligned.
+fn iovec_array(mem: &[u8], iovs: i32, count: i32) -> wasmtime::Result<u32> {
+    let count = count as u32;
+    range(mem, iovs, u64::from(count) * 8, 4)?;
+    Ok(count)
+}
+
+/// The guest memory range of the `i`-th entry of an iovec array (`{ buf: u32, len: u32 }`).
+fn iovec(mem: &[u8], iovs: i32, i: u32) -> wasmtime::Result<std::ops::Range<usize>> {
+    let iov = iovs.wrapping_add(8u32.wrapping_mul(i) as i32);
+    let ptr = read_u32(mem, iov)?;
+    let len = read_u32(mem, iov.wrapping_add(4))?;
+    range(mem, ptr as i32, u64::from(len), 1)
 }
 
 fn fd_write(caller: &mut Ctx<'_>, fd: i32, iovs: i32, iovs_len: i32, nwritten: i32) -> HostResult {
@@ -373,7 +374,8 @@ fn fd_write(caller: &mut Ctx<'_>, fd: i32, iovs: i32, iovs_len: i32, nwritten: i
         } else {
             (&mut st.stderr, st.log_cap, HostStop::LogLimit(st.log_cap))
         };
-        for r in iovecs(mem, iovs, iovs_len)? {
+        for i in 0..iovec_array(mem, iovs, iovs_len)? {
+            let r = iovec(mem, iovs, i)?;
             if sink.len() as u64 + r.len() as u64 > cap {
                 return Err(wasmtime::Error::new(stop));
             }
@@ -393,7 +395,8 @@ fn fd_read(caller: &mut Ctx<'_>, fd: i32, iovs: i32, iovs_len: i32, nread: i32) 
     let mut total = 0u64;
     {
         let (mem, st) = mem_state(caller)?;
-        for r in iovecs(mem, iovs, iovs_len)? {
+        for i in 0..iovec_array(mem, iovs, iovs_len)? {
+            let r = iovec(mem, iovs, i)?;
             let n = r.len().min(st.stdin.len() - st.stdin_pos);
             mem[r.start..r.start + n].copy_from_slice(&st.stdin[st.stdin_pos..st.stdin_pos + n]);
             st.stdin_pos += n;
@@ -518,9 +521,8 @@ fn poll_oneoff(caller: &mut Ctx<'_>, subs: i32, events: i32, nsubs: i32, nevents
     let now = virtual_ns(caller);
     let (mem, st) = mem_state(caller)?;
     let subs = range(mem, subs, nsubs * SUB_SIZE, 8)?;
-    // Decode and check every subscription first: (userdata, tag, relative timeout or stdin).
-    let mut decoded = Vec::with_capacity(nsubs as usize);
-    for sub in mem[subs].chunks_exact(SUB_SIZE as usize) {
+    // A subscription as (userdata, tag, relative timeout of a clock), or the call's errno.
+    let decode = |sub: &[u8]| -> Result<(u64, u8, Option<u64>), i32> {
         let u64_at = |i: usize| u64::from_le_bytes(sub[i..i + 8].try_into().unwrap_or([0; 8]));
         let u32_at = |i: usize| u32::from_le_bytes(sub[i..i + 4].try_into().unwrap_or([0; 4]));
         let (userdata, tag) = (u64_at(0), sub[8]);
@@ -530,7 +532,7 @@ fn poll_oneoff(caller: &mut Ctx<'_>, subs: i32, events: i32, nsubs: i32, nevents
                 let flags = u16::from_le_bytes([sub[40], sub[41]]);
                 // Only realtime (0) and monotonic (1) can be waited on.
                 if id > 1 || flags & !SUBCLOCKFLAGS != 0 {
-                    return Ok(EINVAL);
+                    return Err(EINVAL);
                 }
                 let t = u64_at(24);
                 Some(if flags & 1 == 0 {
@@ -545,19 +547,31 @@ fn poll_oneoff(caller: &mut Ctx<'_>, subs: i32, events: i32, nsubs: i32, nevents
                 let want = if tag == 1 { [Stdio::In, Stdio::In] } else { [Stdio::Out, Stdio::Err] };
                 match st.fds.get(&u32_at(16)) {
                     Some(d) if want.contains(d) => None,
-                    _ => return Ok(EBADF),
+                    _ => return Err(EBADF),
                 }
             }
-            _ => return Ok(EINVAL),
+            _ => return Err(EINVAL),
         };
-        decoded.push((userdata, tag, timeout));
+        Ok((userdata, tag, timeout))
+    };
+    // First pass: check every subscription (nothing is written if one is invalid); are any fd
+    // subscriptions ready, and what is the earliest clock deadline?
+    let mut any_fd = false;
+    let mut earliest: Option<u64> = None;
+    for sub in mem[subs.clone()].chunks_exact(SUB_SIZE as usize) {
+        let (_, tag, timeout) = check!(decode(sub));
+        any_fd |= tag != 0;
+        if let Some(t) = timeout {
+            earliest = Some(earliest.map_or(t, |e| e.min(t)));
+        }
     }
-    let any_fd = decoded.iter().any(|(_, tag, _)| *tag != 0);
-    let earliest = decoded.iter().filter_map(|(_, _, t)| *t).min();
     let mut n = 0u64;
-    for (userdata, tag, timeout) in decoded {
-        let fire = if tag == 0 { !any_fd && timeout == earliest } else { true };
-        if !fire {
+    for i in 0..nsubs as usize {
+        let mut sub = [0u8; SUB_SIZE as usize];
+        let at = subs.start + i * SUB_SIZE as usize;
+        sub.copy_from_slice(&mem[at..at + SUB_SIZE as usize]);
+        let (userdata, tag, timeout) = check!(decode(&sub));
+        if tag == 0 && (any_fd || timeout != earliest) {
             continue;
         }
         let mut ev = [0u8; 32];

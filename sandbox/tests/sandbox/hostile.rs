@@ -270,7 +270,7 @@ fn independent_deadline_stops_a_task_even_when_the_rewrite_checks_are_off() {
         assert_eq!(failure.kind, FailureKind::Deadline { limit: limits.deadline }, "{wat}");
         assert!(failure.wall >= limits.deadline, "{wat}: stopped before its deadline: {:?}", failure.wall);
     }
-    // The same loop, rewrite checks off, still honours a finished task: output comes through.
+    // With only the net, a task that finishes is unaffected: its output comes through.
     let hello = sb.load(&job("echo")).unwrap();
     assert_eq!(sb.run(&hello, &[b"net"], &[], &limits).unwrap().output, b"net");
 }
