@@ -12,8 +12,8 @@
 //!   under another key, or forged by anyone who can write the directory but not read the key) is
 //!   never deserialised: it is deleted and the module recompiled and written again.
 //! - The key file is created atomically (a temporary file of mode 0600, linked into place) and a
-//!   key file of the wrong length or readable by others is replaced, which only invalidates the
-//!   cache. MACs are compared in constant time (`blake3::Hash`'s `PartialEq`).
+//!   key file of the wrong length, readable by group or others, or unreadable is replaced, which
+//!   only invalidates the cache. MACs are compared in constant time (`blake3::Hash`'s `PartialEq`).
 //! - Entries are written to a temporary file and renamed into place, so a crash never leaves a
 //!   half-written entry under its name.
 //! - After each write, the entries' total size is brought back under the budget by deleting the
@@ -198,7 +198,8 @@ fn load_or_create_key(dir: &Path) -> std::io::Result<[u8; KEY_LEN]> {
                 }
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => false,
-            Err(e) => return Err(e),
+            // Unreadable (e.g. planted by another user with mode 0600): replace it too.
+            Err(_) => true,
         };
         let mut key = [0u8; KEY_LEN];
         std::fs::File::open("/dev/urandom")?.read_exact(&mut key)?;
