@@ -134,8 +134,9 @@ pub enum SandboxError {
     /// wasmtime refused the engine configuration.
     #[error("could not configure the wasm engine: {0}")]
     Engine(String),
-    /// The module cache directory could not be created.
-    #[error("could not create the module cache directory {path}: {source}")]
+    /// The module cache directory could not be created, or its MAC key (`cache.key`) could not
+    /// be read or created.
+    #[error("could not open the module cache directory {path}: {source}")]
     CacheDir {
         /// The directory.
         path: PathBuf,
