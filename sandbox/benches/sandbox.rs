@@ -1,13 +1,16 @@
 //! Sandbox benchmarks, reported as ratios measured in one run (the machine is shared and noisy):
 //!
 //! 1. wasm ÷ native time for each compute kernel in `jobs/` (same C source, same flags, same
-//!    inputs), with the default limits (fuel + deadline), with the deadline only, and unmetered.
+//!    inputs), with the default limits (the rewrite's fuel + deadline checks and the independent
+//!    epoch net), without the epoch net, with wasmtime's own fuel + epoch, and unmetered; the
+//!    epoch net's cost is the default's time over the time without it, in the same run.
 //!    Native times are whole-process times minus the time of a native no-op process.
 //! 2. Task start: a cached no-op task (instantiate + run through the full task ABI), against a
 //!    bare wasmtime instantiate-and-call loop on the same engine settings.
 //!
 //! Run: `jobs/build.sh && cargo bench -p shoal-sandbox --bench sandbox` (`-- --quick` for a smoke
-//! run). Needs the native executables that `jobs/build.sh` builds (clang).
+//! run; `REPS=n` repetitions, default 3; `MIN=1` takes the minimum instead of the median;
+//! `ONLY=primes,pi` picks kernels). Needs the native executables that `jobs/build.sh` builds (clang).
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -106,6 +109,16 @@ fn median(mut v: Vec<Duration>) -> Duration {
     v[v.len() / 2]
 }
 
+/// The kernel-time estimate: the median, or with `MIN=1` the minimum (on a loaded machine other
+/// processes only ever add time, so the minimum is the least disturbed run).
+fn estimate(v: Vec<Duration>) -> Duration {
+    if std::env::var("MIN").is_ok_and(|m| m == "1") {
+        v.into_iter().min().expect("at least one repetition")
+    } else {
+        median(v)
+    }
+}
+
 /// Runs the native build of `program` once; returns (wall time, stdout).
 fn native_once(program: &str, args: &[String], inputs: &[Vec<u8>]) -> (Duration, Vec<u8>) {
     let exe = jobs().join("build/native").join(program);
@@ -130,9 +143,10 @@ fn native_once(program: &str, args: &[String], inputs: &[Vec<u8>]) -> (Duration,
 
 fn main() {
     let quick = std::env::args().any(|a| a == "--quick");
-    let reps = if quick { 1 } else { 3 };
+    let reps = std::env::var("REPS").ok().and_then(|r| r.parse().ok()).unwrap_or(if quick { 1 } else { 3 });
     let configs = [
-        ("default (instrumented fuel + deadline)", Metering::Instrumented),
+        ("default (instrumented fuel + deadline, epoch net)", Metering::Instrumented),
+        ("instrumented, no epoch net", Metering::InstrumentedWithoutEpochNet),
         ("wasmtime fuel + epoch", Metering::WasmtimeFuelAndEpoch),
         ("unmetered", Metering::Unmetered),
     ];
@@ -144,14 +158,16 @@ fn main() {
         .collect();
     let spawn = median((0..5).map(|_| native_once("noop", &[], &[]).0).collect());
     println!(
-        "wasm ÷ native, same C source and inputs (median of {reps}; native minus a {:.2} ms no-op process)",
+        "wasm ÷ native, same C source and inputs ({} of {reps}, interleaved; native minus a {:.2} ms no-op process)",
+        if std::env::var("MIN").is_ok_and(|m| m == "1") { "minimum" } else { "median" },
         ms(spawn)
     );
     println!(
-        "{:<20} {:>10} {:>10} {:>8} {:>14} {:>10} {:>7}",
-        "kernel", "native ms", "wasm ms", "ratio", "wasmtime f+e", "unmetered", "same"
+        "{:<20} {:>10} {:>10} {:>8} {:>10} {:>9} {:>14} {:>10} {:>7}",
+        "kernel", "native ms", "wasm ms", "ratio", "no net", "net cost", "wasmtime f+e", "unmetered", "same"
     );
     let mut ratios: Vec<Vec<f64>> = vec![Vec::new(); configs.len()];
+    let mut net_costs: Vec<f64> = Vec::new();
     let limits = Limits { fuel: u64::MAX / 4, deadline: Duration::from_secs(600), ..Limits::default() };
     let only = std::env::var("ONLY").unwrap_or_default();
     for k in kernels(quick).into_iter().filter(|k| only.is_empty() || only.split(',').any(|o| k.program == o))
@@ -159,49 +175,52 @@ fn main() {
         let bytes = std::fs::read(jobs().join("wasm").join(format!("{}.wasm", k.program))).expect("wasm");
         let inputs: Vec<&[u8]> = k.inputs.iter().map(|v| v.as_slice()).collect();
         let args: Vec<&str> = k.args.iter().map(|s| s.as_str()).collect();
-        let mut native_out = Vec::new();
-        let native = median(
-            (0..reps)
-                .map(|_| {
-                    let (t, out) = native_once(k.program, &k.args, &k.inputs);
-                    native_out = out;
-                    t.saturating_sub(spawn)
-                })
-                .collect(),
-        );
-        let mut row = Vec::new();
+        // Repetitions are interleaved (native, then each configuration, per round) so that load
+        // from other processes drifting over the run hits every column alike.
+        let modules: Vec<_> = sandboxes.iter().map(|sb| sb.load(&bytes).expect("load")).collect();
+        let mut native_times = Vec::new();
+        let mut times: Vec<Vec<Duration>> = vec![Vec::new(); sandboxes.len()];
         let mut same = true;
-        for (i, sb) in sandboxes.iter().enumerate() {
-            let m = sb.load(&bytes).expect("load");
-            let t = median(
-                (0..reps)
-                    .map(|_| {
-                        let out = sb.run(&m, &inputs, &args, &limits).expect("run");
-                        same &= out.output == native_out;
-                        out.wall
-                    })
-                    .collect(),
-            );
+        for _ in 0..reps {
+            let (t, native_out) = native_once(k.program, &k.args, &k.inputs);
+            native_times.push(t.saturating_sub(spawn));
+            for (i, (sb, m)) in sandboxes.iter().zip(&modules).enumerate() {
+                let out = sb.run(m, &inputs, &args, &limits).expect("run");
+                same &= out.output == native_out;
+                times[i].push(out.wall);
+            }
+        }
+        let native = estimate(native_times);
+        let mut row = Vec::new();
+        for (i, t) in times.into_iter().enumerate() {
+            let t = estimate(t);
             let r = t.as_secs_f64() / native.as_secs_f64();
             ratios[i].push(r);
             row.push((t, r));
         }
+        let net_cost = row[0].0.as_secs_f64() / row[1].0.as_secs_f64();
+        net_costs.push(net_cost);
         println!(
-            "{:<20} {:>10.1} {:>10.1} {:>8.3} {:>14.3} {:>10.3} {:>7}",
+            "{:<20} {:>10.1} {:>10.1} {:>8.3} {:>10.3} {:>9.3} {:>14.3} {:>10.3} {:>7}",
             k.name,
             ms(native),
             ms(row[0].0),
             row[0].1,
             row[1].1,
+            net_cost,
             row[2].1,
+            row[3].1,
             if same { "yes" } else { "NO" }
         );
     }
     for (i, (name, _)) in configs.iter().enumerate() {
         let geo = (ratios[i].iter().map(|r| r.ln()).sum::<f64>() / ratios[i].len() as f64).exp();
         let worst = ratios[i].iter().cloned().fold(0.0, f64::max);
-        println!("{name:<40} geometric mean {geo:.3}, worst {worst:.3}");
+        println!("{name:<50} geometric mean {geo:.3}, worst {worst:.3}");
     }
+    let geo = (net_costs.iter().map(|r| r.ln()).sum::<f64>() / net_costs.len() as f64).exp();
+    let worst = net_costs.iter().cloned().fold(0.0, f64::max);
+    println!("epoch net cost (default ÷ no net, same run): geometric mean {geo:.3}, worst {worst:.3}");
     task_start(if quick { 2_000 } else { 20_000 });
 }
 

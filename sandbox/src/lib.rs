@@ -9,7 +9,8 @@
 //! - [`Sandbox::load`] turns module bytes into a [`TaskModule`]: validated, checked against the
 //!   task ABI (only `wasi_snapshot_preview1` function imports, a `_start` export), compiled and
 //!   pre-linked. Modules are cached by content hash in memory (bounded) and, when
-//!   [`SandboxConfig::cache_dir`] is set, on disk.
+//!   [`SandboxConfig::cache_dir`] is set, on disk (entries authenticated with a keyed MAC, under
+//!   a byte budget).
 //! - [`Sandbox::run`] runs a loaded module once in a fresh `Store` (the unit of isolation) with the
 //!   task's inputs on stdin, its args in argv and its [`Limits`]. It returns a [`TaskOutput`], or
 //!   a [`TaskFailure`] whose [`FailureKind`] says which limit or fault ended the task.
@@ -18,12 +19,13 @@
 //!
 //! `run` is blocking and CPU-bound: async callers should call it from a blocking thread
 //! (`tokio::task::spawn_blocking`). A hostile task can neither crash the process nor run past
-//! its deadline: fuel, the epoch deadline, memory/table limits and output caps all end it with a
-//! typed error.
+//! its deadline: fuel, the deadline (checked by the rewrite and, independently, by wasmtime's epoch
+//! interruption), memory/table limits and output caps all end it with a typed error.
 //!
 //! This crate is not a scheduler and knows nothing of the network; see `shoal-core`.
 
 mod cache;
+mod disk_cache;
 mod error;
 mod limits;
 mod rewrite;
@@ -45,14 +47,22 @@ pub use limits::Limits;
 use limits::{LimitHit, TaskLimiter};
 use wasi::{HostStop, TaskSetup, TaskState};
 
-/// How often the deadline clock ticks (epoch interruption granularity).
+/// How often the deadline clock ticks (the rewrite's tick counter and the engine's epoch).
 const EPOCH_TICK: Duration = Duration::from_millis(5);
+/// The epoch net's deadline is this many ticks after the rewrite's.
+const EPOCH_NET_MARGIN_TICKS: u64 = 1;
 
 /// Settings of a [`Sandbox`] (per process, not per task).
 #[derive(Debug, Clone)]
 pub struct SandboxConfig {
-    /// Where compiled modules are cached on disk; `None` keeps them only in memory.
+    /// Where compiled modules are cached on disk; `None` keeps them only in memory. Entries are
+    /// authenticated with a keyed MAC whose key (`cache.key`, mode 0600) lives in this directory:
+    /// it must not be readable by anyone who should not be able to run native code as this
+    /// process.
     pub cache_dir: Option<PathBuf>,
+    /// The disk cache's budget in bytes: after each write, the least recently used entries are
+    /// deleted until the entries fit (the entry just written is always kept).
+    pub disk_cache_bytes: u64,
     /// How many compiled modules the in-memory cache holds.
     pub memory_cache_modules: usize,
     /// How many tasks may run at once (instance slots of the pooling allocator).
@@ -71,20 +81,44 @@ pub struct SandboxConfig {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Metering {
     /// Fuel and deadline checks inserted into the module by the rewrite (`rewrite.rs`), whose slow
-    /// paths trap instead of calling the runtime. The default.
+    /// paths trap instead of calling the runtime, plus an independent wall-clock net: wasmtime's
+    /// epoch interruption, ticked by the sandbox's clock thread, which stops a task one tick after
+    /// its deadline even if the rewrite's checks failed to. The default.
     #[default]
     Instrumented,
+    /// The rewrite's checks without the epoch net: faster (the net's checks cost up to ~2.8× on
+    /// tight loops, see `docs/sandbox.md`), but one bug in the rewrite then defeats both fuel and
+    /// deadline. The benchmark uses it to measure the net.
+    InstrumentedWithoutEpochNet,
     /// wasmtime's own fuel and epoch interruption: the same limits, slower code. Kept so the
     /// benchmark can compare the two in one run.
     WasmtimeFuelAndEpoch,
     /// Neither fuel nor deadline: a task can run forever. For benchmarks only.
     Unmetered,
+    /// Tests only: the rewritten module's fuel and deadline checks are defeated (their globals
+    /// start at `i64::MAX`, so they never fire) and only the epoch net can stop a task. Shows
+    /// that the net stands on its own.
+    #[doc(hidden)]
+    EpochNetOnly,
+}
+
+impl Metering {
+    /// Whether the rewrite inserts its fuel and deadline checks.
+    fn rewrite_checks(self) -> bool {
+        matches!(self, Self::Instrumented | Self::InstrumentedWithoutEpochNet | Self::EpochNetOnly)
+    }
+
+    /// Whether wasmtime's epoch interruption is on (the independent deadline net).
+    fn epoch(self) -> bool {
+        matches!(self, Self::Instrumented | Self::WasmtimeFuelAndEpoch | Self::EpochNetOnly)
+    }
 }
 
 impl Default for SandboxConfig {
     fn default() -> Self {
         SandboxConfig {
             cache_dir: None,
+            disk_cache_bytes: 1 << 30,
             memory_cache_modules: 256,
             max_concurrent_tasks: 64,
             max_memory_bytes: 4 << 30,
@@ -100,8 +134,9 @@ pub enum SandboxError {
     /// wasmtime refused the engine configuration.
     #[error("could not configure the wasm engine: {0}")]
     Engine(String),
-    /// The module cache directory could not be created.
-    #[error("could not create the module cache directory {path}: {source}")]
+    /// The module cache directory could not be created, or its MAC key (`cache.key`) could not
+    /// be read or created.
+    #[error("could not open the module cache directory {path}: {source}")]
     CacheDir {
         /// The directory.
         path: PathBuf,
@@ -155,7 +190,7 @@ struct Inner {
     linker: wasmtime::Linker<TaskState>,
     config: SandboxConfig,
     memory_cache: Mutex<cache::MemoryCache<TaskModule>>,
-    disk_cache: Option<cache::DiskCache>,
+    disk_cache: Option<disk_cache::DiskCache>,
     running: AtomicU32,
     stop_ticker: Arc<AtomicBool>,
 }
@@ -185,9 +220,8 @@ const KEEP_RESIDENT_PLAIN: usize = 64 << 10;
 /// engine fails to build unless the kernel supports `PAGEMAP_SCAN` (Linux 6.7 and later).
 fn engine_config(config: &SandboxConfig, pagemap_scan: bool) -> Config {
     let mut c = Config::new();
-    let wasmtime_metering = config.metering == Metering::WasmtimeFuelAndEpoch;
-    c.consume_fuel(wasmtime_metering)
-        .epoch_interruption(wasmtime_metering)
+    c.consume_fuel(config.metering == Metering::WasmtimeFuelAndEpoch)
+        .epoch_interruption(config.metering.epoch())
         // Needed only for the rewrite's shared tick-counter memory; a guest module that uses
         // threads or shared memory is refused before the rewrite (see `validate`).
         .wasm_threads(true)
@@ -232,7 +266,7 @@ impl Sandbox {
         }
         let disk_cache = match &config.cache_dir {
             Some(dir) => Some(
-                cache::DiskCache::open(dir, &engine)
+                disk_cache::DiskCache::open(dir, &engine, config.disk_cache_bytes)
                     .map_err(|source| SandboxError::CacheDir { path: dir.clone(), source })?,
             ),
             None => None,
@@ -290,8 +324,7 @@ impl Sandbox {
                 let binary = rewrite::binary(bytes).map_err(invalid)?;
                 validate(&binary)?;
                 check_imports(&binary)?;
-                let options =
-                    rewrite::Options { meter: self.inner.config.metering == Metering::Instrumented };
+                let options = rewrite::Options { meter: self.inner.config.metering.rewrite_checks() };
                 let rewritten = rewrite::rewrite(&binary, options).map_err(invalid)?;
                 let m = Module::new(&self.inner.engine, &rewritten).map_err(compile_error)?;
                 check_command(&m)?;
@@ -342,7 +375,11 @@ impl Sandbox {
             module_hash: module.hash,
             inputs,
             args,
-            fuel_limit: limits.fuel,
+            fuel_limit: if self.inner.config.metering == Metering::EpochNetOnly {
+                i64::MAX as u64
+            } else {
+                limits.fuel
+            },
             output_cap: limits.output_bytes,
             log_cap: limits.log_bytes,
             limiter: TaskLimiter { memory_bytes: limits.memory_bytes, table_elements: limits.table_elements },
@@ -351,21 +388,32 @@ impl Sandbox {
         store.limiter(|s| &mut s.limiter);
         let metering = self.inner.config.metering;
         let ticks = limits.deadline.as_nanos().div_ceil(EPOCH_TICK.as_nanos()) as u64 + 1;
-        if metering == Metering::WasmtimeFuelAndEpoch {
-            if let Err(e) = store.set_fuel(limits.fuel) {
-                return fail(FailureKind::Internal(format!("{e:#}")), Vec::new(), 0);
-            }
-            store.set_epoch_deadline(ticks);
+        if metering == Metering::WasmtimeFuelAndEpoch
+            && let Err(e) = store.set_fuel(limits.fuel)
+        {
+            return fail(FailureKind::Internal(format!("{e:#}")), Vec::new(), 0);
+        }
+        if metering.epoch() {
+            // The independent net: one tick after the rewrite's own deadline check would fire, so
+            // that check normally reports first; the net only ever fires on a task already past
+            // its deadline, and it changes neither outputs nor fuel of a task that finishes.
+            store.set_epoch_deadline(ticks + EPOCH_NET_MARGIN_TICKS);
             store.epoch_deadline_trap();
         }
         let mut meters = None;
         let result = module.pre.instantiate(&mut store).and_then(|instance| {
-            if metering == Metering::Instrumented {
+            if metering.rewrite_checks() {
                 let m = Meters::find(&instance, &mut store)?;
-                let fuel = i64::try_from(limits.fuel).unwrap_or(i64::MAX);
-                m.fuel.set(&mut store, wasmtime::Val::I64(fuel))?;
                 let now = clock_counter(&self.inner.clock).load(Ordering::Acquire);
-                let deadline = i64::try_from(now.saturating_add(ticks)).unwrap_or(i64::MAX);
+                let (fuel, deadline) = if metering == Metering::EpochNetOnly {
+                    (i64::MAX, i64::MAX)
+                } else {
+                    (
+                        i64::try_from(limits.fuel).unwrap_or(i64::MAX),
+                        i64::try_from(now.saturating_add(ticks)).unwrap_or(i64::MAX),
+                    )
+                };
+                m.fuel.set(&mut store, wasmtime::Val::I64(fuel))?;
                 m.deadline.set(&mut store, wasmtime::Val::I64(deadline))?;
                 store.data_mut().use_fuel_global(m.fuel);
                 meters = Some(m);
@@ -387,6 +435,7 @@ impl Sandbox {
             None => store.get_fuel().ok(),
         };
         let fuel_used = match fuel_left {
+            Some(left) if metering == Metering::EpochNetOnly => (i64::MAX as u64).saturating_sub(left),
             Some(left) if metering != Metering::Unmetered => limits.fuel.saturating_sub(left),
             _ => 0,
         };
@@ -518,6 +567,9 @@ fn classify(e: wasmtime::Error, limits: &Limits, ended: Ended) -> Option<Failure
         return match *stop {
             HostStop::Exit(0) => None,
             HostStop::Exit(code) => Some(FailureKind::Exit { code }),
+            HostStop::InvalidExit(_) => {
+                Some(FailureKind::Trap { kind: TrapKind::Other, message: stop.to_string() })
+            }
             HostStop::OutputLimit(limit) => Some(FailureKind::OutputLimit { limit }),
             HostStop::LogLimit(limit) => Some(FailureKind::LogLimit { limit }),
         };

@@ -174,19 +174,21 @@ fn hostile_corpus_each_gets_its_typed_error_and_nothing_leaks() {
     let k = fail(&sb, r#"(module (func (export "main")))"#, &l);
     assert_eq!(k, FailureKind::Compile(CompileError::NotACommand));
 
-    // Files and sockets: there is nothing to open. path_open on any fd is ENOTCAPABLE (76), the
-    // preopen scan finds nothing (EBADF, 8), and socket calls are ENOTCAPABLE.
+    // Files and sockets: there is nothing to open. path_open on an unknown fd is EBADF (8), the
+    // preopen scan finds nothing (EBADF), a socket call on an unknown fd is EBADF and on stdio
+    // ENOTSOCK (57), as wasmtime-wasi answers (the full table is in `wasi.rs`).
     let open = call_and_exit("path_open", "iiiiiIIii", &[3, 0, 100, 11, 0, 0x3f, 0x3f, 0, 200]);
-    assert_eq!(fail(&sb, &open, &l), FailureKind::Exit { code: 76 });
+    assert_eq!(fail(&sb, &open, &l), FailureKind::Exit { code: 8 });
     let prestat = call_and_exit("fd_prestat_get", "ii", &[3, 200]);
     assert_eq!(fail(&sb, &prestat, &l), FailureKind::Exit { code: 8 });
     let accept = call_and_exit("sock_accept", "iii", &[3, 0, 200]);
-    assert_eq!(fail(&sb, &accept, &l), FailureKind::Exit { code: 76 });
+    assert_eq!(fail(&sb, &accept, &l), FailureKind::Exit { code: 8 });
     let send = call_and_exit("sock_send", "iiiii", &[1, 0, 1, 0, 200]);
-    assert_eq!(fail(&sb, &send, &l), FailureKind::Exit { code: 76 });
-    // A WASI call with a pointer outside memory gets EFAULT (21), not a host crash.
-    let efault = call_and_exit("args_sizes_get", "ii", &[0x7fff_fff0, 0]);
-    assert_eq!(fail(&sb, &efault, &l), FailureKind::Exit { code: 21 });
+    assert_eq!(fail(&sb, &send, &l), FailureKind::Exit { code: 57 });
+    // A WASI call with a pointer outside memory traps, as the WASI spec and wasmtime-wasi say; it
+    // never crashes the host.
+    let oob = call_and_exit("args_sizes_get", "ii", &[0x7fff_fff0, 0]);
+    assert!(matches!(fail(&sb, &oob, &l), FailureKind::Trap { kind: TrapKind::MemoryOutOfBounds, .. }));
 
     // A non-zero exit.
     let exit7 = call_and_exit("sched_yield", "", &[])
@@ -231,6 +233,46 @@ fn both_metering_modes_enforce_fuel_and_deadline() {
         assert_eq!(a.fuel_used, b.fuel_used);
         assert!(a.fuel_used > 1000, "{metering:?}: {}", a.fuel_used);
     }
+}
+
+/// The sandbox's independent deadline (wasmtime's epoch interruption) stops a task even when the
+/// rewrite's checks are switched off: with `Metering::EpochNetOnly` the rewritten module's fuel
+/// and deadline checks never fire, so only the epoch net can end these loops, and it must end
+/// them with the typed `Deadline` error. Each run is watched from another thread so that a
+/// missing net fails the test instead of hanging it.
+#[test]
+fn independent_deadline_stops_a_task_even_when_the_rewrite_checks_are_off() {
+    let sb = Sandbox::new(SandboxConfig {
+        metering: Metering::EpochNetOnly,
+        max_concurrent_tasks: 2,
+        ..SandboxConfig::default()
+    })
+    .unwrap();
+    // A fuel budget this small would stop every loop below within microseconds if the rewrite's
+    // fuel check were live: the failure must come from the deadline.
+    let limits = Limits { fuel: 1_000, deadline: Duration::from_millis(150), ..small_limits() };
+    let looping = r#"(module (func (export "_start") (loop $l (br $l))))"#;
+    let in_start = r#"(module (func $s (loop $l (br $l))) (start $s) (func (export "_start")))"#;
+    let recursion = r#"(module (func $f (return_call $f)) (func (export "_start") (call $f)))"#;
+    let float_loop = r#"(module (func (export "_start") (local f64)
+        (loop $l (local.set 0 (f64.add (local.get 0) (f64.const 1))) (br $l))))"#;
+    for wat in [looping, in_start, recursion, float_loop] {
+        let module = sb.load(wat.as_bytes()).unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let (sb2, l2) = (sb.clone(), limits.clone());
+        std::thread::spawn(move || {
+            let _ = tx.send(sb2.run(&module, &[], &[], &l2));
+        });
+        let result = rx
+            .recv_timeout(Duration::from_secs(20))
+            .unwrap_or_else(|_| panic!("the epoch net did not stop {wat} within 20 s"));
+        let failure = result.unwrap_err();
+        assert_eq!(failure.kind, FailureKind::Deadline { limit: limits.deadline }, "{wat}");
+        assert!(failure.wall >= limits.deadline, "{wat}: stopped before its deadline: {:?}", failure.wall);
+    }
+    // With only the net, a task that finishes is unaffected: its output comes through.
+    let hello = sb.load(&job("echo")).unwrap();
+    assert_eq!(sb.run(&hello, &[b"net"], &[], &limits).unwrap().output, b"net");
 }
 
 #[test]

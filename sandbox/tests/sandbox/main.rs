@@ -7,6 +7,7 @@
 mod determinism;
 mod hostile;
 mod jobs;
+mod wasi;
 
 use std::path::PathBuf;
 
