@@ -1,0 +1,270 @@
+//! The public handle of a peer: [`Peer::start`] builds the sandbox, the network node and the
+//! actor; [`Peer`] submits jobs to it and stops it (gracefully or abruptly).
+//!
+//! Invariants: the handle never touches the schedulers; every request goes to the actor as a
+//! [`Cmd`]. Dropping the handle cancels the actor (its drop guard).
+
+use std::collections::{BinaryHeap, HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use shoal_core::ids::{BlobHash, JobId, PeerId, TaskIndex};
+use shoal_core::job::{Input, Job};
+use shoal_core::sched::{PeerConfig, PeerSched};
+use shoal_net::{Node, NodeError};
+use shoal_sandbox::{Sandbox, SandboxConfig, SandboxError};
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{Instrument, info, info_span};
+
+use super::{Actor, Cmd, Io};
+use crate::config::Config;
+use crate::exec::{Executor, TaskPriority};
+use crate::job::{JobHandle, JobProgress, SubmitError, Tracker};
+
+/// Why a peer could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The sandbox could not be created.
+    #[error(transparent)]
+    Sandbox(#[from] SandboxError),
+    /// The network node could not start.
+    #[error(transparent)]
+    Node(#[from] NodeError),
+    /// The task threads could not be spawned.
+    #[error("cannot start task threads: {0}")]
+    Threads(std::io::Error),
+}
+
+/// What a peer is doing, as of its last step.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PeerStatus {
+    /// Tasks running now.
+    pub running: usize,
+    /// Tasks in the ready queue.
+    pub queued: u32,
+    /// Task runs finished here (successful or not).
+    pub tasks_done: u64,
+    /// Fuel used by the successful ones.
+    pub fuel_used: u64,
+    /// Queued tasks handed back to their owners unrun (by a graceful leave).
+    pub handed_back: u64,
+    /// Jobs owned here and not finished.
+    pub jobs: usize,
+}
+
+/// A running Shoal peer: joins the swarm, runs tasks for others, owns the jobs submitted to it.
+///
+/// Dropping it stops the actor abruptly; prefer [`Peer::shutdown`].
+#[derive(Debug)]
+pub struct Peer {
+    node: Node,
+    cmd: mpsc::Sender<Cmd>,
+    cancel: CancellationToken,
+    actor: Mutex<Option<JoinHandle<()>>>,
+    cores: u32,
+    memory: u64,
+    priority: TaskPriority,
+    status: watch::Receiver<PeerStatus>,
+    leave_grace: Duration,
+    _guard: tokio_util::sync::DropGuard,
+}
+
+impl Peer {
+    /// Starts the sandbox, the network node (joining through `cfg.net.bootstrap`) and the actor.
+    pub async fn start(cfg: Config) -> Result<Peer, StartError> {
+        let cache = cfg.module_cache.clone().unwrap_or_else(|| cfg.net.data_dir.join("modules"));
+        let task_memory = cfg.task_memory();
+        let sandbox = Sandbox::new(SandboxConfig {
+            cache_dir: Some(cache),
+            max_concurrent_tasks: cfg.cores.max(1),
+            max_memory_bytes: task_memory.max(1 << 20),
+            ..SandboxConfig::default()
+        })?;
+        let (node, inbox) = Node::start(cfg.net.clone()).await?;
+        let me = node.peer_id();
+        let exec = Executor::new(node.clone(), sandbox, cfg.cores, task_memory, cfg.owner.inline_max)
+            .map_err(StartError::Threads)?;
+        let priority = exec.priority();
+        let (cmd_tx, cmd_rx) = mpsc::channel(64);
+        let (done_tx, done_rx) = mpsc::unbounded_channel();
+        let (fetch_tx, fetch_rx) = mpsc::unbounded_channel();
+        let cancel = CancellationToken::new();
+        let (status_tx, status_rx) = watch::channel(PeerStatus::default());
+        let sched = PeerSched::new(me, PeerConfig { slots: cfg.cores, ..cfg.sched.clone() });
+        let actor = Actor {
+            me,
+            node: node.clone(),
+            epoch: Instant::now(),
+            rng: StdRng::from_rng(&mut rand::rng()),
+            sched,
+            jobs: HashMap::new(),
+            // A peer donating no cores still takes one slot's worth of its own jobs' tasks: they
+            // queue here and thieves take them. Placing nothing here instead left a job with only
+            // its bootstrap peer in view running on that one peer (docs/benchmarks.md).
+            owner_cfg: shoal_core::sched::OwnerConfig { own_slots: cfg.cores.max(1), ..cfg.owner.clone() },
+            timers: BinaryHeap::new(),
+            local: VecDeque::new(),
+            exec: Arc::new(exec),
+            done_tx,
+            fetch_tx,
+            hints: None,
+            status: status_tx,
+            tasks_done: 0,
+            fuel_used: 0,
+            sends: TaskTracker::new(),
+            leaving_until: None,
+            leave_grace: cfg.leave_grace,
+        };
+        let span = info_span!("peer", me = %me.short());
+        info!(parent: &span, addr = %node.local_addr(), cores = cfg.cores, ?priority, "peer started");
+        let io = Io { inbox, events: node.subscribe(), cmd: cmd_rx, done: done_rx, fetched: fetch_rx };
+        let handle = tokio::spawn(actor.run(io, cancel.clone(), cfg.view_refresh).instrument(span));
+        Ok(Peer {
+            node,
+            cmd: cmd_tx,
+            _guard: cancel.clone().drop_guard(),
+            cancel,
+            actor: Mutex::new(Some(handle)),
+            cores: cfg.cores,
+            memory: cfg.memory,
+            priority,
+            status: status_rx,
+            leave_grace: cfg.leave_grace,
+        })
+    }
+
+    /// This peer's id.
+    pub fn peer_id(&self) -> PeerId {
+        self.node.peer_id()
+    }
+
+    /// The address other peers reach this one at.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.node.local_addr()
+    }
+
+    /// Tasks this peer runs at once.
+    pub fn cores(&self) -> u32 {
+        self.cores
+    }
+
+    /// Task memory this peer donates, in bytes.
+    pub fn memory(&self) -> u64 {
+        self.memory
+    }
+
+    /// The OS priority tasks run at here.
+    pub fn task_priority(&self) -> TaskPriority {
+        self.priority
+    }
+
+    /// What the peer is doing now.
+    pub fn status(&self) -> PeerStatus {
+        *self.status.borrow()
+    }
+
+    /// A receiver that wakes whenever [`Peer::status`] changes.
+    pub fn watch_status(&self) -> watch::Receiver<PeerStatus> {
+        self.status.clone()
+    }
+
+    /// The network node (view, blobs).
+    pub fn node(&self) -> &Node {
+        &self.node
+    }
+
+    /// Submits `job`, owned by this peer. `blobs` holds the bytes of its modules and literal
+    /// inputs by hash (blobs already stored on this peer may be left out); they are stored here
+    /// and served to executors, which fetch them by hash.
+    /// [`JobHandle::wait`] returns the outputs of the job's sink tasks.
+    pub async fn submit(
+        &self,
+        job: Job,
+        blobs: HashMap<BlobHash, Vec<u8>>,
+    ) -> Result<JobHandle, SubmitError> {
+        let sinks = job.sinks().collect();
+        self.submit_with_outputs(job, blobs, sinks).await
+    }
+
+    /// Like [`Peer::submit`], but [`JobHandle::wait`] returns the outputs of the tasks `wanted`
+    /// (each fetched to this peer as soon as the task is done).
+    pub async fn submit_with_outputs(
+        &self,
+        job: Job,
+        blobs: HashMap<BlobHash, Vec<u8>>,
+        wanted: Vec<TaskIndex>,
+    ) -> Result<JobHandle, SubmitError> {
+        if let Some(bad) = wanted.iter().find(|i| i.0 as usize >= job.len()) {
+            return Err(SubmitError::UnknownTask(bad.0));
+        }
+        for (hash, bytes) in &blobs {
+            let actual = BlobHash::of(bytes);
+            if actual != *hash {
+                return Err(SubmitError::BlobMismatch { hash: *hash, actual });
+            }
+        }
+        let store = self.node.blobs();
+        for task in job.tasks() {
+            let literals = task.inputs.iter().filter_map(|i| match i {
+                Input::Blob { hash, .. } => Some(*hash),
+                Input::Output(_) => None,
+            });
+            for hash in std::iter::once(task.module).chain(literals) {
+                if !blobs.contains_key(&hash) && !store.contains(&hash) {
+                    return Err(SubmitError::MissingBlob { task: task.name.clone(), hash });
+                }
+            }
+        }
+        for bytes in blobs.values() {
+            store.put(bytes)?;
+        }
+        let id = JobId(rand::rng().random());
+        let total = job.len();
+        let (progress_tx, progress_rx) = watch::channel(JobProgress { total, ..JobProgress::default() });
+        let (result_tx, result_rx) = oneshot::channel();
+        let tracker = Tracker::new(wanted, progress_tx, result_tx);
+        self.cmd
+            .send(Cmd::Submit { id, job: Box::new(job), tracker })
+            .await
+            .map_err(|_| SubmitError::PeerStopped)?;
+        Ok(JobHandle { id, progress: progress_rx, result: result_rx, cmd: self.cmd.clone() })
+    }
+
+    async fn stop_actor(&self) {
+        self.cancel.cancel();
+        let handle = self.actor.lock().unwrap_or_else(PoisonError::into_inner).take();
+        if let Some(h) = handle {
+            let _ = h.await;
+        }
+    }
+
+    /// Leaves the swarm gracefully: stops taking work, hands queued tasks back to their owners
+    /// (who re-issue them at once), gives running tasks up to [`Config::leave_grace`] to finish and
+    /// report, cancels the jobs owned here (they end with [`JobError::PeerStopped`](crate::JobError::PeerStopped)), then says
+    /// goodbye (peers drop it from their views at once).
+    pub async fn shutdown(&self) {
+        let handle = self.actor.lock().unwrap_or_else(PoisonError::into_inner).take();
+        if let Some(mut h) = handle {
+            let asked = self.cmd.send(Cmd::Leave).await.is_ok();
+            // The actor ends by itself once it has left; the margin covers flushing messages.
+            let patience = self.leave_grace + Duration::from_secs(5);
+            if !asked || tokio::time::timeout(patience, &mut h).await.is_err() {
+                self.cancel.cancel();
+                let _ = h.await;
+            }
+        }
+        self.node.leave().await;
+    }
+
+    /// Stops at once without saying goodbye, as a crash would (for fault tests).
+    pub async fn kill(&self) {
+        self.stop_actor().await;
+        self.node.shutdown().await;
+    }
+}

@@ -1,0 +1,271 @@
+//! The peer actor: one task that owns the schedulers and feeds them everything that happens.
+//!
+//! The actor holds one [`PeerSched`] and one [`Owner`] per job submitted here — the very state
+//! machines the simulator drives. Each input (a scheduling message from the network or from this
+//! peer itself, a finished task, a timer, a membership view or a departed peer) becomes one
+//! `handle_*` call, and after **every** call [`Actor::drain`] takes every output: messages (to
+//! this peer: delivered locally, in order; to others: sent over QUIC), tasks to run (handed to
+//! the [`Executor`]), timers (kept in a heap, fired by one sleep until the earliest; stale tokens
+//! are the machines' business) and owner events (wanted outputs fetched to this peer, results sent
+//! to the [`JobHandle`]).
+//!
+//! Shutdown is structured. Graceful ([`Peer::shutdown`]): the peer scheduler hands every queued
+//! task back to its owner ([`SchedMsg::Release`]) and takes no more work, running tasks get up to
+//! [`Config::leave_grace`] to finish and report, the jobs owned here are cancelled at their
+//! holders, every message in flight is sent, and only then does the node leave the swarm. Abrupt
+//! ([`Peer::kill`]): the loop ends and the node closes; owners learn of the departure through
+//! membership and re-issue what this peer held.
+//!
+//! The actor is split by concern; each module adds `impl Actor` methods for one job:
+//! - this module: the actor's state, its event loop, and [`Actor::drain`], which takes every
+//!   output of every machine after each input;
+//! - [`handle`]: the public [`Peer`] handle (start, submit, shutdown, kill);
+//! - [`route`]: inbound messages and scheduling messages routed to owners / the peer scheduler,
+//!   and transmits sent over the network;
+//! - [`addrs`]: the peer addresses scheduling messages carry (learnt and attached);
+//! - [`timers`]: the timer heap of every machine;
+//! - [`view`]: the membership view as scheduler hints, and departed peers;
+//! - [`fetch`]: wanted outputs brought to this peer;
+//! - [`track`]: owner events, job progress and results, cancellation;
+//! - [`leave`]: the steps of a graceful leave.
+
+mod addrs;
+mod fetch;
+mod handle;
+mod leave;
+mod route;
+mod timers;
+mod track;
+mod view;
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap, VecDeque};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rand::rngs::StdRng;
+use shoal_core::ids::{JobId, PeerId, TaskId};
+use shoal_core::job::Job;
+use shoal_core::membership::{Event, LoadHints, RemoveReason};
+use shoal_core::sched::{Owner, PeerSched, SchedMsg, TaskDesc, TaskOutcome};
+use shoal_net::{Inbox, Node};
+use tokio::sync::{broadcast, mpsc, watch};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{Instrument, debug, info, info_span};
+
+use crate::exec::Executor;
+use crate::job::{JobError, Tracker};
+
+use fetch::Fetched;
+pub use handle::{Peer, PeerStatus, StartError};
+use timers::TimerOf;
+
+/// Requests from handles to the actor.
+#[derive(Debug)]
+pub(crate) enum Cmd {
+    Submit {
+        id: JobId,
+        job: Box<Job>,
+        tracker: Tracker,
+    },
+    Cancel(JobId),
+    /// Start a graceful leave (see the module docs).
+    Leave,
+}
+
+/// What the actor waits on.
+#[derive(Debug)]
+struct Io {
+    inbox: Inbox,
+    events: broadcast::Receiver<Event>,
+    cmd: mpsc::Receiver<Cmd>,
+    done: mpsc::UnboundedReceiver<Finished>,
+    fetched: mpsc::UnboundedReceiver<Fetched>,
+}
+
+/// A run that ended.
+#[derive(Debug)]
+struct Finished {
+    task: TaskId,
+    attempt: u32,
+    outcome: TaskOutcome,
+}
+
+#[derive(Debug)]
+struct JobEntry {
+    owner: Owner,
+    tracker: Tracker,
+}
+
+#[derive(Debug)]
+struct Actor {
+    /// Sends in flight (awaited before a graceful leave, so hand-backs are not lost).
+    sends: TaskTracker,
+    /// Set by a graceful leave: when to give up waiting for running tasks.
+    leaving_until: Option<Instant>,
+    leave_grace: Duration,
+    me: PeerId,
+    node: Node,
+    epoch: Instant,
+    rng: StdRng,
+    sched: PeerSched,
+    jobs: HashMap<JobId, JobEntry>,
+    owner_cfg: shoal_core::sched::OwnerConfig,
+    timers: BinaryHeap<Reverse<(Duration, TimerOf, u64)>>,
+    /// Messages this peer sent itself, delivered in order.
+    local: VecDeque<SchedMsg>,
+    exec: Arc<Executor>,
+    done_tx: mpsc::UnboundedSender<Finished>,
+    fetch_tx: mpsc::UnboundedSender<Fetched>,
+    /// Load hints last advertised.
+    hints: Option<LoadHints>,
+    status: watch::Sender<PeerStatus>,
+    tasks_done: u64,
+    fuel_used: u64,
+}
+
+impl Actor {
+    fn now(&self) -> Duration {
+        self.epoch.elapsed()
+    }
+
+    async fn run(mut self, mut io: Io, cancel: CancellationToken, refresh: Duration) {
+        let mut tick = tokio::time::interval(refresh);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            if let Some(until) = self.leaving_until
+                && (self.sched.running() == 0 || Instant::now() >= until)
+            {
+                self.finish_leave().await;
+                break;
+            }
+            let next = self.timers.peek().map(|Reverse((at, _, _))| self.epoch + *at);
+            let sleep = tokio::time::sleep_until(next.unwrap_or_else(Instant::now).into());
+            let grace_over = tokio::time::sleep_until(self.leaving_until.unwrap_or_else(Instant::now).into());
+            tokio::select! {
+                biased;
+                () = cancel.cancelled() => break,
+                () = grace_over, if self.leaving_until.is_some() => {}
+                Some(f) = io.done.recv() => {
+                    self.tasks_done += 1;
+                    if let TaskOutcome::Ok { fuel, .. } = &f.outcome {
+                        self.fuel_used += fuel;
+                    }
+                    let now = self.now();
+                    self.sched.handle_task_finished(now, f.task, f.attempt, f.outcome, &mut self.rng);
+                    // Published before the report goes out, so whoever learns of the result from
+                    // the owner already sees this run counted here.
+                    self.publish_status();
+                    self.drain();
+                }
+                inbound = io.inbox.recv() => match inbound {
+                    Some(inbound) => self.on_inbound(inbound),
+                    None => break,
+                },
+                event = io.events.recv() => match event {
+                    Ok(Event::Removed(peer, RemoveReason::Failed | RemoveReason::Left)) => self.peer_down(peer),
+                    Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => self.refresh_view().await,
+                    Err(broadcast::error::RecvError::Closed) => break,
+                },
+                Some(cmd) = io.cmd.recv() => self.on_cmd(cmd),
+                Some(f) = io.fetched.recv() => self.on_fetched(f),
+                () = sleep, if next.is_some() => self.fire_timers(),
+                _ = tick.tick() => self.refresh_view().await,
+            }
+            self.publish_status();
+        }
+        for (_, mut entry) in self.jobs.drain() {
+            entry.tracker.finish(Err(JobError::PeerStopped));
+        }
+        self.publish_status();
+        debug!("peer actor stopped");
+    }
+
+    pub(super) fn publish_status(&self) {
+        let status = PeerStatus {
+            running: self.sched.running(),
+            queued: self.sched.load().ready_tasks,
+            tasks_done: self.tasks_done,
+            fuel_used: self.fuel_used,
+            handed_back: self.sched.stats().tasks_released,
+            jobs: self.jobs.len(),
+        };
+        self.status.send_if_modified(|old| std::mem::replace(old, status) != status);
+    }
+
+    pub(super) fn on_cmd(&mut self, cmd: Cmd) {
+        match cmd {
+            Cmd::Submit { id, job, tracker } => {
+                let view = self.view();
+                let span = info_span!("job", %id);
+                span.in_scope(|| info!(tasks = job.len(), "job submitted"));
+                let owner = Owner::new(id, self.me, *job, self.owner_cfg.clone(), &view);
+                self.jobs.insert(id, JobEntry { owner, tracker });
+                self.drain();
+            }
+            Cmd::Cancel(id) => {
+                if self.jobs.contains_key(&id) {
+                    info!(job = %id, "job cancelled");
+                    self.cancel_job(id, JobError::Cancelled);
+                }
+            }
+            Cmd::Leave => self.start_leave(),
+        }
+    }
+
+    /// Takes every output of every state machine, delivering messages to self until none is left.
+    pub(super) fn drain(&mut self) {
+        loop {
+            while let Some(t) = self.sched.poll_transmit() {
+                self.transmit(t);
+            }
+            while let Some(d) = self.sched.poll_run() {
+                self.start_task(d);
+            }
+            while let Some(t) = self.sched.poll_timer() {
+                self.timers.push(Reverse((t.at, TimerOf::Peer, t.token)));
+            }
+            let mut events = Vec::new();
+            let mut transmits = Vec::new();
+            for (&id, entry) in &mut self.jobs {
+                transmits.extend(std::iter::from_fn(|| entry.owner.poll_transmit()));
+                while let Some(t) = entry.owner.poll_timer() {
+                    self.timers.push(Reverse((t.at, TimerOf::Owner(id), t.token)));
+                }
+                events.extend(std::iter::from_fn(|| entry.owner.poll_event()).map(|e| (id, e)));
+            }
+            for t in transmits {
+                self.transmit(t);
+            }
+            // Handling an event may give a machine more to say: go round again.
+            let again = !events.is_empty();
+            for (job, event) in events {
+                self.on_event(job, event);
+            }
+            match self.local.pop_front() {
+                Some(msg) => self.dispatch(self.me, msg),
+                None if again => {}
+                None => break,
+            }
+        }
+    }
+
+    pub(super) fn start_task(&mut self, desc: TaskDesc) {
+        let exec = self.exec.clone();
+        let tx = self.done_tx.clone();
+        let span = info_span!("task", job = %desc.task.job, task = desc.task.index.0, attempt = desc.attempt);
+        tokio::spawn(
+            async move {
+                debug!("task started");
+                let outcome = exec.run(&desc).await;
+                match &outcome {
+                    TaskOutcome::Ok { fuel, .. } => debug!(fuel, "task done"),
+                    TaskOutcome::Failed(kind) => info!("task failed: {kind:?}"),
+                }
+                let _ = tx.send(Finished { task: desc.task, attempt: desc.attempt, outcome });
+            }
+            .instrument(span),
+        );
+    }
+}

@@ -1,0 +1,79 @@
+//! Message routing: inbound messages from the network, scheduling messages routed to the owner
+//! of their job or to the peer scheduler, and transmits sent out.
+//!
+//! Invariants: a message to this peer itself never touches the network (it is queued in
+//! `Actor::local` and delivered in order by `drain`); a report for a job not owned here (finished
+//! or cancelled) is dropped; every send to another peer is tracked in `Actor::sends` so that a
+//! graceful leave can wait for it.
+
+use std::time::Duration;
+
+use shoal_core::ids::PeerId;
+use shoal_core::sched::{SchedMsg, Transmit};
+use shoal_core::wire::Message;
+use shoal_net::{Inbound, NodeError};
+use tracing::{Instrument, debug, trace, warn};
+
+use super::Actor;
+
+/// Sends of one message to a peer before it is given up (the owner re-issues on peer loss).
+const SEND_TRIES: u32 = 3;
+
+impl Actor {
+    pub(super) fn on_inbound(&mut self, inbound: Inbound) {
+        let Inbound { from, message, reply } = inbound;
+        match (message, reply) {
+            (Message::Sched(msg), _) => {
+                self.learn_addresses(&msg);
+                self.dispatch(from, msg);
+                self.drain();
+            }
+            (Message::Ping(n), Some(reply)) => {
+                let _ = reply.send(Message::Pong(n));
+            }
+            (other, _) => trace!(peer = %from.short(), "ignored message {other:?}"),
+        }
+    }
+
+    /// Routes one scheduling message to the owner of its job or to the peer scheduler.
+    pub(super) fn dispatch(&mut self, from: PeerId, msg: SchedMsg) {
+        let now = self.now();
+        match msg.owner_job() {
+            Some(job) => match self.jobs.get_mut(&job) {
+                Some(entry) => {
+                    if let Err(e) = entry.owner.handle_msg(now, from, msg) {
+                        debug!(peer = %from.short(), %job, "owner refused a message: {e}");
+                    }
+                }
+                None => trace!(%job, "report for a job not owned here (finished or cancelled)"),
+            },
+            None => self.sched.handle_msg(now, from, msg, &mut self.rng),
+        }
+    }
+
+    pub(super) fn transmit(&mut self, mut t: Transmit) {
+        if t.to == self.me {
+            self.local.push_back(t.msg);
+            return;
+        }
+        self.attach_addresses(t.to, &mut t.msg);
+        let node = self.node.clone();
+        let msg = Message::Sched(t.msg);
+        self.sends.spawn(
+            async move {
+                for attempt in 1..=SEND_TRIES {
+                    match node.send(t.to, &msg).await {
+                        Ok(()) => return,
+                        Err(NodeError::Shutdown) => return,
+                        Err(e) => {
+                            debug!(peer = %t.to.short(), attempt, "send failed: {e}");
+                            tokio::time::sleep(Duration::from_millis(100 * u64::from(attempt))).await;
+                        }
+                    }
+                }
+                warn!(peer = %t.to.short(), "message dropped after {SEND_TRIES} tries");
+            }
+            .in_current_span(),
+        );
+    }
+}

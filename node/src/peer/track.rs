@@ -1,0 +1,80 @@
+//! Job tracking: owner events turned into progress, fetches of wanted outputs and the job's
+//! result; cancellation.
+//!
+//! Invariants: a job's result is sent once (the tracker's `finish`), when `JobDone` has been seen
+//! and no wanted output is still being fetched; the owner is dropped right after, once its last
+//! transmits (cancels) are taken.
+
+use shoal_core::ids::JobId;
+use shoal_core::sched::{FailureKind, OwnerEvent, Transmit};
+use tracing::{info, info_span, warn};
+
+use super::Actor;
+use crate::job::{JobError, JobOutputs, JobProgress};
+
+impl Actor {
+    pub(super) fn on_event(&mut self, job: JobId, event: OwnerEvent) {
+        let Some(entry) = self.jobs.get_mut(&job) else { return };
+        let span = info_span!("job", %job);
+        let _enter = span.enter();
+        match event {
+            OwnerEvent::TaskDone(i) => {
+                if entry.tracker.wanted.contains(&i) {
+                    self.fetch_output(job, i);
+                }
+            }
+            OwnerEvent::Mismatch(i) => warn!(task = i.0, "two runs of a task disagree"),
+            OwnerEvent::TaskFailed(i, kind) => {
+                let name = entry.owner.job().task(i).name.clone();
+                let reason = match kind {
+                    FailureKind::Task(s) => s,
+                    FailureKind::InputLost { input } => format!("input {input} was lost on every holder"),
+                    FailureKind::Executor(s) => format!("no peer could run it: {s}"),
+                    FailureKind::Refused(r) => format!("no peer accepts it: it {r}"),
+                };
+                warn!(task = %name, "job failed: {reason}");
+                entry.tracker.finish(Err(JobError::TaskFailed { name, index: i.0, reason }));
+                // Free the holders of its other tasks (`settle` sends this and drops the owner).
+                entry.owner.handle_cancel(self.epoch.elapsed());
+            }
+            OwnerEvent::JobDone => entry.tracker.all_done = true,
+        }
+        drop(_enter);
+        self.settle(job);
+    }
+
+    /// Updates the job's progress; sends its result and forgets it once it is over.
+    pub(super) fn settle(&mut self, job: JobId) {
+        let Some(entry) = self.jobs.get_mut(&job) else { return };
+        let progress = JobProgress::from(entry.owner.progress());
+        entry.tracker.progress.send_if_modified(|old| std::mem::replace(old, progress) != progress);
+        let t = &mut entry.tracker;
+        if !t.finished() && t.all_done && t.fetching == 0 {
+            let names = entry.owner.job().tasks();
+            let outputs = std::mem::take(&mut t.outputs)
+                .into_iter()
+                .map(|(i, b)| (names[i.0 as usize].name.clone(), b));
+            let result = JobOutputs { outputs: outputs.collect(), progress, elapsed: t.started.elapsed() };
+            info!(%job, elapsed = ?result.elapsed, peers = progress.peers_used, "job done");
+            t.finish(Ok(result));
+        }
+        if entry.tracker.finished() {
+            let last: Vec<Transmit> = std::iter::from_fn(|| entry.owner.poll_transmit()).collect();
+            self.jobs.remove(&job);
+            for t in last {
+                self.transmit(t);
+            }
+        }
+    }
+
+    /// Cancels job `id` at every peer holding its tasks and forgets it.
+    pub(super) fn cancel_job(&mut self, id: JobId, why: JobError) {
+        let now = self.now();
+        if let Some(entry) = self.jobs.get_mut(&id) {
+            entry.owner.handle_cancel(now);
+            entry.tracker.finish(Err(why));
+        }
+        self.drain();
+        self.jobs.remove(&id);
+    }
+}

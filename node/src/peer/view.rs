@@ -1,0 +1,76 @@
+//! The membership view as seen by the schedulers: hints refreshed into every machine, load hints
+//! advertised, and departed peers reported.
+//!
+//! Invariants: a peer never talked to counts as near (`rtt = 0`); load hints are sent to
+//! membership only when they change; a departed peer is reported to the peer scheduler and to
+//! every owner, draining after each.
+
+use std::time::Duration;
+
+use shoal_core::ids::{JobId, PeerId};
+use shoal_core::membership::LoadHints;
+use shoal_core::sched::PeerHint;
+use tracing::info;
+
+use super::Actor;
+use crate::job::JobProgress;
+
+impl Actor {
+    /// The membership view as scheduler hints. Membership gossips free slots and ready tasks;
+    /// slot counts are learnt from reports, queued fuel and RTT are not measured yet (zero: every
+    /// peer counts as near, as on a LAN).
+    pub(super) fn view(&self) -> Vec<PeerHint> {
+        self.node
+            .view()
+            .iter()
+            .map(|e| PeerHint {
+                peer: e.id,
+                slots: e.hints.slots,
+                free_slots: e.hints.free_slots,
+                ready_tasks: e.hints.ready_tasks,
+                ready_fuel: e.hints.ready_fuel,
+                // Measured by QUIC on a live connection; a peer never talked to counts as near
+                // until it is (thieves and owners then pick by load alone).
+                rtt: self.node.rtt_of(e.id).unwrap_or(Duration::ZERO),
+            })
+            .collect()
+    }
+
+    pub(super) async fn refresh_view(&mut self) {
+        let view = self.view();
+        let now = self.now();
+        for entry in self.jobs.values_mut() {
+            entry.owner.handle_view(now, &view);
+            let p = JobProgress::from(entry.owner.progress());
+            entry.tracker.progress.send_if_modified(|old| std::mem::replace(old, p) != p);
+        }
+        self.drain();
+        self.sched.handle_view(now, view, &mut self.rng);
+        self.drain();
+        let load = self.sched.load();
+        let hints = LoadHints {
+            free_slots: load.free_slots,
+            ready_tasks: load.ready_tasks,
+            slots: load.slots,
+            ready_fuel: load.ready_fuel,
+        };
+        if self.hints != Some(hints) {
+            self.hints = Some(hints);
+            self.node.set_load_hints(hints).await;
+        }
+    }
+
+    pub(super) fn peer_down(&mut self, peer: PeerId) {
+        info!(peer = %peer.short(), "peer gone");
+        let now = self.now();
+        self.sched.handle_peer_down(now, peer, &mut self.rng);
+        self.drain();
+        let jobs: Vec<JobId> = self.jobs.keys().copied().collect();
+        for job in jobs {
+            if let Some(entry) = self.jobs.get_mut(&job) {
+                entry.owner.handle_peer_down(now, peer);
+            }
+            self.drain();
+        }
+    }
+}
