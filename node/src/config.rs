@@ -6,7 +6,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use shoal_core::sched::{OwnerConfig, PeerConfig};
+use shoal_core::sched::{OwnerConfig, PeerConfig, TaskCaps};
 use shoal_net::NodeConfig;
 
 /// Everything a [`Peer`](crate::Peer) needs to start.
@@ -26,6 +26,12 @@ pub struct Config {
     pub view_refresh: Duration,
     /// Where compiled modules are cached (`None`: `<data_dir>/modules`).
     pub module_cache: Option<PathBuf>,
+    /// Disk budget of the compiled-module cache, in bytes (least recently used entries go first).
+    pub module_cache_budget: u64,
+    /// The volunteer's caps on one task (fuel, time, output, input). A task asking more is refused
+    /// with a reason naming the cap; one that sets no limit runs with the cap as its limit. The
+    /// memory cap is always [`Config::task_memory`].
+    pub caps: TaskCaps,
     /// How long a graceful leave waits for running tasks to finish and report (queued ones are
     /// handed back at once); tasks still running then are re-issued by their owners.
     pub leave_grace: Duration,
@@ -42,6 +48,8 @@ impl Config {
             owner: OwnerConfig::default(),
             view_refresh: Duration::from_millis(100),
             module_cache: None,
+            module_cache_budget: 1 << 30,
+            caps: TaskCaps::default(),
             leave_grace: Duration::from_secs(10),
         }
     }
@@ -49,5 +57,10 @@ impl Config {
     /// The largest linear memory one task may have on this peer.
     pub fn task_memory(&self) -> u64 {
         self.memory / u64::from(self.cores.max(1))
+    }
+
+    /// The caps this peer applies to one task: [`Config::caps`] with the memory per task.
+    pub fn task_caps(&self) -> TaskCaps {
+        TaskCaps { max_memory: Some(self.task_memory()), ..self.caps }
     }
 }

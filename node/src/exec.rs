@@ -19,7 +19,7 @@ use std::time::Duration;
 
 use shoal_core::ids::BlobHash;
 use shoal_core::job::Limits as JobLimits;
-use shoal_core::sched::{FailureKind, InputSource, OutputRef, TaskDesc, TaskOutcome};
+use shoal_core::sched::{FailureKind, InputSource, OutputRef, TaskCaps, TaskDesc, TaskOutcome};
 use shoal_net::Node;
 use shoal_sandbox::{Limits, Sandbox, TaskModule};
 use tokio::sync::oneshot;
@@ -133,8 +133,8 @@ pub(crate) struct Executor {
     node: Node,
     sandbox: Sandbox,
     threads: TaskThreads,
-    /// Largest linear memory one task may have here (the peer's memory cap over its cores).
-    task_memory: u64,
+    /// The volunteer's caps on one task, memory per task included.
+    caps: TaskCaps,
     /// Outputs up to this size travel inline in the report.
     inline_max: u64,
     modules: Mutex<HashMap<BlobHash, Arc<TaskModule>>>,
@@ -145,11 +145,11 @@ impl Executor {
         node: Node,
         sandbox: Sandbox,
         cores: u32,
-        task_memory: u64,
+        caps: TaskCaps,
         inline_max: u64,
     ) -> std::io::Result<Self> {
         let threads = TaskThreads::new(cores)?;
-        Ok(Executor { node, sandbox, threads, task_memory, inline_max, modules: Mutex::new(HashMap::new()) })
+        Ok(Executor { node, sandbox, threads, caps, inline_max, modules: Mutex::new(HashMap::new()) })
     }
 
     pub(crate) fn priority(&self) -> TaskPriority {
@@ -165,7 +165,8 @@ impl Executor {
     }
 
     async fn try_run(&self, desc: &TaskDesc) -> Result<TaskOutcome, FailureKind> {
-        let limits = self.limits(&desc.limits)?;
+        let input_bytes = desc.inputs.iter().fold(0u64, |sum, i| sum.saturating_add(i.size));
+        let limits = self.limits(&desc.limits, input_bytes)?;
         let module = self.module(desc).await?;
         let mut inputs = Vec::with_capacity(desc.inputs.len());
         for (k, loc) in desc.inputs.iter().enumerate() {
@@ -214,23 +215,29 @@ impl Executor {
         result.unwrap_or_else(|| Err(FailureKind::Executor("the peer is shutting down".into())))
     }
 
-    /// The sandbox limits for a task's declared ones, or why this peer cannot honour them.
-    fn limits(&self, want: &JobLimits) -> Result<Limits, FailureKind> {
+    /// The sandbox limits for a task's declared ones under this peer's caps, or the refusal when
+    /// the task asks more than a cap (checked again here, whatever the scheduler checked, since
+    /// inputs' sizes are known only now for continuations). An unset limit is the sandbox's
+    /// default, lowered to the cap.
+    fn limits(&self, want: &JobLimits, input_bytes: u64) -> Result<Limits, FailureKind> {
+        self.caps.check(want, input_bytes).map_err(FailureKind::Refused)?;
         let d = Limits::default();
-        let limits = Limits {
-            fuel: want.fuel.unwrap_or(d.fuel),
-            memory_bytes: want.memory_bytes.unwrap_or(d.memory_bytes),
-            output_bytes: want.output_bytes.unwrap_or(d.output_bytes),
-            deadline: want.deadline_ms.map_or(d.deadline, Duration::from_millis),
-            ..d
+        let defaults = JobLimits {
+            fuel: Some(want.fuel.unwrap_or(d.fuel)),
+            memory_bytes: Some(want.memory_bytes.unwrap_or(d.memory_bytes)),
+            output_bytes: Some(want.output_bytes.unwrap_or(d.output_bytes)),
+            deadline_ms: Some(
+                want.deadline_ms.unwrap_or(u64::try_from(d.deadline.as_millis()).unwrap_or(u64::MAX)),
+            ),
         };
-        if limits.memory_bytes > self.task_memory {
-            return Err(FailureKind::Executor(format!(
-                "the task may use {} bytes of memory; this peer gives a task at most {}",
-                limits.memory_bytes, self.task_memory
-            )));
-        }
-        Ok(limits)
+        let capped = self.caps.clamp(&defaults);
+        Ok(Limits {
+            fuel: capped.fuel.unwrap_or(d.fuel),
+            memory_bytes: capped.memory_bytes.unwrap_or(d.memory_bytes),
+            output_bytes: capped.output_bytes.unwrap_or(d.output_bytes),
+            deadline: capped.deadline_ms.map_or(d.deadline, Duration::from_millis),
+            ..d
+        })
     }
 
     /// The compiled module of `desc`, fetched from its owner if this peer does not have it.

@@ -55,6 +55,8 @@ async fn serve(args: Settings) -> anyhow::Result<u8> {
     cfg.net.bootstrap = args.bootstrap.clone();
     cfg.net.mdns = args.mdns;
     cfg.net.blob_budget = args.blob_store_budget;
+    cfg.module_cache_budget = args.module_cache_budget;
+    cfg.caps = args.caps;
     cfg.leave_grace = args.leave_grace;
     if let Some(path) = &args.swarm_secret {
         let secret = std::fs::read(path)

@@ -82,13 +82,14 @@ impl Peer {
         let task_memory = cfg.task_memory();
         let sandbox = Sandbox::new(SandboxConfig {
             cache_dir: Some(cache),
+            disk_cache_bytes: cfg.module_cache_budget,
             max_concurrent_tasks: cfg.cores.max(1),
             max_memory_bytes: task_memory.max(1 << 20),
             ..SandboxConfig::default()
         })?;
         let (node, inbox) = Node::start(cfg.net.clone()).await?;
         let me = node.peer_id();
-        let exec = Executor::new(node.clone(), sandbox, cfg.cores, task_memory, cfg.owner.inline_max)
+        let exec = Executor::new(node.clone(), sandbox, cfg.cores, cfg.task_caps(), cfg.owner.inline_max)
             .map_err(StartError::Threads)?;
         let priority = exec.priority();
         let (cmd_tx, cmd_rx) = mpsc::channel(64);
