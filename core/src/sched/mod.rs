@@ -31,6 +31,7 @@ mod msg;
 mod owner;
 mod peer;
 mod queue;
+mod stats;
 #[cfg(test)]
 mod tests;
 
@@ -38,9 +39,10 @@ use std::time::Duration;
 
 pub use caps::{CapKind, Refusal, TaskCaps};
 pub use msg::{
-    DoneReport, FailureKind, InputLoc, InputSource, LoadHint, OutputRef, PeerAddr, SchedMsg, TaskDesc,
-    Transmit,
+    DescSigner, DoneReport, FailureKind, InputLoc, InputSource, LoadHint, OutputRef, PeerAddr, SchedMsg,
+    TaskDesc, Transmit, key_signer,
 };
+pub use stats::Refusals;
 pub use owner::{Owner, OwnerConfig, OwnerError, OwnerEvent, Progress, Report, TaskState};
 pub use peer::{PeerConfig, PeerHint, PeerSched, PeerStats, TaskOutcome, VictimChoice};
 pub use queue::ReadyQueue;

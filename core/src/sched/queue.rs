@@ -44,14 +44,14 @@ impl ReadyQueue {
     /// Adds a task.
     pub fn push(&mut self, desc: TaskDesc) {
         self.seq += 1;
-        self.fuel += desc.cost;
+        self.fuel = self.fuel.saturating_add(desc.cost);
         self.heap.push(Entry { priority: desc.priority, seq: Reverse(self.seq), desc });
     }
 
     /// Removes the highest-priority task.
     pub fn pop(&mut self) -> Option<TaskDesc> {
         let desc = self.heap.pop()?.desc;
-        self.fuel -= desc.cost;
+        self.fuel = self.fuel.saturating_sub(desc.cost);
         Some(desc)
     }
 
@@ -78,7 +78,14 @@ impl ReadyQueue {
     /// Keeps only the tasks for which `keep` says true.
     pub fn retain(&mut self, mut keep: impl FnMut(&TaskDesc) -> bool) {
         self.heap.retain(|e| keep(&e.desc));
-        self.fuel = self.heap.iter().map(|e| e.desc.cost).sum();
+        self.fuel = self.heap.iter().fold(0u64, |n, e| n.saturating_add(e.desc.cost));
+    }
+
+    /// Calls `f` on every queued task, in no particular order.
+    pub fn for_each(&self, mut f: impl FnMut(&TaskDesc)) {
+        for e in &self.heap {
+            f(&e.desc);
+        }
     }
 
     /// Removes up to half the tasks, rounded up (`n - n / 2`), at most `max`, highest priority first.
