@@ -40,6 +40,15 @@ pub struct SimArgs {
     /// Kill FRACTION of the peers when PROGRESS of the tasks are done, e.g. 0.125@0.5.
     #[arg(long, value_parser = parse_kill)]
     pub kill: Option<Kill>,
+    /// Probability that a message between peers is lost for good.
+    #[arg(long, default_value_t = 0.0)]
+    pub loss: f64,
+    /// Probability that a message between peers is delivered twice.
+    #[arg(long, default_value_t = 0.0)]
+    pub duplicate: f64,
+    /// Delay every message by up to one more RTT at random, so messages overtake each other.
+    #[arg(long)]
+    pub reorder: bool,
     /// End with one line of JSON holding every metric.
     #[arg(long)]
     pub json: bool,
@@ -89,6 +98,7 @@ pub fn run(args: &SimArgs, out: &mut dyn Write) -> Result<Metrics, CliError> {
     cfg.peer.slots = args.slots.max(1);
     cfg.scheduler = args.scheduler;
     cfg.kill = args.kill;
+    cfg.faults = crate::world::NetFaults { loss: args.loss, duplicate: args.duplicate, reorder: args.reorder };
     let m = simulate(&dag, &cfg)?;
     writeln!(
         out,

@@ -17,7 +17,7 @@ pub mod wfcommons;
 mod world;
 
 pub use metrics::Metrics;
-pub use world::{Kill, Partition, SchedulerKind, SimConfig, SimError, simulate};
+pub use world::{Kill, NetFaults, Partition, SchedulerKind, SimConfig, SimError, simulate};
 /// The scheduler settings a [`SimConfig`] carries, re-exported for callers tuning them.
 pub mod sched_config {
     pub use shoal_core::sched::{OwnerConfig, PeerConfig, VictimChoice};
