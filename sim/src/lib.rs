@@ -9,10 +9,10 @@
 //! same loop for comparison. Same seed ⇒ same run, event for event.
 
 mod central;
-pub mod cli;
 pub mod dag;
 pub mod metrics;
 pub mod net;
+pub mod report;
 pub mod wfcommons;
 mod world;
 

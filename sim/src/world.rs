@@ -31,7 +31,7 @@ use crate::metrics::Metrics;
 use crate::net::{Net, Topology};
 
 /// Which scheduler runs the job.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum SchedulerKind {
     /// Shoal: owner + decentralised work stealing.
     Shoal,
