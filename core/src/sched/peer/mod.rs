@@ -289,6 +289,7 @@ impl PeerSched {
         for (_, cs) in std::mem::take(&mut self.waiting) {
             queued.extend(cs);
         }
+        self.unhold(&queued);
         self.release(&queued, true);
     }
 
@@ -510,7 +511,6 @@ impl PeerSched {
     /// Hands `tasks` back to their owners, one message per (owner, job); `leaving`: because this
     /// peer is leaving (counted in [`PeerStats::tasks_released`]), else as orphaned continuations.
     fn release(&mut self, tasks: &[TaskDesc], leaving: bool) {
-        self.unhold(tasks);
         if leaving {
             self.stats.tasks_released += tasks.len() as u64;
         }
