@@ -40,6 +40,10 @@ impl Bytes<'_> {
             None => 0,
         }
     }
+    /// True one time in `n`.
+    fn coin(&mut self, n: u8) -> bool {
+        self.below(n) == 0
+    }
     fn below(&mut self, n: u8) -> u8 {
         if n == 0 { 0 } else { self.u8() % n }
     }
@@ -93,7 +97,7 @@ fn load(b: &mut Bytes<'_>) -> LoadHint {
 
 fn output(b: &mut Bytes<'_>) -> OutputRef {
     let size = b.num();
-    let inline = (b.u8() % 2 == 0).then(|| vec![b.u8(); usize::from(b.u8())]);
+    let inline = (b.coin(2)).then(|| vec![b.u8(); usize::from(b.u8())]);
     OutputRef { hash: BlobHash([b.u8(); 32]), size, inline }
 }
 
@@ -105,11 +109,11 @@ fn job(b: &mut Bytes<'_>) -> Job {
         .map(|i| {
             let mut s = TaskSpec::new(format!("t{i}"), m);
             for p in 0..i {
-                if b.u8() % 3 == 0 {
+                if b.coin(3) {
                     s = s.after(format!("t{p}"));
                 }
             }
-            if b.u8() % 2 == 0 { s.cost(b.num()) } else { s }
+            if b.coin(2) { s.cost(b.num()) } else { s }
         })
         .collect();
     Job::new(specs).unwrap_or_else(|e| unreachable!("generated jobs are valid: {e}"))
@@ -125,7 +129,7 @@ pub fn owner(data: &[u8]) {
     let cfg = OwnerConfig {
         own_slots: u32::from(b.below(3)),
         failure_confirmations: u32::from(b.below(3)),
-        continuations: b.u8() % 2 == 0,
+        continuations: b.coin(2),
         lease_floor: Duration::from_millis(1 + u64::from(b.u8())),
         ..OwnerConfig::default()
     };
@@ -143,7 +147,7 @@ pub fn owner(data: &[u8]) {
             TaskState::Placed { attempt, .. } => *attempt,
             _ => 1,
         };
-        let attempt = if b.u8() % 4 == 0 { b.num32() } else { live };
+        let attempt = if b.coin(4) { b.num32() } else { live };
         let task = TaskId { job: JOB, index: i };
         // A Done with earlier reports can make a task ready, place it on the sender and report
         // it, all in one message: the one case where a task not placed before a step is done
@@ -151,7 +155,7 @@ pub fn owner(data: &[u8]) {
         let mut chained = false;
         let msg = match b.below(9) {
             0 => Some(SchedMsg::Claim { job: JOB, holder: peer(b.below(PEERS)), tasks: vec![(i, attempt, b.num32())] }),
-            1 => Some(SchedMsg::Release { job: JOB, tasks: vec![(i, attempt, b.num32())], leaving: b.u8() % 2 == 0 }),
+            1 => Some(SchedMsg::Release { job: JOB, tasks: vec![(i, attempt, b.num32())], leaving: b.coin(2) }),
             2 | 3 => {
                 let earlier: Vec<DoneReport> = (0..b.below(3))
                     .map(|_| DoneReport {
@@ -242,13 +246,13 @@ fn desc(b: &mut Bytes<'_>, owner: u8, attempt: u32) -> TaskDesc {
             source: match b.below(3) {
                 0 => InputSource::Inline(vec![b.u8(); usize::from(b.below(4))]),
                 1 => InputSource::Holders(vec![peer(b.below(PEERS))]),
-                _ => InputSource::After { task: TaskIndex(u32::from(b.below(8))), merge: b.u8() % 2 == 0 },
+                _ => InputSource::After { task: TaskIndex(u32::from(b.below(8))), merge: b.coin(2) },
             },
         })
         .collect();
     let limits = Limits {
-        fuel: (b.u8() % 2 == 0).then(|| b.num()),
-        memory_bytes: (b.u8() % 2 == 0).then(|| b.num()),
+        fuel: (b.coin(2)).then(|| b.num()),
+        memory_bytes: (b.coin(2)).then(|| b.num()),
         output_bytes: None,
         deadline_ms: None,
     };
@@ -282,7 +286,7 @@ pub fn peer_sched(data: &[u8]) {
     let cfg = PeerConfig {
         slots: 1 + u32::from(b.below(3)),
         max_queued: 1 + usize::from(b.below(16)),
-        caps: TaskCaps { max_fuel: (b.u8() % 2 == 0).then(|| b.num()), ..TaskCaps::default() },
+        caps: TaskCaps { max_fuel: (b.coin(2)).then(|| b.num()), ..TaskCaps::default() },
         ..PeerConfig::default()
     };
     let (slots, max_queued) = (cfg.slots as usize, cfg.max_queued);
@@ -296,7 +300,7 @@ pub fn peer_sched(data: &[u8]) {
         let from = b.below(PEERS);
         match b.below(9) {
             0 | 1 => {
-                let owner = if b.u8() % 4 == 0 { b.below(PEERS) } else { from };
+                let owner = if b.coin(4) { b.below(PEERS) } else { from };
                 let tasks = (0..b.below(6))
                     .map(|_| {
                         let attempt = 1 + u32::from(b.below(3));
@@ -310,7 +314,7 @@ pub fn peer_sched(data: &[u8]) {
                     .map(|_| {
                         let attempt = 1 + u32::from(b.below(3));
                         let mut d = desc(&mut b, 0, attempt);
-                        if b.u8() % 3 == 0 {
+                        if b.coin(3) {
                             d.attempt += 1000; // Altered after signing: must never run.
                         }
                         d
@@ -327,7 +331,7 @@ pub fn peer_sched(data: &[u8]) {
             5 => {
                 if !running.is_empty() {
                     let d = running.swap_remove(usize::from(b.u8()) % running.len());
-                    let outcome = if b.u8() % 3 == 0 {
+                    let outcome = if b.coin(3) {
                         TaskOutcome::Failed(FailureKind::Executor("x".into()))
                     } else {
                         TaskOutcome::Ok { output: output(&mut b), fuel: b.num() }

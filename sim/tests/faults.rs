@@ -14,11 +14,11 @@ fn faults() -> NetFaults {
 }
 
 fn check(spec: &str, peers: usize, topo: Topology, seed: u64) {
-    let dag = generate(spec, seed).unwrap();
-    let clean = simulate(&dag, &SimConfig::new(peers, topo, seed)).unwrap();
+    let dag = generate(spec, seed).expect("a valid DAG spec");
+    let clean = simulate(&dag, &SimConfig::new(peers, topo, seed)).expect("runs");
     let mut cfg = SimConfig::new(peers, topo, seed);
     cfg.faults = faults();
-    let m = simulate(&dag, &cfg).unwrap();
+    let m = simulate(&dag, &cfg).expect("runs");
     let ctx = format!("{spec} {topo:?} {peers} peers seed {seed}: {:?}", m.unfinished);
     assert_eq!(m.tasks_completed, m.tasks, "{ctx}");
     assert_eq!(m.outputs, clean.outputs, "{ctx}");

@@ -16,7 +16,7 @@ use crate::sched::Time;
 
 impl PeerSched {
     /// The descriptors of an `Assign` from `from` that `from` owns (the others are refused).
-    pub(super) fn from_owner(&mut self, from: PeerId, mut tasks: Vec<TaskDesc>) -> Vec<TaskDesc> {
+    pub(super) fn owned_by_sender(&mut self, from: PeerId, mut tasks: Vec<TaskDesc>) -> Vec<TaskDesc> {
         let before = tasks.len();
         tasks.retain(|t| t.owner == from);
         for _ in tasks.len()..before {

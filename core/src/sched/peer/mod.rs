@@ -303,7 +303,7 @@ impl PeerSched {
     pub fn handle_msg(&mut self, now: Time, from: PeerId, msg: SchedMsg, rng: &mut dyn RngCore) {
         match msg {
             SchedMsg::Assign { tasks, .. } => {
-                let tasks = self.from_owner(from, tasks);
+                let tasks = self.owned_by_sender(from, tasks);
                 if self.leaving {
                     self.release(&tasks, true);
                 } else {

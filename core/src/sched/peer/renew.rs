@@ -15,6 +15,9 @@ use crate::ids::{JobId, PeerId, TaskId, TaskIndex};
 use crate::sched::msg::{SchedMsg, TaskDesc, Transmit};
 use crate::sched::{Time, Timer};
 
+/// One `Renew`: owner, job, `(task, attempt)`s.
+type RenewBatch = (PeerId, JobId, Vec<(TaskIndex, u32)>);
+
 /// An attempt held here, for its lease.
 #[derive(Clone, Copy, Debug)]
 pub(super) struct Held {
@@ -95,7 +98,7 @@ impl PeerSched {
             }
         }
         due.sort_unstable();
-        let mut groups: Vec<(PeerId, JobId, Vec<(TaskIndex, u32)>)> = Vec::new();
+        let mut groups: Vec<RenewBatch> = Vec::new();
         for (owner, job, i, a) in due {
             match groups.last_mut() {
                 Some(g) if g.0 == owner && g.1 == job => g.2.push((i, a)),
