@@ -698,3 +698,5 @@ fn a_consumer_keeps_a_copy_so_its_producer_is_not_remade_when_the_producer_dies(
     assert!(matches!(o.state(TaskIndex(0)), TaskState::Done { .. }), "{:?}", o.state(TaskIndex(0)));
     assert!(assigned(&drain(&mut o)).iter().all(|x| x.1 != TaskIndex(0)), "a is not re-run");
 }
+
+mod hardening;

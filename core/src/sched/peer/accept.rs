@@ -49,6 +49,8 @@ impl PeerSched {
     pub(super) fn accept(&mut self, now: Time, tasks: Vec<TaskDesc>) {
         let mut orphans = Vec::new();
         let mut full = Vec::new();
+        // Room: the cap, plus the free slots the queue's head will take when this returns.
+        let room = self.cfg.max_queued.saturating_add(self.free_slots() as usize);
         for t in tasks {
             if self.has_attempt(t.task, t.attempt) {
                 Refusals::bump(&mut self.stats.refused.duplicate);
@@ -61,7 +63,7 @@ impl PeerSched {
                 continue;
             }
             let queued = self.ready.len() + self.waiting.values().map(Vec::len).sum::<usize>();
-            if queued >= self.cfg.max_queued {
+            if queued >= room {
                 Refusals::bump(&mut self.stats.refused.queue_full);
                 full.push(t);
                 continue;
