@@ -81,14 +81,7 @@ fn peer(i: u8) -> PeerId {
 }
 
 fn hint(b: &mut Bytes<'_>, p: u8) -> PeerHint {
-    PeerHint {
-        peer: peer(p),
-        slots: b.num32(),
-        free_slots: b.num32(),
-        ready_tasks: b.num32(),
-        ready_fuel: b.num(),
-        rtt: Duration::from_micros(b.num() % 10_000_000),
-    }
+    PeerHint { peer: peer(p), load: load(b), rtt: Duration::from_micros(b.num() % 10_000_000) }
 }
 
 fn load(b: &mut Bytes<'_>) -> LoadHint {
@@ -390,15 +383,10 @@ pub fn membership(data: &[u8]) {
     let mut m = membership::Membership::new(me, cfg);
     let mut rng = SmallRng::seed_from_u64(u64::from(b.u8()));
     let mut now = Duration::ZERO;
-    m.join(now, &[addr(1)]);
+    m.handle_join(now, &[addr(1)]);
     let mut timers = Vec::new();
     let id = |b: &mut Bytes<'_>| PeerId([b.u8() % 64; 32]);
-    let hints = |b: &mut Bytes<'_>| membership::LoadHints {
-        free_slots: b.num32(),
-        ready_tasks: b.num32(),
-        slots: b.num32(),
-        ready_fuel: b.num(),
-    };
+    let hints = |b: &mut Bytes<'_>| load(b);
     while !b.done() {
         now += Duration::from_millis(u64::from(b.u8()) * 8);
         let from = id(&mut b);
@@ -422,9 +410,9 @@ pub fn membership(data: &[u8]) {
             6 => Some(MemberMsg::Leave),
             7 => {
                 if !timers.is_empty() {
-                    let (at, t) = timers.swap_remove(usize::from(b.u8()) % timers.len());
-                    now = now.max(at);
-                    m.handle_timer(now, t, &mut rng);
+                    let t: membership::Timer = timers.swap_remove(usize::from(b.u8()) % timers.len());
+                    now = now.max(t.at);
+                    m.handle_timer(now, t.token, &mut rng);
                 }
                 None
             }
@@ -432,7 +420,7 @@ pub fn membership(data: &[u8]) {
                 match b.below(3) {
                     0 => m.handle_send_failed(now, from),
                     1 => m.handle_connection_lost(now, from),
-                    _ => m.leave(now),
+                    _ => m.handle_leave(now),
                 }
                 None
             }

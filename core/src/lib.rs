@@ -12,5 +12,6 @@ pub mod fuzzing;
 pub mod ids;
 pub mod job;
 pub mod membership;
+pub mod sansio;
 pub mod sched;
 pub mod wire;

@@ -351,15 +351,7 @@ fn make_view(
     let mut view: Vec<PeerHint> = Vec::with_capacity(pick.len());
     for q in pick {
         if q != p && !view.iter().any(|h| h.peer == ids[q]) {
-            let l = loads[q];
-            view.push(PeerHint {
-                peer: ids[q],
-                slots: l.slots,
-                free_slots: l.free_slots,
-                ready_tasks: l.ready_tasks,
-                ready_fuel: l.ready_fuel,
-                rtt: net.rtt(p, q),
-            });
+            view.push(PeerHint { peer: ids[q], load: loads[q], rtt: net.rtt(p, q) });
         }
     }
     view

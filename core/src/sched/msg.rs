@@ -11,6 +11,7 @@
 use super::caps::Refusal;
 use crate::ids::{BlobHash, JobId, PeerId, TaskId, TaskIndex};
 use crate::job::Limits;
+pub use crate::sansio::LoadHint;
 
 /// Where a task input can be obtained.
 #[derive(Clone, Debug, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
@@ -231,20 +232,6 @@ pub enum FailureKind {
     Refused(Refusal),
 }
 
-/// A peer's load, piggybacked on steal traffic.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
-#[rkyv(derive(Debug))]
-pub struct LoadHint {
-    /// Slots in all.
-    pub slots: u32,
-    /// Slots not running a task.
-    pub free_slots: u32,
-    /// Tasks waiting in the ready queue.
-    pub ready_tasks: u32,
-    /// Their estimated cost in all, in fuel.
-    pub ready_fuel: u64,
-}
-
 /// Where a peer named in a message can be reached: filled in by the driver (the state machines
 /// leave these lists empty) so that a receiver can reach an owner or an input holder it has never
 /// heard of — a thief that stole a task from a peer it knows, of an owner it does not.
@@ -382,14 +369,8 @@ impl SchedMsg {
     }
 }
 
-/// A message to send.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Transmit {
-    /// Destination peer (possibly the sender itself: deliver locally).
-    pub to: PeerId,
-    /// The message.
-    pub msg: SchedMsg,
-}
+/// A scheduling message to send.
+pub type Transmit = crate::sansio::Transmit<SchedMsg>;
 
 #[cfg(test)]
 mod tests {

@@ -27,10 +27,12 @@ fn peer(i: u8) -> PeerId {
 fn hint(i: u8, ready: u32) -> PeerHint {
     PeerHint {
         peer: peer(i),
-        slots: 1,
-        free_slots: u32::from(ready == 0),
-        ready_tasks: ready,
-        ready_fuel: u64::from(ready) * 1_000_000_000,
+        load: LoadHint {
+            slots: 1,
+            free_slots: u32::from(ready == 0),
+            ready_tasks: ready,
+            ready_fuel: u64::from(ready) * 1_000_000_000,
+        },
         rtt: Duration::from_millis(1),
     }
 }
@@ -354,10 +356,12 @@ fn thief_steals_only_from_loaded_peers_and_backs_off_on_failure() {
 fn far_victims_are_only_robbed_of_long_backlogs() {
     let mut rng = SmallRng::seed_from_u64(3);
     let mut th = PeerSched::new(peer(9), PeerConfig::default());
-    let far = PeerHint { rtt: Duration::from_millis(200), ready_fuel: 10_000_000, ..hint(1, 1) };
+    let mut far = PeerHint { rtt: Duration::from_millis(200), ..hint(1, 1) };
+    far.load.ready_fuel = 10_000_000;
     th.handle_view(t(0), vec![far], &mut rng);
     assert!(th.poll_transmit().is_none(), "10 ms of work is not worth a 200 ms round trip");
-    let far_long = PeerHint { ready_fuel: 5_000_000_000, ..far };
+    let mut far_long = far;
+    far_long.load.ready_fuel = 5_000_000_000;
     th.handle_view(t(1), vec![far_long], &mut rng);
     assert!(th.poll_transmit().is_some());
 }

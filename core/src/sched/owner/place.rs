@@ -14,13 +14,13 @@ use crate::sched::peer::PeerHint;
 impl Owner {
     pub(super) fn note_view(&mut self, view: &[PeerHint]) {
         let mut idle: Vec<&PeerHint> =
-            view.iter().filter(|h| h.peer != self.me && h.free_slots > 0 && h.ready_tasks == 0).collect();
+            view.iter().filter(|h| h.peer != self.me && h.load.free_slots > 0 && h.load.ready_tasks == 0).collect();
         idle.sort_by_key(|h| (std::cmp::Reverse(h.rtt), h.peer));
         self.view_idle = idle.iter().map(|h| h.peer).collect();
         for h in view {
             if h.peer != self.me && self.dead.remove(&h.peer) {
                 // Membership shows it again (a healed partition): usable, its old work written off.
-                self.set_cap(h.peer, h.slots.min(super::auth::SLOTS_MAX));
+                self.set_cap(h.peer, h.load.slots.min(super::auth::SLOTS_MAX));
             }
             if self.rtt.get(&h.peer) != Some(&h.rtt) {
                 let known = self.by_load.remove(&self.load_key(h.peer));
@@ -32,8 +32,8 @@ impl Owner {
             // A peer becomes a target once its hints show it runs tasks: a free slot, or a queue
             // (busy with other work). One that never shows either may donate no cores (drivers
             // that cannot tell report at least one slot) and stays out until it reports a result.
-            if !self.caps.contains_key(&h.peer) && (h.free_slots > 0 || h.ready_tasks > 0) {
-                self.set_cap(h.peer, h.slots.min(super::auth::SLOTS_MAX));
+            if !self.caps.contains_key(&h.peer) && (h.load.free_slots > 0 || h.load.ready_tasks > 0) {
+                self.set_cap(h.peer, h.load.slots.min(super::auth::SLOTS_MAX));
             }
         }
         self.update_near_rtt();
@@ -231,10 +231,10 @@ mod tests {
 
     use crate::ids::{BlobHash, JobId, PeerId};
     use crate::job::{Job, TaskSpec};
-    use crate::sched::{Owner, OwnerConfig, PeerHint, SchedMsg, Transmit};
+    use crate::sched::{LoadHint, Owner, OwnerConfig, PeerHint, SchedMsg, Transmit};
 
     fn hint(peer: PeerId, slots: u32, free_slots: u32, ready_tasks: u32) -> PeerHint {
-        PeerHint { peer, slots, free_slots, ready_tasks, ready_fuel: 0, rtt: Duration::ZERO }
+        PeerHint { peer, load: LoadHint { slots, free_slots, ready_tasks, ready_fuel: 0 }, rtt: Duration::ZERO }
     }
 
     fn targets(out: &[Transmit]) -> Vec<PeerId> {

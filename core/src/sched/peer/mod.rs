@@ -105,14 +105,8 @@ impl Default for PeerConfig {
 pub struct PeerHint {
     /// The peer.
     pub peer: PeerId,
-    /// Its slots in all.
-    pub slots: u32,
-    /// Its free slots, as last heard.
-    pub free_slots: u32,
-    /// Its ready tasks, as last heard.
-    pub ready_tasks: u32,
-    /// Estimated cost of its ready tasks, in fuel, as last heard.
-    pub ready_fuel: u64,
+    /// Its load, as last heard.
+    pub load: LoadHint,
     /// Round-trip time estimate.
     pub rtt: Duration,
 }
@@ -448,10 +442,7 @@ impl PeerSched {
 
     fn note_load(&mut self, peer: PeerId, load: LoadHint) {
         if let Some(h) = self.view.iter_mut().find(|h| h.peer == peer) {
-            h.slots = load.slots;
-            h.free_slots = load.free_slots;
-            h.ready_tasks = load.ready_tasks;
-            h.ready_fuel = load.ready_fuel;
+            h.load = load;
         }
     }
 
@@ -547,8 +538,8 @@ impl PeerSched {
         if self.cfg.victims == VictimChoice::LoadBiased && self.steals.is_empty() {
             // Avoid a thundering herd: with R ready tasks and I idle peers in sight, each idle
             // peer steals with probability R / I, and otherwise waits for fresher hints.
-            let ready: u64 = self.view.iter().fold(0u64, |n, h| n.saturating_add(u64::from(h.ready_tasks)));
-            let idle = 1 + self.view.iter().filter(|h| h.free_slots > 0 && h.ready_tasks == 0).count() as u64;
+            let ready: u64 = self.view.iter().fold(0u64, |n, h| n.saturating_add(u64::from(h.load.ready_tasks)));
+            let idle = 1 + self.view.iter().filter(|h| h.load.free_slots > 0 && h.load.ready_tasks == 0).count() as u64;
             if ready < idle && rng.random_range(0..idle) >= ready {
                 return;
             }
@@ -567,7 +558,7 @@ impl PeerSched {
     /// Whether stealing from `h` can pay: its queued work per slot outlasts the round trip
     /// (cluster-aware stealing: far victims only for long backlogs).
     fn worth(&self, h: &PeerHint) -> bool {
-        let backlog = h.ready_fuel as f64 / self.cfg.fuel_per_sec / f64::from(h.slots.max(1));
+        let backlog = h.load.ready_fuel as f64 / self.cfg.fuel_per_sec / f64::from(h.load.slots.max(1));
         h.rtt.as_secs_f64() <= backlog
     }
 
@@ -575,7 +566,7 @@ impl PeerSched {
         let free = |h: &&PeerHint| !self.steals.iter().any(|s| s.victim == h.peer);
         let biased = self.cfg.victims == VictimChoice::LoadBiased;
         let loaded: Vec<&PeerHint> =
-            self.view.iter().filter(free).filter(|h| biased && h.ready_tasks > 0 && self.worth(h)).collect();
+            self.view.iter().filter(free).filter(|h| biased && h.load.ready_tasks > 0 && self.worth(h)).collect();
         // Load-biased thieves only ask peers whose hints show ready work, and otherwise wait for
         // fresher hints (a view update or a piggybacked load) instead of probing blindly.
         let pool: Vec<&PeerHint> = if biased { loaded } else { self.view.iter().filter(free).collect() };
@@ -587,7 +578,7 @@ impl PeerSched {
             return Some(a.peer);
         }
         let b = pool[rng.random_range(0..pool.len())];
-        let score = |h: &PeerHint| f64::from(h.ready_tasks) / (1.0 + h.rtt.as_secs_f64() * 100.0);
+        let score = |h: &PeerHint| f64::from(h.load.ready_tasks) / (1.0 + h.rtt.as_secs_f64() * 100.0);
         Some(if score(b) > score(a) { b.peer } else { a.peer })
     }
 }

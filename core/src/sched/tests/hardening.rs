@@ -151,7 +151,8 @@ fn a_full_queue_hands_the_excess_back_and_hostile_numbers_saturate() {
     let SchedMsg::Release { tasks, leaving: false, .. } = &back[0].msg else { panic!("{back:?}") };
     assert_eq!(tasks.len(), 2);
     assert_eq!(p.stats().refused.queue_full, 2);
-    let huge = PeerHint { slots: u32::MAX, free_slots: u32::MAX, ready_tasks: u32::MAX, ready_fuel: u64::MAX, ..hint(3, 1) };
+    let max = LoadHint { slots: u32::MAX, free_slots: u32::MAX, ready_tasks: u32::MAX, ready_fuel: u64::MAX };
+    let huge = PeerHint { load: max, ..hint(3, 1) };
     p.handle_view(t(1), vec![huge, huge], &mut rng);
     let mut o = one_task_owner(OwnerConfig::default(), &[huge, PeerHint { peer: peer(4), ..huge }]);
     drain(&mut o);
