@@ -121,9 +121,10 @@ impl SimConfig {
                 backoff_max: if wan { Duration::from_millis(1000) } else { Duration::from_millis(100) },
                 ..PeerConfig::default()
             },
-            // Leases sized to the network: a silent holder costs about two detection delays.
+            // Leases sized to the network (a few worst round trips plus renew periods): each silent
+            // holder costs about one lease.
             owner: OwnerConfig {
-                lease_floor: if wan { Duration::from_secs(4) } else { Duration::from_millis(400) },
+                lease_floor: if wan { Duration::from_millis(1500) } else { Duration::from_millis(200) },
                 ..OwnerConfig::default()
             },
             gossip: if wan { Duration::from_millis(250) } else { Duration::from_millis(20) },
