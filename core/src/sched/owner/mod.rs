@@ -8,11 +8,15 @@
 //! compared across peers. A task's own deterministic failure ends the job after
 //! [`OwnerConfig::failure_confirmations`] distinct peers report it; peer faults are retried with
 //! exponential backoff up to [`OwnerConfig::max_attempts`] faulty runs; runs lost with their peer
-//! are re-issued at once, up to [`OwnerConfig::max_losses`].
+//! are re-issued at once, up to [`OwnerConfig::max_losses`]. Every message is acted on only if its
+//! sender is entitled to it (`auth.rs`: the holder of the live attempt), every placed attempt has
+//! a lease (`lease.rs`), and every table a peer can grow is capped (reports kept per task, early
+//! messages, refusing peers); see `docs/protocol-hardening.md`.
 
 mod auth;
 mod lease;
 mod place;
+mod recover;
 mod types;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
@@ -285,48 +289,6 @@ impl Owner {
         self.note_view(view);
     }
 
-    /// `peer` left the swarm: re-issue what it held, re-make lost outputs still needed.
-    pub fn handle_peer_down(&mut self, now: Time, peer: PeerId) {
-        self.tick(now);
-        if peer == self.me || self.dead.contains(&peer) {
-            return;
-        }
-        self.by_load.remove(&self.load_key(peer));
-        self.dead.insert(peer);
-        self.update_near_rtt();
-        for k in 0..self.recs.len() {
-            match &mut self.recs[k].state {
-                TaskState::Placed { at, .. } if *at == peer => {
-                    self.recs[k].losses += 1;
-                    self.set(TaskIndex(k as u32), TaskState::Waiting);
-                }
-                TaskState::Done { holders, .. } => holders.retain(|&h| h != peer),
-                _ => {}
-            }
-        }
-        // Children before parents, so a re-made child makes its lost parent needed again.
-        for k in (0..self.job.len()).rev() {
-            let i = self.job.topo_order()[k];
-            let lost = matches!(&self.recs[i.0 as usize].state,
-                TaskState::Done { output, holders } if output.inline.is_none() && holders.is_empty());
-            let needed = self.job.children(i).iter().any(|c| !self.is_task_done(*c));
-            if lost && needed {
-                self.set(i, TaskState::Waiting);
-                self.done -= 1;
-            }
-        }
-        for k in 0..self.job.len() {
-            let i = self.job.topo_order()[k];
-            let state = &self.recs[i.0 as usize].state;
-            if *state == TaskState::Ready && !self.inputs_ready(i) {
-                self.set(i, TaskState::Waiting); // Held back, but an input was just lost.
-            } else if *state == TaskState::Waiting && self.inputs_ready(i) {
-                self.issue(i, None);
-            }
-        }
-        self.flush();
-    }
-
     /// The job is over for the submitter (cancelled, or failed): tells every peer holding one of
     /// its attempts to drop its queued tasks ([`SchedMsg::Cancel`]), and stops placing work. Reports
     /// that still arrive are harmless; the driver may drop the owner once this was drained.
@@ -349,42 +311,6 @@ impl Owner {
         self.pending.clear();
         for to in holders {
             self.out.push_back(Transmit { to, msg: SchedMsg::Cancel { job: self.id } });
-        }
-    }
-
-    /// The driver could not fetch the output of done task `i` from any of its holders (they left,
-    /// or served bad bytes): the output is written off and `i` re-made from lineage, re-making any
-    /// producer whose output is lost too. A [`OwnerEvent::TaskDone`] for `i` follows when it is
-    /// done again (and [`OwnerEvent::JobDone`] again if the job was done).
-    pub fn handle_output_lost(&mut self, now: Time, i: TaskIndex) -> Result<(), OwnerError> {
-        self.tick(now);
-        self.check(i)?;
-        if let TaskState::Done { output, holders } = &mut self.recs[i.0 as usize].state {
-            output.inline = None;
-            holders.clear();
-            self.remake(i);
-            self.flush();
-        }
-        Ok(())
-    }
-
-    /// Puts done task `i` back to waiting (its output is gone) and issues it again once its inputs
-    /// are available, first re-making producers whose outputs are gone too.
-    fn remake(&mut self, i: TaskIndex) {
-        let rec = &mut self.recs[i.0 as usize];
-        rec.losses += 1;
-        self.set(i, TaskState::Waiting);
-        self.done -= 1;
-        for k in 0..self.job.parents(i).len() {
-            let p = self.job.parents(i)[k];
-            let lost = matches!(&self.recs[p.0 as usize].state,
-                TaskState::Done { output, holders } if output.inline.is_none() && holders.iter().all(|h| self.dead.contains(h)));
-            if lost {
-                self.remake(p);
-            }
-        }
-        if self.inputs_ready(i) {
-            self.issue(i, None);
         }
     }
 
@@ -522,81 +448,6 @@ impl Owner {
                 holders.push(from);
             }
         }
-    }
-
-    fn on_failed(&mut self, now: Time, i: TaskIndex, from: PeerId, attempt: u32, kind: FailureKind) {
-        let rec = &mut self.recs[i.0 as usize];
-        if rec.reports.len() < REPORTS_MAX {
-            rec.reports.push(Report { peer: from, attempt, result: Err(kind.clone()) });
-        }
-        match rec.state {
-            TaskState::Placed { attempt: a, .. } if a == attempt => {}
-            _ => return, // Stale: done, failed, or a newer attempt is out.
-        }
-        match kind {
-            FailureKind::Task(_) => {
-                rec.failed_on.insert(from);
-                if rec.failed_on.len() as u32 >= self.cfg.failure_confirmations.max(1) {
-                    self.fail(i, kind);
-                } else {
-                    self.retry(now, i);
-                }
-            }
-            FailureKind::InputLost { input } => {
-                let producer = match self.job.task(i).inputs.get(input as usize) {
-                    Some(Input::Output(p)) => Some(*p),
-                    _ => None,
-                };
-                match producer {
-                    Some(p) if self.is_task_done(p) => {
-                        // Its holders could not serve it: re-make it from lineage.
-                        self.set(i, TaskState::Waiting);
-                        self.set(p, TaskState::Waiting);
-                        self.done -= 1;
-                        if self.inputs_ready(p) {
-                            self.issue(p, None);
-                        }
-                    }
-                    // Already being re-made: the task is issued again once it is done.
-                    Some(_) => self.set(i, TaskState::Waiting),
-                    None => self.retry(now, i),
-                }
-            }
-            FailureKind::Refused(r) => {
-                if rec.refused_by.len() < REFUSED_MAX {
-                    rec.refused_by.insert(from);
-                }
-                if self.all_refused(i) {
-                    self.fail(i, FailureKind::Refused(r));
-                } else {
-                    self.reissue(i);
-                }
-            }
-            FailureKind::Executor(_) => self.retry(now, i),
-        }
-    }
-
-    fn fail(&mut self, i: TaskIndex, kind: FailureKind) {
-        self.set(i, TaskState::Failed(kind.clone()));
-        self.failed += 1;
-        self.events.push_back(OwnerEvent::TaskFailed(i, kind));
-    }
-
-    fn retry(&mut self, now: Time, i: TaskIndex) {
-        let rec = &mut self.recs[i.0 as usize];
-        rec.faults += 1;
-        if rec.faults >= self.cfg.max_attempts {
-            let n = rec.faults;
-            self.fail(i, FailureKind::Executor(format!("gave up after {n} faulty runs")));
-            return;
-        }
-        let attempts = rec.faults;
-        self.next_token += 1;
-        let token = self.next_token;
-        self.set(i, TaskState::Retry { token });
-        let delay = self.cfg.retry_backoff.saturating_mul(1 << attempts.saturating_sub(1).min(16));
-        self.retries.insert(token, (i, TimerKind::Retry));
-        self.timers.push_back(Timer { at: now + delay.min(self.cfg.retry_backoff_max), token });
     }
 
     /// Issues a new attempt of `i` (all producers done) to the best peer.
