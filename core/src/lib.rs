@@ -7,8 +7,11 @@
 //!
 //! It must not depend on tokio, quinn or wasmtime (CI checks `cargo tree -p shoal-core`).
 
+#[cfg(any(test, feature = "fuzzing"))]
+pub mod fuzzing;
 pub mod ids;
 pub mod job;
 pub mod membership;
+pub mod sansio;
 pub mod sched;
 pub mod wire;

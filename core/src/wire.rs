@@ -180,7 +180,7 @@ mod tests {
 
     use super::*;
     use crate::ids::PeerId;
-    use crate::membership::{Entry, LoadHints};
+    use crate::membership::{Entry, LoadHint};
 
     fn arb_addr() -> impl Strategy<Value = SocketAddr> {
         (any::<[u8; 4]>(), any::<u16>()).prop_map(|(ip, port)| SocketAddr::from((ip, port)))
@@ -195,9 +195,9 @@ mod tests {
         })
     }
 
-    fn arb_hints() -> impl Strategy<Value = LoadHints> + Clone {
+    fn arb_hints() -> impl Strategy<Value = LoadHint> + Clone {
         (any::<u32>(), any::<u32>(), any::<u32>(), any::<u64>()).prop_map(
-            |(free_slots, ready_tasks, slots, ready_fuel)| LoadHints {
+            |(free_slots, ready_tasks, slots, ready_fuel)| LoadHint {
                 free_slots,
                 ready_tasks,
                 slots,
@@ -301,7 +301,7 @@ mod tests {
                     id: PeerId([1; 32]),
                     addr: SocketAddr::from(([127, 0, 0, 1], 1)),
                     age: 0,
-                    hints: LoadHints::default(),
+                    hints: LoadHint::default(),
                 };
                 64
             ],

@@ -107,7 +107,13 @@ impl Identity {
         Self::from_secret(secret)
     }
 
-    /// The peer id (the public key).
+    /// A signer of task descriptors with this identity's key (for the job owners this peer runs:
+    /// see `shoal_core::sched::TaskDesc::sign`).
+    pub fn desc_signer(&self) -> Box<dyn shoal_core::sched::DescSigner> {
+        shoal_core::sched::key_signer(self.key.clone())
+    }
+
+    /// This identity's peer id (the public key).
     pub fn peer_id(&self) -> PeerId {
         PeerId(self.key.verifying_key().to_bytes())
     }

@@ -35,7 +35,7 @@
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
-//! use shoal_core::membership::LoadHints;
+//! use shoal_core::membership::LoadHint;
 //! use shoal_core::wire::Message;
 //! use shoal_net::{Node, NodeConfig};
 //!
@@ -45,7 +45,7 @@
 //! let (node, mut inbox) = Node::start(cfg).await?;
 //! println!("I am {} on {}", node.peer_id(), node.local_addr());
 //!
-//! node.set_load_hints(LoadHints { free_slots: 2, ready_tasks: 0, slots: 2, ready_fuel: 0 }).await;
+//! node.set_load_hints(LoadHint { free_slots: 2, ready_tasks: 0, slots: 2, ready_fuel: 0 }).await;
 //! for entry in node.view() {
 //!     let pong = node.request(entry.id, &Message::Ping(1)).await?;
 //!     println!("{} has {:?}, answered {pong:?}", entry.id.short(), entry.hints);
@@ -77,6 +77,6 @@ pub use identity::Identity;
 pub use limits::Limits;
 pub use node::{FetchError, Inbound, Inbox, Node, NodeConfig, NodeError, Replier, quinn_client_config};
 pub use shoal_core::ids::{BlobHash, PeerId};
-pub use shoal_core::membership::{Entry, Event, LoadHints, RemoveReason};
+pub use shoal_core::membership::{Entry, Event, LoadHint, RemoveReason};
 pub use stats::NetStats;
 pub use tls::SwarmSecret;

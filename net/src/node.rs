@@ -17,7 +17,7 @@ use quinn::Connection;
 use rand::SeedableRng;
 use rand::rngs::StdRng;
 use shoal_core::ids::{BlobHash, PeerId};
-use shoal_core::membership::{self, Entry, Event, LoadHints, MemberMsg, Membership, Target, Timer};
+use shoal_core::membership::{self, Entry, Event, LoadHint, MemberMsg, Membership, Target, Timer, TimerToken};
 use shoal_core::wire::Message;
 use tokio::sync::{broadcast, mpsc, oneshot};
 use tokio::time::Instant;
@@ -182,7 +182,7 @@ pub(crate) enum DriverCmd {
     },
     SendFailed(PeerId),
     ConnLost(PeerId),
-    SetHints(LoadHints),
+    SetHints(LoadHint),
     Leave(oneshot::Sender<()>),
     /// A peer announced on the LAN (mDNS): join through it.
     Discovered(PeerId, SocketAddr),
@@ -192,6 +192,8 @@ pub(crate) enum DriverCmd {
 #[derive(Debug)]
 pub(crate) struct Inner {
     pub(crate) peer_id: PeerId,
+    /// The identity (its key signs the descriptors of the jobs this peer owns).
+    identity: Identity,
     pub(crate) endpoint: quinn::Endpoint,
     pub(crate) local_addr: SocketAddr,
     pub(crate) limits: Limits,
@@ -277,6 +279,7 @@ impl Node {
         let peer_id = identity.peer_id();
         let inner = Arc::new(Inner {
             peer_id,
+            identity,
             endpoint,
             local_addr,
             limits: cfg.limits.clone(),
@@ -311,6 +314,11 @@ impl Node {
         self.inner.peer_id
     }
 
+    /// A signer of task descriptors with this peer's key, for the job owners it runs.
+    pub fn desc_signer(&self) -> Box<dyn shoal_core::sched::DescSigner> {
+        self.inner.identity.desc_signer()
+    }
+
     /// The address the endpoint is bound to.
     pub fn local_addr(&self) -> SocketAddr {
         self.inner.local_addr
@@ -327,7 +335,7 @@ impl Node {
     }
 
     /// Sets the load hints this peer advertises.
-    pub async fn set_load_hints(&self, hints: LoadHints) {
+    pub async fn set_load_hints(&self, hints: LoadHint) {
         let _ = self.inner.driver.send(DriverCmd::SetHints(hints)).await;
     }
 
@@ -592,9 +600,9 @@ async fn run_driver(
 ) {
     let start = Instant::now();
     let mut rng = StdRng::from_os_rng();
-    let mut timers: BTreeMap<(Duration, u64), Timer> = BTreeMap::new();
+    let mut timers: BTreeMap<(Duration, u64), TimerToken> = BTreeMap::new();
     let mut timer_seq = 0u64;
-    m.join(start.elapsed(), &bootstrap);
+    m.handle_join(start.elapsed(), &bootstrap);
     let mut pending_leave: Option<oneshot::Sender<()>> = None;
     loop {
         let mut leave_sends = Vec::new();
@@ -606,9 +614,9 @@ async fn run_driver(
                 leave_sends.push(h);
             }
         }
-        while let Some((at, timer)) = m.poll_timer() {
+        while let Some(Timer { at, token }) = m.poll_timer() {
             timer_seq += 1;
-            timers.insert((at, timer_seq), timer);
+            timers.insert((at, timer_seq), token);
         }
         while let Some(ev) = m.poll_event() {
             if let Event::Added(e) = ev {
@@ -635,9 +643,9 @@ async fn run_driver(
                     DriverCmd::Msg { from, addr, msg } => m.handle_message(now, from, addr, msg, &mut rng),
                     DriverCmd::SendFailed(peer) => m.handle_send_failed(now, peer),
                     DriverCmd::ConnLost(peer) => m.handle_connection_lost(now, peer),
-                    DriverCmd::SetHints(h) => m.set_hints(h),
+                    DriverCmd::SetHints(h) => m.handle_hints(now, h),
                     DriverCmd::Leave(tx) => {
-                        m.leave(now);
+                        m.handle_leave(now);
                         pending_leave = Some(tx);
                     }
                     DriverCmd::Discovered(peer, addr) => {

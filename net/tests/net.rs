@@ -12,7 +12,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use shoal_core::membership::{self, Event, LoadHints, RemoveReason};
+use shoal_core::membership::{self, Event, LoadHint, RemoveReason};
 use shoal_core::wire::{self, Hello, Message};
 use shoal_net::{
     BlobHash, Identity, Inbox, Node, NodeConfig, PeerId, SwarmSecret, codes, quinn_client_config, tls,
@@ -149,7 +149,7 @@ async fn messages_requests_and_load_hints() {
     assert!(rtt > Duration::ZERO && rtt < EVENTUALLY, "{rtt:?}");
     assert_eq!(a.rtt_of(PeerId([9; 32])), None);
     // Load hints set by the application (slots and queued fuel too) show up in others' views.
-    let hints = LoadHints { free_slots: 4, ready_tasks: 9, slots: 6, ready_fuel: 9_000_000 };
+    let hints = LoadHint { free_slots: 4, ready_tasks: 9, slots: 6, ready_fuel: 9_000_000 };
     b.set_load_hints(hints).await;
     eventually("hints seen", || {
         peers.iter().any(|p| p.node.view().iter().any(|e| e.id == b.peer_id() && e.hints == hints))
@@ -465,7 +465,7 @@ async fn a_flooding_peer_is_throttled_while_others_are_served() {
         id: PeerId([5; 32]),
         addr: SocketAddr::from(([127, 0, 0, 1], 9)),
         age: u32::MAX,
-        hints: LoadHints::default(),
+        hints: LoadHint::default(),
     };
     let big = Message::Membership(membership::MemberMsg::Shuffle { seq: 1, entries: vec![entry; 10_000] });
     let frame = wire::encode_frame(&big, 1 << 20).unwrap();

@@ -3,7 +3,7 @@
 //!
 //! `cargo bench -p shoal-sim --bench sched` runs everything (a few minutes on 2 cores);
 //! `-- --quick` runs a smaller grid (16 and 256 peers, a 20,000-task speed test);
-//! `-- ratio|ablation|recovery|speed` runs one section.
+//! `-- ratio|ablation|recovery|faults|speed` runs one section.
 
 use std::path::PathBuf;
 use std::time::Instant;
@@ -11,7 +11,7 @@ use std::time::Instant;
 use shoal_sim::dag::{SimDag, generate};
 use shoal_sim::net::Topology;
 use shoal_sim::sched_config::VictimChoice;
-use shoal_sim::{Kill, Metrics, SchedulerKind, SimConfig, simulate};
+use shoal_sim::{Kill, Metrics, NetFaults, SchedulerKind, SimConfig, simulate};
 
 const DAGS: &[&str] =
     &["tree:1024", "forkjoin:64,8", "cholesky:12", "wavefront:32", "layered:1000,20,50", "mapreduce:256,32"];
@@ -186,6 +186,47 @@ fn recovery_section() {
     }
 }
 
+fn faults_section(quick: bool) {
+    let peers: &[usize] = if quick { &[64] } else { &[64, 1000] };
+    println!("\n## a lying network: 1 % loss, 0.5 % duplication, reordering (same seed, same DAG)\n");
+    println!(
+        "| workload | net | peers | clean s | faulty s | slowdown | msgs/task clean | msgs/task faulty | lost | leases expired | same outputs |"
+    );
+    println!("|---|---|---|---|---|---|---|---|---|---|---|");
+    let mut slow = Vec::new();
+    let mut msgs = Vec::new();
+    for d in DAGS {
+        let dag = generate(d, 1).unwrap_or_else(|e| panic!("{e}"));
+        for topo in [Topology::Lan, Topology::Wan] {
+            for &n in peers {
+                let mut cfg = SimConfig::new(n, topo, 1);
+                let clean = run(&dag, &cfg);
+                cfg.faults = NetFaults { loss: 0.01, duplicate: 0.005, reorder: true };
+                let f = run(&dag, &cfg);
+                let ok = f.outputs == clean.outputs && f.tasks_completed == f.tasks;
+                println!(
+                    "| {d} | {topo:?} | {n} | {:.3} | {:.3} | {:.3} | {:.2} | {:.2} | {} | {} | {} |",
+                    clean.makespan_s,
+                    f.makespan_s,
+                    f.makespan_s / clean.makespan_s,
+                    clean.messages_per_task,
+                    f.messages_per_task,
+                    f.messages_lost,
+                    f.leases_expired,
+                    if ok { "yes" } else { "NO" }
+                );
+                slow.push(f.makespan_s / clean.makespan_s);
+                msgs.push(clean.messages_per_task);
+            }
+        }
+    }
+    println!(
+        "\nslowdown under faults: geo-mean {:.3}; clean messages per task: geo-mean {:.2}",
+        geo(&slow),
+        geo(&msgs)
+    );
+}
+
 fn speed_section(quick: bool) {
     let tasks = if quick { 20_000 } else { 100_000 };
     let spec = format!("layered:{tasks},200,20");
@@ -223,6 +264,9 @@ fn main() {
     }
     if want("recovery") {
         recovery_section();
+    }
+    if want("faults") {
+        faults_section(quick);
     }
     if want("speed") {
         speed_section(quick);

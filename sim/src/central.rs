@@ -203,6 +203,10 @@ impl Central {
             args: t.args.clone(),
             inputs,
             limits: t.limits.clone(),
+            // The baselines have no leases: their network never loses a message.
+            lease_ms: u64::MAX,
+            filled: Vec::new(),
+            sig: Vec::new(),
         }
     }
 }

@@ -9,15 +9,15 @@
 //! same loop for comparison. Same seed ⇒ same run, event for event.
 
 mod central;
-pub mod cli;
 pub mod dag;
 pub mod metrics;
 pub mod net;
+pub mod report;
 pub mod wfcommons;
 mod world;
 
 pub use metrics::Metrics;
-pub use world::{Kill, Partition, SchedulerKind, SimConfig, SimError, simulate};
+pub use world::{Kill, NetFaults, Partition, SchedulerKind, SimConfig, SimError, simulate};
 /// The scheduler settings a [`SimConfig`] carries, re-exported for callers tuning them.
 pub mod sched_config {
     pub use shoal_core::sched::{OwnerConfig, PeerConfig, VictimChoice};

@@ -48,6 +48,14 @@ pub struct Metrics {
     pub events: u64,
     /// Fingerprint of the whole event sequence (equal runs ⇒ equal fingerprints).
     pub fingerprint: u64,
+    /// Messages the injected faults lost.
+    pub messages_lost: u64,
+    /// Messages the injected faults delivered twice.
+    pub messages_duplicated: u64,
+    /// Attempts the owner re-issued because their lease ran out.
+    pub leases_expired: u64,
+    /// Peer messages (or parts) refused by the owner and the peer schedulers, all reasons.
+    pub refused: u64,
     /// Each task's output hash, if done.
     #[serde(skip)]
     pub outputs: Vec<Option<BlobHash>>,

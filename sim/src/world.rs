@@ -22,7 +22,7 @@ use rand_chacha::ChaCha8Rng;
 use shoal_core::ids::{BlobHash, JobId, PeerId, TaskId, TaskIndex};
 use shoal_core::sched::{
     FailureKind, InputSource, LoadHint, Owner, OwnerConfig, PeerConfig, PeerHint, PeerSched, SchedMsg,
-    TaskDesc, TaskOutcome, TaskState, Transmit,
+    TaskDesc, TaskOutcome, TaskState, Transmit, key_signer,
 };
 
 use crate::central::Central;
@@ -31,7 +31,7 @@ use crate::metrics::Metrics;
 use crate::net::{Net, Topology};
 
 /// Which scheduler runs the job.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum SchedulerKind {
     /// Shoal: owner + decentralised work stealing.
     Shoal,
@@ -64,6 +64,18 @@ pub struct Partition {
     pub duration: Duration,
 }
 
+/// Faults the network injects between distinct peers, beyond what QUIC hides: a message lost
+/// for good (a connection reset, a peer that drops frames), delivered twice, or overtaken.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct NetFaults {
+    /// Probability that a message is lost.
+    pub loss: f64,
+    /// Probability that a message is delivered twice (the copy a little later).
+    pub duplicate: f64,
+    /// Add a random delay of up to one RTT to every message, so later ones overtake earlier.
+    pub reorder: bool,
+}
+
 /// A run's settings.
 #[derive(Clone, Debug)]
 pub struct SimConfig {
@@ -89,6 +101,8 @@ pub struct SimConfig {
     pub view_size: usize,
     /// Time for membership to report a dead peer.
     pub detect: Duration,
+    /// Message loss, duplication and reordering.
+    pub faults: NetFaults,
 }
 
 impl SimConfig {
@@ -107,10 +121,16 @@ impl SimConfig {
                 backoff_max: if wan { Duration::from_millis(1000) } else { Duration::from_millis(100) },
                 ..PeerConfig::default()
             },
-            owner: OwnerConfig::default(),
+            // Leases sized to the network (a few worst round trips plus renew periods): each silent
+            // holder costs about one lease.
+            owner: OwnerConfig {
+                lease_floor: if wan { Duration::from_millis(1500) } else { Duration::from_millis(200) },
+                ..OwnerConfig::default()
+            },
             gossip: if wan { Duration::from_millis(250) } else { Duration::from_millis(20) },
             view_size: 64,
             detect: if wan { Duration::from_secs(2) } else { Duration::from_millis(200) },
+            faults: NetFaults::default(),
         }
     }
 }
@@ -221,6 +241,9 @@ struct World<'a> {
     killed: usize,
     messages: u64,
     bytes: u64,
+    /// Messages the injected faults lost, and duplicated.
+    lost: u64,
+    duplicated: u64,
     runs: Vec<u32>,
     compute: Duration,
     events: u64,
@@ -239,13 +262,16 @@ pub fn simulate(dag: &SimDag, cfg: &SimConfig) -> Result<Metrics, SimError> {
         return Err(SimError::KillNeedsShoal);
     }
     let n = cfg.peers;
-    let ids: Vec<PeerId> = (0..n as u32)
+    // Real ed25519 keys (the owner signs descriptors, thieves verify them), from the seed.
+    let keys: Vec<ed25519_dalek::SigningKey> = (0..n as u32)
         .map(|i| {
             let mut k = [0u8; 32];
             k[..4].copy_from_slice(&i.to_be_bytes());
-            PeerId(k)
+            k[8..16].copy_from_slice(&cfg.seed.to_le_bytes());
+            ed25519_dalek::SigningKey::from_bytes(&k)
         })
         .collect();
+    let ids: Vec<PeerId> = keys.iter().map(|k| PeerId(k.verifying_key().to_bytes())).collect();
     let net = Net::new(cfg.topology, n, cfg.seed);
     let job_id = JobId(u128::from(cfg.seed) << 64 | 0x0053_484f_414c);
     let mut peer_cfg = cfg.peer.clone();
@@ -259,7 +285,9 @@ pub fn simulate(dag: &SimDag, cfg: &SimConfig) -> Result<Metrics, SimError> {
             let loads: Vec<LoadHint> = peers.iter().map(PeerSched::load).collect();
             let known: Vec<usize> = (0..n).collect();
             let view = make_view(0, &known, &loads, cfg.view_size, &ids, &net, &mut rng);
-            Coord::Shoal(Box::new(Owner::new(job_id, ids[0], dag.job.clone(), cfg.owner.clone(), &view)))
+            let signer = key_signer(keys[0].clone());
+            let owner = Owner::new(job_id, ids[0], dag.job.clone(), cfg.owner.clone(), &view, signer, Duration::ZERO);
+            Coord::Shoal(Box::new(owner))
         }
         kind => Coord::Central(Box::new(Central::new(
             job_id,
@@ -292,6 +320,8 @@ pub fn simulate(dag: &SimDag, cfg: &SimConfig) -> Result<Metrics, SimError> {
         killed: 0,
         messages: 0,
         bytes: 0,
+        lost: 0,
+        duplicated: 0,
         runs: vec![0; dag.job.len()],
         compute: Duration::ZERO,
         events: 0,
@@ -322,15 +352,7 @@ fn make_view(
     let mut view: Vec<PeerHint> = Vec::with_capacity(pick.len());
     for q in pick {
         if q != p && !view.iter().any(|h| h.peer == ids[q]) {
-            let l = loads[q];
-            view.push(PeerHint {
-                peer: ids[q],
-                slots: l.slots,
-                free_slots: l.free_slots,
-                ready_tasks: l.ready_tasks,
-                ready_fuel: l.ready_fuel,
-                rtt: net.rtt(p, q),
-            });
+            view.push(PeerHint { peer: ids[q], load: loads[q], rtt: net.rtt(p, q) });
         }
     }
     view
@@ -526,7 +548,20 @@ impl World<'_> {
             let size = t.msg.to_bytes().len() as u64;
             self.messages += 1;
             self.bytes += size;
-            let delay = self.net.delay(from, to, size, &mut self.rng);
+            let mut delay = self.net.delay(from, to, size, &mut self.rng);
+            let faults = self.cfg.faults;
+            if faults.reorder {
+                delay += self.net.rtt(from, to).mul_f64(self.rng.random_range(0.0..1.0));
+            }
+            if faults.loss > 0.0 && self.rng.random_bool(faults.loss.min(1.0)) {
+                self.lost += 1;
+                return;
+            }
+            if faults.duplicate > 0.0 && self.rng.random_bool(faults.duplicate.min(1.0)) {
+                self.duplicated += 1;
+                let again = delay + self.net.rtt(from, to).mul_f64(self.rng.random_range(0.0..1.0));
+                self.push(self.now + again, Ev::Deliver { from, to, msg: t.msg.clone() });
+            }
             match self.crossing(from, to) {
                 None => delay,
                 Some((_, true)) => return, // The connection is gone.
@@ -673,6 +708,16 @@ impl World<'_> {
             rerun_work_share: rerun / self.dag.total_work_s().max(f64::MIN_POSITIVE),
             events: self.events,
             fingerprint: self.fingerprint,
+            messages_lost: self.lost,
+            messages_duplicated: self.duplicated,
+            leases_expired: match &self.coord {
+                Coord::Shoal(o) => o.progress().leases_expired,
+                Coord::Central(_) => 0,
+            },
+            refused: match &self.coord {
+                Coord::Shoal(o) => o.progress().refused.total(),
+                Coord::Central(_) => 0,
+            } + self.peers.iter().map(|p| p.stats().refused.total()).sum::<u64>(),
             outputs,
             runs_per_task: self.runs.clone(),
             unfinished: match &self.coord {

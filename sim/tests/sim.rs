@@ -2,7 +2,7 @@
 //! timing never decides an outcome.
 
 use proptest::prelude::*;
-use shoal_sim::cli::{SimArgs, parse_kill, run};
+use shoal_sim::report::{RunSpec, parse_kill, run};
 use shoal_sim::dag::{SimDag, generate};
 use shoal_sim::net::Topology;
 use shoal_sim::{Kill, Metrics, Partition, SchedulerKind, SimConfig, simulate};
@@ -120,18 +120,8 @@ fn workflow_traces_load_and_complete() {
     assert!(n > 0, "no traces found in {}", dir.display());
 }
 
-fn args(dag: &str) -> SimArgs {
-    SimArgs {
-        dag: Some(dag.into()),
-        workflow: None,
-        peers: 12,
-        slots: 2,
-        topology: Topology::Lan,
-        seed: 1,
-        scheduler: SchedulerKind::Shoal,
-        kill: None,
-        json: true,
-    }
+fn args(dag: &str) -> RunSpec {
+    RunSpec { slots: 2, json: true, ..RunSpec::new(dag, 12) }
 }
 
 #[test]

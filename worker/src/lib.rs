@@ -6,6 +6,7 @@
 
 mod cmd_demo;
 mod cmd_run;
+mod cmd_sim;
 mod cmd_status;
 mod cmd_submit;
 mod cmd_worker;
@@ -30,7 +31,7 @@ enum Command {
     /// Run one task locally, under the same sandbox and limits a volunteer's peer applies.
     Run(cmd_run::RunArgs),
     /// Simulate a swarm running a job DAG (the real scheduler over a modelled network).
-    Sim(shoal_sim::cli::SimArgs),
+    Sim(cmd_sim::SimArgs),
     /// Join a swarm and donate idle CPU: run others' tasks until SIGINT or SIGTERM.
     Worker(cmd_worker::WorkerArgs),
     /// Show what the worker running in a data directory is doing (through its control socket).
@@ -61,10 +62,7 @@ pub fn main() -> ExitCode {
         Command::Peers(args) => cmd_status::peers(args),
         Command::Submit(args) => cmd_submit::run(args),
         Command::Demo(args) => cmd_demo::run(args),
-        Command::Sim(args) => {
-            let mut stdout = std::io::stdout().lock();
-            shoal_sim::cli::run(&args, &mut stdout).map(|_| 0).map_err(anyhow::Error::from)
-        }
+        Command::Sim(args) => cmd_sim::run(args),
     };
     match result {
         Ok(code) => ExitCode::from(code),

@@ -3,12 +3,12 @@
 //! [`Membership`] is a sans-IO state machine in the style of `quinn-proto` and `foca`: it never
 //! reads a clock, a socket or an RNG. The driver (`shoal-net`, or the simulator) feeds it
 //!
-//! - [`Membership::join`] once, with bootstrap addresses,
+//! - [`Membership::handle_join`] once, with bootstrap addresses,
 //! - [`Membership::handle_message`] for every membership message from an authenticated peer,
 //! - [`Membership::handle_timer`] when a timer it asked for fires (stale timers are ignored by
 //!   their token, so the driver never needs to cancel one),
 //! - [`Membership::handle_send_failed`] / [`Membership::handle_connection_lost`] when the
-//!   transport notices trouble, and [`Membership::leave`] to go away gracefully,
+//!   transport notices trouble, and [`Membership::handle_leave`] to go away gracefully,
 //!
 //! and after each input drains [`Membership::poll_transmit`], [`Membership::poll_timer`] and
 //! [`Membership::poll_event`] until they return `None`.
@@ -48,7 +48,11 @@ use rand::Rng;
 use rand::seq::{IndexedRandom, SliceRandom};
 
 use crate::ids::PeerId;
-pub use msg::{Entry, LoadHints, MemberMsg};
+pub use crate::sansio::LoadHint;
+pub use msg::{Entry, MemberMsg};
+
+use crate::sansio::Time;
+use rand::RngCore;
 
 /// Tunables of the membership protocol. [`Config::default`] suits a LAN or the internet.
 #[derive(Debug, Clone)]
@@ -109,14 +113,11 @@ pub enum Target {
     Addr(SocketAddr),
 }
 
-/// A message to send.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Transmit {
-    /// The destination.
-    pub to: Target,
-    /// The message.
-    pub msg: MemberMsg,
-}
+/// A membership message to send.
+pub type Transmit = crate::sansio::Transmit<MemberMsg, Target>;
+
+/// A membership timer to arm: call [`Membership::handle_timer`] with its token at `at`.
+pub type Timer = crate::sansio::Timer<TimerToken>;
 
 /// What a timer is for. Compared with the machine's state when it fires; stale ones do nothing.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -131,9 +132,9 @@ pub enum TimerKind {
     JoinRetry,
 }
 
-/// A timer request: fire [`Membership::handle_timer`] with it at `at`.
+/// What a membership timer carries back to [`Membership::handle_timer`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Timer {
+pub struct TimerToken {
     /// What the timer is for.
     pub kind: TimerKind,
     /// Generation (round timers) or probe sequence (probe timeouts): a fired timer whose token
@@ -176,7 +177,7 @@ struct Slot {
 pub struct Membership {
     me: PeerId,
     cfg: Config,
-    hints: LoadHints,
+    hints: LoadHint,
     view: Vec<Slot>,
     bootstrap: Vec<SocketAddr>,
     /// Peers that left the view other than by leaving (failed or replaced), newest first, at
@@ -195,17 +196,17 @@ pub struct Membership {
     started: bool,
     left: bool,
     transmits: VecDeque<Transmit>,
-    timers: VecDeque<(Duration, Timer)>,
+    timers: VecDeque<Timer>,
     events: VecDeque<Event>,
 }
 
 impl Membership {
-    /// A machine for peer `me`. Nothing happens until [`Membership::join`].
+    /// A machine for peer `me`. Nothing happens until [`Membership::handle_join`].
     pub fn new(me: PeerId, cfg: Config) -> Self {
         Membership {
             me,
             cfg,
-            hints: LoadHints::default(),
+            hints: LoadHint::default(),
             view: Vec::new(),
             bootstrap: Vec::new(),
             fallback: VecDeque::new(),
@@ -243,23 +244,23 @@ impl Membership {
     }
 
     /// The local load hints, as last set.
-    pub fn hints(&self) -> LoadHints {
+    pub fn hints(&self) -> LoadHint {
         self.hints
     }
 
-    /// Whether [`Membership::leave`] was called.
+    /// Whether [`Membership::handle_leave`] was called.
     pub fn has_left(&self) -> bool {
         self.left
     }
 
     /// Sets the local load hints; they travel with the next probes, acks and shuffles.
-    pub fn set_hints(&mut self, hints: LoadHints) {
+    pub fn handle_hints(&mut self, _now: Time, hints: LoadHint) {
         self.hints = hints;
     }
 
     /// Starts the protocol: sends `Join` to every bootstrap address and arms the periodic timers.
     /// An empty list makes this peer the first of a swarm (it waits to be joined).
-    pub fn join(&mut self, now: Duration, bootstrap: &[SocketAddr]) {
+    pub fn handle_join(&mut self, now: Time, bootstrap: &[SocketAddr]) {
         if self.started || self.left {
             return;
         }
@@ -274,7 +275,7 @@ impl Membership {
 
     /// Leaves gracefully: tells the view and recent probers, empties the view. Afterwards every
     /// message from a peer is answered with `Leave` and timers are ignored.
-    pub fn leave(&mut self, _now: Duration) {
+    pub fn handle_leave(&mut self, _now: Time) {
         if self.left {
             return;
         }
@@ -294,13 +295,13 @@ impl Membership {
     }
 
     /// Handles a membership message from the authenticated peer `from`, reached at `addr`.
-    pub fn handle_message<R: Rng + ?Sized>(
+    pub fn handle_message(
         &mut self,
-        now: Duration,
+        now: Time,
         from: PeerId,
         addr: SocketAddr,
         msg: MemberMsg,
-        rng: &mut R,
+        rng: &mut dyn RngCore,
     ) {
         if from == self.me {
             return;
@@ -389,7 +390,7 @@ impl Membership {
     }
 
     /// Handles a timer previously returned by [`Membership::poll_timer`].
-    pub fn handle_timer<R: Rng + ?Sized>(&mut self, now: Duration, timer: Timer, rng: &mut R) {
+    pub fn handle_timer(&mut self, now: Time, timer: TimerToken, rng: &mut dyn RngCore) {
         if self.left {
             return;
         }
@@ -450,7 +451,7 @@ impl Membership {
     }
 
     /// Next timer to arm: call [`Membership::handle_timer`] with it at the given time.
-    pub fn poll_timer(&mut self) -> Option<(Duration, Timer)> {
+    pub fn poll_timer(&mut self) -> Option<Timer> {
         self.timers.pop_front()
     }
 
@@ -466,7 +467,7 @@ impl Membership {
     }
 
     fn timer(&mut self, at: Duration, kind: TimerKind, token: u64) {
-        self.timers.push_back((at, Timer { kind, token }));
+        self.timers.push_back(Timer { at, token: TimerToken { kind, token } });
     }
 
     fn send_joins(&mut self) {

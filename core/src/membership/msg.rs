@@ -6,22 +6,7 @@
 use std::net::SocketAddr;
 
 use crate::ids::PeerId;
-
-/// Small load figures a peer advertises so thieves can pick victims (set by the application).
-#[derive(
-    Debug, Clone, Copy, Default, PartialEq, Eq, Hash, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize,
-)]
-#[rkyv(derive(Debug))]
-pub struct LoadHints {
-    /// Task slots the peer has free right now.
-    pub free_slots: u32,
-    /// Tasks in the peer's ready queue (stealable work).
-    pub ready_tasks: u32,
-    /// Task slots the peer has in all (0: it runs no tasks).
-    pub slots: u32,
-    /// Estimated cost of the ready tasks, in fuel (weighs a steal's round trip against the work).
-    pub ready_fuel: u64,
-}
+use crate::sansio::LoadHint;
 
 /// One peer as known by a view: its id, the address it is reached at, how old this knowledge is
 /// (in shuffle rounds) and its last known load hints.
@@ -35,7 +20,7 @@ pub struct Entry {
     /// Shuffle rounds since the peer itself vouched for this entry (0 = first-hand).
     pub age: u32,
     /// The peer's load hints as of that time.
-    pub hints: LoadHints,
+    pub hints: LoadHint,
 }
 
 /// Messages of the membership protocol. The sender's identity is the authenticated peer of the
@@ -46,7 +31,7 @@ pub enum MemberMsg {
     /// "Let me in": sent to a bootstrap address.
     Join {
         /// The joiner's load hints.
-        hints: LoadHints,
+        hints: LoadHint,
     },
     /// Answer to [`MemberMsg::Join`]: a sample of the contact's view (including itself).
     JoinReply {
@@ -72,14 +57,14 @@ pub enum MemberMsg {
         /// Matches the ack to this probe.
         seq: u64,
         /// The prober's load hints.
-        hints: LoadHints,
+        hints: LoadHint,
     },
     /// Answer to [`MemberMsg::Probe`].
     ProbeAck {
         /// The probe's `seq`.
         seq: u64,
         /// The answering peer's load hints.
-        hints: LoadHints,
+        hints: LoadHint,
     },
     /// The sender is leaving the swarm now; it is removed at once.
     Leave,

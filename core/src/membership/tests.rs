@@ -25,7 +25,7 @@ fn addr(i: usize) -> SocketAddr {
 #[derive(Debug)]
 enum Ev {
     Deliver { to: usize, from: usize, msg: MemberMsg },
-    Timer { node: usize, timer: Timer },
+    Timer { node: usize, timer: TimerToken },
     SendFailed { node: usize, peer: PeerId },
 }
 
@@ -73,7 +73,7 @@ impl Net {
     }
 
     fn drain(&mut self, i: usize) {
-        while let Some((at, timer)) = self.nodes[i].poll_timer() {
+        while let Some(Timer { at, token: timer }) = self.nodes[i].poll_timer() {
             self.push(at, Ev::Timer { node: i, timer });
         }
         while let Some(ev) = self.nodes[i].poll_event() {
@@ -109,7 +109,7 @@ impl Net {
 
     fn join(&mut self, i: usize, bootstrap: &[usize]) {
         let b: Vec<SocketAddr> = bootstrap.iter().map(|j| addr(*j)).collect();
-        self.nodes[i].join(self.now, &b);
+        self.nodes[i].handle_join(self.now, &b);
         self.drain(i);
     }
 
@@ -337,7 +337,7 @@ fn a_leaving_peer_is_dropped_at_once() {
     let leaver = 9;
     let before = net.holders_of(pid(leaver));
     assert!(!before.is_empty());
-    net.nodes[leaver].leave(net.now);
+    net.nodes[leaver].handle_leave(net.now);
     net.drain(leaver);
     let t = net.now;
     // One network latency: everyone that had it in view for at least a probe round.
@@ -364,8 +364,8 @@ fn load_hints_travel_to_view_holders() {
         net.join(i, &[0]);
     }
     net.run_until(secs(5));
-    let hints = LoadHints { free_slots: 3, ready_tasks: 42, slots: 4, ready_fuel: 42_000 };
-    net.nodes[2].set_hints(hints);
+    let hints = LoadHint { free_slots: 3, ready_tasks: 42, slots: 4, ready_fuel: 42_000 };
+    net.nodes[2].handle_hints(net.now, hints);
     net.run_until(secs(10));
     let holders = net.holders_of(pid(2));
     assert!(!holders.is_empty());
@@ -379,31 +379,31 @@ fn stale_timers_are_ignored() {
     let cfg = Config::default();
     let mut m = Membership::new(pid(0), cfg.clone());
     let mut rng = StdRng::seed_from_u64(1);
-    m.join(Duration::ZERO, &[]);
+    m.handle_join(Duration::ZERO, &[]);
     let timers: Vec<_> = std::iter::from_fn(|| m.poll_timer()).collect();
     // A probe timeout for a probe that was never sent does nothing.
-    m.handle_timer(secs(1), Timer { kind: TimerKind::ProbeTimeout(pid(1)), token: 99 }, &mut rng);
+    m.handle_timer(secs(1), TimerToken { kind: TimerKind::ProbeTimeout(pid(1)), token: 99 }, &mut rng);
     assert!(m.poll_transmit().is_none() && m.poll_event().is_none() && m.poll_timer().is_none());
     // An old-generation round timer does nothing after leave.
-    m.leave(secs(1));
-    for (at, t) in timers {
-        m.handle_timer(at, t, &mut rng);
+    m.handle_leave(secs(1));
+    for t in timers {
+        m.handle_timer(t.at, t.token, &mut rng);
     }
     assert!(m.poll_timer().is_none());
     // A peer probed and answered with a stale seq stays un-acked; the timeout then counts.
     let mut m = Membership::new(pid(0), cfg);
-    m.join(Duration::ZERO, &[]);
+    m.handle_join(Duration::ZERO, &[]);
     while m.poll_timer().is_some() {}
     m.handle_message(
         secs(0),
         pid(1),
         addr(1),
-        MemberMsg::Probe { seq: 1, hints: LoadHints::default() },
+        MemberMsg::Probe { seq: 1, hints: LoadHint::default() },
         &mut rng,
     );
     assert!(m.get(&pid(1)).is_some());
     while m.poll_transmit().is_some() {}
-    m.handle_timer(secs(1), Timer { kind: TimerKind::ProbeRound, token: 0 }, &mut rng);
+    m.handle_timer(secs(1), TimerToken { kind: TimerKind::ProbeRound, token: 0 }, &mut rng);
     let probe_seq = match m.poll_transmit().map(|t| t.msg) {
         Some(MemberMsg::Probe { seq, .. }) => seq,
         other => panic!("expected a probe, got {other:?}"),
@@ -412,11 +412,11 @@ fn stale_timers_are_ignored() {
         secs(1),
         pid(1),
         addr(1),
-        MemberMsg::ProbeAck { seq: probe_seq + 7, hints: LoadHints::default() },
+        MemberMsg::ProbeAck { seq: probe_seq + 7, hints: LoadHint::default() },
         &mut rng,
     );
     let timeout =
-        std::iter::from_fn(|| m.poll_timer()).find(|(_, t)| matches!(t.kind, TimerKind::ProbeTimeout(_)));
+        std::iter::from_fn(|| m.poll_timer()).map(|t| (t.at, t.token)).find(|(_, t)| matches!(t.kind, TimerKind::ProbeTimeout(_)));
     let (at, t) = timeout.expect("probe timeout armed");
     assert_eq!(t.token, probe_seq);
     m.handle_timer(at, t, &mut rng);
@@ -429,8 +429,8 @@ fn hostile_entries_are_filtered() {
     let cfg = Config::default();
     let mut m = Membership::new(pid(0), cfg.clone());
     let mut rng = StdRng::seed_from_u64(2);
-    m.join(Duration::ZERO, &[]);
-    let entry = |i: usize, age: u32| Entry { id: pid(i), addr: addr(i), age, hints: LoadHints::default() };
+    m.handle_join(Duration::ZERO, &[]);
+    let entry = |i: usize, age: u32| Entry { id: pid(i), addr: addr(i), age, hints: LoadHint::default() };
     let mut flood: Vec<Entry> = (1..200).map(|i| entry(i, 0)).collect();
     flood.push(entry(0, 0)); // ourselves
     flood.push(entry(300, cfg.max_age + 1)); // too old
@@ -469,10 +469,10 @@ fn churn_run(seed: u64, n: usize, loss: f64, churn: &[(usize, u8)]) -> Net {
             match what {
                 0 => net.alive[who] = false,
                 1 => {
-                    net.nodes[who].leave(net.now);
+                    net.nodes[who].handle_leave(net.now);
                     net.drain(who);
                 }
-                _ => net.nodes[who].set_hints(LoadHints {
+                _ => net.nodes[who].handle_hints(net.now, LoadHint {
                     free_slots: 1,
                     ready_tasks: 2,
                     slots: 1,

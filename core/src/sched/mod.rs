@@ -31,28 +31,18 @@ mod msg;
 mod owner;
 mod peer;
 mod queue;
+mod stats;
 #[cfg(test)]
 mod tests;
 
-use std::time::Duration;
-
 pub use caps::{CapKind, Refusal, TaskCaps};
 pub use msg::{
-    DoneReport, FailureKind, InputLoc, InputSource, LoadHint, OutputRef, PeerAddr, SchedMsg, TaskDesc,
-    Transmit,
+    DescSigner, DoneReport, FailureKind, InputLoc, InputSource, LoadHint, OutputRef, PeerAddr, SchedMsg,
+    TaskDesc, Transmit, key_signer,
 };
+pub use stats::Refusals;
 pub use owner::{Owner, OwnerConfig, OwnerError, OwnerEvent, Progress, Report, TaskState};
 pub use peer::{PeerConfig, PeerHint, PeerSched, PeerStats, TaskOutcome, VictimChoice};
 pub use queue::ReadyQueue;
 
-/// A point in time: the duration since an epoch fixed by the driver.
-pub type Time = Duration;
-
-/// A timer requested by a state machine: call its `handle_timer(now, token)` at or after `at`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Timer {
-    /// When to fire.
-    pub at: Time,
-    /// What to pass back.
-    pub token: u64,
-}
+pub use crate::sansio::{Time, Timer};

@@ -11,6 +11,7 @@
 use super::caps::Refusal;
 use crate::ids::{BlobHash, JobId, PeerId, TaskId, TaskIndex};
 use crate::job::Limits;
+pub use crate::sansio::LoadHint;
 
 /// Where a task input can be obtained.
 #[derive(Clone, Debug, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
@@ -70,6 +71,17 @@ pub struct TaskDesc {
     pub inputs: Vec<InputLoc>,
     /// Sandbox limits.
     pub limits: Limits,
+    /// How long the owner waits without hearing from the holder of this attempt before it
+    /// re-issues it, in milliseconds (see [`SchedMsg::Renew`]).
+    pub lease_ms: u64,
+    /// Inputs the holder filled in locally from a producer's run here, after verifying the
+    /// descriptor: `(input position, producer, merge)` as the owner signed them
+    /// ([`InputSource::After`]). Not signed itself: [`TaskDesc::digest`] reads those inputs as
+    /// the `After` the owner wrote.
+    pub filled: Vec<(u32, TaskIndex, bool)>,
+    /// The owner's ed25519 signature of [`TaskDesc::digest`] (64 bytes), so that a thief can check
+    /// that the victim that passed the descriptor on did not alter it.
+    pub sig: Vec<u8>,
 }
 
 impl TaskDesc {
@@ -81,6 +93,94 @@ impl TaskDesc {
             _ => None,
         })
     }
+}
+
+impl TaskDesc {
+    /// The blake3 digest of the parts of this descriptor the owner fixed: task, owner, attempt,
+    /// priority, cost, lease, module, args, each input's hash and size (or the producer, for a
+    /// continuation's input, filled in or not) and limits. `hops`, input sources (where to fetch:
+    /// hints, checked by hash) and `sig` are left out.
+    pub fn digest(&self) -> [u8; 32] {
+        let mut h = blake3::Hasher::new();
+        h.update(b"shoal/task-desc/1");
+        h.update(&self.task.job.0.to_le_bytes());
+        h.update(&self.task.index.0.to_le_bytes());
+        h.update(&self.owner.0);
+        h.update(&self.attempt.to_le_bytes());
+        h.update(&self.priority.to_le_bytes());
+        h.update(&self.cost.to_le_bytes());
+        h.update(&self.lease_ms.to_le_bytes());
+        h.update(&self.module.0);
+        h.update(&(self.args.len() as u64).to_le_bytes());
+        for a in &self.args {
+            h.update(&(a.len() as u64).to_le_bytes());
+            h.update(a.as_bytes());
+        }
+        h.update(&(self.inputs.len() as u64).to_le_bytes());
+        for (k, input) in self.inputs.iter().enumerate() {
+            let filled = self.filled.iter().find(|f| f.0 as usize == k).map(|f| (f.1, f.2));
+            let after = match input.source {
+                InputSource::After { task, merge } => Some((task, merge)),
+                _ => filled,
+            };
+            match after {
+                Some((task, merge)) => {
+                    h.update(&[1]);
+                    h.update(&task.0.to_le_bytes());
+                    h.update(&[u8::from(merge)]);
+                }
+                None => {
+                    h.update(&[0]);
+                    h.update(&input.hash.0);
+                    h.update(&input.size.to_le_bytes());
+                }
+            }
+        }
+        let l = &self.limits;
+        for v in [l.fuel, l.memory_bytes, l.output_bytes, l.deadline_ms] {
+            match v {
+                Some(v) => h.update(&[1]).update(&v.to_le_bytes()),
+                None => h.update(&[0]),
+            };
+        }
+        *h.finalize().as_bytes()
+    }
+
+    /// Signs the descriptor with `signer` (the owner's key).
+    pub fn sign(&mut self, signer: &dyn DescSigner) {
+        self.sig = signer.sign(&self.digest()).to_vec();
+    }
+
+    /// Whether `sig` is `owner`'s signature of [`TaskDesc::digest`] (`verify_strict`).
+    pub fn verify(&self) -> bool {
+        let Ok(key) = ed25519_dalek::VerifyingKey::from_bytes(&self.owner.0) else { return false };
+        let Ok(sig) = ed25519_dalek::Signature::from_slice(&self.sig) else { return false };
+        key.verify_strict(&self.digest(), &sig).is_ok()
+    }
+
+    /// Estimated bytes of the inputs whose size is known, saturating.
+    pub fn input_bytes(&self) -> u64 {
+        self.inputs.iter().fold(0u64, |n, i| n.saturating_add(i.size))
+    }
+}
+
+/// Signs descriptor digests with the owner's ed25519 key, which stays with the driver: the
+/// [`Owner`](super::Owner) holds only this.
+pub trait DescSigner: Send {
+    /// The 64-byte ed25519 signature of `digest`.
+    fn sign(&self, digest: &[u8; 32]) -> [u8; 64];
+}
+
+impl<F: Fn(&[u8; 32]) -> [u8; 64] + Send> DescSigner for F {
+    fn sign(&self, digest: &[u8; 32]) -> [u8; 64] {
+        self(digest)
+    }
+}
+
+/// A signer for `key` (the driver keeps the key; this closure owns a copy).
+pub fn key_signer(key: ed25519_dalek::SigningKey) -> Box<dyn DescSigner> {
+    use ed25519_dalek::Signer as _;
+    Box::new(move |d: &[u8; 32]| key.sign(d).to_bytes())
 }
 
 /// A successful run reported late, inside a later [`SchedMsg::Done`] of the same job (a producer
@@ -130,20 +230,6 @@ pub enum FailureKind {
     /// ([`TaskCaps`](super::TaskCaps)). Not a fault of the task or the peer: the owner places it on
     /// a peer that accepts it, and fails the job with this reason when none does.
     Refused(Refusal),
-}
-
-/// A peer's load, piggybacked on steal traffic.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
-#[rkyv(derive(Debug))]
-pub struct LoadHint {
-    /// Slots in all.
-    pub slots: u32,
-    /// Slots not running a task.
-    pub free_slots: u32,
-    /// Tasks waiting in the ready queue.
-    pub ready_tasks: u32,
-    /// Their estimated cost in all, in fuel.
-    pub ready_fuel: u64,
 }
 
 /// Where a peer named in a message can be reached: filled in by the driver (the state machines
@@ -236,6 +322,15 @@ pub enum SchedMsg {
         /// The holder is leaving the swarm.
         leaving: bool,
     },
+    /// Holder → owner: these attempts of `job`'s tasks are still queued, running or reported
+    /// later here (keeps their leases alive; sent only for attempts held longer than a third of
+    /// their lease since the holder last spoke of them).
+    Renew {
+        /// The job.
+        job: JobId,
+        /// `(task, attempt)`.
+        tasks: Vec<(TaskIndex, u32)>,
+    },
     /// Owner → a peer holding some of `job`'s tasks: the job is over (cancelled or failed); drop
     /// its queued tasks.
     Cancel {
@@ -248,7 +343,9 @@ impl SchedMsg {
     /// The job whose owner must handle this message, or `None` if the peer scheduler handles it.
     pub fn owner_job(&self) -> Option<JobId> {
         match self {
-            SchedMsg::Claim { job, .. } | SchedMsg::Release { job, .. } => Some(*job),
+            SchedMsg::Claim { job, .. } | SchedMsg::Release { job, .. } | SchedMsg::Renew { job, .. } => {
+                Some(*job)
+            }
             SchedMsg::Done { task, .. } | SchedMsg::Failed { task, .. } => Some(task.job),
             SchedMsg::Assign { .. }
             | SchedMsg::Steal { .. }
@@ -272,14 +369,8 @@ impl SchedMsg {
     }
 }
 
-/// A message to send.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Transmit {
-    /// Destination peer (possibly the sender itself: deliver locally).
-    pub to: PeerId,
-    /// The message.
-    pub msg: SchedMsg,
-}
+/// A scheduling message to send.
+pub type Transmit = crate::sansio::Transmit<SchedMsg>;
 
 #[cfg(test)]
 mod tests {

@@ -46,7 +46,7 @@ use std::time::{Duration, Instant};
 use rand::rngs::StdRng;
 use shoal_core::ids::{JobId, PeerId, TaskId};
 use shoal_core::job::Job;
-use shoal_core::membership::{Event, LoadHints, RemoveReason};
+use shoal_core::membership::{Event, LoadHint, RemoveReason};
 use shoal_core::sched::{Owner, PeerSched, SchedMsg, TaskDesc, TaskOutcome};
 use shoal_net::{Inbox, Node};
 use tokio::sync::{broadcast, mpsc, watch};
@@ -119,7 +119,7 @@ struct Actor {
     done_tx: mpsc::UnboundedSender<Finished>,
     fetch_tx: mpsc::UnboundedSender<Fetched>,
     /// Load hints last advertised.
-    hints: Option<LoadHints>,
+    hints: Option<LoadHint>,
     status: watch::Sender<PeerStatus>,
     tasks_done: u64,
     fuel_used: u64,
@@ -200,7 +200,8 @@ impl Actor {
                 let view = self.view();
                 let span = info_span!("job", %id);
                 span.in_scope(|| info!(tasks = job.len(), "job submitted"));
-                let owner = Owner::new(id, self.me, *job, self.owner_cfg.clone(), &view);
+                let signer = self.node.desc_signer();
+                let owner = Owner::new(id, self.me, *job, self.owner_cfg.clone(), &view, signer, self.now());
                 self.jobs.insert(id, JobEntry { owner, tracker });
                 self.drain();
             }

@@ -8,7 +8,6 @@
 use std::time::Duration;
 
 use shoal_core::ids::{JobId, PeerId};
-use shoal_core::membership::LoadHints;
 use shoal_core::sched::PeerHint;
 use tracing::info;
 
@@ -25,10 +24,7 @@ impl Actor {
             .iter()
             .map(|e| PeerHint {
                 peer: e.id,
-                slots: e.hints.slots,
-                free_slots: e.hints.free_slots,
-                ready_tasks: e.hints.ready_tasks,
-                ready_fuel: e.hints.ready_fuel,
+                load: e.hints,
                 // Measured by QUIC on a live connection; a peer never talked to counts as near
                 // until it is (thieves and owners then pick by load alone).
                 rtt: self.node.rtt_of(e.id).unwrap_or(Duration::ZERO),
@@ -47,13 +43,7 @@ impl Actor {
         self.drain();
         self.sched.handle_view(now, view, &mut self.rng);
         self.drain();
-        let load = self.sched.load();
-        let hints = LoadHints {
-            free_slots: load.free_slots,
-            ready_tasks: load.ready_tasks,
-            slots: load.slots,
-            ready_fuel: load.ready_fuel,
-        };
+        let hints = self.sched.load();
         if self.hints != Some(hints) {
             self.hints = Some(hints);
             self.node.set_load_hints(hints).await;

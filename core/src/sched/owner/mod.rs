@@ -8,15 +8,22 @@
 //! compared across peers. A task's own deterministic failure ends the job after
 //! [`OwnerConfig::failure_confirmations`] distinct peers report it; peer faults are retried with
 //! exponential backoff up to [`OwnerConfig::max_attempts`] faulty runs; runs lost with their peer
-//! are re-issued at once, up to [`OwnerConfig::max_losses`].
+//! are re-issued at once, up to [`OwnerConfig::max_losses`]. Every message is acted on only if its
+//! sender is entitled to it (`auth.rs`: the holder of the live attempt), every placed attempt has
+//! a lease (`lease.rs`), and every table a peer can grow is capped (reports kept per task, early
+//! messages, refusing peers); see `docs/protocol-hardening.md`.
 
+mod auth;
+mod lease;
 mod place;
+mod recover;
 mod types;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::time::Duration;
 
-use super::msg::{FailureKind, InputLoc, InputSource, OutputRef, SchedMsg, TaskDesc, Transmit};
+use super::msg::{DescSigner, FailureKind, InputLoc, InputSource, OutputRef, SchedMsg, TaskDesc, Transmit};
+use super::stats::Refusals;
 use super::peer::PeerHint;
 use super::{Time, Timer};
 use crate::ids::{BlobHash, JobId, PeerId, TaskId, TaskIndex};
@@ -26,6 +33,28 @@ pub use types::{OwnerConfig, OwnerError, OwnerEvent, Progress, Report, TaskState
 
 /// Most holders the owner lists for one output (the producer, then consumers' copies).
 const HOLDERS_MAX: usize = 4;
+/// Most reports kept per task (the verification hook): the first ones.
+const REPORTS_MAX: usize = 8;
+/// Most peers remembered per task as having refused it (the rest are tried again).
+const REFUSED_MAX: usize = 1024;
+
+/// The owner's signer, opaque (the key stays with the driver).
+struct Signer(Box<dyn DescSigner>);
+
+impl std::fmt::Debug for Signer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Signer")
+    }
+}
+
+/// What an owner timer is for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum TimerKind {
+    /// Re-issue after a fault's backoff.
+    Retry,
+    /// Check the lease of this attempt.
+    Lease(u32),
+}
 
 #[derive(Debug)]
 struct Rec {
@@ -44,6 +73,15 @@ struct Rec {
     /// The current attempt is a continuation waiting at its holder for this producer
     /// ([`InputSource::After`]); it is taken back if the producer's attempt ends without output.
     after: Option<TaskIndex>,
+    /// The current attempt's lease, and when it runs out unless the holder speaks.
+    lease: Duration,
+    lease_until: Time,
+    /// Messages about the current attempt from a peer a claim on the way may make its holder.
+    early: Vec<auth::Early>,
+    /// The peer and attempt whose report made the task done (a duplicate of it is harmless).
+    done_by: Option<(PeerId, u32)>,
+    /// Peers that refused the task (it asks more than their caps): it is not placed there again.
+    refused_by: BTreeSet<PeerId>,
 }
 
 /// The owner of one job. See the [module docs](super) for the call order.
@@ -67,8 +105,20 @@ pub struct Owner {
     /// Peers that handed tasks back because they are leaving: nothing more is placed there, but
     /// their reports still count until membership says they are gone.
     leaving: BTreeSet<PeerId>,
-    retries: HashMap<u64, TaskIndex>,
+    /// Pending timers by token: the task and what for (stale ones are ignored).
+    retries: HashMap<u64, (TaskIndex, TimerKind)>,
     next_token: u64,
+    signer: Signer,
+    /// Latest time seen in a `handle_*` call.
+    now: Time,
+    /// Refused peer input, by reason.
+    refused: Refusals,
+    /// Attempts re-issued because their lease ran out.
+    leases_expired: u64,
+    /// [`Owner::handle_cancel`] was called: nothing more is placed.
+    over: bool,
+    /// Peers the task being placed must avoid (they refused it).
+    avoid: BTreeSet<PeerId>,
     pending: BTreeMap<PeerId, Vec<TaskDesc>>,
     /// Attempts of this job placed at each peer (queued or running).
     load: HashMap<PeerId, u32>,
@@ -95,9 +145,18 @@ pub struct Owner {
 }
 
 impl Owner {
-    /// Starts owning `job` as `id` on peer `me`, with the membership view `view`: source tasks go
-    /// to idle peers of the view, the rest spread over `me` and the view (thieves even them out).
-    pub fn new(id: JobId, me: PeerId, job: Job, cfg: OwnerConfig, view: &[PeerHint]) -> Self {
+    /// Starts owning `job` as `id` on peer `me` at time `now`, with the membership view `view`:
+    /// source tasks go to idle peers of the view, the rest spread over `me` and the view (thieves
+    /// even them out). `signer` signs every descriptor with `me`'s key (see [`TaskDesc::sign`]).
+    pub fn new(
+        id: JobId,
+        me: PeerId,
+        job: Job,
+        cfg: OwnerConfig,
+        view: &[PeerHint],
+        signer: Box<dyn DescSigner>,
+        now: Time,
+    ) -> Self {
         let costs = CostModel::default();
         let ranks = if cfg.ranked { upward_ranks(&job, &costs) } else { vec![0; job.len()] };
         let recs = (0..job.len())
@@ -111,6 +170,11 @@ impl Owner {
                 reports: Vec::new(),
                 failed_on: BTreeSet::new(),
                 after: None,
+                lease: Duration::ZERO,
+                lease_until: Duration::ZERO,
+                early: Vec::new(),
+                done_by: None,
+                refused_by: BTreeSet::new(),
             })
             .collect();
         let mut o = Owner {
@@ -131,6 +195,12 @@ impl Owner {
             leaving: BTreeSet::new(),
             retries: HashMap::new(),
             next_token: 0,
+            signer: Signer(signer),
+            now,
+            refused: Refusals::default(),
+            leases_expired: 0,
+            over: false,
+            avoid: BTreeSet::new(),
             pending: BTreeMap::new(),
             load: HashMap::new(),
             caps: HashMap::new(),
@@ -197,6 +267,8 @@ impl Owner {
             peers_used: self.peers_used.len(),
             fuel_used: self.fuel_used,
             busy: std::time::Duration::from_micros(self.busy_us),
+            refused: self.refused,
+            leases_expired: self.leases_expired,
         }
     }
 
@@ -211,136 +283,18 @@ impl Owner {
             .collect()
     }
 
-    /// A message for this job's owner from `from`.
-    pub fn handle_msg(&mut self, now: Time, from: PeerId, msg: SchedMsg) -> Result<(), OwnerError> {
-        let job = msg.owner_job().ok_or(OwnerError::NotForOwner)?;
-        if job != self.id {
-            return Err(OwnerError::WrongJob { got: job, want: self.id });
-        }
-        if self.dead.contains(&from) {
-            return Ok(()); // Its holdings were already written off and re-issued.
-        }
-        match msg {
-            SchedMsg::Claim { holder, tasks, .. } => {
-                for &(i, _, _) in &tasks {
-                    self.check(i)?;
-                }
-                for (i, attempt, hops) in tasks {
-                    let rec = &mut self.recs[i.0 as usize];
-                    // Claims of one attempt can race (stolen twice in quick succession): the one
-                    // with most hops is the latest.
-                    if let TaskState::Placed { attempt: a, .. } = rec.state
-                        && a == attempt
-                        && hops > rec.hops
-                    {
-                        rec.hops = hops;
-                        if self.dead.contains(&holder) {
-                            rec.losses += 1;
-                            self.reissue(i);
-                        } else {
-                            self.set(i, TaskState::Placed { at: holder, attempt });
-                        }
-                    }
-                }
-            }
-            SchedMsg::Release { tasks, leaving, .. } => {
-                for &(i, _, _) in &tasks {
-                    self.check(i)?;
-                }
-                if leaving && from != self.me && self.leaving.insert(from) {
-                    self.by_load.remove(&self.load_key(from));
-                    self.view_idle.retain(|&p| p != from);
-                }
-                for (i, attempt, hops) in tasks {
-                    let rec = &self.recs[i.0 as usize];
-                    // Any holder of the current attempt may hand it back (a thief's release can
-                    // overtake the victim's claim); a release older than the latest claim is stale.
-                    if let TaskState::Placed { attempt: a, .. } = rec.state
-                        && a == attempt
-                        && hops >= rec.hops
-                    {
-                        self.reissue(i);
-                    }
-                }
-            }
-            SchedMsg::Done { task, attempt, output, fuel, busy_us, load, earlier } => {
-                self.check(task.index)?;
-                for r in &earlier {
-                    self.check(r.task)?;
-                }
-                if !self.leaving.contains(&from) {
-                    self.set_cap(from, load.slots);
-                }
-                for r in earlier {
-                    self.on_done(r.task, from, r.attempt, r.output, r.fuel, r.busy_us);
-                }
-                self.on_done(task.index, from, attempt, output, fuel, busy_us);
-            }
-            SchedMsg::Failed { task, attempt, kind } => {
-                self.check(task.index)?;
-                self.on_failed(now, task.index, from, attempt, kind);
-            }
-            SchedMsg::Assign { .. }
-            | SchedMsg::Steal { .. }
-            | SchedMsg::Stolen { .. }
-            | SchedMsg::Cancel { .. } => {
-                return Err(OwnerError::NotForOwner);
-            }
-        }
-        self.flush();
-        Ok(())
-    }
-
     /// A new membership view: its idle peers become placement candidates.
-    pub fn handle_view(&mut self, _now: Time, view: &[PeerHint]) {
+    pub fn handle_view(&mut self, now: Time, view: &[PeerHint]) {
+        self.tick(now);
         self.note_view(view);
-    }
-
-    /// `peer` left the swarm: re-issue what it held, re-make lost outputs still needed.
-    pub fn handle_peer_down(&mut self, _now: Time, peer: PeerId) {
-        if peer == self.me || self.dead.contains(&peer) {
-            return;
-        }
-        self.by_load.remove(&self.load_key(peer));
-        self.dead.insert(peer);
-        self.update_near_rtt();
-        for k in 0..self.recs.len() {
-            match &mut self.recs[k].state {
-                TaskState::Placed { at, .. } if *at == peer => {
-                    self.recs[k].losses += 1;
-                    self.set(TaskIndex(k as u32), TaskState::Waiting);
-                }
-                TaskState::Done { holders, .. } => holders.retain(|&h| h != peer),
-                _ => {}
-            }
-        }
-        // Children before parents, so a re-made child makes its lost parent needed again.
-        for k in (0..self.job.len()).rev() {
-            let i = self.job.topo_order()[k];
-            let lost = matches!(&self.recs[i.0 as usize].state,
-                TaskState::Done { output, holders } if output.inline.is_none() && holders.is_empty());
-            let needed = self.job.children(i).iter().any(|c| !self.is_task_done(*c));
-            if lost && needed {
-                self.set(i, TaskState::Waiting);
-                self.done -= 1;
-            }
-        }
-        for k in 0..self.job.len() {
-            let i = self.job.topo_order()[k];
-            let state = &self.recs[i.0 as usize].state;
-            if *state == TaskState::Ready && !self.inputs_ready(i) {
-                self.set(i, TaskState::Waiting); // Held back, but an input was just lost.
-            } else if *state == TaskState::Waiting && self.inputs_ready(i) {
-                self.issue(i, None);
-            }
-        }
-        self.flush();
     }
 
     /// The job is over for the submitter (cancelled, or failed): tells every peer holding one of
     /// its attempts to drop its queued tasks ([`SchedMsg::Cancel`]), and stops placing work. Reports
     /// that still arrive are harmless; the driver may drop the owner once this was drained.
-    pub fn handle_cancel(&mut self, _now: Time) {
+    pub fn handle_cancel(&mut self, now: Time) {
+        self.tick(now);
+        self.over = true;
         let mut holders = BTreeSet::new();
         for k in 0..self.recs.len() {
             if let TaskState::Placed { at, .. } = self.recs[k].state {
@@ -360,51 +314,26 @@ impl Owner {
         }
     }
 
-    /// The driver could not fetch the output of done task `i` from any of its holders (they left,
-    /// or served bad bytes): the output is written off and `i` re-made from lineage, re-making any
-    /// producer whose output is lost too. A [`OwnerEvent::TaskDone`] for `i` follows when it is
-    /// done again (and [`OwnerEvent::JobDone`] again if the job was done).
-    pub fn handle_output_lost(&mut self, _now: Time, i: TaskIndex) -> Result<(), OwnerError> {
-        self.check(i)?;
-        if let TaskState::Done { output, holders } = &mut self.recs[i.0 as usize].state {
-            output.inline = None;
-            holders.clear();
-            self.remake(i);
-            self.flush();
-        }
-        Ok(())
-    }
-
-    /// Puts done task `i` back to waiting (its output is gone) and issues it again once its inputs
-    /// are available, first re-making producers whose outputs are gone too.
-    fn remake(&mut self, i: TaskIndex) {
-        let rec = &mut self.recs[i.0 as usize];
-        rec.losses += 1;
-        self.set(i, TaskState::Waiting);
-        self.done -= 1;
-        for k in 0..self.job.parents(i).len() {
-            let p = self.job.parents(i)[k];
-            let lost = matches!(&self.recs[p.0 as usize].state,
-                TaskState::Done { output, holders } if output.inline.is_none() && holders.iter().all(|h| self.dead.contains(h)));
-            if lost {
-                self.remake(p);
-            }
-        }
-        if self.inputs_ready(i) {
-            self.issue(i, None);
-        }
-    }
-
     /// A timer fired; stale tokens are ignored.
-    pub fn handle_timer(&mut self, _now: Time, token: u64) {
-        let Some(i) = self.retries.remove(&token) else { return };
-        if self.recs[i.0 as usize].state == (TaskState::Retry { token }) {
-            self.set(i, TaskState::Waiting);
-            if self.inputs_ready(i) {
-                self.issue(i, None);
+    pub fn handle_timer(&mut self, now: Time, token: u64) {
+        self.tick(now);
+        let Some((i, kind)) = self.retries.remove(&token) else { return };
+        match kind {
+            TimerKind::Retry => {
+                if self.recs[i.0 as usize].state == (TaskState::Retry { token }) && !self.over {
+                    self.set(i, TaskState::Waiting);
+                    if self.inputs_ready(i) {
+                        self.issue(i, None);
+                    }
+                }
             }
-            self.flush();
+            TimerKind::Lease(attempt) => self.lease_timer(i, attempt),
         }
+        self.flush();
+    }
+
+    fn tick(&mut self, now: Time) {
+        self.now = self.now.max(now);
     }
 
     /// The next message to send.
@@ -448,7 +377,9 @@ impl Owner {
         // Execution is deterministic: every correct run gives the first one's output and fuel.
         let first = rec.reports.iter().find_map(|r| r.result.as_ref().ok().copied());
         let agrees = first.is_none_or(|f| f == (output.hash, fuel));
-        rec.reports.push(Report { peer: from, attempt, result: Ok((output.hash, fuel)) });
+        if rec.reports.len() < REPORTS_MAX {
+            rec.reports.push(Report { peer: from, attempt, result: Ok((output.hash, fuel)) });
+        }
         match &mut rec.state {
             TaskState::Done { holders, .. } => {
                 if !agrees {
@@ -465,6 +396,7 @@ impl Owner {
         if output.size > self.cfg.inline_max {
             output.inline = None;
         }
+        self.recs[i.0 as usize].done_by = Some((from, attempt));
         self.set(i, TaskState::Done { output, holders: vec![from] });
         self.done += 1;
         self.fuel_used = self.fuel_used.saturating_add(fuel);
@@ -518,72 +450,11 @@ impl Owner {
         }
     }
 
-    fn on_failed(&mut self, now: Time, i: TaskIndex, from: PeerId, attempt: u32, kind: FailureKind) {
-        let rec = &mut self.recs[i.0 as usize];
-        rec.reports.push(Report { peer: from, attempt, result: Err(kind.clone()) });
-        match rec.state {
-            TaskState::Placed { attempt: a, .. } if a == attempt => {}
-            _ => return, // Stale: done, failed, or a newer attempt is out.
-        }
-        match kind {
-            FailureKind::Task(_) => {
-                rec.failed_on.insert(from);
-                if rec.failed_on.len() as u32 >= self.cfg.failure_confirmations.max(1) {
-                    self.fail(i, kind);
-                } else {
-                    self.retry(now, i);
-                }
-            }
-            FailureKind::InputLost { input } => {
-                let producer = match self.job.task(i).inputs.get(input as usize) {
-                    Some(Input::Output(p)) => Some(*p),
-                    _ => None,
-                };
-                match producer {
-                    Some(p) if self.is_task_done(p) => {
-                        // Its holders could not serve it: re-make it from lineage.
-                        self.set(i, TaskState::Waiting);
-                        self.set(p, TaskState::Waiting);
-                        self.done -= 1;
-                        if self.inputs_ready(p) {
-                            self.issue(p, None);
-                        }
-                    }
-                    // Already being re-made: the task is issued again once it is done.
-                    Some(_) => self.set(i, TaskState::Waiting),
-                    None => self.retry(now, i),
-                }
-            }
-            // TODO(issue 9): place it on a peer that accepts it; fail the job when none does.
-            FailureKind::Executor(_) | FailureKind::Refused(_) => self.retry(now, i),
-        }
-    }
-
-    fn fail(&mut self, i: TaskIndex, kind: FailureKind) {
-        self.set(i, TaskState::Failed(kind.clone()));
-        self.failed += 1;
-        self.events.push_back(OwnerEvent::TaskFailed(i, kind));
-    }
-
-    fn retry(&mut self, now: Time, i: TaskIndex) {
-        let rec = &mut self.recs[i.0 as usize];
-        rec.faults += 1;
-        if rec.faults >= self.cfg.max_attempts {
-            let n = rec.faults;
-            self.fail(i, FailureKind::Executor(format!("gave up after {n} faulty runs")));
-            return;
-        }
-        let attempts = rec.faults;
-        self.next_token += 1;
-        let token = self.next_token;
-        self.set(i, TaskState::Retry { token });
-        let delay = self.cfg.retry_backoff.saturating_mul(1 << attempts.saturating_sub(1).min(16));
-        self.retries.insert(token, i);
-        self.timers.push_back(Timer { at: now + delay.min(self.cfg.retry_backoff_max), token });
-    }
-
     /// Issues a new attempt of `i` (all producers done) to the best peer.
     fn issue(&mut self, i: TaskIndex, hint: Option<PeerId>) {
+        if self.over {
+            return;
+        }
         let losses = self.recs[i.0 as usize].losses;
         if losses > self.cfg.max_losses {
             self.fail(i, FailureKind::Executor(format!("lost with its peer {losses} times")));
@@ -592,7 +463,9 @@ impl Owner {
         let (mut bytes, hint) =
             if self.cfg.locality { (self.input_bytes(i), hint) } else { (Vec::new(), None) };
         let cost = self.costs.estimate(&self.job, i);
+        self.avoid.clone_from(&self.recs[i.0 as usize].refused_by);
         let at = self.place(&mut bytes, hint, cost);
+        self.avoid.clear();
         match at {
             Some(at) => self.send_to(i, at, None),
             None => {
@@ -641,23 +514,34 @@ impl Owner {
         }
         let args = task.args.clone();
         let (module, limits) = (task.module, task.limits.clone());
-        let attempt = self.recs[i.0 as usize].attempts + 1;
-        self.recs[i.0 as usize].attempts = attempt;
-        self.recs[i.0 as usize].hops = 0;
-        self.recs[i.0 as usize].after = after;
+        let attempt = self.recs[i.0 as usize].attempts.saturating_add(1);
+        let cost = self.costs.estimate(&self.job, i);
+        let lease = self.lease_for(cost);
+        let rec = &mut self.recs[i.0 as usize];
+        rec.attempts = attempt;
+        rec.hops = 0;
+        rec.after = after;
+        rec.early.clear();
+        rec.lease = lease;
+        rec.lease_until = self.now.saturating_add(lease);
         self.set(i, TaskState::Placed { at, attempt });
-        let desc = TaskDesc {
+        self.arm_lease(i, attempt);
+        let mut desc = TaskDesc {
             task: TaskId { job: self.id, index: i },
             owner: self.me,
             attempt,
             hops: 0,
             priority: self.priority(i),
-            cost: self.costs.estimate(&self.job, i),
+            cost,
             module,
             args,
             inputs,
             limits,
+            lease_ms: u64::try_from(lease.as_millis()).unwrap_or(u64::MAX),
+            filled: Vec::new(),
+            sig: Vec::new(),
         };
+        desc.sign(self.signer.0.as_ref());
         self.pending.entry(at).or_default().push(desc);
         if self.cfg.continuations {
             for k in 0..self.job.children(i).len() {
@@ -693,7 +577,7 @@ impl Owner {
         // any placement): a chain that follows its producers out of the cluster drags the
         // critical path and its outputs far from everything else.
         let far = !self.worth(at, self.costs.estimate(&self.job, c));
-        if self.dead.contains(&at) || self.leaving.contains(&at) || backlog || far {
+        if self.recs[c.0 as usize].refused_by.contains(&at) || self.dead.contains(&at) || self.leaving.contains(&at) || backlog || far {
             return None;
         }
         let slots = cap.max(1) as usize;
@@ -722,14 +606,17 @@ impl Owner {
                 self.parked.pop();
                 continue;
             }
+            if self.over {
+                break;
+            }
             let cost = self.costs.estimate(&self.job, i);
+            self.avoid.clone_from(&self.recs[i.0 as usize].refused_by);
             let p = match target {
-                Some(p) if self.below_quota(p) && self.worth(p, cost) => p,
-                _ => match self.nearest_low(cost) {
-                    Some(p) => p,
-                    None => break,
-                },
+                Some(p) if self.below_quota(p) && self.worth(p, cost) => Some(p),
+                _ => self.nearest_low(cost),
             };
+            self.avoid.clear();
+            let Some(p) = p else { break };
             target = Some(p);
             self.parked.pop();
             self.send_to(i, p, None);

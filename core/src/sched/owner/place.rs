@@ -14,13 +14,13 @@ use crate::sched::peer::PeerHint;
 impl Owner {
     pub(super) fn note_view(&mut self, view: &[PeerHint]) {
         let mut idle: Vec<&PeerHint> =
-            view.iter().filter(|h| h.peer != self.me && h.free_slots > 0 && h.ready_tasks == 0).collect();
+            view.iter().filter(|h| h.peer != self.me && h.load.free_slots > 0 && h.load.ready_tasks == 0).collect();
         idle.sort_by_key(|h| (std::cmp::Reverse(h.rtt), h.peer));
         self.view_idle = idle.iter().map(|h| h.peer).collect();
         for h in view {
             if h.peer != self.me && self.dead.remove(&h.peer) {
                 // Membership shows it again (a healed partition): usable, its old work written off.
-                self.set_cap(h.peer, h.slots);
+                self.set_cap(h.peer, h.load.slots.min(super::auth::SLOTS_MAX));
             }
             if self.rtt.get(&h.peer) != Some(&h.rtt) {
                 let known = self.by_load.remove(&self.load_key(h.peer));
@@ -32,8 +32,8 @@ impl Owner {
             // A peer becomes a target once its hints show it runs tasks: a free slot, or a queue
             // (busy with other work). One that never shows either may donate no cores (drivers
             // that cannot tell report at least one slot) and stays out until it reports a result.
-            if !self.caps.contains_key(&h.peer) && (h.free_slots > 0 || h.ready_tasks > 0) {
-                self.set_cap(h.peer, h.slots);
+            if !self.caps.contains_key(&h.peer) && (h.load.free_slots > 0 || h.load.ready_tasks > 0) {
+                self.set_cap(h.peer, h.load.slots.min(super::auth::SLOTS_MAX));
             }
         }
         self.update_near_rtt();
@@ -45,7 +45,7 @@ impl Owner {
         self.near_rtt = live.clone().map(|(_, &r)| r).min().unwrap_or_default();
         let near = self.near_rtt.mul_f64(1.5);
         let slots: u32 =
-            live.filter(|&(_, &r)| r <= near).map(|(p, _)| self.caps.get(p).copied().unwrap_or(1)).sum();
+            live.filter(|&(_, &r)| r <= near).fold(0u32, |n, (p, _)| n.saturating_add(self.caps.get(p).copied().unwrap_or(1)));
         self.near_slots = slots.max(1);
     }
 
@@ -64,7 +64,7 @@ impl Owner {
         if state == TaskState::Ready {
             let cost = self.costs.estimate(&self.job, i);
             self.recs[i.0 as usize].held = cost;
-            self.held_fuel += cost;
+            self.held_fuel = self.held_fuel.saturating_add(cost);
         }
         if let TaskState::Placed { at, .. } = state {
             self.add_load(at, 1);
@@ -135,7 +135,7 @@ impl Owner {
         cost: u64,
     ) -> Option<PeerId> {
         bytes.sort_by_key(|&(p, n)| (std::cmp::Reverse(n), Some(p) != hint, p));
-        let total: u64 = bytes.iter().map(|&(_, n)| n).sum();
+        let total: u64 = bytes.iter().fold(0u64, |a, &(_, n)| a.saturating_add(n));
         let mut cands: Vec<PeerId> = Vec::with_capacity(3);
         if let Some(&(p, _)) = bytes.iter().find(|&&(p, n)| n > 0 && self.has_room(p) && self.worth(p, cost))
         {
@@ -149,7 +149,7 @@ impl Owner {
             let here = bytes.iter().find(|(q, _)| q == p).map_or(0, |&(_, n)| n);
             let rtt =
                 if *p == self.me { Duration::ZERO } else { self.rtt.get(p).copied().unwrap_or_default() };
-            rtt + Duration::from_secs_f64((total - here) as f64 / self.cfg.bandwidth)
+            rtt + Duration::from_secs_f64((total.saturating_sub(here) as f64 / self.cfg.bandwidth).min(1e9))
         };
         if let Some(p) = cands.iter().min_by_key(|p| start(p)) {
             return Some(*p);
@@ -171,9 +171,12 @@ impl Owner {
     /// (RTT within 1.5 × the smallest known), or the round trip is shorter than the task's run
     /// or than the time the held-back work would keep the cluster busy.
     pub(super) fn worth(&self, p: PeerId, cost: u64) -> bool {
+        if self.avoid.contains(&p) {
+            return false;
+        }
         let rtt = if p == self.me { Duration::ZERO } else { self.rtt.get(&p).copied().unwrap_or_default() };
         let run = cost.max(self.held_fuel / u64::from(self.near_slots));
-        rtt <= self.near_rtt.mul_f64(1.5).max(Duration::from_secs_f64(run as f64 / self.cfg.fuel_per_sec))
+        rtt <= self.near_rtt.mul_f64(1.5).max(Duration::from_secs_f64((run as f64 / self.cfg.fuel_per_sec).min(1e9)))
     }
 
     /// Whether `p` holds fewer of this job's tasks than its slots plus queue quota.
@@ -201,7 +204,7 @@ impl Owner {
     pub(super) fn input_bytes(&self, i: TaskIndex) -> Vec<(PeerId, u64)> {
         let mut bytes: Vec<(PeerId, u64)> = Vec::new();
         let mut add = |p: PeerId, n: u64| match bytes.iter_mut().find(|(q, _)| *q == p) {
-            Some(e) => e.1 += n,
+            Some(e) => e.1 = e.1.saturating_add(n),
             None => bytes.push((p, n)),
         };
         for input in &self.job.task(i).inputs {
@@ -228,10 +231,10 @@ mod tests {
 
     use crate::ids::{BlobHash, JobId, PeerId};
     use crate::job::{Job, TaskSpec};
-    use crate::sched::{Owner, OwnerConfig, PeerHint, SchedMsg, Transmit};
+    use crate::sched::{LoadHint, Owner, OwnerConfig, PeerHint, SchedMsg, Transmit};
 
     fn hint(peer: PeerId, slots: u32, free_slots: u32, ready_tasks: u32) -> PeerHint {
-        PeerHint { peer, slots, free_slots, ready_tasks, ready_fuel: 0, rtt: Duration::ZERO }
+        PeerHint { peer, load: LoadHint { slots, free_slots, ready_tasks, ready_fuel: 0 }, rtt: Duration::ZERO }
     }
 
     fn targets(out: &[Transmit]) -> Vec<PeerId> {
@@ -251,7 +254,7 @@ mod tests {
         // queued); `none` says it has no slots (yet holds a queue); `busy` runs other work. The
         // relay and `none` sort first on every tie.
         let view = [hint(relay, 1, 0, 0), hint(none, 0, 0, 2), hint(busy, 1, 0, 3)];
-        let mut o = Owner::new(JobId(1), me, job, OwnerConfig::default(), &view);
+        let mut o = Owner::new(JobId(1), me, job, OwnerConfig::default(), &view, Box::new(|_: &[u8; 32]| [0; 64]), Duration::ZERO);
         let to = sent(&mut o);
         assert!(to.contains(&busy), "a busy peer still gets a queue: {to:?}");
         assert!(!to.contains(&relay) && !to.contains(&none), "work placed where nothing runs it: {to:?}");

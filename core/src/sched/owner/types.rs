@@ -42,6 +42,14 @@ pub struct OwnerConfig {
     /// continuation ([`InputSource::After`](crate::sched::InputSource::After)): it starts there
     /// the moment the producer ends, with no round trip to the owner (`false`: for ablation).
     pub continuations: bool,
+    /// The least lease of a placed attempt: silence from its holder this long (no report,
+    /// claim or renew) re-issues it. Above the worst round trip plus the holder's renew period.
+    pub lease_floor: Duration,
+    /// A lease also covers this many times the task's expected run time (cost at `fuel_per_sec`),
+    /// so long tasks are not re-issued while they run.
+    pub lease_factor: f64,
+    /// The longest lease.
+    pub lease_max: Duration,
 }
 
 impl Default for OwnerConfig {
@@ -60,6 +68,9 @@ impl Default for OwnerConfig {
             bandwidth: 12.5e6,
             fuel_per_sec: 1e9,
             continuations: true,
+            lease_floor: Duration::from_secs(30),
+            lease_factor: 3.0,
+            lease_max: Duration::from_secs(24 * 3600),
         }
     }
 }
@@ -135,6 +146,10 @@ pub struct Progress {
     pub fuel_used: u64,
     /// Slot time of those runs (fetching inputs and running), summed over peers.
     pub busy: std::time::Duration,
+    /// Peer messages (or parts) refused, by reason.
+    pub refused: crate::sched::Refusals,
+    /// Attempts re-issued because their holder was silent past the lease.
+    pub leases_expired: u64,
 }
 
 /// Why an owner refused a message. Each refusal leaves the owner's state unchanged.

@@ -12,6 +12,15 @@
 //! (the owner, told of the failure, takes it back too). A producer whose only consumer is such a
 //! continuation (`merge`) keeps its report in `held` until the consumer's report leaves, or until
 //! the consumer leaves this peer; reports are never dropped while the job and its owner live.
+//! Authorisation (see [`accept`]): an `Assign` is taken only from the owner its descriptors name,
+//! a `Cancel` drops only the tasks of the sender's own jobs, a stolen descriptor only if its owner's
+//! signature verifies, and nothing twice (an attempt held or just run here is a duplicate). The
+//! ready queue and the continuations waiting here hold at most [`PeerConfig::max_queued`]
+//! descriptors; the excess of an `Assign` is handed back with a `Release`. A task asking more than
+//! the volunteer's [`PeerConfig::caps`] is refused with `Failed { kind: Refused }` before it is
+//! queued. Every refusal is counted in [`PeerStats::refused`]. Leases (see [`renew`]): every
+//! attempt held here is spoken of to its owner at least every third of its lease.
+//!
 //! Once [`PeerSched::handle_leave`] is called the peer holds no queued task for long: everything
 //! queued, assigned or stolen afterwards goes back to its owner in a [`SchedMsg::Release`], and it
 //! neither steals nor starts tasks.
@@ -24,8 +33,13 @@ use rand::{Rng, RngCore};
 use super::msg::{
     DoneReport, FailureKind, InputLoc, InputSource, LoadHint, OutputRef, SchedMsg, TaskDesc, Transmit,
 };
+use super::caps::TaskCaps;
 use super::queue::ReadyQueue;
+use super::stats::Refusals;
 use super::{Time, Timer};
+
+mod accept;
+mod renew;
 use crate::ids::{JobId, PeerId, TaskId, TaskIndex};
 
 /// How a thief picks a victim.
@@ -58,6 +72,13 @@ pub struct PeerConfig {
     pub victims: VictimChoice,
     /// Fuel a slot runs per second (to weigh a victim's queued work against the round trip).
     pub fuel_per_sec: f64,
+    /// The volunteer's caps on one task: a task asking more is refused before it is queued.
+    pub caps: TaskCaps,
+    /// Most descriptors queued or waiting here (ready queue and continuations together).
+    pub max_queued: usize,
+    /// A task queued (not running) here longer than this goes back to its owner (a bound on
+    /// holding work for an owner that went silent).
+    pub queue_ttl: Duration,
 }
 
 impl Default for PeerConfig {
@@ -72,6 +93,9 @@ impl Default for PeerConfig {
             steal_timeout: Duration::from_secs(2),
             victims: VictimChoice::LoadBiased,
             fuel_per_sec: 1e9,
+            caps: TaskCaps::default(),
+            max_queued: 4096,
+            queue_ttl: Duration::from_secs(3600),
         }
     }
 }
@@ -81,14 +105,8 @@ impl Default for PeerConfig {
 pub struct PeerHint {
     /// The peer.
     pub peer: PeerId,
-    /// Its slots in all.
-    pub slots: u32,
-    /// Its free slots, as last heard.
-    pub free_slots: u32,
-    /// Its ready tasks, as last heard.
-    pub ready_tasks: u32,
-    /// Estimated cost of its ready tasks, in fuel, as last heard.
-    pub ready_fuel: u64,
+    /// Its load, as last heard.
+    pub load: LoadHint,
     /// Round-trip time estimate.
     pub rtt: Duration,
 }
@@ -120,6 +138,10 @@ pub struct PeerStats {
     pub tasks_started: u64,
     /// Tasks handed back to their owners unrun (while leaving).
     pub tasks_released: u64,
+    /// `Renew` messages sent.
+    pub renews_sent: u64,
+    /// Peer input refused, by reason.
+    pub refused: Refusals,
 }
 
 #[derive(Debug)]
@@ -154,14 +176,23 @@ pub struct PeerSched {
     /// and the producers' reports, oldest first.
     held: HashMap<(TaskId, u32), (PeerId, Vec<DoneReport>)>,
     /// Outputs of the latest runs finished here (a continuation may arrive just after its
-    /// producer finished), at most [`FINISHED_KEPT`].
-    finished: VecDeque<(TaskId, OutputRef)>,
+    /// producer finished), at most [`FINISHED_KEPT`], with the attempt that made them.
+    finished: VecDeque<(TaskId, u32, OutputRef)>,
+    /// Every attempt accepted here: its owner, lease, when it arrived and when it is next due for
+    /// a renew (pruned to what is still held on every renew tick).
+    leases: HashMap<(TaskId, u32), renew::Held>,
+    /// The pending renew timer: token and time.
+    renew_timer: Option<(u64, Time)>,
 }
 
 /// How many recent outputs a peer remembers for continuations that arrive late.
 const FINISHED_KEPT: usize = 256;
 /// Most reports held back for one continuation (a long chain still shows progress).
 const HELD_MAX: usize = 8;
+/// Most continuations holding reports back at once (beyond, reports go at once).
+const HELD_TOTAL_MAX: usize = 1024;
+/// Most peers kept from a membership view.
+const VIEW_MAX: usize = 4096;
 
 impl PeerSched {
     /// A scheduler for peer `me`.
@@ -185,6 +216,8 @@ impl PeerSched {
             waiting: HashMap::new(),
             held: HashMap::new(),
             finished: VecDeque::new(),
+            leases: HashMap::new(),
+            renew_timer: None,
         }
     }
 
@@ -193,7 +226,7 @@ impl PeerSched {
         LoadHint {
             slots: self.cfg.slots,
             free_slots: self.free_slots(),
-            ready_tasks: self.ready.len() as u32,
+            ready_tasks: u32::try_from(self.ready.len()).unwrap_or(u32::MAX),
             ready_fuel: self.ready.fuel(),
         }
     }
@@ -216,11 +249,13 @@ impl PeerSched {
     pub fn handle_view(&mut self, now: Time, view: Vec<PeerHint>, rng: &mut dyn RngCore) {
         self.view = view;
         self.view.retain(|h| h.peer != self.me);
+        self.view.truncate(VIEW_MAX);
         self.pump(now, rng);
     }
 
     /// A peer left: forget it, drop steals waiting on it and tasks whose owner it was.
     pub fn handle_peer_down(&mut self, now: Time, peer: PeerId, rng: &mut dyn RngCore) {
+        self.leases.retain(|_, h| h.owner != peer);
         self.view.retain(|h| h.peer != peer);
         self.steals.retain(|s| s.victim != peer);
         self.ready.retain(|d| d.owner != peer);
@@ -248,6 +283,7 @@ impl PeerSched {
         for (_, cs) in std::mem::take(&mut self.waiting) {
             queued.extend(cs);
         }
+        self.unhold(&queued);
         self.release(&queued, true);
     }
 
@@ -260,15 +296,19 @@ impl PeerSched {
     /// Owner-bound messages are ignored.
     pub fn handle_msg(&mut self, now: Time, from: PeerId, msg: SchedMsg, rng: &mut dyn RngCore) {
         match msg {
-            SchedMsg::Assign { tasks, .. } if self.leaving => self.release(&tasks, true),
             SchedMsg::Assign { tasks, .. } => {
-                self.fails = 0;
-                self.accept(tasks);
+                let tasks = self.owned_by_sender(from, tasks);
+                if self.leaving {
+                    self.release(&tasks, true);
+                } else {
+                    self.fails = 0;
+                    self.accept(now, tasks);
+                }
             }
             SchedMsg::Steal { max, load } => {
                 self.note_load(from, load);
                 let mut tasks = Vec::new();
-                for t in self.ready.steal_half(max) {
+                for t in self.ready.steal_half(max.min(self.cfg.steal_max)) {
                     // Reports held for it must not wait on a peer that will not run it.
                     self.flush_held(t.task, t.attempt);
                     let id = t.task;
@@ -277,9 +317,10 @@ impl PeerSched {
                     self.take_continuations(id, &mut tasks);
                 }
                 for t in &mut tasks {
-                    t.hops += 1;
+                    t.hops = t.hops.saturating_add(1);
                 }
                 self.claim(&tasks, from);
+                self.unhold(&tasks);
                 self.out.push_back(Transmit {
                     to: from,
                     msg: SchedMsg::Stolen { tasks, load: self.load(), addrs: Vec::new() },
@@ -287,27 +328,30 @@ impl PeerSched {
             }
             SchedMsg::Stolen { tasks, load, .. } => {
                 self.note_load(from, load);
+                let asked = self.steals.iter().any(|s| s.victim == from);
                 self.steals.retain(|s| s.victim != from);
-                if self.leaving {
+                let tasks = self.signed(tasks);
+                if !asked {
+                    // Not (or no longer) asked for: hand them back rather than hold unasked work.
+                    Refusals::bump(&mut self.stats.refused.unsolicited);
+                    self.release(&tasks, false);
+                } else if self.leaving {
                     self.release(&tasks, true);
                 } else if tasks.is_empty() {
                     self.steal_failed(now, rng);
                 } else {
                     self.fails = 0;
                     self.stats.steals_won += 1;
-                    self.stats.tasks_stolen += tasks.len() as u64;
-                    self.accept(tasks);
+                    self.stats.tasks_stolen = self.stats.tasks_stolen.saturating_add(tasks.len() as u64);
+                    self.accept(now, tasks);
                 }
             }
-            SchedMsg::Cancel { job } => {
-                self.ready.retain(|d| d.task.job != job);
-                self.waiting.retain(|p, _| p.job != job);
-                self.held.retain(|k, _| k.0.job != job);
-            }
+            SchedMsg::Cancel { job } => self.cancel(from, job),
             SchedMsg::Claim { .. }
             | SchedMsg::Done { .. }
             | SchedMsg::Failed { .. }
-            | SchedMsg::Release { .. } => {}
+            | SchedMsg::Release { .. }
+            | SchedMsg::Renew { .. } => {}
         }
         self.pump(now, rng);
     }
@@ -327,8 +371,9 @@ impl PeerSched {
         match outcome {
             TaskOutcome::Ok { output, fuel } => {
                 let conts = self.waiting.remove(&task).unwrap_or_default();
+                let room = earlier.len() < HELD_MAX && self.held.len() < HELD_TOTAL_MAX;
                 let merge_into = match conts.as_slice() {
-                    [c] if c.after().is_some_and(|(_, merge)| merge) && earlier.len() < HELD_MAX => {
+                    [c] if c.after().is_some_and(|(_, merge)| merge) && room => {
                         Some((c.task, c.attempt))
                     }
                     _ => None,
@@ -339,7 +384,7 @@ impl PeerSched {
                 if self.finished.len() >= FINISHED_KEPT {
                     self.finished.pop_front();
                 }
-                self.finished.push_back((task, output.clone()));
+                self.finished.push_back((task, attempt, output.clone()));
                 self.pump(now, rng);
                 let report = DoneReport { task: task.index, attempt, output, fuel, busy_us };
                 earlier.push(report);
@@ -364,7 +409,10 @@ impl PeerSched {
 
     /// A timer fired. Stale tokens are ignored.
     pub fn handle_timer(&mut self, now: Time, token: u64, rng: &mut dyn RngCore) {
-        if let Some(i) = self.steals.iter().position(|s| s.token == token) {
+        if self.renew_timer.is_some_and(|(t, _)| t == token) {
+            self.renew_timer = None;
+            self.renew_tick(now);
+        } else if let Some(i) = self.steals.iter().position(|s| s.token == token) {
             // No answer in time: treat as a failed steal from that victim.
             let victim = self.steals.swap_remove(i).victim;
             self.view.retain(|h| h.peer != victim);
@@ -394,41 +442,15 @@ impl PeerSched {
 
     fn note_load(&mut self, peer: PeerId, load: LoadHint) {
         if let Some(h) = self.view.iter_mut().find(|h| h.peer == peer) {
-            h.slots = load.slots;
-            h.free_slots = load.free_slots;
-            h.ready_tasks = load.ready_tasks;
-            h.ready_fuel = load.ready_fuel;
+            h.load = load;
         }
     }
 
     fn steal_failed(&mut self, now: Time, rng: &mut dyn RngCore) {
-        self.fails += 1;
+        self.fails = self.fails.saturating_add(1);
         let exp = self.cfg.backoff_min.saturating_mul(1 << (self.fails - 1).min(16));
         let jitter = rng.random_range(0.5..1.5);
         self.next_steal_at = now + exp.min(self.cfg.backoff_max).mul_f64(jitter);
-    }
-
-    /// Takes in assigned or stolen tasks: ready ones into the ready queue, continuations to wait
-    /// for their producer here (filled in at once if it just ran here); a continuation whose
-    /// producer is not here (stolen or failed meanwhile) goes back to its owner.
-    fn accept(&mut self, tasks: Vec<TaskDesc>) {
-        let mut orphans = Vec::new();
-        for t in tasks {
-            let Some((producer, _)) = t.after() else {
-                self.ready.push(t);
-                continue;
-            };
-            let id = TaskId { job: t.task.job, index: producer };
-            if let Some((_, output)) = self.finished.iter().rev().find(|(f, _)| *f == id) {
-                let output = output.clone();
-                self.ready.push(resolve(t, producer, &output, self.me));
-            } else if self.holds(id) {
-                self.waiting.entry(id).or_default().push(t);
-            } else {
-                orphans.push(t);
-            }
-        }
-        self.release(&orphans, false);
     }
 
     /// Whether some attempt of `task` is queued, running or waiting here.
@@ -516,8 +538,8 @@ impl PeerSched {
         if self.cfg.victims == VictimChoice::LoadBiased && self.steals.is_empty() {
             // Avoid a thundering herd: with R ready tasks and I idle peers in sight, each idle
             // peer steals with probability R / I, and otherwise waits for fresher hints.
-            let ready: u64 = self.view.iter().map(|h| u64::from(h.ready_tasks)).sum();
-            let idle = 1 + self.view.iter().filter(|h| h.free_slots > 0 && h.ready_tasks == 0).count() as u64;
+            let ready: u64 = self.view.iter().fold(0u64, |n, h| n.saturating_add(u64::from(h.load.ready_tasks)));
+            let idle = 1 + self.view.iter().filter(|h| h.load.free_slots > 0 && h.load.ready_tasks == 0).count() as u64;
             if ready < idle && rng.random_range(0..idle) >= ready {
                 return;
             }
@@ -536,7 +558,7 @@ impl PeerSched {
     /// Whether stealing from `h` can pay: its queued work per slot outlasts the round trip
     /// (cluster-aware stealing: far victims only for long backlogs).
     fn worth(&self, h: &PeerHint) -> bool {
-        let backlog = h.ready_fuel as f64 / self.cfg.fuel_per_sec / f64::from(h.slots.max(1));
+        let backlog = h.load.ready_fuel as f64 / self.cfg.fuel_per_sec / f64::from(h.load.slots.max(1));
         h.rtt.as_secs_f64() <= backlog
     }
 
@@ -544,7 +566,7 @@ impl PeerSched {
         let free = |h: &&PeerHint| !self.steals.iter().any(|s| s.victim == h.peer);
         let biased = self.cfg.victims == VictimChoice::LoadBiased;
         let loaded: Vec<&PeerHint> =
-            self.view.iter().filter(free).filter(|h| biased && h.ready_tasks > 0 && self.worth(h)).collect();
+            self.view.iter().filter(free).filter(|h| biased && h.load.ready_tasks > 0 && self.worth(h)).collect();
         // Load-biased thieves only ask peers whose hints show ready work, and otherwise wait for
         // fresher hints (a view update or a piggybacked load) instead of probing blindly.
         let pool: Vec<&PeerHint> = if biased { loaded } else { self.view.iter().filter(free).collect() };
@@ -556,15 +578,19 @@ impl PeerSched {
             return Some(a.peer);
         }
         let b = pool[rng.random_range(0..pool.len())];
-        let score = |h: &PeerHint| f64::from(h.ready_tasks) / (1.0 + h.rtt.as_secs_f64() * 100.0);
+        let score = |h: &PeerHint| f64::from(h.load.ready_tasks) / (1.0 + h.rtt.as_secs_f64() * 100.0);
         Some(if score(b) > score(a) { b.peer } else { a.peer })
     }
 }
 
-/// `c` with its input from `producer` filled in from the producer's run here.
+/// `c` with its input from `producer` filled in from the producer's run here (recorded in
+/// `filled`, so its owner's signature still verifies).
 fn resolve(mut c: TaskDesc, producer: TaskIndex, output: &OutputRef, me: PeerId) -> TaskDesc {
-    for input in &mut c.inputs {
-        if matches!(input.source, InputSource::After { task, .. } if task == producer) {
+    for (k, input) in c.inputs.iter_mut().enumerate() {
+        if let InputSource::After { task, merge } = input.source
+            && task == producer
+        {
+            c.filled.push((u32::try_from(k).unwrap_or(u32::MAX), task, merge));
             let source = match &output.inline {
                 Some(b) => InputSource::Inline(b.clone()),
                 None => InputSource::Holders(vec![me]),

@@ -1,0 +1,113 @@
+//! What a peer scheduler takes in: the checks every incoming descriptor passes before it is
+//! queued, and the owner's cancel.
+//!
+//! Invariants: a descriptor is queued only if it came from its owner (`Assign`) or carries its
+//! owner's valid signature (`Stolen`), is not an attempt already held or just run here, asks no
+//! more than the volunteer's caps, and fits under [`PeerConfig::max_queued`](super::PeerConfig);
+//! otherwise it is refused (counted), and where its owner should know, told: refused tasks with
+//! `Failed { Refused }`, the excess of a full queue with `Release`. A `Cancel` drops only the tasks
+//! whose owner sent it.
+
+use super::{PeerSched, resolve};
+use crate::ids::{JobId, PeerId, TaskId};
+use crate::sched::msg::{FailureKind, SchedMsg, TaskDesc, Transmit};
+use crate::sched::stats::Refusals;
+use crate::sched::Time;
+
+impl PeerSched {
+    /// The descriptors of an `Assign` from `from` that `from` owns (the others are refused).
+    pub(super) fn owned_by_sender(&mut self, from: PeerId, mut tasks: Vec<TaskDesc>) -> Vec<TaskDesc> {
+        let before = tasks.len();
+        tasks.retain(|t| t.owner == from);
+        for _ in tasks.len()..before {
+            Refusals::bump(&mut self.stats.refused.not_owner);
+        }
+        tasks
+    }
+
+    /// The stolen descriptors whose owner's signature verifies (the others are refused).
+    pub(super) fn signed(&mut self, mut tasks: Vec<TaskDesc>) -> Vec<TaskDesc> {
+        let before = tasks.len();
+        tasks.retain(TaskDesc::verify);
+        for _ in tasks.len()..before {
+            Refusals::bump(&mut self.stats.refused.bad_signature);
+        }
+        tasks
+    }
+
+    /// Whether attempt `attempt` of `task` is held here or just ran here.
+    fn has_attempt(&self, task: TaskId, attempt: u32) -> bool {
+        self.running.contains_key(&(task, attempt))
+            || self.leases.contains_key(&(task, attempt))
+            || self.finished.iter().any(|(t, a, _)| *t == task && *a == attempt)
+    }
+
+    /// Takes in assigned or stolen tasks that passed the sender checks: refuses duplicates and
+    /// tasks over the caps, hands back what does not fit; then ready ones go into the ready queue,
+    /// continuations wait for their producer here (filled in at once if it just ran here); a
+    /// continuation whose producer is not here (stolen or failed meanwhile) goes back to its owner.
+    pub(super) fn accept(&mut self, now: Time, tasks: Vec<TaskDesc>) {
+        let mut orphans = Vec::new();
+        let mut full = Vec::new();
+        // Room: the cap, plus the free slots the queue's head will take when this returns.
+        let room = self.cfg.max_queued.saturating_add(self.free_slots() as usize);
+        for t in tasks {
+            if self.has_attempt(t.task, t.attempt) {
+                Refusals::bump(&mut self.stats.refused.duplicate);
+                continue;
+            }
+            if let Err(r) = self.cfg.caps.check(&t.limits, t.input_bytes()) {
+                Refusals::bump(&mut self.stats.refused.over_caps);
+                let msg = SchedMsg::Failed { task: t.task, attempt: t.attempt, kind: FailureKind::Refused(r) };
+                self.out.push_back(Transmit { to: t.owner, msg });
+                continue;
+            }
+            let queued = self.ready.len() + self.waiting.values().map(Vec::len).sum::<usize>();
+            if queued >= room {
+                Refusals::bump(&mut self.stats.refused.queue_full);
+                full.push(t);
+                continue;
+            }
+            let Some((producer, _)) = t.after() else {
+                self.hold(now, &t);
+                self.ready.push(t);
+                continue;
+            };
+            let id = TaskId { job: t.task.job, index: producer };
+            if let Some((_, _, output)) = self.finished.iter().rev().find(|(f, _, _)| *f == id) {
+                let output = output.clone();
+                self.hold(now, &t);
+                self.ready.push(resolve(t, producer, &output, self.me));
+            } else if self.holds(id) {
+                self.hold(now, &t);
+                self.waiting.entry(id).or_default().push(t);
+            } else {
+                orphans.push(t);
+            }
+        }
+        self.release(&orphans, false);
+        self.release(&full, false);
+    }
+
+    /// `from` says `job` is over: drops its queued and waiting tasks and held reports, if `from`
+    /// owns them (a cancel from anyone else is refused).
+    pub(super) fn cancel(&mut self, from: PeerId, job: JobId) {
+        let mut foreign = false;
+        self.ready.retain(|d| {
+            foreign |= d.task.job == job && d.owner != from;
+            d.task.job != job || d.owner != from
+        });
+        self.waiting.retain(|_, cs| {
+            cs.retain(|d| {
+                foreign |= d.task.job == job && d.owner != from;
+                d.task.job != job || d.owner != from
+            });
+            !cs.is_empty()
+        });
+        self.held.retain(|k, (owner, _)| k.0.job != job || *owner != from);
+        self.leases.retain(|k, h| k.0.job != job || h.owner != from);
+        if foreign {
+            Refusals::bump(&mut self.stats.refused.not_owner);
+        }
+    }
+}

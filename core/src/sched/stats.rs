@@ -1,0 +1,58 @@
+//! Counters of refused peer input: every message a state machine declines to act on is counted
+//! here by reason, never fatal and never a panic. The node shows them in `shoal status`.
+//!
+//! Invariant: counters only grow (saturating); a refusal leaves the machine's state as it was,
+//! except where a field's doc says what was handed back.
+
+/// Messages (or parts of messages: one task of an `Assign`, one report of a `Done`) refused, by
+/// reason. The owner fills in the first group, the peer scheduler the second.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Refusals {
+    /// Owner: a result, claim, release or renew from a peer that does not hold that attempt
+    /// (and no claim on the way could make it the holder).
+    pub not_holder: u64,
+    /// Owner: a report for an attempt that is not the live one (done, failed, re-issued).
+    pub stale: u64,
+    /// Owner: a message naming a task the job does not have.
+    pub unknown_task: u64,
+    /// Owner: an early message (from a peer a claim on the way will make the holder) dropped
+    /// because the task's buffer of such messages was full.
+    pub early_dropped: u64,
+    /// Peer: an `Assign` or `Cancel` from a peer that does not own the job.
+    pub not_owner: u64,
+    /// Peer: a stolen descriptor whose owner signature does not verify.
+    pub bad_signature: u64,
+    /// Peer: a descriptor for an attempt already held or just run here (a duplicate).
+    pub duplicate: u64,
+    /// Peer: tasks handed back (`Release`) because the ready queue was at its cap.
+    pub queue_full: u64,
+    /// Peer: a `Stolen` answer with no steal in flight to that peer (its tasks are handed back).
+    pub unsolicited: u64,
+    /// Peer: tasks refused because they ask more than the volunteer's caps.
+    pub over_caps: u64,
+}
+
+impl Refusals {
+    /// Adds one to `counter`, saturating.
+    pub(crate) fn bump(counter: &mut u64) {
+        *counter = counter.saturating_add(1);
+    }
+
+    /// The sum of all counters.
+    pub fn total(&self) -> u64 {
+        [
+            self.not_holder,
+            self.stale,
+            self.unknown_task,
+            self.early_dropped,
+            self.not_owner,
+            self.bad_signature,
+            self.duplicate,
+            self.queue_full,
+            self.unsolicited,
+            self.over_caps,
+        ]
+        .iter()
+        .fold(0u64, |a, &b| a.saturating_add(b))
+    }
+}

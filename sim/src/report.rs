@@ -1,0 +1,134 @@
+//! One simulated run with a printed report: the plain API behind the `shoal sim` command (whose
+//! command-line parsing lives in the binary). [`run`] takes a [`RunSpec`], prints two summary lines
+//! and, with `json`, a final line holding one JSON object with every field of [`Metrics`] (among
+//! them `makespan_s`, `lower_bound_s`, `ratio`, `tasks`, `tasks_completed`, `peers`,
+//! `messages_per_task`, `bytes_per_task`, `messages_lost`, `leases_expired`).
+
+use std::io::Write;
+use std::path::PathBuf;
+
+use crate::dag::{DagError, KINDS, SimDag, generate};
+use crate::metrics::Metrics;
+use crate::net::Topology;
+use crate::world::{Kill, NetFaults, SchedulerKind, SimConfig, SimError, simulate};
+
+/// What to simulate and how to report it.
+#[derive(Clone, Debug)]
+pub struct RunSpec {
+    /// DAG to generate, `KIND:PARAMS` (see [`generate`]); or
+    pub dag: Option<String>,
+    /// a WfCommons workflow trace (JSON, schema 1.5+) to run instead.
+    pub workflow: Option<PathBuf>,
+    /// Number of peers.
+    pub peers: usize,
+    /// Task slots per peer.
+    pub slots: u32,
+    /// Network topology.
+    pub topology: Topology,
+    /// Seed: the same seed gives the same run, event for event.
+    pub seed: u64,
+    /// Scheduler.
+    pub scheduler: SchedulerKind,
+    /// Kill a fraction of the peers at some progress.
+    pub kill: Option<Kill>,
+    /// Message loss, duplication and reordering between peers.
+    pub faults: NetFaults,
+    /// End with one line of JSON holding every metric.
+    pub json: bool,
+}
+
+impl RunSpec {
+    /// A run of the generated DAG `dag` on `peers` LAN peers, one slot each, seed 1, no faults.
+    pub fn new(dag: &str, peers: usize) -> RunSpec {
+        RunSpec {
+            dag: Some(dag.to_string()),
+            workflow: None,
+            peers,
+            slots: 1,
+            topology: Topology::Lan,
+            seed: 1,
+            scheduler: SchedulerKind::Shoal,
+            kill: None,
+            faults: NetFaults::default(),
+            json: false,
+        }
+    }
+}
+
+/// Why a run failed.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    /// The DAG or workflow could not be made.
+    #[error(transparent)]
+    Dag(#[from] DagError),
+    /// The run could not start.
+    #[error(transparent)]
+    Sim(#[from] SimError),
+    /// Writing the output failed.
+    #[error("writing output: {0}")]
+    Io(#[from] std::io::Error),
+    /// Neither `--dag` nor `--workflow` was given.
+    #[error("give --dag KIND:PARAMS ({KINDS}) or --workflow FILE")]
+    NoWorkload,
+}
+
+/// Parses `FRACTION@PROGRESS`.
+pub fn parse_kill(s: &str) -> Result<Kill, String> {
+    let (f, p) = s.split_once('@').ok_or_else(|| format!("expected FRACTION@PROGRESS, got {s:?}"))?;
+    let num = |x: &str| x.trim().parse::<f64>().map_err(|e| format!("{x:?}: {e}"));
+    let (fraction, progress) = (num(f)?, num(p)?);
+    if !(0.0..1.0).contains(&fraction) || !(0.0..=1.0).contains(&progress) {
+        return Err(format!("need 0 <= FRACTION < 1 and 0 <= PROGRESS <= 1, got {s:?}"));
+    }
+    Ok(Kill { fraction, progress })
+}
+
+/// Loads the workload `args` names.
+pub fn workload(args: &RunSpec) -> Result<SimDag, RunError> {
+    match (&args.dag, &args.workflow) {
+        (Some(spec), _) => Ok(generate(spec, args.seed)?),
+        (None, Some(path)) => Ok(crate::wfcommons::load(path)?),
+        (None, None) => Err(RunError::NoWorkload),
+    }
+}
+
+/// Runs `args`, writing a report (and with `--json`, a final JSON line) to `out`.
+pub fn run(args: &RunSpec, out: &mut dyn Write) -> Result<Metrics, RunError> {
+    let dag = workload(args)?;
+    let mut cfg = SimConfig::new(args.peers, args.topology, args.seed);
+    cfg.peer.slots = args.slots.max(1);
+    cfg.scheduler = args.scheduler;
+    cfg.kill = args.kill;
+    cfg.faults = args.faults;
+    let m = simulate(&dag, &cfg)?;
+    writeln!(
+        out,
+        "{} tasks on {} peers x {} slots ({:?}, {}): makespan {:.3} s, bound {:.3} s, ratio {:.3}",
+        m.tasks, m.peers, m.slots, args.topology, m.scheduler, m.makespan_s, m.lower_bound_s, m.ratio
+    )?;
+    writeln!(
+        out,
+        "completed {}/{}, runs {}, killed {}, messages/task {:.2}, bytes/task {:.0}, steals {}/{} won, idle {:.1}%",
+        m.tasks_completed,
+        m.tasks,
+        m.runs,
+        m.peers_killed,
+        m.messages_per_task,
+        m.bytes_per_task,
+        m.steals_won,
+        m.steals_tried,
+        m.idle_fraction * 100.0
+    )?;
+    if args.faults != NetFaults::default() {
+        writeln!(
+            out,
+            "faults: {} messages lost, {} duplicated; {} leases expired; {} messages refused",
+            m.messages_lost, m.messages_duplicated, m.leases_expired, m.refused
+        )?;
+    }
+    if args.json {
+        let line = serde_json::to_string(&m).map_err(|e| RunError::Io(e.into()))?;
+        writeln!(out, "{line}")?;
+    }
+    Ok(m)
+}

@@ -1,0 +1,157 @@
+//! `shoal sim`: the simulator's command line (clap) over the plain [`shoal_sim::report`] API.
+
+use std::path::PathBuf;
+
+use shoal_sim::net::Topology;
+use shoal_sim::report::{RunSpec, parse_kill};
+use shoal_sim::{Kill, NetFaults, SchedulerKind};
+
+/// Network topology.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum Topo {
+    /// One data centre: 0.2 ms RTT, 1 Gbit/s.
+    Lan,
+    /// Five regions: 20 ms RTT inside a region, 40–200 ms between, 100 Mbit/s.
+    Wan,
+}
+
+/// Scheduler.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum Sched {
+    /// Shoal: owner + decentralised work stealing.
+    Shoal,
+    /// Central list scheduler with global knowledge (HEFT-style).
+    Central,
+    /// Random placement.
+    Random,
+}
+
+/// Arguments of `shoal sim`.
+#[derive(Clone, Debug, clap::Args)]
+pub(crate) struct SimArgs {
+    /// DAG to generate, KIND:PARAMS (tree:LEAVES, forkjoin:WIDTH,STAGES, cholesky:TILES,
+    /// wavefront:SIDE, layered:TASKS,LAYERS,CCR_PERCENT, mapreduce:MAPPERS,REDUCERS).
+    #[arg(long, conflicts_with = "workflow", required_unless_present = "workflow")]
+    dag: Option<String>,
+    /// WfCommons workflow trace (JSON, schema 1.5+) to run instead of a generated DAG.
+    #[arg(long)]
+    workflow: Option<PathBuf>,
+    /// Number of peers.
+    #[arg(long, default_value_t = 64)]
+    peers: usize,
+    /// Task slots per peer.
+    #[arg(long, default_value_t = 1)]
+    slots: u32,
+    /// Network topology.
+    #[arg(long, value_enum, default_value_t = Topo::Lan)]
+    topology: Topo,
+    /// Seed: the same seed gives the same run, event for event.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Scheduler.
+    #[arg(long, value_enum, default_value_t = Sched::Shoal)]
+    scheduler: Sched,
+    /// Kill FRACTION of the peers when PROGRESS of the tasks are done, e.g. 0.125@0.5.
+    #[arg(long, value_parser = parse_kill)]
+    kill: Option<Kill>,
+    /// Probability that a message between peers is lost for good, e.g. 0.01.
+    #[arg(long, default_value_t = 0.0, value_parser = probability)]
+    loss: f64,
+    /// Probability that a message between peers is delivered twice.
+    #[arg(long, default_value_t = 0.0, value_parser = probability)]
+    duplicate: f64,
+    /// Delay every message by up to one more RTT at random, so messages overtake each other.
+    #[arg(long)]
+    reorder: bool,
+    /// End with one line of JSON holding every metric.
+    #[arg(long)]
+    json: bool,
+}
+
+fn probability(s: &str) -> Result<f64, String> {
+    let p: f64 = s.trim().parse().map_err(|e| format!("{s:?}: {e}"))?;
+    if (0.0..=1.0).contains(&p) { Ok(p) } else { Err(format!("need 0 <= P <= 1, got {s:?}")) }
+}
+
+impl SimArgs {
+    fn spec(&self) -> RunSpec {
+        RunSpec {
+            dag: self.dag.clone(),
+            workflow: self.workflow.clone(),
+            peers: self.peers,
+            slots: self.slots,
+            topology: match self.topology {
+                Topo::Lan => Topology::Lan,
+                Topo::Wan => Topology::Wan,
+            },
+            seed: self.seed,
+            scheduler: match self.scheduler {
+                Sched::Shoal => SchedulerKind::Shoal,
+                Sched::Central => SchedulerKind::Central,
+                Sched::Random => SchedulerKind::Random,
+            },
+            kill: self.kill,
+            faults: NetFaults { loss: self.loss, duplicate: self.duplicate, reorder: self.reorder },
+            json: self.json,
+        }
+    }
+}
+
+/// Runs `shoal sim`, printing the report on stdout.
+pub(crate) fn run(args: SimArgs) -> anyhow::Result<u8> {
+    let mut stdout = std::io::stdout().lock();
+    shoal_sim::report::run(&args.spec(), &mut stdout)?;
+    Ok(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    #[derive(Debug, Parser)]
+    struct Cli {
+        #[command(flatten)]
+        sim: SimArgs,
+    }
+
+    #[test]
+    fn parses_the_documented_flags() {
+        <Cli as clap::CommandFactory>::command().debug_assert();
+        let cli = Cli::try_parse_from([
+            "shoal-sim",
+            "--dag",
+            "tree:8",
+            "--peers",
+            "5",
+            "--slots",
+            "2",
+            "--topology",
+            "wan",
+            "--seed",
+            "9",
+            "--scheduler",
+            "central",
+            "--kill",
+            "0.125@0.5",
+            "--loss",
+            "0.01",
+            "--duplicate",
+            "0.005",
+            "--reorder",
+            "--json",
+        ])
+        .unwrap();
+        let a = cli.sim.spec();
+        assert_eq!((a.dag.as_deref(), a.peers, a.slots, a.seed), (Some("tree:8"), 5, 2, 9));
+        assert_eq!((a.topology, a.scheduler), (Topology::Wan, SchedulerKind::Central));
+        assert_eq!(a.kill, Some(Kill { fraction: 0.125, progress: 0.5 }));
+        assert_eq!(a.faults, NetFaults { loss: 0.01, duplicate: 0.005, reorder: true });
+        assert!(a.json);
+        assert!(Cli::try_parse_from(["shoal-sim"]).is_err(), "a workload is required");
+        let both = ["shoal-sim", "--dag", "tree:8", "--workflow", "w.json"];
+        assert!(Cli::try_parse_from(both).is_err(), "--dag and --workflow exclude each other");
+        assert!(Cli::try_parse_from(["shoal-sim", "--dag", "tree:8", "--loss", "2"]).is_err());
+    }
+}
