@@ -17,7 +17,7 @@ use crate::ids::{BlobHash, JobId, PeerId, TaskId, TaskIndex};
 use crate::job::{Job, Limits, TaskSpec};
 use crate::membership::{self, MemberMsg};
 use crate::sched::{
-    DoneReport, FailureKind, InputLoc, InputSource, LoadHint, Owner, OwnerConfig, OutputRef, PeerConfig,
+    DoneReport, FailureKind, InputLoc, InputSource, LoadHint, OutputRef, Owner, OwnerConfig, PeerConfig,
     PeerHint, PeerSched, SchedMsg, TaskCaps, TaskDesc, TaskOutcome, TaskState, key_signer,
 };
 
@@ -147,8 +147,14 @@ pub fn owner(data: &[u8]) {
         // after it.
         let mut chained = false;
         let msg = match b.below(9) {
-            0 => Some(SchedMsg::Claim { job: JOB, holder: peer(b.below(PEERS)), tasks: vec![(i, attempt, b.num32())] }),
-            1 => Some(SchedMsg::Release { job: JOB, tasks: vec![(i, attempt, b.num32())], leaving: b.coin(2) }),
+            0 => Some(SchedMsg::Claim {
+                job: JOB,
+                holder: peer(b.below(PEERS)),
+                tasks: vec![(i, attempt, b.num32())],
+            }),
+            1 => {
+                Some(SchedMsg::Release { job: JOB, tasks: vec![(i, attempt, b.num32())], leaving: b.coin(2) })
+            }
             2 | 3 => {
                 let earlier: Vec<DoneReport> = (0..b.below(3))
                     .map(|_| DoneReport {
@@ -218,7 +224,8 @@ pub fn owner(data: &[u8]) {
         assert!(p.done <= p.total);
         assert_eq!(p.placed, placed, "placed count");
         for (k, s) in states.iter().enumerate() {
-            if matches!(s, TaskState::Done { .. }) && !matches!(before[k], TaskState::Done { .. }) && !chained {
+            if matches!(s, TaskState::Done { .. }) && !matches!(before[k], TaskState::Done { .. }) && !chained
+            {
                 assert!(
                     matches!(before[k], TaskState::Placed { .. }),
                     "task {k} done out of {:?}",
@@ -320,7 +327,12 @@ pub fn peer_sched(data: &[u8]) {
                 let msg = SchedMsg::Steal { max: b.num32(), load: load(&mut b) };
                 p.handle_msg(now, peer(from), msg, &mut rng);
             }
-            4 => p.handle_msg(now, peer(from), SchedMsg::Cancel { job: JobId(u128::from(b.below(2))) }, &mut rng),
+            4 => p.handle_msg(
+                now,
+                peer(from),
+                SchedMsg::Cancel { job: JobId(u128::from(b.below(2))) },
+                &mut rng,
+            ),
             5 => {
                 if !running.is_empty() {
                     let d = running.swap_remove(usize::from(b.u8()) % running.len());
@@ -377,7 +389,8 @@ fn addr(i: u8) -> SocketAddr {
 /// `view_size`, never holds the local peer, never holds a peer twice.
 pub fn membership(data: &[u8]) {
     let mut b = Bytes { data };
-    let cfg = membership::Config { view_size: 1 + usize::from(b.below(8)), max_tracked: 16, ..Default::default() };
+    let cfg =
+        membership::Config { view_size: 1 + usize::from(b.below(8)), max_tracked: 16, ..Default::default() };
     let view_size = cfg.view_size;
     let me = PeerId([0; 32]);
     let mut m = membership::Membership::new(me, cfg);

@@ -17,7 +17,9 @@ use quinn::Connection;
 use rand::SeedableRng;
 use rand::rngs::StdRng;
 use shoal_core::ids::{BlobHash, PeerId};
-use shoal_core::membership::{self, Entry, Event, LoadHint, MemberMsg, Membership, Target, Timer, TimerToken};
+use shoal_core::membership::{
+    self, Entry, Event, LoadHint, MemberMsg, Membership, Target, Timer, TimerToken,
+};
 use shoal_core::wire::Message;
 use tokio::sync::{broadcast, mpsc, oneshot};
 use tokio::time::Instant;

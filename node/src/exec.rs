@@ -188,6 +188,9 @@ impl Executor {
                 }
             };
             inputs.push(bytes);
+            // The declared sizes come from the owner; the bytes in hand are what the cap is for.
+            let held = inputs.iter().fold(0u64, |sum, b| sum.saturating_add(b.len() as u64));
+            self.caps.check(&JobLimits::default(), held).map_err(FailureKind::Refused)?;
         }
         let sandbox = self.sandbox.clone();
         let blobs = self.node.blobs().clone();

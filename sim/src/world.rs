@@ -286,7 +286,8 @@ pub fn simulate(dag: &SimDag, cfg: &SimConfig) -> Result<Metrics, SimError> {
             let known: Vec<usize> = (0..n).collect();
             let view = make_view(0, &known, &loads, cfg.view_size, &ids, &net, &mut rng);
             let signer = key_signer(keys[0].clone());
-            let owner = Owner::new(job_id, ids[0], dag.job.clone(), cfg.owner.clone(), &view, signer, Duration::ZERO);
+            let owner =
+                Owner::new(job_id, ids[0], dag.job.clone(), cfg.owner.clone(), &view, signer, Duration::ZERO);
             Coord::Shoal(Box::new(owner))
         }
         kind => Coord::Central(Box::new(Central::new(

@@ -2,9 +2,9 @@
 //! timing never decides an outcome.
 
 use proptest::prelude::*;
-use shoal_sim::report::{RunSpec, parse_kill, run};
 use shoal_sim::dag::{SimDag, generate};
 use shoal_sim::net::Topology;
+use shoal_sim::report::{RunSpec, parse_kill, run};
 use shoal_sim::{Kill, Metrics, Partition, SchedulerKind, SimConfig, simulate};
 use std::time::Duration;
 

@@ -511,3 +511,42 @@ fn demo_computes_a_png_on_a_swarm_of_worker_processes_and_stops_them() {
     let first_row = &tile.stdout[..32 * 3];
     assert!(png.windows(first_row.len()).any(|w| w == first_row), "tile (0,0) row 0 is in the PNG");
 }
+
+/// A volunteer's cap on one task, end to end from a job file: two workers that accept at most 10^6
+/// fuel per task refuse a task asking 10^10; the submitter (donating no cores) sees the job fail
+/// with the refusal naming the setting, instead of waiting forever. A task within the cap runs.
+#[test]
+fn a_task_asking_more_than_the_workers_caps_is_refused_with_that_reason() {
+    let dir = tempfile::tempdir().unwrap();
+    let cap: [&std::ffi::OsStr; 2] = ["--max-task-fuel".as_ref(), "1e6".as_ref()];
+    let first = Worker::start_with(&dir.path().join("w0"), None, &cap);
+    let second = Worker::start_with(&dir.path().join("w1"), Some(first.addr), &cap);
+    let wasm = Path::new(env!("CARGO_MANIFEST_DIR")).join("../jobs/wasm");
+    let file = |name: &str, fuel: u64| {
+        let text = format!(
+            "[modules]\nprimes = {:?}\n\n[[task]]\nname = \"count\"\nmodule = \"primes\"\n\
+             args = [\"0\", \"100\"]\nfuel = {fuel}\n",
+            wasm.join("primes.wasm"),
+        );
+        let path = dir.path().join(name);
+        std::fs::write(&path, text).unwrap();
+        path
+    };
+    let submit = |path: &Path| {
+        shoal()
+            .arg("submit")
+            .arg(path)
+            .args(["--cores", "0", "--bootstrap", &first.addr.to_string()])
+            .output()
+            .unwrap()
+    };
+    let out = submit(&file("greedy.toml", 10_000_000_000));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("count") && stderr.contains("max_task_fuel is 1000000"), "{stderr}");
+    let out = submit(&file("modest.toml", 1_000_000));
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(out.stdout, b"25\n", "π(100) = 25");
+    second.stop();
+    first.stop();
+}

@@ -5,4 +5,5 @@
 #![allow(clippy::unwrap_used, reason = "tests fail loudly on unexpected errors")]
 
 mod cli;
+mod hostile;
 mod net;

@@ -104,11 +104,21 @@ fn status_text(s: &Status) -> String {
         ("tasks done", s.tasks_done.to_string()),
         ("fuel used", s.fuel_used.to_string()),
         ("jobs owned", s.jobs.to_string()),
+        ("refused", refused_text(&s.refused)),
+        ("sends dropped", s.sends_dropped.to_string()),
         ("peers known", s.peers.to_string()),
         ("uptime", duration_text(s.uptime_s)),
     ];
     let width = rows.iter().map(|(k, _)| k.len()).max().unwrap_or(0) + 1;
     rows.iter().map(|(k, v)| format!("{:<width$} {v}\n", format!("{k}:"))).collect()
+}
+
+/// `N` when nothing was refused, else `N (reason n, …)` naming the non-zero reasons.
+fn refused_text(by_reason: &std::collections::BTreeMap<String, u64>) -> String {
+    let total = by_reason.values().fold(0u64, |a, &b| a.saturating_add(b));
+    let nonzero: Vec<String> =
+        by_reason.iter().filter(|(_, n)| **n > 0).map(|(k, n)| format!("{k} {n}")).collect();
+    if nonzero.is_empty() { total.to_string() } else { format!("{total} ({})", nonzero.join(", ")) }
 }
 
 /// A table with a header row, columns aligned.

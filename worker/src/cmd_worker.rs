@@ -142,7 +142,7 @@ fn handler(
     move |request| match request {
         Request::Status => {
             let s = peer.status();
-            Response::Status(Status {
+            Response::Status(Box::new(Status {
                 peer_id: peer.peer_id().to_string(),
                 version: env!("CARGO_PKG_VERSION").to_string(),
                 pid: std::process::id(),
@@ -156,9 +156,11 @@ fn handler(
                 tasks_done: s.tasks_done,
                 fuel_used: s.fuel_used,
                 jobs: s.jobs,
+                refused: refusals_by_reason(&s.refused),
+                sends_dropped: s.sends_dropped,
                 peers: peer.node().view().len(),
                 uptime_s: started.elapsed().as_secs(),
-            })
+            }))
         }
         Request::Peers => Response::Peers(
             peer.node()
@@ -174,4 +176,23 @@ fn handler(
                 .collect(),
         ),
     }
+}
+
+/// The refusal counters by name, every reason listed (see [`Status::refused`]).
+fn refusals_by_reason(r: &shoal_core::sched::Refusals) -> std::collections::BTreeMap<String, u64> {
+    [
+        ("not_holder", r.not_holder),
+        ("stale", r.stale),
+        ("unknown_task", r.unknown_task),
+        ("early_dropped", r.early_dropped),
+        ("not_owner", r.not_owner),
+        ("bad_signature", r.bad_signature),
+        ("duplicate", r.duplicate),
+        ("queue_full", r.queue_full),
+        ("unsolicited", r.unsolicited),
+        ("over_caps", r.over_caps),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v))
+    .collect()
 }

@@ -75,6 +75,15 @@ pub(crate) struct Status {
     pub(crate) fuel_used: u64,
     /// Jobs owned here (submitted through this peer) and not finished.
     pub(crate) jobs: usize,
+    /// Peer input refused since start, by reason (the counter names of `shoal_core::sched::Refusals`:
+    /// `not_owner`, `not_holder`, `stale`, `bad_signature`, `over_caps`, `queue_full`, …); every
+    /// reason is listed, zeros included, so scripts can rely on the keys.
+    #[serde(default)]
+    pub(crate) refused: std::collections::BTreeMap<String, u64>,
+    /// Messages to other peers dropped since start (a peer's bounded outbox full, or the peer
+    /// unreachable); the protocol's leases recover what they carried.
+    #[serde(default)]
+    pub(crate) sends_dropped: u64,
     /// Peers in its membership view.
     pub(crate) peers: usize,
     /// Seconds since the worker started.
@@ -100,7 +109,7 @@ pub(crate) struct PeerInfo {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub(crate) enum Response {
-    Status(Status),
+    Status(Box<Status>),
     Peers(Vec<PeerInfo>),
     /// The request was not understood (or not sent in time).
     Error(String),
@@ -383,6 +392,8 @@ mod tests {
             tasks_done: 3,
             fuel_used: 4,
             jobs: 0,
+            refused: [("over_caps".to_string(), 2)].into(),
+            sends_dropped: 0,
             peers: 0,
             uptime_s: 5,
         }
@@ -390,7 +401,7 @@ mod tests {
 
     fn handler(r: Request) -> Response {
         match r {
-            Request::Status => Response::Status(status()),
+            Request::Status => Response::Status(Box::new(status())),
             Request::Peers => Response::Peers(vec![]),
         }
     }
@@ -419,7 +430,7 @@ mod tests {
         assert_eq!(mode, 0o600);
         let server = socket.serve(limits, handler).unwrap();
 
-        assert_eq!(ask(&path, Request::Status).await, Response::Status(status()));
+        assert_eq!(ask(&path, Request::Status).await, Response::Status(Box::new(status())));
         assert_eq!(ask(&path, Request::Peers).await, Response::Peers(vec![]));
         // No trailing newline but a closed write half is a request too.
         let mut s = UnixStream::connect(&path).await.unwrap();
@@ -455,7 +466,7 @@ mod tests {
         idle[0].read_to_string(&mut timed_out).await.unwrap();
         assert!(timed_out.contains("no request line within"), "{timed_out}");
         drop(idle);
-        assert_eq!(ask(&path, Request::Status).await, Response::Status(status()));
+        assert_eq!(ask(&path, Request::Status).await, Response::Status(Box::new(status())));
 
         drop(server);
         assert!(!path.exists(), "the socket file is removed when the server stops");
@@ -477,7 +488,7 @@ mod tests {
         let e = query(&stale, Request::Status, Duration::from_secs(1)).unwrap_err();
         assert_eq!(e.kind(), io::ErrorKind::ConnectionRefused);
         let server = ControlSocket::bind(&lock).unwrap().serve(Limits::default(), handler).unwrap();
-        assert_eq!(ask(&stale, Request::Status).await, Response::Status(status()));
+        assert_eq!(ask(&stale, Request::Status).await, Response::Status(Box::new(status())));
         drop(server);
         drop(lock);
         // Released: the next worker takes the directory.

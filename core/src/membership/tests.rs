@@ -415,8 +415,9 @@ fn stale_timers_are_ignored() {
         MemberMsg::ProbeAck { seq: probe_seq + 7, hints: LoadHint::default() },
         &mut rng,
     );
-    let timeout =
-        std::iter::from_fn(|| m.poll_timer()).map(|t| (t.at, t.token)).find(|(_, t)| matches!(t.kind, TimerKind::ProbeTimeout(_)));
+    let timeout = std::iter::from_fn(|| m.poll_timer())
+        .map(|t| (t.at, t.token))
+        .find(|(_, t)| matches!(t.kind, TimerKind::ProbeTimeout(_)));
     let (at, t) = timeout.expect("probe timeout armed");
     assert_eq!(t.token, probe_seq);
     m.handle_timer(at, t, &mut rng);
@@ -472,12 +473,10 @@ fn churn_run(seed: u64, n: usize, loss: f64, churn: &[(usize, u8)]) -> Net {
                     net.nodes[who].handle_leave(net.now);
                     net.drain(who);
                 }
-                _ => net.nodes[who].handle_hints(net.now, LoadHint {
-                    free_slots: 1,
-                    ready_tasks: 2,
-                    slots: 1,
-                    ready_fuel: 2,
-                }),
+                _ => net.nodes[who].handle_hints(
+                    net.now,
+                    LoadHint { free_slots: 1, ready_tasks: 2, slots: 1, ready_fuel: 2 },
+                ),
             }
         }
         t += secs(2);

@@ -40,9 +40,9 @@ pub use msg::{
     DescSigner, DoneReport, FailureKind, InputLoc, InputSource, LoadHint, OutputRef, PeerAddr, SchedMsg,
     TaskDesc, Transmit, key_signer,
 };
-pub use stats::Refusals;
 pub use owner::{Owner, OwnerConfig, OwnerError, OwnerEvent, Progress, Report, TaskState};
 pub use peer::{PeerConfig, PeerHint, PeerSched, PeerStats, TaskOutcome, VictimChoice};
 pub use queue::ReadyQueue;
+pub use stats::Refusals;
 
 pub use crate::sansio::{Time, Timer};

@@ -38,6 +38,25 @@ impl Refusals {
         *counter = counter.saturating_add(1);
     }
 
+    /// Adds every counter of `other` to this one's, saturating.
+    pub fn add(&mut self, other: &Refusals) {
+        let pairs = [
+            (&mut self.not_holder, other.not_holder),
+            (&mut self.stale, other.stale),
+            (&mut self.unknown_task, other.unknown_task),
+            (&mut self.early_dropped, other.early_dropped),
+            (&mut self.not_owner, other.not_owner),
+            (&mut self.bad_signature, other.bad_signature),
+            (&mut self.duplicate, other.duplicate),
+            (&mut self.queue_full, other.queue_full),
+            (&mut self.unsolicited, other.unsolicited),
+            (&mut self.over_caps, other.over_caps),
+        ];
+        for (mine, theirs) in pairs {
+            *mine = mine.saturating_add(theirs);
+        }
+    }
+
     /// The sum of all counters.
     pub fn total(&self) -> u64 {
         [

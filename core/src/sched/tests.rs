@@ -531,7 +531,15 @@ fn a_chain_goes_out_in_one_assign_and_its_reports_come_back_in_one_done() {
 
 #[test]
 fn a_continuation_waits_where_its_last_producer_is_and_is_taken_back_when_that_fails() {
-    let mut o = Owner::new(JOB, peer(0), diamond(), OwnerConfig::default(), &[hint(1, 0), hint(2, 0)], signer(), t(0));
+    let mut o = Owner::new(
+        JOB,
+        peer(0),
+        diamond(),
+        OwnerConfig::default(),
+        &[hint(1, 0), hint(2, 0)],
+        signer(),
+        t(0),
+    );
     let first = assigned(&drain(&mut o));
     // a goes out with one of b, c as its continuation (one per slot of the holder).
     assert_eq!(first.len(), 2, "{first:?}");

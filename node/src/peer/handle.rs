@@ -13,13 +13,12 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use shoal_core::ids::{BlobHash, JobId, PeerId, TaskIndex};
 use shoal_core::job::{Input, Job};
-use shoal_core::sched::{PeerConfig, PeerSched};
+use shoal_core::sched::{PeerConfig, PeerSched, Refusals};
 use shoal_net::{Node, NodeError};
 use shoal_sandbox::{Sandbox, SandboxConfig, SandboxError};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
 use tracing::{Instrument, info, info_span};
 
 use super::{Actor, Cmd, Io};
@@ -56,6 +55,15 @@ pub struct PeerStatus {
     pub handed_back: u64,
     /// Jobs owned here and not finished.
     pub jobs: usize,
+    /// Peer input refused since start, by reason: by the peer scheduler (assigns from non-owners,
+    /// bad signatures, tasks over the caps, a full queue…) and by the owners of this peer's jobs
+    /// (results from peers not holding the attempt, stale or unknown reports…).
+    pub refused: Refusals,
+    /// Messages to other peers dropped: a peer's outbox full, or the peer unreachable (the
+    /// protocol's leases recover what they carried).
+    pub sends_dropped: u64,
+    /// Messages waiting in the outboxes now.
+    pub sends_queued: usize,
 }
 
 /// A running Shoal peer: joins the swarm, runs tasks for others, owns the jobs submitted to it.
@@ -97,7 +105,8 @@ impl Peer {
         let (fetch_tx, fetch_rx) = mpsc::unbounded_channel();
         let cancel = CancellationToken::new();
         let (status_tx, status_rx) = watch::channel(PeerStatus::default());
-        let sched = PeerSched::new(me, PeerConfig { slots: cfg.cores, ..cfg.sched.clone() });
+        let sched =
+            PeerSched::new(me, PeerConfig { slots: cfg.cores, caps: cfg.task_caps(), ..cfg.sched.clone() });
         let actor = Actor {
             me,
             node: node.clone(),
@@ -108,7 +117,11 @@ impl Peer {
             // A peer donating no cores still takes one slot's worth of its own jobs' tasks: they
             // queue here and thieves take them. Placing nothing here instead left a job with only
             // its bootstrap peer in view running on that one peer (docs/benchmarks.md).
-            owner_cfg: shoal_core::sched::OwnerConfig { own_slots: cfg.cores.max(1), ..cfg.owner.clone() },
+            owner_cfg: shoal_core::sched::OwnerConfig {
+                own_slots: cfg.cores.max(1),
+                own_runs: cfg.cores > 0,
+                ..cfg.owner.clone()
+            },
             timers: BinaryHeap::new(),
             local: VecDeque::new(),
             exec: Arc::new(exec),
@@ -118,7 +131,8 @@ impl Peer {
             status: status_tx,
             tasks_done: 0,
             fuel_used: 0,
-            sends: TaskTracker::new(),
+            finished_owners_refused: Refusals::default(),
+            outbox: super::outbox::Outboxes::new(node.clone()),
             leaving_until: None,
             leave_grace: cfg.leave_grace,
         };

@@ -34,8 +34,7 @@ impl Actor {
             }
             self.drain();
         }
-        self.sends.close();
-        if tokio::time::timeout(Duration::from_secs(5), self.sends.wait()).await.is_err() {
+        if !self.outbox.flush(Duration::from_secs(5)).await {
             warn!("left with messages still unsent");
         }
     }

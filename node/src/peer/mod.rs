@@ -27,12 +27,14 @@
 //! - [`view`]: the membership view as scheduler hints, and departed peers;
 //! - [`fetch`]: wanted outputs brought to this peer;
 //! - [`track`]: owner events, job progress and results, cancellation;
+//! - [`outbox`]: per-peer ordered, bounded queues of outgoing messages;
 //! - [`leave`]: the steps of a graceful leave.
 
 mod addrs;
 mod fetch;
 mod handle;
 mod leave;
+mod outbox;
 mod route;
 mod timers;
 mod track;
@@ -47,11 +49,10 @@ use rand::rngs::StdRng;
 use shoal_core::ids::{JobId, PeerId, TaskId};
 use shoal_core::job::Job;
 use shoal_core::membership::{Event, LoadHint, RemoveReason};
-use shoal_core::sched::{Owner, PeerSched, SchedMsg, TaskDesc, TaskOutcome};
+use shoal_core::sched::{Owner, PeerSched, Refusals, SchedMsg, TaskDesc, TaskOutcome};
 use shoal_net::{Inbox, Node};
 use tokio::sync::{broadcast, mpsc, watch};
 use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
 use tracing::{Instrument, debug, info, info_span};
 
 use crate::exec::Executor;
@@ -100,8 +101,9 @@ struct JobEntry {
 
 #[derive(Debug)]
 struct Actor {
-    /// Sends in flight (awaited before a graceful leave, so hand-backs are not lost).
-    sends: TaskTracker,
+    /// Messages to other peers, ordered and bounded per peer (flushed before a graceful leave,
+    /// so hand-backs are not lost).
+    outbox: outbox::Outboxes,
     /// Set by a graceful leave: when to give up waiting for running tasks.
     leaving_until: Option<Instant>,
     leave_grace: Duration,
@@ -123,6 +125,8 @@ struct Actor {
     status: watch::Sender<PeerStatus>,
     tasks_done: u64,
     fuel_used: u64,
+    /// Refusals counted by the owners of jobs already finished here.
+    finished_owners_refused: Refusals,
 }
 
 impl Actor {
@@ -183,6 +187,11 @@ impl Actor {
     }
 
     pub(super) fn publish_status(&self) {
+        let mut refused = self.sched.stats().refused;
+        refused.add(&self.finished_owners_refused);
+        for entry in self.jobs.values() {
+            refused.add(&entry.owner.progress().refused);
+        }
         let status = PeerStatus {
             running: self.sched.running(),
             queued: self.sched.load().ready_tasks,
@@ -190,6 +199,9 @@ impl Actor {
             fuel_used: self.fuel_used,
             handed_back: self.sched.stats().tasks_released,
             jobs: self.jobs.len(),
+            refused,
+            sends_dropped: self.outbox.dropped(),
+            sends_queued: self.outbox.queued(),
         };
         self.status.send_if_modified(|old| std::mem::replace(old, status) != status);
     }

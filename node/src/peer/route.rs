@@ -3,21 +3,16 @@
 //!
 //! Invariants: a message to this peer itself never touches the network (it is queued in
 //! `Actor::local` and delivered in order by `drain`); a report for a job not owned here (finished
-//! or cancelled) is dropped; every send to another peer is tracked in `Actor::sends` so that a
-//! graceful leave can wait for it.
-
-use std::time::Duration;
+//! or cancelled) is dropped; every message to another peer goes through its outbox (ordered,
+//! bounded: see [`super::outbox`]).
 
 use shoal_core::ids::PeerId;
 use shoal_core::sched::{SchedMsg, Transmit};
 use shoal_core::wire::Message;
-use shoal_net::{Inbound, NodeError};
-use tracing::{Instrument, debug, trace, warn};
+use shoal_net::Inbound;
+use tracing::{debug, trace};
 
 use super::Actor;
-
-/// Sends of one message to a peer before it is given up (the owner re-issues on peer loss).
-const SEND_TRIES: u32 = 3;
 
 impl Actor {
     pub(super) fn on_inbound(&mut self, inbound: Inbound) {
@@ -57,23 +52,6 @@ impl Actor {
             return;
         }
         self.attach_addresses(t.to, &mut t.msg);
-        let node = self.node.clone();
-        let msg = Message::Sched(t.msg);
-        self.sends.spawn(
-            async move {
-                for attempt in 1..=SEND_TRIES {
-                    match node.send(t.to, &msg).await {
-                        Ok(()) => return,
-                        Err(NodeError::Shutdown) => return,
-                        Err(e) => {
-                            debug!(peer = %t.to.short(), attempt, "send failed: {e}");
-                            tokio::time::sleep(Duration::from_millis(100 * u64::from(attempt))).await;
-                        }
-                    }
-                }
-                warn!(peer = %t.to.short(), "message dropped after {SEND_TRIES} tries");
-            }
-            .in_current_span(),
-        );
+        self.outbox.send(t.to, Message::Sched(t.msg));
     }
 }

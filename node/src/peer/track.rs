@@ -60,6 +60,8 @@ impl Actor {
         }
         if entry.tracker.finished() {
             let last: Vec<Transmit> = std::iter::from_fn(|| entry.owner.poll_transmit()).collect();
+            let refused = entry.owner.progress().refused;
+            self.finished_owners_refused.add(&refused);
             self.jobs.remove(&job);
             for t in last {
                 self.transmit(t);
@@ -75,6 +77,8 @@ impl Actor {
             entry.tracker.finish(Err(why));
         }
         self.drain();
-        self.jobs.remove(&id);
+        if let Some(entry) = self.jobs.remove(&id) {
+            self.finished_owners_refused.add(&entry.owner.progress().refused);
+        }
     }
 }

@@ -201,7 +201,8 @@ impl Owner {
                 true
             }
             Standing::Duplicate => {
-                let first = self.recs[i.0 as usize].reports.iter().find_map(|r| r.result.as_ref().ok().copied());
+                let first =
+                    self.recs[i.0 as usize].reports.iter().find_map(|r| r.result.as_ref().ok().copied());
                 if first.is_some_and(|f| f != (output.hash, fuel)) {
                     self.events.push_back(OwnerEvent::Mismatch(i));
                 }

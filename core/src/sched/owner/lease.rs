@@ -18,7 +18,10 @@ impl Owner {
     /// The lease of an attempt whose task costs `cost` fuel.
     pub(super) fn lease_for(&self, cost: u64) -> Duration {
         let run = Duration::from_secs_f64((cost as f64 / self.cfg.fuel_per_sec.max(1.0)).min(1e9));
-        self.cfg.lease_floor.saturating_add(run.mul_f64(self.cfg.lease_factor.clamp(0.0, 1e6))).min(self.cfg.lease_max)
+        self.cfg
+            .lease_floor
+            .saturating_add(run.mul_f64(self.cfg.lease_factor.clamp(0.0, 1e6)))
+            .min(self.cfg.lease_max)
     }
 
     pub(super) fn arm_lease(&mut self, i: TaskIndex, attempt: u32) {
@@ -38,7 +41,7 @@ impl Owner {
     /// The lease timer of attempt `attempt` of `i` fired.
     pub(super) fn lease_timer(&mut self, i: TaskIndex, attempt: u32) {
         let rec = &self.recs[i.0 as usize];
-        let TaskState::Placed { attempt: a, .. } = rec.state else { return };
+        let TaskState::Placed { attempt: a, at } = rec.state else { return };
         if a != attempt || self.over {
             return;
         }
@@ -47,7 +50,14 @@ impl Owner {
             return;
         }
         self.leases_expired = self.leases_expired.saturating_add(1);
-        self.recs[i.0 as usize].losses += 1;
+        let rec = &mut self.recs[i.0 as usize];
+        rec.losses += 1;
+        // A holder that let the lease run out in silence (dead, cut off, or keeping tasks it
+        // never runs while advertising free slots) is not given this task again while another
+        // peer can take it.
+        if at != self.me && rec.shunned_by.len() < super::REFUSED_MAX {
+            rec.shunned_by.insert(at);
+        }
         self.reissue(i);
     }
 
@@ -57,6 +67,7 @@ impl Owner {
         self.caps
             .iter()
             .filter(|&(p, &slots)| slots > 0 && !self.dead.contains(p) && !self.leaving.contains(p))
+            .filter(|&(p, _)| self.cfg.own_runs || *p != self.me)
             .all(|(p, _)| refused.contains(p))
     }
 }

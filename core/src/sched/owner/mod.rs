@@ -23,8 +23,8 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::time::Duration;
 
 use super::msg::{DescSigner, FailureKind, InputLoc, InputSource, OutputRef, SchedMsg, TaskDesc, Transmit};
-use super::stats::Refusals;
 use super::peer::PeerHint;
+use super::stats::Refusals;
 use super::{Time, Timer};
 use crate::ids::{BlobHash, JobId, PeerId, TaskId, TaskIndex};
 use crate::job::{CostModel, Input, Job, upward_ranks};
@@ -82,6 +82,10 @@ struct Rec {
     done_by: Option<(PeerId, u32)>,
     /// Peers that refused the task (it asks more than their caps): it is not placed there again.
     refused_by: BTreeSet<PeerId>,
+    /// Peers shunned for this task: one let an attempt's lease run out in silence, or held its
+    /// output but could not serve it (a broken or lying executor reports a result it does not
+    /// have). Avoided when the task is placed again, unless no other peer can take it.
+    shunned_by: BTreeSet<PeerId>,
 }
 
 /// The owner of one job. See the [module docs](super) for the call order.
@@ -175,6 +179,7 @@ impl Owner {
                 early: Vec::new(),
                 done_by: None,
                 refused_by: BTreeSet::new(),
+                shunned_by: BTreeSet::new(),
             })
             .collect();
         let mut o = Owner {
@@ -450,6 +455,16 @@ impl Owner {
         }
     }
 
+    /// Sets the peers placing `i` must avoid: those that refused it and, when `strict`, those
+    /// shunned for it (see `Rec::shunned_by`).
+    fn avoid_for(&mut self, i: TaskIndex, strict: bool) {
+        let rec = &self.recs[i.0 as usize];
+        self.avoid.clone_from(&rec.refused_by);
+        if strict {
+            self.avoid.extend(rec.shunned_by.iter().copied());
+        }
+    }
+
     /// Issues a new attempt of `i` (all producers done) to the best peer.
     fn issue(&mut self, i: TaskIndex, hint: Option<PeerId>) {
         if self.over {
@@ -463,8 +478,12 @@ impl Owner {
         let (mut bytes, hint) =
             if self.cfg.locality { (self.input_bytes(i), hint) } else { (Vec::new(), None) };
         let cost = self.costs.estimate(&self.job, i);
-        self.avoid.clone_from(&self.recs[i.0 as usize].refused_by);
-        let at = self.place(&mut bytes, hint, cost);
+        self.avoid_for(i, true);
+        let mut at = self.place(&mut bytes, hint, cost);
+        if at.is_none() && !self.recs[i.0 as usize].shunned_by.is_empty() {
+            self.avoid_for(i, false);
+            at = self.place(&mut bytes, hint, cost);
+        }
         self.avoid.clear();
         match at {
             Some(at) => self.send_to(i, at, None),
@@ -577,7 +596,12 @@ impl Owner {
         // any placement): a chain that follows its producers out of the cluster drags the
         // critical path and its outputs far from everything else.
         let far = !self.worth(at, self.costs.estimate(&self.job, c));
-        if self.recs[c.0 as usize].refused_by.contains(&at) || self.dead.contains(&at) || self.leaving.contains(&at) || backlog || far {
+        if self.recs[c.0 as usize].refused_by.contains(&at)
+            || self.dead.contains(&at)
+            || self.leaving.contains(&at)
+            || backlog
+            || far
+        {
             return None;
         }
         let slots = cap.max(1) as usize;
@@ -610,11 +634,17 @@ impl Owner {
                 break;
             }
             let cost = self.costs.estimate(&self.job, i);
-            self.avoid.clone_from(&self.recs[i.0 as usize].refused_by);
-            let p = match target {
-                Some(p) if self.below_quota(p) && self.worth(p, cost) => Some(p),
-                _ => self.nearest_low(cost),
-            };
+            let mut p = None;
+            for strict in [true, false] {
+                self.avoid_for(i, strict);
+                p = match target {
+                    Some(p) if self.below_quota(p) && self.worth(p, cost) => Some(p),
+                    _ => self.nearest_low(cost),
+                };
+                if p.is_some() || self.recs[i.0 as usize].shunned_by.is_empty() {
+                    break;
+                }
+            }
             self.avoid.clear();
             let Some(p) = p else { break };
             target = Some(p);

@@ -13,8 +13,10 @@ use crate::sched::peer::PeerHint;
 
 impl Owner {
     pub(super) fn note_view(&mut self, view: &[PeerHint]) {
-        let mut idle: Vec<&PeerHint> =
-            view.iter().filter(|h| h.peer != self.me && h.load.free_slots > 0 && h.load.ready_tasks == 0).collect();
+        let mut idle: Vec<&PeerHint> = view
+            .iter()
+            .filter(|h| h.peer != self.me && h.load.free_slots > 0 && h.load.ready_tasks == 0)
+            .collect();
         idle.sort_by_key(|h| (std::cmp::Reverse(h.rtt), h.peer));
         self.view_idle = idle.iter().map(|h| h.peer).collect();
         for h in view {
@@ -44,8 +46,9 @@ impl Owner {
         let live = self.rtt.iter().filter(|(p, _)| !self.dead.contains(p));
         self.near_rtt = live.clone().map(|(_, &r)| r).min().unwrap_or_default();
         let near = self.near_rtt.mul_f64(1.5);
-        let slots: u32 =
-            live.filter(|&(_, &r)| r <= near).fold(0u32, |n, (p, _)| n.saturating_add(self.caps.get(p).copied().unwrap_or(1)));
+        let slots: u32 = live
+            .filter(|&(_, &r)| r <= near)
+            .fold(0u32, |n, (p, _)| n.saturating_add(self.caps.get(p).copied().unwrap_or(1)));
         self.near_slots = slots.max(1);
     }
 
@@ -176,7 +179,10 @@ impl Owner {
         }
         let rtt = if p == self.me { Duration::ZERO } else { self.rtt.get(&p).copied().unwrap_or_default() };
         let run = cost.max(self.held_fuel / u64::from(self.near_slots));
-        rtt <= self.near_rtt.mul_f64(1.5).max(Duration::from_secs_f64((run as f64 / self.cfg.fuel_per_sec).min(1e9)))
+        rtt <= self
+            .near_rtt
+            .mul_f64(1.5)
+            .max(Duration::from_secs_f64((run as f64 / self.cfg.fuel_per_sec).min(1e9)))
     }
 
     /// Whether `p` holds fewer of this job's tasks than its slots plus queue quota.
@@ -234,7 +240,11 @@ mod tests {
     use crate::sched::{LoadHint, Owner, OwnerConfig, PeerHint, SchedMsg, Transmit};
 
     fn hint(peer: PeerId, slots: u32, free_slots: u32, ready_tasks: u32) -> PeerHint {
-        PeerHint { peer, load: LoadHint { slots, free_slots, ready_tasks, ready_fuel: 0 }, rtt: Duration::ZERO }
+        PeerHint {
+            peer,
+            load: LoadHint { slots, free_slots, ready_tasks, ready_fuel: 0 },
+            rtt: Duration::ZERO,
+        }
     }
 
     fn targets(out: &[Transmit]) -> Vec<PeerId> {
@@ -254,7 +264,15 @@ mod tests {
         // queued); `none` says it has no slots (yet holds a queue); `busy` runs other work. The
         // relay and `none` sort first on every tie.
         let view = [hint(relay, 1, 0, 0), hint(none, 0, 0, 2), hint(busy, 1, 0, 3)];
-        let mut o = Owner::new(JobId(1), me, job, OwnerConfig::default(), &view, Box::new(|_: &[u8; 32]| [0; 64]), Duration::ZERO);
+        let mut o = Owner::new(
+            JobId(1),
+            me,
+            job,
+            OwnerConfig::default(),
+            &view,
+            Box::new(|_: &[u8; 32]| [0; 64]),
+            Duration::ZERO,
+        );
         let to = sent(&mut o);
         assert!(to.contains(&busy), "a busy peer still gets a queue: {to:?}");
         assert!(!to.contains(&relay) && !to.contains(&none), "work placed where nothing runs it: {to:?}");

@@ -64,9 +64,14 @@ impl Owner {
     pub fn handle_output_lost(&mut self, now: Time, i: TaskIndex) -> Result<(), OwnerError> {
         self.tick(now);
         self.check(i)?;
-        if let TaskState::Done { output, holders } = &mut self.recs[i.0 as usize].state {
+        let rec = &mut self.recs[i.0 as usize];
+        if let TaskState::Done { output, holders } = &mut rec.state {
             output.inline = None;
-            holders.clear();
+            for h in holders.drain(..) {
+                if rec.shunned_by.len() < REFUSED_MAX {
+                    rec.shunned_by.insert(h);
+                }
+            }
             self.remake(i);
             self.flush();
         }
@@ -93,7 +98,14 @@ impl Owner {
         }
     }
 
-    pub(super) fn on_failed(&mut self, now: Time, i: TaskIndex, from: PeerId, attempt: u32, kind: FailureKind) {
+    pub(super) fn on_failed(
+        &mut self,
+        now: Time,
+        i: TaskIndex,
+        from: PeerId,
+        attempt: u32,
+        kind: FailureKind,
+    ) {
         let rec = &mut self.recs[i.0 as usize];
         if rec.reports.len() < REPORTS_MAX {
             rec.reports.push(Report { peer: from, attempt, result: Err(kind.clone()) });
@@ -118,7 +130,15 @@ impl Owner {
                 };
                 match producer {
                     Some(p) if self.is_task_done(p) => {
-                        // Its holders could not serve it: re-make it from lineage.
+                        // Its holders could not serve it: re-make it from lineage, elsewhere.
+                        let rec = &mut self.recs[p.0 as usize];
+                        if let TaskState::Done { holders, .. } = &rec.state {
+                            for &h in holders {
+                                if rec.shunned_by.len() < REFUSED_MAX {
+                                    rec.shunned_by.insert(h);
+                                }
+                            }
+                        }
                         self.set(i, TaskState::Waiting);
                         self.set(p, TaskState::Waiting);
                         self.done -= 1;

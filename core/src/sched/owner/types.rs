@@ -30,6 +30,11 @@ pub struct OwnerConfig {
     /// Task slots of the owner's own peer (0: it runs none of the job's tasks itself, so none is
     /// placed there; other peers' slots come from their hints and reports).
     pub own_slots: u32,
+    /// Whether the owner's own peer runs tasks (`false`: a submitter donating no cores, whose
+    /// `own_slots` only queue tasks for thieves). Such an owner never counts itself among the
+    /// peers that could still run a task every other peer refused (over their caps), so that
+    /// task fails with the refusal instead of waiting for a thief that will never take it.
+    pub own_runs: bool,
     /// Tasks queued per slot (beyond the running ones) at a peer before the owner holds ready
     /// tasks back and hands them out, highest rank first, as peers report free slots.
     pub queue_per_slot: u32,
@@ -64,6 +69,7 @@ impl Default for OwnerConfig {
             ranked: true,
             failure_confirmations: 1,
             own_slots: 1,
+            own_runs: true,
             queue_per_slot: 4,
             bandwidth: 12.5e6,
             fuel_per_sec: 1e9,

@@ -10,9 +10,9 @@
 
 use super::{PeerSched, resolve};
 use crate::ids::{JobId, PeerId, TaskId};
+use crate::sched::Time;
 use crate::sched::msg::{FailureKind, SchedMsg, TaskDesc, Transmit};
 use crate::sched::stats::Refusals;
-use crate::sched::Time;
 
 impl PeerSched {
     /// The descriptors of an `Assign` from `from` that `from` owns (the others are refused).
@@ -58,7 +58,8 @@ impl PeerSched {
             }
             if let Err(r) = self.cfg.caps.check(&t.limits, t.input_bytes()) {
                 Refusals::bump(&mut self.stats.refused.over_caps);
-                let msg = SchedMsg::Failed { task: t.task, attempt: t.attempt, kind: FailureKind::Refused(r) };
+                let msg =
+                    SchedMsg::Failed { task: t.task, attempt: t.attempt, kind: FailureKind::Refused(r) };
                 self.out.push_back(Transmit { to: t.owner, msg });
                 continue;
             }

@@ -30,10 +30,10 @@ use std::time::Duration;
 
 use rand::{Rng, RngCore};
 
+use super::caps::TaskCaps;
 use super::msg::{
     DoneReport, FailureKind, InputLoc, InputSource, LoadHint, OutputRef, SchedMsg, TaskDesc, Transmit,
 };
-use super::caps::TaskCaps;
 use super::queue::ReadyQueue;
 use super::stats::Refusals;
 use super::{Time, Timer};
@@ -373,9 +373,7 @@ impl PeerSched {
                 let conts = self.waiting.remove(&task).unwrap_or_default();
                 let room = earlier.len() < HELD_MAX && self.held.len() < HELD_TOTAL_MAX;
                 let merge_into = match conts.as_slice() {
-                    [c] if c.after().is_some_and(|(_, merge)| merge) && room => {
-                        Some((c.task, c.attempt))
-                    }
+                    [c] if c.after().is_some_and(|(_, merge)| merge) && room => Some((c.task, c.attempt)),
                     _ => None,
                 };
                 for c in conts {
@@ -538,8 +536,11 @@ impl PeerSched {
         if self.cfg.victims == VictimChoice::LoadBiased && self.steals.is_empty() {
             // Avoid a thundering herd: with R ready tasks and I idle peers in sight, each idle
             // peer steals with probability R / I, and otherwise waits for fresher hints.
-            let ready: u64 = self.view.iter().fold(0u64, |n, h| n.saturating_add(u64::from(h.load.ready_tasks)));
-            let idle = 1 + self.view.iter().filter(|h| h.load.free_slots > 0 && h.load.ready_tasks == 0).count() as u64;
+            let ready: u64 =
+                self.view.iter().fold(0u64, |n, h| n.saturating_add(u64::from(h.load.ready_tasks)));
+            let idle =
+                1 + self.view.iter().filter(|h| h.load.free_slots > 0 && h.load.ready_tasks == 0).count()
+                    as u64;
             if ready < idle && rng.random_range(0..idle) >= ready {
                 return;
             }
@@ -565,8 +566,12 @@ impl PeerSched {
     fn pick_victim(&self, rng: &mut dyn RngCore) -> Option<PeerId> {
         let free = |h: &&PeerHint| !self.steals.iter().any(|s| s.victim == h.peer);
         let biased = self.cfg.victims == VictimChoice::LoadBiased;
-        let loaded: Vec<&PeerHint> =
-            self.view.iter().filter(free).filter(|h| biased && h.load.ready_tasks > 0 && self.worth(h)).collect();
+        let loaded: Vec<&PeerHint> = self
+            .view
+            .iter()
+            .filter(free)
+            .filter(|h| biased && h.load.ready_tasks > 0 && self.worth(h))
+            .collect();
         // Load-biased thieves only ask peers whose hints show ready work, and otherwise wait for
         // fresher hints (a view update or a piggybacked load) instead of probing blindly.
         let pool: Vec<&PeerHint> = if biased { loaded } else { self.view.iter().filter(free).collect() };

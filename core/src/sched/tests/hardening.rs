@@ -84,11 +84,21 @@ fn a_holder_renews_attempts_held_past_a_third_of_their_lease_in_one_message() {
 fn assigns_and_cancels_count_only_from_the_owner_and_duplicates_never_queue() {
     let mut rng = SmallRng::seed_from_u64(1);
     let mut p = PeerSched::new(peer(1), PeerConfig { slots: 1, stealing: false, ..PeerConfig::default() });
-    p.handle_msg(t(0), peer(0), SchedMsg::Assign { tasks: vec![desc(0, 1), desc(1, 1)], addrs: vec![] }, &mut rng);
+    p.handle_msg(
+        t(0),
+        peer(0),
+        SchedMsg::Assign { tasks: vec![desc(0, 1), desc(1, 1)], addrs: vec![] },
+        &mut rng,
+    );
     assert_eq!(p.poll_run().map(|d| d.task.index.0), Some(0));
     // Someone else assigns the owner's task, or repeats it: refused.
     p.handle_msg(t(1), peer(5), SchedMsg::Assign { tasks: vec![desc(2, 1)], addrs: vec![] }, &mut rng);
-    p.handle_msg(t(1), peer(0), SchedMsg::Assign { tasks: vec![desc(0, 1), desc(1, 1)], addrs: vec![] }, &mut rng);
+    p.handle_msg(
+        t(1),
+        peer(0),
+        SchedMsg::Assign { tasks: vec![desc(0, 1), desc(1, 1)], addrs: vec![] },
+        &mut rng,
+    );
     assert_eq!(p.load().ready_tasks, 1);
     // A stranger's cancel does nothing; the owner's drops the queue.
     p.handle_msg(t(2), peer(5), SchedMsg::Cancel { job: JOB }, &mut rng);
@@ -111,7 +121,8 @@ fn a_stolen_descriptor_altered_by_its_victim_is_refused_but_a_filled_continuatio
     let mut filled = cont(1, 0, true);
     if let InputSource::After { .. } = filled.inputs[0].source {
         filled.filled.push((0, TaskIndex(0), true));
-        filled.inputs[0] = InputLoc { hash: BlobHash::of(b"o"), size: 1, source: InputSource::Holders(vec![peer(1)]) };
+        filled.inputs[0] =
+            InputLoc { hash: BlobHash::of(b"o"), size: 1, source: InputSource::Holders(vec![peer(1)]) };
     }
     assert!(filled.verify(), "filled in from the producer's run: still the owner's");
     let mut forged = filled.clone();
@@ -158,7 +169,8 @@ fn a_full_queue_hands_the_excess_back_and_hostile_numbers_saturate() {
     drain(&mut o);
     let mut d = done(0, 1, u64::MAX);
     if let SchedMsg::Done { load, fuel, busy_us, .. } = &mut d {
-        *load = LoadHint { slots: u32::MAX, free_slots: u32::MAX, ready_tasks: u32::MAX, ready_fuel: u64::MAX };
+        *load =
+            LoadHint { slots: u32::MAX, free_slots: u32::MAX, ready_tasks: u32::MAX, ready_fuel: u64::MAX };
         (*fuel, *busy_us) = (u64::MAX, u64::MAX);
     }
     let at = match o.state(TaskIndex(0)) {
@@ -173,7 +185,8 @@ fn a_full_queue_hands_the_excess_back_and_hostile_numbers_saturate() {
 fn a_task_over_the_volunteers_caps_is_refused_placed_elsewhere_and_failed_when_all_refuse() {
     let mut rng = SmallRng::seed_from_u64(1);
     let caps = TaskCaps { max_fuel: Some(1_000), ..TaskCaps::default() };
-    let mut p = PeerSched::new(peer(1), PeerConfig { slots: 1, stealing: false, caps, ..PeerConfig::default() });
+    let mut p =
+        PeerSched::new(peer(1), PeerConfig { slots: 1, stealing: false, caps, ..PeerConfig::default() });
     let mut big = desc(0, 1);
     big.limits.fuel = Some(5_000);
     let big = big.signed();
@@ -199,4 +212,64 @@ fn a_task_over_the_volunteers_caps_is_refused_placed_elsewhere_and_failed_when_a
     assert!(assigned(&drain(&mut o)).is_empty());
     let events: Vec<_> = std::iter::from_fn(|| o.poll_event()).collect();
     assert_eq!(events, vec![OwnerEvent::TaskFailed(TaskIndex(0), FailureKind::Refused(*r))]);
+}
+
+#[test]
+fn a_submitter_donating_no_cores_fails_a_task_every_runner_refused_instead_of_keeping_it() {
+    let r = Refusal { what: CapKind::Fuel, asked: 5_000, cap: 1_000 };
+    let refuse = |attempt| SchedMsg::Failed {
+        task: TaskId { job: JOB, index: TaskIndex(0) },
+        attempt,
+        kind: FailureKind::Refused(r),
+    };
+    for own_runs in [false, true] {
+        let cfg = OwnerConfig { own_slots: 1, own_runs, ..OwnerConfig::default() };
+        let mut o = one_task_owner(cfg, &[hint(1, 0)]);
+        let mut events = Vec::new();
+        for step in 1..=4 {
+            let Some(&(at, _, attempt)) = assigned(&drain(&mut o)).first() else { break };
+            if at == peer(0) {
+                if !own_runs {
+                    // Queued at the submitter for thieves: peer 1 steals it (the victim's claim
+                    // moves the attempt) and refuses it.
+                    let claim = SchedMsg::Claim {
+                        job: JOB,
+                        holder: peer(1),
+                        tasks: vec![(TaskIndex(0), attempt, 1)],
+                    };
+                    o.handle_msg(t(step), peer(0), claim).unwrap();
+                    o.handle_msg(t(step), peer(1), refuse(attempt)).unwrap();
+                }
+            } else {
+                o.handle_msg(t(step), at, refuse(attempt)).unwrap();
+            }
+            events.extend(std::iter::from_fn(|| o.poll_event()));
+        }
+        if own_runs {
+            // The owner's own peer runs tasks and has no cap: the task waits there.
+            assert!(events.is_empty(), "{events:?}");
+            assert!(!o.is_done());
+        } else {
+            assert_eq!(events, vec![OwnerEvent::TaskFailed(TaskIndex(0), FailureKind::Refused(r))]);
+        }
+    }
+}
+
+#[test]
+fn a_result_its_holder_cannot_serve_is_made_again_elsewhere_or_there_when_nobody_else_can() {
+    for view in [&[hint(1, 0), hint(2, 0)][..], &[hint(1, 0)][..]] {
+        let mut o = one_task_owner(OwnerConfig { own_slots: 0, ..OwnerConfig::default() }, view);
+        let (liar, _, attempt) = assigned(&drain(&mut o))[0];
+        // Not inline: only the holder has it, and it will not serve it.
+        o.handle_msg(t(1), liar, done(0, attempt, 10)).unwrap();
+        assert!(o.is_done());
+        o.handle_output_lost(t(2), TaskIndex(0)).unwrap();
+        let again = assigned(&drain(&mut o));
+        assert_eq!(again.len(), 1, "{again:?}");
+        if view.len() > 1 {
+            assert_ne!(again[0].0, liar, "not made again where it could not be served");
+        } else {
+            assert_eq!(again[0].0, liar, "the only peer gets it again rather than none");
+        }
+    }
 }
