@@ -155,6 +155,26 @@ impl JobHandle {
     pub async fn cancel(&self) {
         let _ = self.cmd.send(Cmd::Cancel(self.id)).await;
     }
+
+    /// A handle that cancels this job from elsewhere (another task or thread) while the job
+    /// handle itself waits in [`JobHandle::wait`].
+    pub fn canceller(&self) -> JobCanceller {
+        JobCanceller { id: self.id, cmd: self.cmd.clone() }
+    }
+}
+
+/// Cancels one job (see [`JobHandle::canceller`]); cheap to clone.
+#[derive(Clone, Debug)]
+pub struct JobCanceller {
+    id: JobId,
+    cmd: mpsc::Sender<Cmd>,
+}
+
+impl JobCanceller {
+    /// Cancels the job, as [`JobHandle::cancel`]; a no-op once the job is over.
+    pub async fn cancel(&self) {
+        let _ = self.cmd.send(Cmd::Cancel(self.id)).await;
+    }
 }
 
 /// The owning peer's record of one submitted job, beside its [`Owner`](shoal_core::sched::Owner).

@@ -46,5 +46,5 @@ mod peer;
 
 pub use config::Config;
 pub use exec::TaskPriority;
-pub use job::{JobError, JobHandle, JobOutputs, JobProgress, SubmitError};
+pub use job::{JobCanceller, JobError, JobHandle, JobOutputs, JobProgress, SubmitError};
 pub use peer::{Peer, PeerStatus, StartError};

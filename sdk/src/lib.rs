@@ -79,5 +79,5 @@ mod template;
 
 pub use builder::{BuildError, CompiledJob, Job, Module, TaskBuilder, TaskHandle};
 pub use file::{JobFile, JobFileError, JobFileErrorKind, load_job_file, parse_duration, parse_size};
-pub use shoal_node::{JobError, JobOutputs, JobProgress, Peer, SubmitError};
+pub use shoal_node::{JobCanceller, JobError, JobOutputs, JobProgress, Peer, SubmitError};
 pub use swarm::{ProgressStream, Submission, Swarm, SwarmConfig, SwarmError};

@@ -299,6 +299,12 @@ impl Submission {
         self.handle.cancel().await;
     }
 
+    /// A handle that cancels the job while [`Submission::outputs`] waits (from another task or
+    /// thread).
+    pub fn canceller(&self) -> shoal_node::JobCanceller {
+        self.handle.canceller()
+    }
+
     /// Waits for the job to end and returns the wanted outputs (by task name), or why it failed.
     pub async fn outputs(self) -> Result<JobOutputs, JobError> {
         self.handle.wait().await
