@@ -5,7 +5,10 @@
 #   jobs/build.sh            rebuild the .wasm and the native executables
 #   jobs/build.sh --check    rebuild into a temporary folder and fail if any committed .wasm differs
 #
-# Needs Debian's clang, lld, wasi-libc and libclang-rt-14-dev-wasm32 (CI installs them).
+# Needs Debian's clang, lld, wasi-libc and libclang-rt-14-dev-wasm32 (CI installs them). Tasks in
+# Zig (jobs/src/zig) need Zig 0.17.1, the version the committed .wasm were built with:
+# `pip install ziglang==0.17.1` gives it as `python3 -m ziglang`; set ZIG to the command if it is
+# not `zig` on PATH or that module (CI sets it). Without Zig, the Zig tasks are skipped, loudly.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 cd "$here"
@@ -35,9 +38,37 @@ for src in src/*.c; do
     "$CC" "${COMMON[@]}" -o "build/native/$name" "$src" -lm
   fi
 done
+# Tasks in Zig: every jobs/src/zig/NAME.zig but the helper, shoal_task.zig.
+ZIG_VERSION=0.17.1
+if [ -z "${ZIG:-}" ]; then
+  if command -v zig >/dev/null; then ZIG=zig
+  elif python3 -c 'import ziglang' 2>/dev/null; then ZIG="python3 -m ziglang"
+  fi
+fi
+if [ -z "${ZIG:-}" ]; then
+  echo "SKIPPED: the Zig tasks (jobs/src/zig): no zig (pip install ziglang==$ZIG_VERSION, or set ZIG)" >&2
+else
+  have=$($ZIG version)
+  if [ "$have" != "$ZIG_VERSION" ]; then
+    echo "the Zig tasks need Zig $ZIG_VERSION (the committed .wasm were built with it); $ZIG is $have" >&2
+    exit 1
+  fi
+  for src in src/zig/*.zig; do
+    name=$(basename "$src" .zig)
+    [ "$name" = shoal_task ] && continue
+    (cd src/zig && $ZIG build-exe "$name.zig" -target wasm32-wasi -O ReleaseSmall -fstrip \
+      -femit-bin="$( [ "${out#/}" != "$out" ] && echo "$out" || echo "$here/$out")/$name.wasm")
+    rm -f "$out/$name.wasm.o"
+    if [ $check = 1 ] && ! cmp -s "$out/$name.wasm" "wasm/$name.wasm"; then
+      echo "jobs/wasm/$name.wasm differs from a rebuild of jobs/src/zig/$name.zig: run jobs/build.sh and commit" >&2
+      status=1
+    fi
+  done
+fi
 if [ $check = 1 ]; then
   for w in wasm/*.wasm; do
-    [ -f "src/$(basename "$w" .wasm).c" ] || { echo "$w has no source in jobs/src" >&2; status=1; }
+    name=$(basename "$w" .wasm)
+    [ -f "src/$name.c" ] || [ -f "src/zig/$name.zig" ] || { echo "$w has no source in jobs/src" >&2; status=1; }
   done
   [ $status = 0 ] && echo "jobs/wasm: every .wasm matches its rebuild"
 fi

@@ -237,8 +237,9 @@ fn check_mandelbrot(got: &Outputs) {
 /// Checks one example's outputs.
 type Check = fn(&Outputs);
 
-const EXAMPLES: [(&str, Check); 6] = [
+const EXAMPLES: [(&str, Check); 7] = [
     ("primes.toml", check_primes),
+    ("primes-zig.toml", check_primes),
     ("pi.toml", check_pi),
     ("wordcount.toml", check_wordcount),
     ("pow.toml", check_pow),
