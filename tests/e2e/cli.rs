@@ -550,3 +550,53 @@ fn a_task_asking_more_than_the_workers_caps_is_refused_with_that_reason() {
     second.stop();
     first.stop();
 }
+
+/// Whether `cmd` (a command line) runs and exits 0 with `arg`.
+fn tool_runs(cmd: &[&str], arg: &str) -> bool {
+    Command::new(cmd[0]).args(&cmd[1..]).arg(arg).output().is_ok_and(|o| o.status.success())
+}
+
+#[test]
+fn a_new_task_skeleton_builds_and_runs_on_a_local_swarm_in_c_and_zig() {
+    let zig_env = std::env::var("ZIG").unwrap_or_default();
+    let zig: Vec<&str> = if zig_env.trim().is_empty() {
+        vec!["python3", "-m", "ziglang"]
+    } else {
+        zig_env.split_whitespace().collect()
+    };
+    let langs = [
+        (
+            "c",
+            tool_runs(&["clang"], "--version"),
+            "clang (Debian: clang lld wasi-libc libclang-rt-14-dev-wasm32)",
+        ),
+        ("zig", tool_runs(&zig, "version"), "Zig (pip install ziglang==0.17.1, or set ZIG)"),
+    ];
+    let dir = tempfile::tempdir().unwrap();
+    for (lang, available, needs) in langs {
+        if !available {
+            eprintln!("SKIPPED: `shoal new task --lang {lang}` end to end: no {needs} here");
+            continue;
+        }
+        let task_dir = dir.path().join(format!("hello-{lang}"));
+        let out = shoal()
+            .args(["new", "task", "hello", "--lang", lang, "--dir"])
+            .arg(&task_dir)
+            .env("ZIG", zig.join(" "))
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+        assert!(stdout.contains("built ") && task_dir.join("hello.wasm").is_file(), "{stdout}");
+        let job = task_dir.join("job.toml");
+        let printed = demo(&["--job".as_ref(), job.as_os_str()], &dir.path().join(format!("out-{lang}")));
+        assert!(
+            printed.lines().any(|l| l == "hello: hello, shoal: 2 input(s), 11 bytes"),
+            "{lang}: {printed}"
+        );
+        // A second time: refused, nothing overwritten.
+        let again = shoal().args(["new", "task", "hello", "--dir"]).arg(&task_dir).output().unwrap();
+        assert_eq!(again.status.code(), Some(2), "an error exits 2");
+        assert!(String::from_utf8_lossy(&again.stderr).contains("already exists"));
+    }
+}

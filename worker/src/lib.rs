@@ -5,6 +5,7 @@
 //! same program as a binary of their own and run it as separate processes.
 
 mod cmd_demo;
+mod cmd_new;
 mod cmd_run;
 mod cmd_sim;
 mod cmd_status;
@@ -43,6 +44,8 @@ enum Command {
     /// Start a swarm of worker processes on this machine and compute a Mandelbrot PNG with it (or
     /// run any job file on it with --job).
     Demo(cmd_demo::DemoArgs),
+    /// Write a ready-to-build task skeleton in C or Zig, with a job file that runs it.
+    New(cmd_new::NewArgs),
 }
 
 /// Runs the `shoal` command on this process's arguments and returns its exit status.
@@ -63,6 +66,7 @@ pub fn main() -> ExitCode {
         Command::Submit(args) => cmd_submit::run(args),
         Command::Demo(args) => cmd_demo::run(args),
         Command::Sim(args) => cmd_sim::run(args),
+        Command::New(args) => cmd_new::run(args),
     };
     match result {
         Ok(code) => ExitCode::from(code),
