@@ -9,6 +9,7 @@
 # Zig (jobs/src/zig) need Zig 0.17.1, the version the committed .wasm were built with:
 # `pip install ziglang==0.17.1` gives it as `python3 -m ziglang`; set ZIG to the command if it is
 # not `zig` on PATH or that module (CI sets it). Without Zig, the Zig tasks are skipped, loudly.
+# Tasks in AssemblyScript (jobs/src/as) need node and npm; the compiler comes from npm (pinned).
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 cd "$here"
@@ -65,10 +66,30 @@ else
     fi
   done
 fi
+# Tasks in AssemblyScript: every jobs/src/as/NAME.ts but the helper, shoal_task.ts, with the
+# compiler and WASI shim pinned in jobs/src/as/package-lock.json (installed by `npm ci`).
+if ! command -v npm >/dev/null; then
+  echo "SKIPPED: the AssemblyScript tasks (jobs/src/as): no npm (Debian: apt install npm)" >&2
+else
+  if [ ! -x src/as/node_modules/.bin/asc ]; then
+    (cd src/as && npm ci --silent --no-audit --no-fund)
+  fi
+  for src in src/as/*.ts; do
+    name=$(basename "$src" .ts)
+    [ "$name" = shoal_task ] && continue
+    src/as/node_modules/.bin/asc "$src" --config src/as/node_modules/@assemblyscript/wasi-shim/asconfig.json \
+      -O3 --noAssert --runtime stub -o "$out/$name.wasm"
+    if [ $check = 1 ] && ! cmp -s "$out/$name.wasm" "wasm/$name.wasm"; then
+      echo "jobs/wasm/$name.wasm differs from a rebuild of jobs/src/as/$name.ts: run jobs/build.sh and commit" >&2
+      status=1
+    fi
+  done
+fi
 if [ $check = 1 ]; then
   for w in wasm/*.wasm; do
     name=$(basename "$w" .wasm)
-    [ -f "src/$name.c" ] || [ -f "src/zig/$name.zig" ] || { echo "$w has no source in jobs/src" >&2; status=1; }
+    [ -f "src/$name.c" ] || [ -f "src/zig/$name.zig" ] || [ -f "src/as/$name.ts" ] \
+      || { echo "$w has no source in jobs/src" >&2; status=1; }
   done
   [ $status = 0 ] && echo "jobs/wasm: every .wasm matches its rebuild"
 fi

@@ -31,11 +31,12 @@ fn text_output(job: &CompiledJob, run: &local::LocalRun, name: &str) -> String {
     String::from_utf8(run.output(job.task_index(name).unwrap()).to_vec()).unwrap()
 }
 
-const EXAMPLES: [(&str, usize, &[&str]); 7] = [
+const EXAMPLES: [(&str, usize, &[&str]); 8] = [
     ("mandelbrot.toml", 17, &["stitch"]),
     ("pi.toml", 9, &["reduce"]),
     ("primes.toml", 11, &["total"]),
     ("primes-zig.toml", 11, &["total"]),
+    ("primes-as.toml", 11, &["total"]),
     ("wordcount.toml", 6, &["top"]),
     ("pow.toml", 9, &["collect"]),
     ("cholesky.toml", 11, &["potrf-0", "trsm-1-0", "trsm-2-0", "potrf-1", "trsm-2-1", "potrf-2", "check"]),

@@ -557,7 +557,7 @@ fn tool_runs(cmd: &[&str], arg: &str) -> bool {
 }
 
 #[test]
-fn a_new_task_skeleton_builds_and_runs_on_a_local_swarm_in_c_and_zig() {
+fn a_new_task_skeleton_builds_and_runs_on_a_local_swarm_in_c_zig_and_assemblyscript() {
     let zig_env = std::env::var("ZIG").unwrap_or_default();
     let zig: Vec<&str> = if zig_env.trim().is_empty() {
         vec!["python3", "-m", "ziglang"]
@@ -571,6 +571,11 @@ fn a_new_task_skeleton_builds_and_runs_on_a_local_swarm_in_c_and_zig() {
             "clang (Debian: clang lld wasi-libc libclang-rt-14-dev-wasm32)",
         ),
         ("zig", tool_runs(&zig, "version"), "Zig (pip install ziglang==0.17.1, or set ZIG)"),
+        (
+            "assemblyscript",
+            tool_runs(&["npm"], "--version"),
+            "npm (Debian: npm; the compiler comes from the registry)",
+        ),
     ];
     let dir = tempfile::tempdir().unwrap();
     for (lang, available, needs) in langs {

@@ -1,4 +1,4 @@
-//! `shoal new task NAME --lang c|zig`: writes a ready-to-build task skeleton (the source, the
+//! `shoal new task NAME --lang c|zig|assemblyscript`: writes a ready-to-build task skeleton (the source, the
 //! language's guest helper, a build script and a job file that runs it), then builds it when the
 //! language's toolchain is here, so that a newcomer goes from nothing to a task running on a
 //! local swarm with `shoal new task hello` and `shoal demo --job hello/job.toml`.
@@ -48,10 +48,15 @@ enum Lang {
     C,
     /// Zig 0.17, which targets wasm32-wasi itself (`pip install ziglang==0.17.1`).
     Zig,
+    /// AssemblyScript with its WASI shim (node and npm; the compiler comes from npm).
+    #[value(name = "assemblyscript", alias = "as")]
+    AssemblyScript,
 }
 
 const C_HELPER: &str = include_str!("../../jobs/src/shoal_task.h");
 const ZIG_HELPER: &str = include_str!("../../jobs/src/zig/shoal_task.zig");
+const AS_HELPER: &str = include_str!("../../jobs/src/as/shoal_task.ts");
+const AS_PACKAGE: &str = include_str!("../../jobs/src/as/package.json");
 
 fn c_source(name: &str) -> String {
     format!(
@@ -91,6 +96,23 @@ pub fn main() void {{
     )
 }
 
+fn as_source(name: &str) -> String {
+    format!(
+        r#"// {name}: a Shoal task. Its inputs arrive concatenated on stdin (readInputs splits them), its
+// arguments from args(); what it writes with output() is its output, and exit status 0 is
+// success. The task ABI: docs/task-abi.md in the Shoal repository.
+import {{ args, output, readInputs }} from "./shoal_task";
+
+const inputs = readInputs();
+let bytes = 0;
+for (let k = 0; k < inputs.length; k++) bytes += inputs[k].length;
+const given = args();
+const who = given.length > 0 ? given[0] : "world";
+output("hello, " + who + ": " + inputs.length.toString() + " input(s), " + bytes.toString() + " bytes\n");
+"#
+    )
+}
+
 fn job_file(name: &str) -> String {
     format!(
         r#"# Runs the task {name} once on a swarm: `shoal demo --job job.toml` starts a local one;
@@ -112,6 +134,16 @@ inputs = [{{ text = "hello" }}, {{ text = " world" }}]
 /// The build command, as run from the task's directory.
 fn build_command(lang: Lang, name: &str) -> Vec<String> {
     let words: Vec<String> = match lang {
+        Lang::AssemblyScript => [
+            "npm install --silent --no-audit --no-fund &&",
+            "node_modules/.bin/asc",
+            &format!("{name}.ts"),
+            "--config node_modules/@assemblyscript/wasi-shim/asconfig.json",
+            "-O3 --noAssert --runtime stub -o",
+            &format!("{name}.wasm"),
+        ]
+        .map(String::from)
+        .to_vec(),
         Lang::C => vec![
             "clang",
             "--target=wasm32-wasi",
@@ -145,15 +177,29 @@ fn build_command(lang: Lang, name: &str) -> Vec<String> {
     words
 }
 
-/// How to run Zig: `$ZIG` (a command line), else `zig`, else `python3 -m ziglang`.
+/// How to run Zig: `$ZIG` (a command line), else `zig`, else `python3 -m ziglang` if that works.
 fn zig_command() -> Vec<String> {
     if let Ok(z) = std::env::var("ZIG")
         && !z.trim().is_empty()
     {
         return z.split_whitespace().map(String::from).collect();
     }
-    let have_zig = Command::new("zig").arg("version").output().is_ok_and(|o| o.status.success());
-    if have_zig { vec!["zig".into()] } else { ["python3", "-m", "ziglang"].map(String::from).to_vec() }
+    let runs = |cmd: &[&str]| {
+        Command::new(cmd[0]).args(&cmd[1..]).arg("version").output().is_ok_and(|o| o.status.success())
+    };
+    if !runs(&["zig"]) && runs(&["python3", "-m", "ziglang"]) {
+        return ["python3", "-m", "ziglang"].map(String::from).to_vec();
+    }
+    vec!["zig".into()]
+}
+
+/// Whether `tool` names an executable (a path, or a file on PATH).
+fn on_path(tool: &str) -> bool {
+    if tool.contains('/') {
+        return Path::new(tool).is_file();
+    }
+    std::env::var_os("PATH")
+        .is_some_and(|paths| std::env::split_paths(&paths).any(|dir| dir.join(tool).is_file()))
 }
 
 fn valid_name(name: &str) -> bool {
@@ -181,7 +227,15 @@ pub(crate) fn run(args: NewArgs) -> anyhow::Result<u8> {
     let (source_name, source, helper_name, helper) = match args.lang {
         Lang::C => (format!("{name}.c"), c_source(name), "shoal_task.h", C_HELPER),
         Lang::Zig => (format!("{name}.zig"), zig_source(name), "shoal_task.zig", ZIG_HELPER),
+        Lang::AssemblyScript => (format!("{name}.ts"), as_source(name), "shoal_task.ts", AS_HELPER),
     };
+    if args.lang == Lang::AssemblyScript {
+        write(
+            &dir,
+            "package.json",
+            &AS_PACKAGE.replace("shoal-tasks-assemblyscript", &format!("shoal-task-{name}")),
+        )?;
+    }
     let command = build_command(args.lang, name);
     let script = format!(
         "#!/bin/sh\n# Builds {name}.wasm from {source_name} (run it from this directory).\nset -e\ncd \"$(dirname \"$0\")\"\n{}\n",
@@ -198,12 +252,27 @@ pub(crate) fn run(args: NewArgs) -> anyhow::Result<u8> {
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755))
             .with_context(|| format!("cannot make {} executable", path.display()))?;
     }
-    println!("wrote {}/: {source_name}, {helper_name}, build.sh, job.toml", dir.display());
+    let extra = if args.lang == Lang::AssemblyScript { ", package.json" } else { "" };
+    println!("wrote {}/: {source_name}, {helper_name}{extra}, build.sh, job.toml", dir.display());
     if args.no_build {
         println!("build it with: (cd {} && ./build.sh)", dir.display());
         return Ok(0);
     }
-    let built = Command::new(&command[0]).args(&command[1..]).current_dir(&dir).status();
+    let install = match args.lang {
+        Lang::C => "Debian: apt install clang lld wasi-libc libclang-rt-14-dev-wasm32",
+        Lang::Zig => "pip install ziglang==0.17.1, or a Zig 0.17 on PATH, or set ZIG",
+        Lang::AssemblyScript => "node and npm; Debian: apt install npm",
+    };
+    let tool = command.iter().find(|w| !w.starts_with('-')).cloned().unwrap_or_default();
+    let tool = if args.lang == Lang::AssemblyScript { "npm".to_string() } else { tool };
+    if !on_path(&tool) {
+        println!(
+            "not built: no {tool} here; install the toolchain ({install}), then: (cd {} && ./build.sh)",
+            dir.display()
+        );
+        return Ok(0);
+    }
+    let built = Command::new("sh").arg("build.sh").current_dir(&dir).status();
     match built {
         Ok(s) if s.success() => {
             println!("built {}/{name}.wasm", dir.display());
@@ -211,18 +280,7 @@ pub(crate) fn run(args: NewArgs) -> anyhow::Result<u8> {
             Ok(0)
         }
         Ok(s) => bail!("building {name}.wasm failed ({s}): the compiler's message is above"),
-        Err(e) => {
-            let install = match args.lang {
-                Lang::C => "Debian: apt install clang lld wasi-libc libclang-rt-14-dev-wasm32",
-                Lang::Zig => "pip install ziglang==0.17.1, or a Zig 0.17 on PATH, or set ZIG",
-            };
-            println!(
-                "not built: cannot run {} ({e}); install the toolchain ({install}), then: (cd {} && ./build.sh)",
-                command[0],
-                dir.display()
-            );
-            Ok(0)
-        }
+        Err(e) => bail!("cannot run sh build.sh in {}: {e}", dir.display()),
     }
 }
 
@@ -248,5 +306,6 @@ mod tests {
         assert!(job.contains("hello = \"hello.wasm\"") && job.contains("hello, shoal: 2 input(s), 11 bytes"));
         assert!(c_source("hello").contains("#include \"shoal_task.h\""));
         assert!(zig_source("hello").contains("@import(\"shoal_task.zig\")"));
+        assert!(as_source("hello").contains("from \"./shoal_task\""));
     }
 }

@@ -237,9 +237,10 @@ fn check_mandelbrot(got: &Outputs) {
 /// Checks one example's outputs.
 type Check = fn(&Outputs);
 
-const EXAMPLES: [(&str, Check); 7] = [
+const EXAMPLES: [(&str, Check); 8] = [
     ("primes.toml", check_primes),
     ("primes-zig.toml", check_primes),
+    ("primes-as.toml", check_primes),
     ("pi.toml", check_pi),
     ("wordcount.toml", check_wordcount),
     ("pow.toml", check_pow),
