@@ -31,6 +31,8 @@ fn corpus() -> Vec<Case> {
         ("pi_reduce", vec![b"3 4\n".to_vec(), b"5 6\n".to_vec()], vec![]),
         ("primes", vec![], vec!["1000", "200000"]),
         ("sum", vec![b"1 2 3".to_vec(), b"4".to_vec()], vec![]),
+        ("sum_zig", vec![b"1 2 3".to_vec(), b"4".to_vec()], vec![]),
+        ("sum_as", vec![b"1 2 3".to_vec(), b"4".to_vec()], vec![]),
         ("cholesky", vec![tile.clone(), tile], vec!["syrk"]),
         // A = [[4, 2], [2, 5]] = L L^T with L = [[2, 0], [1, 2]], as one 2x2 tile.
         ("cholesky_check", vec![f64s(&[4.0, 2.0, 2.0, 5.0]), f64s(&[2.0, 0.0, 1.0, 2.0])], vec!["1"]),
