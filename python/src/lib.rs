@@ -6,6 +6,10 @@
 //! outputs) runs on one process-wide tokio runtime with the GIL released, and wakes every 100 ms
 //! to let Python deliver signals (Ctrl-C raises `KeyboardInterrupt` promptly); errors become the
 //! exceptions of `shoal.errors`, raised by name, so Python code can catch them by class.
+//!
+//! Everything here is behind the `python` feature (maturin turns it on): without it the crate is
+//! empty and the workspace builds without Python.
+#![cfg(feature = "python")]
 
 use std::collections::HashMap;
 use std::future::Future;
