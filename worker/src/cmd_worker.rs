@@ -180,19 +180,5 @@ fn handler(
 
 /// The refusal counters by name, every reason listed (see [`Status::refused`]).
 fn refusals_by_reason(r: &shoal_core::sched::Refusals) -> std::collections::BTreeMap<String, u64> {
-    [
-        ("not_holder", r.not_holder),
-        ("stale", r.stale),
-        ("unknown_task", r.unknown_task),
-        ("early_dropped", r.early_dropped),
-        ("not_owner", r.not_owner),
-        ("bad_signature", r.bad_signature),
-        ("duplicate", r.duplicate),
-        ("queue_full", r.queue_full),
-        ("unsolicited", r.unsolicited),
-        ("over_caps", r.over_caps),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_string(), v))
-    .collect()
+    r.by_reason().into_iter().map(|(k, v)| (k.to_string(), v)).collect()
 }

@@ -57,21 +57,24 @@ impl Refusals {
         }
     }
 
+    /// Every counter with its field's name, in declaration order (for display and JSON).
+    pub fn by_reason(&self) -> [(&'static str, u64); 10] {
+        [
+            ("not_holder", self.not_holder),
+            ("stale", self.stale),
+            ("unknown_task", self.unknown_task),
+            ("early_dropped", self.early_dropped),
+            ("not_owner", self.not_owner),
+            ("bad_signature", self.bad_signature),
+            ("duplicate", self.duplicate),
+            ("queue_full", self.queue_full),
+            ("unsolicited", self.unsolicited),
+            ("over_caps", self.over_caps),
+        ]
+    }
+
     /// The sum of all counters.
     pub fn total(&self) -> u64 {
-        [
-            self.not_holder,
-            self.stale,
-            self.unknown_task,
-            self.early_dropped,
-            self.not_owner,
-            self.bad_signature,
-            self.duplicate,
-            self.queue_full,
-            self.unsolicited,
-            self.over_caps,
-        ]
-        .iter()
-        .fold(0u64, |a, &b| a.saturating_add(b))
+        self.by_reason().iter().fold(0u64, |a, &(_, n)| a.saturating_add(n))
     }
 }

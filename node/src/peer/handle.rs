@@ -62,8 +62,6 @@ pub struct PeerStatus {
     /// Messages to other peers dropped: a peer's outbox full, or the peer unreachable (the
     /// protocol's leases recover what they carried).
     pub sends_dropped: u64,
-    /// Messages waiting in the outboxes now.
-    pub sends_queued: usize,
 }
 
 /// A running Shoal peer: joins the swarm, runs tasks for others, owns the jobs submitted to it.

@@ -190,7 +190,7 @@ impl Actor {
         let mut refused = self.sched.stats().refused;
         refused.add(&self.finished_owners_refused);
         for entry in self.jobs.values() {
-            refused.add(&entry.owner.progress().refused);
+            refused.add(&entry.owner.refusals());
         }
         let status = PeerStatus {
             running: self.sched.running(),
@@ -201,7 +201,6 @@ impl Actor {
             jobs: self.jobs.len(),
             refused,
             sends_dropped: self.outbox.dropped(),
-            sends_queued: self.outbox.queued(),
         };
         self.status.send_if_modified(|old| std::mem::replace(old, status) != status);
     }

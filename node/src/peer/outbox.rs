@@ -95,6 +95,7 @@ impl Outboxes {
     }
 
     /// Messages queued now, over every peer.
+    #[cfg(test)]
     pub(crate) fn queued(&self) -> usize {
         self.queues.values().map(|q| q.tx.max_capacity() - q.tx.capacity()).sum()
     }

@@ -60,8 +60,7 @@ impl Actor {
         }
         if entry.tracker.finished() {
             let last: Vec<Transmit> = std::iter::from_fn(|| entry.owner.poll_transmit()).collect();
-            let refused = entry.owner.progress().refused;
-            self.finished_owners_refused.add(&refused);
+            self.finished_owners_refused.add(&entry.owner.refusals());
             self.jobs.remove(&job);
             for t in last {
                 self.transmit(t);
@@ -78,7 +77,7 @@ impl Actor {
         }
         self.drain();
         if let Some(entry) = self.jobs.remove(&id) {
-            self.finished_owners_refused.add(&entry.owner.progress().refused);
+            self.finished_owners_refused.add(&entry.owner.refusals());
         }
     }
 }

@@ -55,8 +55,8 @@ impl Owner {
         // A holder that let the lease run out in silence (dead, cut off, or keeping tasks it
         // never runs while advertising free slots) is not given this task again while another
         // peer can take it.
-        if at != self.me && rec.shunned_by.len() < super::REFUSED_MAX {
-            rec.shunned_by.insert(at);
+        if at != self.me {
+            super::note_peer(&mut rec.shunned_by, at);
         }
         self.reissue(i);
     }

@@ -35,7 +35,8 @@ pub use types::{OwnerConfig, OwnerError, OwnerEvent, Progress, Report, TaskState
 const HOLDERS_MAX: usize = 4;
 /// Most reports kept per task (the verification hook): the first ones.
 const REPORTS_MAX: usize = 8;
-/// Most peers remembered per task as having refused it (the rest are tried again).
+/// Most peers remembered per task as having refused it, and as shunned for it (the rest are
+/// tried again).
 const REFUSED_MAX: usize = 1024;
 
 /// The owner's signer, opaque (the key stays with the driver).
@@ -86,6 +87,13 @@ struct Rec {
     /// output but could not serve it (a broken or lying executor reports a result it does not
     /// have). Avoided when the task is placed again, unless no other peer can take it.
     shunned_by: BTreeSet<PeerId>,
+}
+
+/// Adds `peer` to a task's set of peers to avoid, unless the set is full ([`REFUSED_MAX`]).
+fn note_peer(set: &mut BTreeSet<PeerId>, peer: PeerId) {
+    if set.len() < REFUSED_MAX {
+        set.insert(peer);
+    }
 }
 
 /// The owner of one job. See the [module docs](super) for the call order.
@@ -275,6 +283,11 @@ impl Owner {
             refused: self.refused,
             leases_expired: self.leases_expired,
         }
+    }
+
+    /// Peer input this owner refused so far, by reason (also in [`Owner::progress`]).
+    pub fn refusals(&self) -> Refusals {
+        self.refused
     }
 
     /// The output of every task that is done, by index (`None` if not done).

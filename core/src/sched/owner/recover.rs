@@ -8,7 +8,7 @@
 //! `retry_backoff × 2^(faults−1)` up to `max_attempts`; a refusal is not a fault: the task is
 //! placed again on a peer that has not refused it, and fails only when all have.
 
-use super::{Owner, REFUSED_MAX, REPORTS_MAX, Report, TimerKind};
+use super::{Owner, REPORTS_MAX, Report, TimerKind, note_peer};
 use crate::ids::{PeerId, TaskIndex};
 use crate::job::Input;
 use crate::sched::msg::FailureKind;
@@ -68,9 +68,7 @@ impl Owner {
         if let TaskState::Done { output, holders } = &mut rec.state {
             output.inline = None;
             for h in holders.drain(..) {
-                if rec.shunned_by.len() < REFUSED_MAX {
-                    rec.shunned_by.insert(h);
-                }
+                note_peer(&mut rec.shunned_by, h);
             }
             self.remake(i);
             self.flush();
@@ -134,9 +132,7 @@ impl Owner {
                         let rec = &mut self.recs[p.0 as usize];
                         if let TaskState::Done { holders, .. } = &rec.state {
                             for &h in holders {
-                                if rec.shunned_by.len() < REFUSED_MAX {
-                                    rec.shunned_by.insert(h);
-                                }
+                                note_peer(&mut rec.shunned_by, h);
                             }
                         }
                         self.set(i, TaskState::Waiting);
@@ -152,9 +148,7 @@ impl Owner {
                 }
             }
             FailureKind::Refused(r) => {
-                if rec.refused_by.len() < REFUSED_MAX {
-                    rec.refused_by.insert(from);
-                }
+                note_peer(&mut rec.refused_by, from);
                 if self.all_refused(i) {
                     self.fail(i, FailureKind::Refused(r));
                 } else {
