@@ -33,7 +33,8 @@ const RANGES: u64 = 24;
 enum Attack {
     /// Sends `Cancel` for every job it learns of to every honest peer, over and over.
     CancelOthers,
-    /// Steals one task to learn a job, then reports forged results for every task and attempt.
+    /// Learns a job's id and owner, then reports forged results for every task and attempt (it
+    /// holds none of them).
     ForgeResults,
     /// Steals tasks, alters their arguments and module, and assigns them to honest peers.
     AlterStolen,
@@ -121,18 +122,24 @@ async fn run_attack(
     honest: Vec<PeerId>,
     stop: Arc<AtomicBool>,
     sent: Arc<AtomicU64>,
+    submitted: Arc<std::sync::Mutex<Option<(JobId, PeerId)>>>,
 ) -> u64 {
     let absurd = ABSURD;
     let mut taken = 0u64;
     let mut jobs: HashSet<(JobId, PeerId)> = HashSet::new();
-    // Tasks it was given (by a steal): a wrong result for one of those is a lying executor, which
-    // only verification catches (issue 10's replication); here it forges results for the others.
+    // Tasks it was given: a wrong result for one of those is a lying executor, which only
+    // verification catches (issue 10's replication). The forger never steals, so it holds
+    // nothing: a forged `Done` sent before a steal would otherwise count once the victim's claim
+    // made it the holder (the owner keeps a thief's early reports for that claim).
     let mut held: HashSet<TaskId> = HashSet::new();
     let mut round = 0u64;
     while !stop.load(Ordering::Relaxed) {
         round += 1;
-        // Steal from everyone (every attack but dropping learns jobs this way).
-        if attack != Attack::DropEverything {
+        // Steal from everyone (every attack but dropping and forging learns jobs this way; the
+        // forger is told the job's id and owner, as anyone watching the swarm could learn them).
+        if attack == Attack::ForgeResults {
+            jobs.extend(submitted.lock().ok().and_then(|s| *s));
+        } else if attack != Attack::DropEverything {
             for &p in &honest {
                 let max = if attack == Attack::AbsurdNumbers { u32::MAX } else { 4 };
                 let load = if attack == Attack::AbsurdNumbers { absurd } else { LoadHint::default() };
@@ -332,6 +339,7 @@ async fn honest_jobs_survive_a_misbehaving_peer() {
         .expect("the attacker joined every view");
         let stop = Arc::new(AtomicBool::new(false));
         let sent = Arc::new(AtomicU64::new(0));
+        let submitted = Arc::new(std::sync::Mutex::new(None));
         let attacking = tokio::spawn(run_attack(
             attack,
             Arc::clone(&attacker),
@@ -339,12 +347,16 @@ async fn honest_jobs_survive_a_misbehaving_peer() {
             honest.clone(),
             Arc::clone(&stop),
             Arc::clone(&sent),
+            Arc::clone(&submitted),
         ));
         let started = std::time::Instant::now();
         let refused_before: u64 = peers.iter().map(|p| p.status().refused.total()).sum();
         let (job, blobs) = primes_job(RANGES);
         let total = TaskIndex(RANGES as u32);
         let handle = peers[0].submit_with_outputs(job, blobs, vec![total]).await.expect("submitted");
+        if let Ok(mut s) = submitted.lock() {
+            *s = Some((handle.id(), honest[0]));
+        }
         let out = tokio::time::timeout(PATIENCE, handle.wait())
             .await
             .unwrap_or_else(|_| panic!("{attack:?}: the honest job hung"))

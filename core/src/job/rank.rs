@@ -17,8 +17,13 @@ pub struct CostModel {
 }
 
 impl CostModel {
-    /// Estimate used when nothing is known: one million fuel.
-    pub const DEFAULT_FUEL: u64 = 1_000_000;
+    /// Estimate used when nothing is known: half a second at 10^9 fuel per second (Dask's
+    /// `unknown-task-duration` prior). Optimistic on purpose: an unknown task is assumed worth a
+    /// round trip, so the owner spreads the first tasks and thieves steal them, until the first
+    /// report teaches the real cost. A tiny prior made every peer a few milliseconds away look
+    /// not worth a task (both the owner's and the thief's RTT gate), so on a loaded machine one
+    /// worker could get a whole job.
+    pub const DEFAULT_FUEL: u64 = 500_000_000;
 
     /// Records that a task of `module` used `fuel`.
     pub fn learn(&mut self, module: BlobHash, fuel: u64) {

@@ -61,7 +61,10 @@ fn workers_in_separate_network_namespaces_run_a_job() {
         if i > 0 {
             cmd.args(["--bootstrap", &first.to_string()]);
         }
-        let mut child = cmd.stdout(Stdio::piped()).stderr(Stdio::null()).spawn().unwrap();
+        // Their logs go to files, shown if the test fails (debug: placements, steals, claims).
+        let log = std::fs::File::create(dir.path().join(format!("w{i}.log"))).unwrap();
+        cmd.env("RUST_LOG", "info,shoal_node=debug,shoal_core=debug");
+        let mut child = cmd.stdout(Stdio::piped()).stderr(log).spawn().unwrap();
         let stdout = child.stdout.take().unwrap();
         workers.0.push(child);
         let (tx, rx) = std::sync::mpsc::channel();
@@ -94,6 +97,7 @@ fn workers_in_separate_network_namespaces_run_a_job() {
     std::fs::write(&jobfile, text).unwrap();
     let second = SocketAddr::from((machines[1].1, 7600));
     let out = shoal_in(&machines[2].0)
+        .env("RUST_LOG", "info,shoal_node=debug,shoal_core=debug")
         .args(["submit", jobfile.to_str().unwrap(), "--json", "--cores", "0", "--join-timeout", "30s"])
         .args(["--bootstrap", &first.to_string(), "--bootstrap", &second.to_string()])
         .output()
@@ -102,7 +106,17 @@ fn workers_in_separate_network_namespaces_run_a_job() {
     assert!(out.status.success(), "submit failed: {stdout}\n{}", String::from_utf8_lossy(&out.stderr));
     let summary: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
     assert_eq!(summary["status"], "ok");
-    assert!(summary["peers_used"].as_u64().unwrap() >= 2, "both machines ran tasks: {summary}");
+    if summary["peers_used"].as_u64().unwrap_or(0) < 2 {
+        let tail = |text: &str| {
+            text.lines().rev().take(150).collect::<Vec<_>>().into_iter().rev().collect::<Vec<_>>().join("\n")
+        };
+        for i in 0..2 {
+            let log = std::fs::read_to_string(dir.path().join(format!("w{i}.log"))).unwrap_or_default();
+            println!("--- worker {i} log (last 150 lines) ---\n{}", tail(&log));
+        }
+        println!("--- submitter log (last 150 lines) ---\n{}", tail(&String::from_utf8_lossy(&out.stderr)));
+        panic!("both machines ran tasks: {summary}");
+    }
     // π(5·10^8) = 26,355,867, computed across the namespaces.
     let want = blake3::hash(b"26355867\n").to_hex().to_string();
     assert_eq!(summary["outputs"][0]["blake3"], want.as_str(), "{summary}");
