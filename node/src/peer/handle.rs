@@ -40,9 +40,51 @@ pub enum StartError {
     Threads(std::io::Error),
 }
 
+/// Why a peer takes no work now (see `PeerStatus::paused`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum PauseReason {
+    /// The volunteer paused it (`shoal worker pause`).
+    User,
+    /// `run_when = "idle"` and someone uses the machine.
+    NotIdle,
+    /// `run_when = "idle"` and the machine runs on battery.
+    OnBattery,
+    /// Outside the hours the volunteer allowed.
+    OutsideHours,
+    /// Other processes use more of the CPU than the volunteer allows.
+    MachineBusy,
+}
+
+impl PauseReason {
+    /// A short snake_case name (JSON, metrics labels).
+    pub fn name(self) -> &'static str {
+        match self {
+            PauseReason::User => "user",
+            PauseReason::NotIdle => "not_idle",
+            PauseReason::OnBattery => "on_battery",
+            PauseReason::OutsideHours => "outside_hours",
+            PauseReason::MachineBusy => "machine_busy",
+        }
+    }
+}
+
+impl std::fmt::Display for PauseReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            PauseReason::User => "paused by the volunteer",
+            PauseReason::NotIdle => "the machine is in use",
+            PauseReason::OnBattery => "the machine runs on battery",
+            PauseReason::OutsideHours => "outside the allowed hours",
+            PauseReason::MachineBusy => "other processes are using the CPU",
+        })
+    }
+}
+
 /// What a peer is doing, as of its last step.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct PeerStatus {
+    /// Why it takes no work now; `None`: it donates (running).
+    pub paused: Option<PauseReason>,
     /// Tasks running now.
     pub running: usize,
     /// Tasks in the ready queue.

@@ -59,7 +59,7 @@ use crate::exec::Executor;
 use crate::job::{JobError, Tracker};
 
 use fetch::Fetched;
-pub use handle::{Peer, PeerStatus, StartError};
+pub use handle::{PauseReason, Peer, PeerStatus, StartError};
 use timers::TimerOf;
 
 /// Requests from handles to the actor.
@@ -193,6 +193,7 @@ impl Actor {
             refused.add(&entry.owner.refusals());
         }
         let status = PeerStatus {
+            paused: None,
             running: self.sched.running(),
             queued: self.sched.load().ready_tasks,
             tasks_done: self.tasks_done,
