@@ -287,12 +287,11 @@ fn median(mut v: Vec<f64>) -> f64 {
 /// CPU time (ns) used so far by this process's threads, grouped by kind (from the thread name).
 fn thread_cpu() -> BTreeMap<&'static str, u64> {
     let mut out = BTreeMap::new();
-    let Ok(dir) = std::fs::read_dir("/proc/self/task") else { return out };
-    for e in dir.flatten() {
-        let comm = std::fs::read_to_string(e.path().join("comm")).unwrap_or_default();
-        let sched = std::fs::read_to_string(e.path().join("schedstat")).unwrap_or_default();
-        let ns: u64 = sched.split_whitespace().next().and_then(|x| x.parse().ok()).unwrap_or(0);
-        let kind = match comm.trim() {
+    let Ok(tasks) = procfs::process::Process::myself().and_then(|p| p.tasks()) else { return out };
+    for task in tasks.flatten() {
+        let comm = task.stat().map(|s| s.comm).unwrap_or_default();
+        let ns = task.schedstat().map(|s| s.sum_exec_runtime).unwrap_or(0);
+        let kind = match comm.as_str() {
             c if c.starts_with("shoal-task") => "task threads",
             c if c.starts_with("tokio-r") => "tokio (network, schedulers)",
             _ => "other",
@@ -304,14 +303,14 @@ fn thread_cpu() -> BTreeMap<&'static str, u64> {
 
 /// Machine-wide (busy, idle) CPU time in seconds so far, from `/proc/stat`.
 fn machine_cpu() -> (f64, f64) {
-    let s = std::fs::read_to_string("/proc/stat").unwrap_or_default();
-    let f: Vec<f64> =
-        s.lines().next().unwrap_or("").split_whitespace().skip(1).filter_map(|x| x.parse().ok()).collect();
-    // SAFETY: sysconf has no preconditions.
-    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
-    let idle = f.get(3).copied().unwrap_or(0.0) + f.get(4).copied().unwrap_or(0.0);
-    let total: f64 = f.iter().take(8).sum();
-    ((total - idle) / hz, idle / hz)
+    use procfs::CurrentSI;
+    let Ok(stat) = procfs::KernelStats::current() else { return (0.0, 0.0) };
+    let t = stat.total;
+    let hz = procfs::ticks_per_second() as f64;
+    let idle = t.idle + t.iowait.unwrap_or(0);
+    let busy =
+        t.user + t.nice + t.system + t.irq.unwrap_or(0) + t.softirq.unwrap_or(0) + t.steal.unwrap_or(0);
+    (busy as f64 / hz, idle as f64 / hz)
 }
 
 /// Adds where the machine's CPU went during a run that used `ours` seconds of this process's CPU.
@@ -337,21 +336,15 @@ fn cpu_delta(before: &BTreeMap<&'static str, u64>) -> BTreeMap<&'static str, u64
 }
 
 fn rss_kib(pid: u32) -> u64 {
-    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    s.lines()
-        .find(|l| l.starts_with("VmRSS:"))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0)
+    let status = procfs::process::Process::new(pid as i32).and_then(|p| p.status());
+    status.ok().and_then(|s| s.vmrss).unwrap_or(0)
 }
 
 fn pss_kib(pid: u32) -> u64 {
-    let s = std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup")).unwrap_or_default();
-    s.lines()
-        .find(|l| l.starts_with("Pss:"))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0)
+    let Ok(rollup) = procfs::process::Process::new(pid as i32).and_then(|p| p.smaps_rollup()) else {
+        return 0;
+    };
+    rollup.memory_map_rollup.iter().filter_map(|m| m.extension.map.get("Pss")).sum::<u64>() >> 10
 }
 
 // ------------------------------------------------------------------------------------ sandbox
@@ -665,12 +658,8 @@ fn spawn_worker(bin: &Path, dir: &Path, bootstrap: Option<&str>) -> (Child, Stri
 }
 
 fn cpu_ticks(pid: u32) -> u64 {
-    let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let after = s.rsplit(')').next().unwrap_or("");
-    let f: Vec<&str> = after.split_whitespace().collect();
-    // Fields 14 and 15 (utime, stime) are at 11 and 12 after the command name.
-    f.get(11).and_then(|x| x.parse::<u64>().ok()).unwrap_or(0)
-        + f.get(12).and_then(|x| x.parse::<u64>().ok()).unwrap_or(0)
+    let stat = procfs::process::Process::new(pid as i32).and_then(|p| p.stat());
+    stat.map_or(0, |s| s.utime + s.stime)
 }
 
 fn idle_memory(t: &mut Table, o: &Opts) {
@@ -688,14 +677,15 @@ fn idle_memory(t: &mut Table, o: &Opts) {
     let t0 = Instant::now();
     std::thread::sleep(Duration::from_secs(if o.quick { 2 } else { 5 }));
     let ticks = pids.iter().map(|&p| cpu_ticks(p)).sum::<u64>() - ticks0;
-    // SAFETY: sysconf has no preconditions.
-    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
+    let hz = procfs::ticks_per_second() as f64;
     let idle_cpu = ticks as f64 / hz / t0.elapsed().as_secs_f64();
     let rss: u64 = pids.iter().map(|&p| rss_kib(p)).sum();
     let pss: u64 = pids.iter().map(|&p| pss_kib(p)).sum();
     for c in [&mut a, &mut b] {
-        // SAFETY: plain syscall on a child we started.
-        unsafe { libc::kill(c.id() as i32, libc::SIGTERM) };
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(c.id() as i32),
+            nix::sys::signal::Signal::SIGTERM,
+        );
         let _ = c.wait();
     }
     t.add("e. idle RSS, 2 `shoal worker` processes (MiB)", rss as f64 / 1024.0, 1, Better::Lower)

@@ -108,12 +108,7 @@ fn peers_in_separate_network_namespaces_form_a_swarm() {
         let barrier = barrier.clone();
         threads.push(std::thread::spawn(move || {
             let run = || -> Result<(), String> {
-                use std::os::fd::AsRawFd;
-                let f = std::fs::File::open(format!("/var/run/netns/{ns}")).map_err(|e| e.to_string())?;
-                // SAFETY: setns on a valid namespace fd only changes this thread's namespace.
-                if unsafe { libc::setns(f.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
-                    return Err(format!("setns: {}", std::io::Error::last_os_error()));
-                }
+                shoal_tests::netns::enter(&ns)?;
                 let rt = tokio::runtime::Builder::new_current_thread()
                     .enable_all()
                     .build()

@@ -34,10 +34,16 @@ pub fn ip(args: &[&str]) -> Result<(), String> {
     }
 }
 
+/// Moves the calling thread into network namespace `ns` (made by `ip netns add`); sockets it opens
+/// afterwards live there. Only this thread moves: run it on a thread of its own.
+pub fn enter(ns: &str) -> Result<(), String> {
+    let file = std::fs::File::open(format!("/var/run/netns/{ns}")).map_err(|e| format!("netns {ns}: {e}"))?;
+    nix::sched::setns(&file, nix::sched::CloneFlags::CLONE_NEWNET).map_err(|e| format!("setns {ns}: {e}"))
+}
+
 /// Why namespaces cannot be used here, if they cannot.
 pub fn unavailable() -> Option<String> {
-    // SAFETY: geteuid has no preconditions and cannot fail.
-    if unsafe { libc::geteuid() } != 0 {
+    if !nix::unistd::geteuid().is_root() {
         return Some("needs root to create network namespaces".into());
     }
     match Command::new("ip").arg("-V").output() {

@@ -58,8 +58,11 @@ impl Drop for Workers {
     fn drop(&mut self) {
         for child in &mut self.children {
             if let Ok(pid) = i32::try_from(child.id()) {
-                // SAFETY: `kill` has no memory-safety preconditions; `pid` is our own child.
-                unsafe { libc::kill(pid, libc::SIGTERM) };
+                // One that already exited is reaped below.
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(pid),
+                    nix::sys::signal::Signal::SIGTERM,
+                );
             }
         }
         let deadline = Instant::now() + Duration::from_secs(5);

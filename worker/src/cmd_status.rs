@@ -145,28 +145,14 @@ fn peers_text(peers: &[PeerInfo]) -> String {
         .collect()
 }
 
-/// `256 MiB`, `2 GiB`, `1.5 GiB`, `1000 B`.
+/// `256.00 MiB`, `1.50 GiB`, `1000 B` (indicatif's binary units).
 fn size_text(bytes: u64) -> String {
-    const UNITS: [(&str, u64); 4] = [("TiB", 1 << 40), ("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)];
-    for (unit, size) in UNITS {
-        if bytes >= size {
-            return if bytes.is_multiple_of(size) {
-                format!("{} {unit}", bytes / size)
-            } else {
-                #[allow(clippy::cast_precision_loss, reason = "a rounded figure for people")]
-                let v = bytes as f64 / size as f64;
-                format!("{v:.1} {unit}")
-            };
-        }
-    }
-    format!("{bytes} B")
+    indicatif::BinaryBytes(bytes).to_string()
 }
 
-/// `1d 2h 3m 4s`, leading zero units left out.
+/// `1h 2m 3s`, `1day 5s` (humantime's form, the one `--leave-grace` and friends read back).
 fn duration_text(secs: u64) -> String {
-    let parts = [(secs / 86_400, "d"), (secs / 3600 % 24, "h"), (secs / 60 % 60, "m"), (secs % 60, "s")];
-    let first = parts.iter().position(|(n, _)| *n > 0).unwrap_or(3);
-    parts[first..].iter().map(|(n, u)| format!("{n}{u}")).collect::<Vec<_>>().join(" ")
+    humantime::format_duration(std::time::Duration::from_secs(secs)).to_string()
 }
 
 #[cfg(test)]
@@ -177,13 +163,19 @@ mod tests {
 
     #[test]
     fn figures_for_people() {
-        assert_eq!(size_text(256 << 20), "256 MiB");
-        assert_eq!(size_text(3 << 29), "1.5 GiB");
+        assert_eq!(size_text(256 << 20), "256.00 MiB");
+        assert_eq!(size_text(3 << 29), "1.50 GiB");
         assert_eq!(size_text(1000), "1000 B");
         assert_eq!(duration_text(0), "0s");
         assert_eq!(duration_text(59), "59s");
         assert_eq!(duration_text(3723), "1h 2m 3s");
-        assert_eq!(duration_text(86_400 + 5), "1d 0h 0m 5s");
+        assert_eq!(duration_text(86_400 + 5), "1day 5s");
+        for secs in [0, 59, 3723, 86_405] {
+            assert_eq!(
+                crate::units::parse_duration(&duration_text(secs)),
+                Ok(std::time::Duration::from_secs(secs))
+            );
+        }
     }
 
     #[test]

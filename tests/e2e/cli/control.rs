@@ -89,7 +89,7 @@ fn status_and_peers_answer_through_the_control_socket_until_the_worker_leaves() 
     // Text for people.
     let text = String::from_utf8(ask("status", &d0, false).stdout).unwrap();
     assert!(text.lines().any(|l| l.starts_with("peer:") && l.ends_with(&first.id)), "{text}");
-    assert!(text.lines().any(|l| l.starts_with("memory donated:") && l.ends_with(" 256 MiB")), "{text}");
+    assert!(text.lines().any(|l| l.starts_with("memory donated:") && l.ends_with(" 256.00 MiB")), "{text}");
     assert!(text.lines().any(|l| l.starts_with("jobs owned:")), "{text}");
     let text = String::from_utf8(ask("peers", &d0, false).stdout).unwrap();
     assert!(text.starts_with("PEER "), "{text}");

@@ -17,12 +17,7 @@ fn in_netns<T: Send + 'static>(
 ) -> std::thread::JoinHandle<Result<T, String>> {
     let ns = ns.to_string();
     std::thread::spawn(move || {
-        use std::os::fd::AsRawFd;
-        let file = std::fs::File::open(format!("/var/run/netns/{ns}")).map_err(|e| e.to_string())?;
-        // SAFETY: setns on a valid namespace fd only changes this thread's namespace.
-        if unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
-            return Err(format!("setns: {}", std::io::Error::last_os_error()));
-        }
+        shoal_tests::netns::enter(&ns)?;
         f()
     })
 }

@@ -195,12 +195,7 @@ where
     Fut: std::future::Future<Output = Result<T, String>>,
 {
     std::thread::spawn(move || {
-        use std::os::fd::AsRawFd;
-        let file = std::fs::File::open(format!("/var/run/netns/{ns}")).map_err(|e| e.to_string())?;
-        // SAFETY: setns on a valid namespace fd only changes this thread's namespace.
-        if unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
-            return Err(format!("setns: {}", std::io::Error::last_os_error()));
-        }
+        shoal_tests::netns::enter(&ns)?;
         let rt =
             tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|e| e.to_string())?;
         rt.block_on(f())
