@@ -21,6 +21,7 @@ use shoal_net::SwarmSecret;
 use shoal_node::{Config, Peer, TaskPriority};
 use tokio::signal::unix::{SignalKind, signal};
 
+use crate::cgroup::CgroupFs;
 use crate::control::{self, ControlSocket, DataDirLock, PeerInfo, Request, Response, Status};
 use crate::policy::{RunWhen, SystemProbes, UserPause};
 use crate::settings::{Settings, WorkerFlags};
@@ -85,7 +86,23 @@ async fn serve(args: Settings) -> anyhow::Result<u8> {
     cfg.module_cache_budget = args.module_cache_budget;
     cfg.caps = args.caps;
     cfg.leave_grace = args.leave_grace;
-    cfg.max_cpu_percent = args.max_cpu_percent;
+    // The kernel's cap where the worker may set one, else the sandbox's duty cycle.
+    let cpu_cap = if args.max_cpu_percent < 100 {
+        match crate::cgroup::limit(&CgroupFs::system(), std::process::id(), args.cores, args.max_cpu_percent)
+        {
+            Ok(cgroup) => {
+                tracing::info!(cgroup = %cgroup.display(), "max_cpu_percent: cgroup v2 cpu.max");
+                CpuCap::Cgroup
+            }
+            Err(why) => {
+                tracing::info!("max_cpu_percent: duty-cycling the task threads ({why})");
+                cfg.max_cpu_percent = args.max_cpu_percent;
+                CpuCap::DutyCycle
+            }
+        }
+    } else {
+        CpuCap::DutyCycle
+    };
     if let Some(path) = &args.swarm_secret {
         let secret = std::fs::read(path)
             .with_context(|| format!("cannot read the swarm secret {}", path.display()))?;
@@ -138,7 +155,7 @@ async fn serve(args: Settings) -> anyhow::Result<u8> {
     if args.mdns {
         println!("discovering peers on the LAN (mDNS)");
     }
-    if let Some(policy) = policy_line(&args) {
+    if let Some(policy) = policy_line(&args, cpu_cap) {
         println!("{policy}");
     }
     let signalled = if joining {
@@ -183,8 +200,17 @@ impl Drop for AbortOnDrop {
     }
 }
 
+/// How `max_cpu_percent` is enforced.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum CpuCap {
+    /// A cgroup v2 `cpu.max` on the worker process.
+    Cgroup,
+    /// The sandbox pauses task threads between slices.
+    DutyCycle,
+}
+
 /// `donating when: …` naming the donation policy, `None` for the default (always, all of it).
-fn policy_line(s: &Settings) -> Option<String> {
+fn policy_line(s: &Settings, cap: CpuCap) -> Option<String> {
     let mut parts = Vec::new();
     if s.policy.run_when == RunWhen::Idle {
         parts.push(format!("idle for {:?} and on AC power", s.policy.idle_after));
@@ -197,7 +223,11 @@ fn policy_line(s: &Settings) -> Option<String> {
         parts.push(format!("other processes under {p}% of the CPU"));
     }
     if s.max_cpu_percent < 100 {
-        parts.push(format!("tasks at most {}% of the time", s.max_cpu_percent));
+        let how = match cap {
+            CpuCap::Cgroup => "cgroup cpu.max",
+            CpuCap::DutyCycle => "duty-cycled",
+        };
+        parts.push(format!("tasks at most {}% of the time ({how})", s.max_cpu_percent));
     }
     (!parts.is_empty()).then(|| format!("donating when: {}", parts.join("; ")))
 }

@@ -4,6 +4,7 @@
 //! It is a library so that the cross-crate tests (`tests/`, package `shoal-tests`) can build the
 //! same program as a binary of their own and run it as separate processes.
 
+mod cgroup;
 mod cmd_demo;
 mod cmd_new;
 mod cmd_run;
