@@ -52,8 +52,8 @@ impl Actor {
         self.drain();
     }
 
-    /// The pause's grace is over: tasks still running are halted (they fail with a non-task
-    /// failure, and their owners run them elsewhere).
+    /// The pause's grace is over: tasks still running are halted; each is handed back to its
+    /// owner unrun when its run ends (see the loop), and the owner runs it elsewhere.
     pub(super) fn halt_running(&mut self) {
         self.halt_at = None;
         if self.paused.is_some() {

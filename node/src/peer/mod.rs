@@ -49,7 +49,7 @@ use rand::rngs::StdRng;
 use shoal_core::ids::{JobId, PeerId, TaskId};
 use shoal_core::job::Job;
 use shoal_core::membership::{Event, LoadHint, RemoveReason};
-use shoal_core::sched::{Owner, PeerSched, Refusals, SchedMsg, TaskDesc, TaskOutcome};
+use shoal_core::sched::{FailureKind, Owner, PeerSched, Refusals, SchedMsg, TaskDesc, TaskOutcome};
 use shoal_net::{Inbox, Node};
 use tokio::sync::{broadcast, mpsc, watch};
 use tokio_util::sync::CancellationToken;
@@ -160,12 +160,21 @@ impl Actor {
                 () = grace_over, if self.leaving_until.is_some() => {}
                 () = halt, if self.halt_at.is_some() => self.halt_running(),
                 Some(f) = io.done.recv() => {
-                    self.tasks_done += 1;
-                    if let TaskOutcome::Ok { fuel, .. } = &f.outcome {
-                        self.fuel_used += fuel;
-                    }
                     let now = self.now();
-                    self.sched.handle_task_finished(now, f.task, f.attempt, f.outcome, &mut self.rng);
+                    // Stopped by the pause's halt (an executor failure while halted): handed back
+                    // unrun, not reported as a fault.
+                    let halted = self.paused.is_some()
+                        && self.exec.governor().is_halted()
+                        && matches!(f.outcome, TaskOutcome::Failed(FailureKind::Executor(_)));
+                    if halted {
+                        self.sched.handle_task_abandoned(now, f.task, f.attempt, &mut self.rng);
+                    } else {
+                        self.tasks_done += 1;
+                        if let TaskOutcome::Ok { fuel, .. } = &f.outcome {
+                            self.fuel_used += fuel;
+                        }
+                        self.sched.handle_task_finished(now, f.task, f.attempt, f.outcome, &mut self.rng);
+                    }
                     // Published before the report goes out, so whoever learns of the result from
                     // the owner already sees this run counted here.
                     self.publish_status();

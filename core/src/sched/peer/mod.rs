@@ -165,8 +165,8 @@ pub struct PeerSched {
     me: PeerId,
     cfg: PeerConfig,
     ready: ReadyQueue,
-    /// Owner and start time of each running attempt.
-    running: HashMap<(TaskId, u32), (PeerId, Time)>,
+    /// Owner, start time and hops of each running attempt.
+    running: HashMap<(TaskId, u32), (PeerId, Time, u32)>,
     view: Vec<PeerHint>,
     steals: Vec<InFlight>,
     fails: u32,
@@ -438,7 +438,7 @@ impl PeerSched {
         outcome: TaskOutcome,
         rng: &mut dyn RngCore,
     ) {
-        let Some((owner, started)) = self.running.remove(&(task, attempt)) else { return };
+        let Some((owner, started, _)) = self.running.remove(&(task, attempt)) else { return };
         let busy_us = u64::try_from(now.saturating_sub(started).as_micros()).unwrap_or(u64::MAX);
         let mut earlier = self.held.remove(&(task, attempt)).map(|(_, r)| r).unwrap_or_default();
         match outcome {
@@ -476,6 +476,25 @@ impl PeerSched {
                 self.out.push_back(Transmit { to: owner, msg });
             }
         }
+    }
+
+    /// The driver stopped attempt `attempt` of `task` before it ended (a paused peer halting what
+    /// still ran after its grace): it goes back to its owner unrun, like a queued task on a pause
+    /// ([`SchedMsg::Release`] with `leaving`, re-issued at once and not counted as a fault), and
+    /// so do the continuations waiting for it; reports held for it go out.
+    pub fn handle_task_abandoned(&mut self, now: Time, task: TaskId, attempt: u32, rng: &mut dyn RngCore) {
+        let Some((owner, _, hops)) = self.running.remove(&(task, attempt)) else { return };
+        self.flush_held(task, attempt);
+        self.leases.remove(&(task, attempt));
+        self.stats.tasks_released += 1;
+        let msg =
+            SchedMsg::Release { job: task.job, tasks: vec![(task.index, attempt, hops)], leaving: true };
+        self.out.push_back(Transmit { to: owner, msg });
+        let mut conts = Vec::new();
+        self.take_continuations(task, &mut conts);
+        self.unhold(&conts);
+        self.release(&conts, true);
+        self.pump(now, rng);
     }
 
     /// A timer fired. Stale tokens are ignored.
@@ -594,7 +613,7 @@ impl PeerSched {
         }
         while self.free_slots() > 0 {
             let Some(t) = self.ready.pop() else { break };
-            self.running.insert((t.task, t.attempt), (t.owner, now));
+            self.running.insert((t.task, t.attempt), (t.owner, now, t.hops));
             self.stats.tasks_started += 1;
             self.runs.push_back(t);
         }

@@ -141,3 +141,25 @@ fn a_peer_that_advertised_no_slots_is_a_target_again_when_it_advertises_some() {
     let next = assigned(&drain(&mut o));
     assert!(next.iter().any(|a| a.0 == peer(1)), "resumed: it gets work: {next:?}");
 }
+
+#[test]
+fn a_run_abandoned_by_a_pause_goes_back_to_its_owner_as_a_release_not_a_failure() {
+    let mut rng = SmallRng::seed_from_u64(7);
+    let mut p = PeerSched::new(peer(1), PeerConfig { slots: 1, ..PeerConfig::default() });
+    let mut d = desc(3, 0);
+    d.hops = 2;
+    p.handle_msg(t(0), peer(0), SchedMsg::Assign { tasks: vec![d.signed()], addrs: vec![] }, &mut rng);
+    assert!(p.poll_run().is_some());
+    drained(&mut p);
+    p.handle_pause(t(1), true, &mut rng);
+    assert!(drained(&mut p).is_empty(), "nothing queued to hand back");
+    let id = TaskId { job: JOB, index: TaskIndex(3) };
+    p.handle_task_abandoned(t(2), id, 1, &mut rng);
+    let msgs: Vec<SchedMsg> = drained(&mut p).into_iter().map(|tr| tr.msg).collect();
+    assert_eq!(msgs, vec![SchedMsg::Release { job: JOB, tasks: vec![(TaskIndex(3), 1, 2)], leaving: true }]);
+    assert_eq!((p.running(), p.stats().tasks_released), (0, 1));
+    // Its late end changes nothing.
+    let out = OutputRef { hash: BlobHash::of(b"o"), size: 1, inline: None };
+    p.handle_task_finished(t(3), id, 1, TaskOutcome::Ok { output: out, fuel: 1 }, &mut rng);
+    assert!(drained(&mut p).is_empty());
+}
