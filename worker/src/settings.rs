@@ -133,8 +133,9 @@ pub(crate) struct WorkerFlags {
     /// repeat for several [env: SHOAL_HOURS, comma-separated] (default: any time).
     #[arg(long, value_name = "HH:MM-HH:MM", value_parser = parse_hours)]
     pub(crate) hours: Vec<HoursWindow>,
-    /// Percent of the time each task thread may compute, 1-100: tasks are duty-cycled (run a slice,
-    /// sleep) [env: SHOAL_MAX_CPU_PERCENT] (default: 100).
+    /// Percent of the time each task thread may compute, 1-100: a cgroup v2 cpu.max where the
+    /// worker may set one, else tasks are duty-cycled (run a slice, sleep)
+    /// [env: SHOAL_MAX_CPU_PERCENT] (default: 100).
     #[arg(long, value_name = "PERCENT", value_parser = parse_cpu_percent)]
     pub(crate) max_cpu_percent: Option<u32>,
     /// Pause while other processes use more than this percent of the machine's CPU, 0-100
