@@ -8,10 +8,12 @@
 //!   halted (the peer stopped donating);
 //! - ends it with the deadline trap once the epoch net's deadline has passed (the net the plain
 //!   `epoch_deadline_trap` used to be: it fires at most one wake-up late);
-//! - with a CPU share `p < 100` %, sleeps `ran × (100 − p) / p` after a slice that ran for `ran`
-//!   (duty-cycling: the thread computes `p` % of the wall-clock time), and moves both deadlines
-//!   (the epoch net's and the rewrite's deadline global) on by the time slept, so a throttled task
-//!   is not failed for the time it was made to sleep.
+//! - with a CPU share `p < 100` %, after a slice that took `wall` and used `cpu` of the thread's
+//!   own CPU time (`CLOCK_THREAD_CPUTIME_ID`; the wall time where that clock is missing), sleeps
+//!   `cpu × 100 / p − wall` (duty-cycling: the thread computes `p` % of the wall-clock time; a
+//!   thread that other work starved sleeps less, so it still gets close to `p` %, never more), and
+//!   moves both deadlines (the epoch net's and the rewrite's deadline global) on by the time slept,
+//!   so a throttled task is not failed for the time it was made to sleep.
 //!
 //! Invariants: fuel and outputs do not depend on the governor (sleeping changes only wall time);
 //! a sleep is cut short by a halt within [`HALT_POLL`]; only runs with epoch interruption on
@@ -87,6 +89,21 @@ fn ticks(d: Duration, tick: Duration) -> u64 {
     u64::try_from(d.as_nanos().div_ceil(tick.as_nanos().max(1))).unwrap_or(u64::MAX)
 }
 
+/// CPU time the calling thread has used, if the OS says.
+fn thread_cpu() -> Option<Duration> {
+    #[cfg(unix)]
+    {
+        let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+        // SAFETY: `ts` is a valid timespec to write into; the clock id is a constant.
+        if unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) } == 0 {
+            let secs = u64::try_from(ts.tv_sec).ok()?;
+            let nanos = u32::try_from(ts.tv_nsec).ok()?;
+            return Some(Duration::new(secs, nanos));
+        }
+    }
+    None
+}
+
 /// Installs the governing epoch callback on `store`: `net` is when the epoch net's deadline
 /// passes, `deadline` the rewrite's deadline global (absolute clock ticks) if the module has one.
 pub(crate) fn install(
@@ -97,6 +114,7 @@ pub(crate) fn install(
     tick: Duration,
 ) {
     let mut slice_start = Instant::now();
+    let mut slice_cpu = thread_cpu();
     store.epoch_deadline_callback(move |mut ctx| {
         if governor.is_halted() {
             return Err(wasmtime::Error::new(Halted));
@@ -107,8 +125,12 @@ pub(crate) fn install(
         }
         let percent = governor.cpu_percent();
         if percent < 100 {
-            let ran = now.saturating_duration_since(slice_start);
-            let rest = ran.mul_f64(f64::from(100 - percent) / f64::from(percent));
+            let wall = now.saturating_duration_since(slice_start);
+            let cpu = match (thread_cpu(), slice_cpu) {
+                (Some(a), Some(b)) => a.saturating_sub(b),
+                _ => wall,
+            };
+            let rest = cpu.mul_f64(100.0 / f64::from(percent)).saturating_sub(wall);
             let until = now + rest;
             loop {
                 let left = until.saturating_duration_since(Instant::now());
@@ -130,6 +152,7 @@ pub(crate) fn install(
                 g.set(&mut ctx, wasmtime::Val::I64(moved))?;
             }
             slice_start = Instant::now();
+            slice_cpu = thread_cpu();
         }
         let step = if percent < 100 { SLICE_TICKS } else { GOVERN_TICKS };
         let left = ticks(net.saturating_duration_since(Instant::now()), tick);
