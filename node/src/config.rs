@@ -35,6 +35,9 @@ pub struct Config {
     /// How long a graceful leave waits for running tasks to finish and report (queued ones are
     /// handed back at once); tasks still running then are re-issued by their owners.
     pub leave_grace: Duration,
+    /// Percent of the wall-clock time each task thread may compute (1..=100; 100: no throttle).
+    /// Enforced by duty-cycling in the sandbox ([`shoal_sandbox::Governor`]).
+    pub max_cpu_percent: u32,
 }
 
 impl Config {
@@ -51,6 +54,7 @@ impl Config {
             module_cache_budget: 1 << 30,
             caps: TaskCaps::default(),
             leave_grace: Duration::from_secs(10),
+            max_cpu_percent: 100,
         }
     }
 

@@ -152,6 +152,11 @@ impl Executor {
         Ok(Executor { node, sandbox, threads, caps, inline_max, modules: Mutex::new(HashMap::new()) })
     }
 
+    /// The sandbox's governor (CPU share of task threads, halt of running tasks).
+    pub(crate) fn governor(&self) -> Arc<shoal_sandbox::Governor> {
+        self.sandbox.governor()
+    }
+
     pub(crate) fn priority(&self) -> TaskPriority {
         self.threads.priority
     }

@@ -208,3 +208,65 @@ async fn concurrent_submitters_that_also_run_tasks_reach_each_other() {
         p.shutdown().await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_paused_peer_halts_what_still_runs_after_the_grace_and_hands_it_back_unrun() {
+    use shoal_node::PauseReason;
+    // Two one-core workers with a short grace, and an owner that donates nothing.
+    let mut peers: Vec<Peer> = Vec::new();
+    let mut dirs = Vec::new();
+    for cores in [0, 1, 1] {
+        let dir = tempfile::tempdir().unwrap();
+        let mut cfg = Config::new(dir.path());
+        cfg.cores = cores;
+        cfg.leave_grace = Duration::from_millis(300);
+        if let Some(first) = peers.first() {
+            cfg.net.bootstrap = vec![first.local_addr()];
+        }
+        peers.push(Peer::start(cfg).await.unwrap());
+        dirs.push(dir);
+    }
+    tokio::time::timeout(PATIENCE, async {
+        while peers[0].node().view().iter().filter(|e| e.hints.free_slots > 0).count() < 2 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("the swarm never formed");
+    // One task of a few seconds: π(2·10^8) = 11,078,937.
+    let (primes, bytes) = module("primes");
+    let job = Job::new(vec![task("all", primes, &["0".into(), "200000000".into()])]).unwrap();
+    let handle = peers[0].submit(job, HashMap::from([(primes, bytes)])).await.unwrap();
+    let runner = tokio::time::timeout(PATIENCE, async {
+        loop {
+            if let Some(i) = (1..3).find(|&i| peers[i].status().running > 0) {
+                return i;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await
+    .unwrap();
+    peers[runner].set_paused(Some(PauseReason::User)).await;
+    // Past the grace the run is halted and handed back, not reported as done or failed.
+    let st = tokio::time::timeout(PATIENCE, async {
+        let mut w = peers[runner].watch_status();
+        w.wait_for(|s| s.running == 0).await.unwrap().to_owned()
+    })
+    .await
+    .unwrap();
+    assert_eq!(st.paused, Some(PauseReason::User));
+    assert_eq!((st.tasks_done, st.handed_back, st.queued), (0, 1, 0), "{st:?}");
+    let out = tokio::time::timeout(PATIENCE, handle.wait()).await.unwrap().unwrap();
+    assert_eq!(out.get("all"), Some(&b"11078937\n"[..]));
+    assert_eq!(out.progress.failed, 0);
+    assert_eq!(peers[runner].status().tasks_done, 0, "nothing ran on the paused peer");
+    peers[runner].set_paused(None).await;
+    tokio::time::timeout(PATIENCE, peers[runner].watch_status().wait_for(|s| s.paused.is_none()))
+        .await
+        .unwrap()
+        .unwrap();
+    for p in &peers {
+        p.shutdown().await;
+    }
+}

@@ -158,6 +158,10 @@ pub enum FailureKind {
         /// How many tasks may run at once.
         slots: u32,
     },
+    /// The peer stopped donating while the task ran ([`Governor::halt`](crate::Governor::halt)):
+    /// not the task's fault; another peer may run it.
+    #[error("halted: this peer stopped donating CPU while the task ran")]
+    Halted,
     /// Anything else (a host-side fault, not the task's). Not deterministic.
     #[error("internal sandbox error: {0}")]
     Internal(String),
@@ -166,7 +170,7 @@ pub enum FailureKind {
 impl FailureKind {
     /// Whether the same task would fail the same way anywhere, so retrying it elsewhere is useless.
     pub fn is_deterministic(&self) -> bool {
-        !matches!(self, Self::Deadline { .. } | Self::Busy { .. } | Self::Internal(_))
+        !matches!(self, Self::Deadline { .. } | Self::Busy { .. } | Self::Halted | Self::Internal(_))
     }
 }
 

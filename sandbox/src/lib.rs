@@ -27,6 +27,7 @@
 mod cache;
 mod disk_cache;
 mod error;
+mod governor;
 mod limits;
 mod rewrite;
 mod wasi;
@@ -42,6 +43,7 @@ use wasmtime::{
 };
 
 pub use error::{CompileError, FailureKind, TaskFailure, TrapKind};
+pub use governor::Governor;
 pub use limits::Limits;
 
 use limits::{LimitHit, TaskLimiter};
@@ -193,6 +195,7 @@ struct Inner {
     disk_cache: Option<disk_cache::DiskCache>,
     running: AtomicU32,
     stop_ticker: Arc<AtomicBool>,
+    governor: Arc<Governor>,
 }
 
 impl std::fmt::Debug for Inner {
@@ -297,6 +300,7 @@ impl Sandbox {
                 disk_cache,
                 running: AtomicU32::new(0),
                 stop_ticker,
+                governor: Arc::new(Governor::default()),
             }),
         })
     }
@@ -347,6 +351,11 @@ impl Sandbox {
         self.inner.memory_cache.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// The governor of this sandbox's runs (CPU share, halt); shared by its clones.
+    pub fn governor(&self) -> Arc<Governor> {
+        self.inner.governor.clone()
+    }
+
     /// Runs `module` once with `inputs` (concatenated on stdin) and `args` under `limits`.
     pub fn run(
         &self,
@@ -370,6 +379,9 @@ impl Sandbox {
             return fail(FailureKind::Busy { slots }, Vec::new(), 0);
         }
         let _slot = SlotGuard(&self.inner.running);
+        if self.inner.governor.is_halted() {
+            return fail(FailureKind::Halted, Vec::new(), 0);
+        }
 
         let state = TaskState::new(TaskSetup {
             module_hash: module.hash,
@@ -400,6 +412,10 @@ impl Sandbox {
             store.set_epoch_deadline(ticks + EPOCH_NET_MARGIN_TICKS);
             store.epoch_deadline_trap();
         }
+        // When the net fires, for the governor's callback (installed once the module's meters
+        // are found, or just before `_start` without them).
+        let net_deadline = started
+            + EPOCH_TICK.saturating_mul(u32::try_from(ticks + EPOCH_NET_MARGIN_TICKS).unwrap_or(u32::MAX));
         let mut meters = None;
         let result = module.pre.instantiate(&mut store).and_then(|instance| {
             if metering.rewrite_checks() {
@@ -416,10 +432,25 @@ impl Sandbox {
                 m.fuel.set(&mut store, wasmtime::Val::I64(fuel))?;
                 m.deadline.set(&mut store, wasmtime::Val::I64(deadline))?;
                 store.data_mut().use_fuel_global(m.fuel);
+                let deadline_global = m.deadline;
                 meters = Some(m);
+                if metering.epoch() {
+                    governor::install(
+                        &mut store,
+                        self.inner.governor.clone(),
+                        net_deadline,
+                        Some(deadline_global),
+                        EPOCH_TICK,
+                    );
+                    store.set_epoch_deadline(1);
+                }
                 if let Ok(start) = instance.get_typed_func::<(), ()>(&mut store, rewrite::START_EXPORT) {
                     start.call(&mut store, ())?;
                 }
+            }
+            if metering.epoch() && meters.is_none() {
+                governor::install(&mut store, self.inner.governor.clone(), net_deadline, None, EPOCH_TICK);
+                store.set_epoch_deadline(1);
             }
             let start = instance.get_typed_func::<(), ()>(&mut store, "_start")?;
             start.call(&mut store, ())
@@ -573,6 +604,9 @@ fn classify(e: wasmtime::Error, limits: &Limits, ended: Ended) -> Option<Failure
             HostStop::OutputLimit(limit) => Some(FailureKind::OutputLimit { limit }),
             HostStop::LogLimit(limit) => Some(FailureKind::LogLimit { limit }),
         };
+    }
+    if e.downcast_ref::<governor::Halted>().is_some() {
+        return Some(FailureKind::Halted);
     }
     if let Some(hit) = e.downcast_ref::<LimitHit>() {
         return Some(match *hit {

@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
 mod control;
+mod donate;
 mod examples;
 mod netns;
 

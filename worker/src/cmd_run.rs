@@ -70,6 +70,7 @@ fn kind_name(kind: &FailureKind) -> &'static str {
         FailureKind::Trap { .. } => "trap",
         FailureKind::Exit { .. } => "exit",
         FailureKind::Busy { .. } => "busy",
+        FailureKind::Halted => "halted",
         FailureKind::Internal(_) => "internal",
     }
 }

@@ -44,6 +44,30 @@ pub(crate) fn status(args: StatusArgs) -> anyhow::Result<u8> {
     Ok(0)
 }
 
+/// `shoal worker pause` (`pause`) and `shoal worker resume`.
+pub(crate) fn pause(args: StatusArgs, pause: bool) -> anyhow::Result<u8> {
+    let (dir, response) = ask(&args, if pause { Request::Pause } else { Request::Resume })?;
+    let Response::Paused(paused) = response else { return unexpected(&dir, response) };
+    let mut out = std::io::stdout().lock();
+    if args.json {
+        writeln!(out, "{}", serde_json::json!({ "paused": paused }))?;
+    } else if paused {
+        writeln!(
+            out,
+            "paused: the worker at {} takes no new work, hands its queued tasks back and lets running ones \
+             finish within its leave grace; `shoal worker resume` undoes it",
+            dir.display()
+        )?;
+    } else {
+        writeln!(
+            out,
+            "resumed: the worker at {} takes work again when its donation policy allows",
+            dir.display()
+        )?;
+    }
+    Ok(0)
+}
+
 /// `shoal peers`.
 pub(crate) fn peers(args: StatusArgs) -> anyhow::Result<u8> {
     let (dir, response) = ask(&args, Request::Peers)?;
@@ -92,6 +116,7 @@ fn unexpected(dir: &Path, response: Response) -> anyhow::Result<u8> {
 fn status_text(s: &Status) -> String {
     let rows: Vec<(&str, String)> = vec![
         ("peer", s.peer_id.clone()),
+        ("donating", donating_text(s.paused.as_deref())),
         ("version", s.version.clone()),
         ("pid", s.pid.to_string()),
         ("listening", s.listen.to_string()),
@@ -106,11 +131,23 @@ fn status_text(s: &Status) -> String {
         ("jobs owned", s.jobs.to_string()),
         ("refused", refused_text(&s.refused)),
         ("sends dropped", s.sends_dropped.to_string()),
+        ("handed back", s.handed_back.to_string()),
         ("peers known", s.peers.to_string()),
         ("uptime", duration_text(s.uptime_s)),
     ];
     let width = rows.iter().map(|(k, _)| k.len()).max().unwrap_or(0) + 1;
     rows.iter().map(|(k, v)| format!("{:<width$} {v}\n", format!("{k}:"))).collect()
+}
+
+/// `yes`, or `no: <why> (<reason>)` from a status's `paused`.
+fn donating_text(paused: Option<&str>) -> String {
+    use shoal_node::PauseReason as R;
+    let Some(name) = paused else { return "yes".into() };
+    let all = [R::User, R::NotIdle, R::OnBattery, R::OutsideHours, R::MachineBusy];
+    match all.iter().find(|r| r.name() == name) {
+        Some(r) => format!("no: {r} ({name})"),
+        None => format!("no ({name})"),
+    }
 }
 
 /// `N` when nothing was refused, else `N (reason n, …)` naming the non-zero reasons.

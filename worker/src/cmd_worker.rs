@@ -7,6 +7,9 @@
 //! `--bootstrap`, `joined the swarm` once a peer answered; scripts and tests wait for these lines.
 //! While the peer runs, `<data dir>/control.sock` answers `shoal status` and `shoal peers`
 //! ([`crate::control`]); the data directory is locked, so a second worker on it is refused.
+//! A policy task ([`crate::policy`]) pauses and resumes donating as the volunteer's settings
+//! (`run_when`, `hours`, `max_other_cpu_percent`) and `shoal worker pause` / `resume` (its
+//! subcommands, which talk to a running worker like `shoal status`) say.
 //! The exit status is 0 after a signal-initiated shutdown (also while joining), 2 if no bootstrap
 //! peer answered within `--join-timeout` or the settings are bad.
 
@@ -18,24 +21,49 @@ use shoal_net::SwarmSecret;
 use shoal_node::{Config, Peer, TaskPriority};
 use tokio::signal::unix::{SignalKind, signal};
 
+use crate::cgroup::CgroupFs;
 use crate::control::{self, ControlSocket, DataDirLock, PeerInfo, Request, Response, Status};
+use crate::policy::{RunWhen, SystemProbes, UserPause};
 use crate::settings::{Settings, WorkerFlags};
 
 /// Arguments of `shoal worker`.
 #[derive(Debug, clap::Args)]
-#[command(after_help = "Each setting comes from, highest first: the flag, its SHOAL_* environment \
+#[command(
+    after_help = "Each setting comes from, highest first: the flag, its SHOAL_* environment \
     variable, the config file, the default (docs/worker.md).\n\n\
     Examples:\n  \
     shoal worker --listen 0.0.0.0:7600\n  \
     shoal worker --bootstrap 192.0.2.10:7600 --cores 2 --memory 1GiB\n  \
-    SHOAL_CORES=2 shoal worker --config /etc/shoal/worker.toml")]
+    SHOAL_CORES=2 shoal worker --config /etc/shoal/worker.toml\n  \
+    shoal worker --run-when idle --idle-minutes 10 --hours 22:00-07:00 --max-cpu-percent 50\n  \
+    shoal worker pause --data-dir /var/lib/shoal     # stop donating now, until:\n  \
+    shoal worker resume --data-dir /var/lib/shoal",
+    args_conflicts_with_subcommands = true
+)]
 pub(crate) struct WorkerArgs {
+    #[command(subcommand)]
+    action: Option<WorkerAction>,
     #[command(flatten)]
     flags: WorkerFlags,
 }
 
+/// What `shoal worker pause` and `resume` do to a running worker.
+#[derive(Debug, clap::Subcommand)]
+enum WorkerAction {
+    /// Stop the running worker donating (it hands queued tasks back and lets running ones finish
+    /// within its leave grace) until `shoal worker resume`; overrides its donation policy.
+    Pause(crate::cmd_status::StatusArgs),
+    /// Let the running worker donate again, as far as its donation policy allows.
+    Resume(crate::cmd_status::StatusArgs),
+}
+
 /// Runs the worker until a signal; returns the process exit status.
 pub(crate) fn run(args: WorkerArgs) -> anyhow::Result<u8> {
+    match args.action {
+        Some(WorkerAction::Pause(a)) => return crate::cmd_status::pause(a, true),
+        Some(WorkerAction::Resume(a)) => return crate::cmd_status::pause(a, false),
+        None => {}
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -58,6 +86,23 @@ async fn serve(args: Settings) -> anyhow::Result<u8> {
     cfg.module_cache_budget = args.module_cache_budget;
     cfg.caps = args.caps;
     cfg.leave_grace = args.leave_grace;
+    // The kernel's cap where the worker may set one, else the sandbox's duty cycle.
+    let cpu_cap = if args.max_cpu_percent < 100 {
+        match crate::cgroup::limit(&CgroupFs::system(), std::process::id(), args.cores, args.max_cpu_percent)
+        {
+            Ok(cgroup) => {
+                tracing::info!(cgroup = %cgroup.display(), "max_cpu_percent: cgroup v2 cpu.max");
+                CpuCap::Cgroup
+            }
+            Err(why) => {
+                tracing::info!("max_cpu_percent: duty-cycling the task threads ({why})");
+                cfg.max_cpu_percent = args.max_cpu_percent;
+                CpuCap::DutyCycle
+            }
+        }
+    } else {
+        CpuCap::DutyCycle
+    };
     if let Some(path) = &args.swarm_secret {
         let secret = std::fs::read(path)
             .with_context(|| format!("cannot read the swarm secret {}", path.display()))?;
@@ -83,9 +128,21 @@ async fn serve(args: Settings) -> anyhow::Result<u8> {
     let (cores, memory, joining) = (cfg.cores, cfg.memory, !cfg.net.bootstrap.is_empty());
     let bootstrap: Vec<String> = cfg.net.bootstrap.iter().map(ToString::to_string).collect();
     let peer = Arc::new(Peer::start(cfg).await.context("cannot start the peer")?);
+    let user_pause = Arc::new(UserPause::default());
     let server = socket
-        .serve(control::Limits::default(), handler(Arc::clone(&peer), &args, started))
+        .serve(
+            control::Limits::default(),
+            handler(Arc::clone(&peer), &args, started, Arc::clone(&user_pause)),
+        )
         .context("cannot serve the control socket")?;
+    // Dropped (aborted) when the worker leaves.
+    let policy_task = tokio::spawn(crate::policy::run(
+        Arc::clone(&peer),
+        args.policy.clone(),
+        SystemProbes::system(),
+        Arc::clone(&user_pause),
+    ));
+    let _policy_task = AbortOnDrop(policy_task);
     let priority = match peer.task_priority() {
         TaskPriority::Idle => "SCHED_IDLE",
         TaskPriority::Nice19 => "nice 19",
@@ -97,6 +154,9 @@ async fn serve(args: Settings) -> anyhow::Result<u8> {
     println!("data {}", data_dir.display());
     if args.mdns {
         println!("discovering peers on the LAN (mDNS)");
+    }
+    if let Some(policy) = policy_line(&args, cpu_cap) {
+        println!("{policy}");
     }
     let signalled = if joining {
         let join = tokio::time::timeout(args.join_timeout, async {
@@ -131,11 +191,53 @@ async fn serve(args: Settings) -> anyhow::Result<u8> {
     Ok(0)
 }
 
+/// Aborts a task when dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// How `max_cpu_percent` is enforced.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum CpuCap {
+    /// A cgroup v2 `cpu.max` on the worker process.
+    Cgroup,
+    /// The sandbox pauses task threads between slices.
+    DutyCycle,
+}
+
+/// `donating when: …` naming the donation policy, `None` for the default (always, all of it).
+fn policy_line(s: &Settings, cap: CpuCap) -> Option<String> {
+    let mut parts = Vec::new();
+    if s.policy.run_when == RunWhen::Idle {
+        parts.push(format!("idle for {:?} and on AC power", s.policy.idle_after));
+    }
+    if !s.policy.hours.is_empty() {
+        let hours: Vec<String> = s.policy.hours.iter().map(ToString::to_string).collect();
+        parts.push(format!("within {}", hours.join(", ")));
+    }
+    if let Some(p) = s.policy.max_other_cpu_percent {
+        parts.push(format!("other processes under {p}% of the CPU"));
+    }
+    if s.max_cpu_percent < 100 {
+        let how = match cap {
+            CpuCap::Cgroup => "cgroup cpu.max",
+            CpuCap::DutyCycle => "duty-cycled",
+        };
+        parts.push(format!("tasks at most {}% of the time ({how})", s.max_cpu_percent));
+    }
+    (!parts.is_empty()).then(|| format!("donating when: {}", parts.join("; ")))
+}
+
 /// Answers control requests from the running peer's state.
 fn handler(
     peer: Arc<Peer>,
     settings: &Settings,
     started: Instant,
+    user_pause: Arc<UserPause>,
 ) -> impl Fn(Request) -> Response + Send + Sync + 'static {
     let data_dir = settings.data_dir.display().to_string();
     let config = settings.config.as_ref().map(|p| p.display().to_string());
@@ -160,7 +262,14 @@ fn handler(
                 sends_dropped: s.sends_dropped,
                 peers: peer.node().view().len(),
                 uptime_s: started.elapsed().as_secs(),
+                paused: s.paused.map(|r| r.name().to_string()),
+                handed_back: s.handed_back,
             }))
+        }
+        Request::Pause | Request::Resume => {
+            let pause = request == Request::Pause;
+            user_pause.set(pause);
+            Response::Paused(pause)
         }
         Request::Peers => Response::Peers(
             peer.node()
@@ -181,4 +290,39 @@ fn handler(
 /// The refusal counters by name, every reason listed (see [`Status::refused`]).
 fn refusals_by_reason(r: &shoal_core::sched::Refusals) -> std::collections::BTreeMap<String, u64> {
     r.by_reason().into_iter().map(|(k, v)| (k.to_string(), v)).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, reason = "tests fail loudly")]
+
+    use clap::Parser;
+
+    use super::*;
+
+    fn worker_args(argv: &[&str]) -> Result<WorkerArgs, clap::Error> {
+        match crate::Cli::try_parse_from(argv)?.command {
+            crate::Command::Worker(args) => Ok(*args),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn pause_and_resume_are_subcommands_beside_the_workers_own_flags() {
+        let a = worker_args(&["shoal", "worker", "--cores", "2", "--max-cpu-percent", "25"]).unwrap();
+        assert!(a.action.is_none());
+        assert_eq!((a.flags.cores, a.flags.max_cpu_percent), (Some(2), Some(25)));
+        let a = worker_args(&["shoal", "worker", "pause", "--data-dir", "/tmp/w"]).unwrap();
+        assert!(matches!(a.action, Some(WorkerAction::Pause(_))), "{a:?}");
+        let a = worker_args(&["shoal", "worker", "resume", "--json"]).unwrap();
+        assert!(matches!(a.action, Some(WorkerAction::Resume(_))), "{a:?}");
+        assert!(
+            worker_args(&["shoal", "worker", "--cores", "2", "pause"]).is_err(),
+            "flags of a worker with pause"
+        );
+        assert!(worker_args(&["shoal", "worker", "--run-when", "sometimes"]).is_err());
+        assert!(
+            worker_args(&["shoal", "worker", "--hours", "22:00-07:00", "--hours", "12:00-13:00"]).is_ok()
+        );
+    }
 }

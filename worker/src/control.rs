@@ -1,8 +1,10 @@
 //! The worker's local control socket: `<data dir>/control.sock`, a Unix domain socket that
-//! `shoal status` and `shoal peers` ask what the worker is doing.
+//! `shoal status` and `shoal peers` ask what the worker is doing, and `shoal worker pause` /
+//! `resume` tell it to stop or start donating.
 //!
-//! Protocol: the client sends one JSON request line (`{"cmd":"status"}` or `{"cmd":"peers"}`),
-//! the worker answers with one JSON line (`{"status":{..}}`, `{"peers":[..]}` or
+//! Protocol: the client sends one JSON request line (`{"cmd":"status"}`, `{"cmd":"peers"}`,
+//! `{"cmd":"pause"}` or `{"cmd":"resume"}`), the worker answers with one JSON line
+//! (`{"status":{..}}`, `{"peers":[..]}`, `{"paused":true}` / `{"paused":false}` or
 //! `{"error":"..."}`) and closes the connection. Types here are shared by server and client.
 //!
 //! Invariants:
@@ -44,6 +46,10 @@ pub(crate) enum Request {
     Status,
     /// The peers in its membership view.
     Peers,
+    /// Stop donating until `Resume` (overrides the donation policy).
+    Pause,
+    /// Donate again, as far as the donation policy allows.
+    Resume,
 }
 
 /// What `{"cmd":"status"}` returns (and `shoal status --json` prints).
@@ -88,6 +94,13 @@ pub(crate) struct Status {
     pub(crate) peers: usize,
     /// Seconds since the worker started.
     pub(crate) uptime_s: u64,
+    /// Why it takes no work now (`user`, `not_idle`, `on_battery`, `outside_hours`,
+    /// `machine_busy`); `null`: it donates.
+    #[serde(default)]
+    pub(crate) paused: Option<String>,
+    /// Queued tasks handed back to their owners unrun (pauses and leaving).
+    #[serde(default)]
+    pub(crate) handed_back: u64,
 }
 
 /// One entry of `{"cmd":"peers"}` (and `shoal peers --json`).
@@ -111,6 +124,8 @@ pub(crate) struct PeerInfo {
 pub(crate) enum Response {
     Status(Box<Status>),
     Peers(Vec<PeerInfo>),
+    /// The answer to `Pause` (`true`) or `Resume` (`false`): the volunteer's pause is now so.
+    Paused(bool),
     /// The request was not understood (or not sent in time).
     Error(String),
 }
@@ -348,7 +363,7 @@ async fn serve_one(
 fn parse_request(line: &[u8]) -> Result<Request, String> {
     let text = std::str::from_utf8(line).map_err(|_| "the request is not UTF-8".to_string())?;
     serde_json::from_str(text.trim())
-        .map_err(|e| format!("bad request ({e}): expected {{\"cmd\":\"status\"}} or {{\"cmd\":\"peers\"}}"))
+        .map_err(|e| format!("bad request ({e}): expected {{\"cmd\":\"status\"}}, {{\"cmd\":\"peers\"}}, {{\"cmd\":\"pause\"}} or {{\"cmd\":\"resume\"}}"))
 }
 
 /// Sends `request` to the worker listening on `socket` and returns its response (blocking, each
@@ -396,6 +411,8 @@ mod tests {
             sends_dropped: 0,
             peers: 0,
             uptime_s: 5,
+            paused: Some("user".into()),
+            handed_back: 2,
         }
     }
 
@@ -403,6 +420,8 @@ mod tests {
         match r {
             Request::Status => Response::Status(Box::new(status())),
             Request::Peers => Response::Peers(vec![]),
+            Request::Pause => Response::Paused(true),
+            Request::Resume => Response::Paused(false),
         }
     }
 
@@ -432,6 +451,8 @@ mod tests {
 
         assert_eq!(ask(&path, Request::Status).await, Response::Status(Box::new(status())));
         assert_eq!(ask(&path, Request::Peers).await, Response::Peers(vec![]));
+        assert_eq!(ask(&path, Request::Pause).await, Response::Paused(true));
+        assert_eq!(raw(&path, b"{\"cmd\":\"resume\"}\n").await, "{\"paused\":false}\n");
         // No trailing newline but a closed write half is a request too.
         let mut s = UnixStream::connect(&path).await.unwrap();
         s.write_all(br#"{"cmd":"peers"}"#).await.unwrap();

@@ -4,6 +4,7 @@
 //! It is a library so that the cross-crate tests (`tests/`, package `shoal-tests`) can build the
 //! same program as a binary of their own and run it as separate processes.
 
+mod cgroup;
 mod cmd_demo;
 mod cmd_new;
 mod cmd_run;
@@ -12,6 +13,7 @@ mod cmd_status;
 mod cmd_submit;
 mod cmd_worker;
 mod control;
+mod policy;
 mod settings;
 mod units;
 
@@ -34,7 +36,7 @@ enum Command {
     /// Simulate a swarm running a job DAG (the real scheduler over a modelled network).
     Sim(cmd_sim::SimArgs),
     /// Join a swarm and donate idle CPU: run others' tasks until SIGINT or SIGTERM.
-    Worker(cmd_worker::WorkerArgs),
+    Worker(Box<cmd_worker::WorkerArgs>),
     /// Show what the worker running in a data directory is doing (through its control socket).
     Status(cmd_status::StatusArgs),
     /// List the peers the worker running in a data directory knows.
@@ -60,7 +62,7 @@ pub fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Run(args) => cmd_run::run(args),
-        Command::Worker(args) => cmd_worker::run(args),
+        Command::Worker(args) => cmd_worker::run(*args),
         Command::Status(args) => cmd_status::status(args),
         Command::Peers(args) => cmd_status::peers(args),
         Command::Submit(args) => cmd_submit::run(args),

@@ -21,6 +21,7 @@ use serde::Deserialize;
 
 use shoal_core::sched::TaskCaps;
 
+use crate::policy::{HoursWindow, Policy, RunWhen};
 use crate::units::{parse_count, parse_duration, parse_size};
 
 /// Whole milliseconds, saturating.
@@ -48,6 +49,9 @@ pub(crate) const DEFAULT_MAX_TASK_INPUT: u64 = 4 << 30;
 pub(crate) const DEFAULT_BLOB_STORE_BUDGET: u64 = 4 << 30;
 /// Disk budget of the compiled-module cache when nothing says otherwise.
 pub(crate) const DEFAULT_MODULE_CACHE_BUDGET: u64 = 1 << 30;
+
+/// Minutes of no keyboard or mouse input after which `run_when = "idle"` donates.
+pub(crate) const DEFAULT_IDLE_MINUTES: f64 = 5.0;
 
 /// An environment lookup: the process environment in the binary, a map in tests.
 pub(crate) type Env<'a> = &'a dyn Fn(&str) -> Option<OsString>;
@@ -117,6 +121,27 @@ pub(crate) struct WorkerFlags {
     /// [env: SHOAL_MODULE_CACHE_BUDGET] (default: 1GiB).
     #[arg(long, value_name = "SIZE", value_parser = parse_size)]
     pub(crate) module_cache_budget: Option<u64>,
+    /// When to donate: `always`, or `idle` (no keyboard or mouse input for --idle-minutes and on AC
+    /// power) [env: SHOAL_RUN_WHEN] (default: always).
+    #[arg(long, value_name = "WHEN", value_parser = parse_run_when)]
+    pub(crate) run_when: Option<RunWhen>,
+    /// With --run-when idle: minutes without input that count as idle, e.g. 10 or 0.5
+    /// [env: SHOAL_IDLE_MINUTES] (default: 5).
+    #[arg(long, value_name = "MINUTES", value_parser = parse_minutes)]
+    pub(crate) idle_minutes: Option<f64>,
+    /// Local time window when donating is allowed, e.g. 22:00-07:00 (wrapping midnight is fine);
+    /// repeat for several [env: SHOAL_HOURS, comma-separated] (default: any time).
+    #[arg(long, value_name = "HH:MM-HH:MM", value_parser = parse_hours)]
+    pub(crate) hours: Vec<HoursWindow>,
+    /// Percent of the time each task thread may compute, 1-100: a cgroup v2 cpu.max where the
+    /// worker may set one, else tasks are duty-cycled (run a slice, sleep)
+    /// [env: SHOAL_MAX_CPU_PERCENT] (default: 100).
+    #[arg(long, value_name = "PERCENT", value_parser = parse_cpu_percent)]
+    pub(crate) max_cpu_percent: Option<u32>,
+    /// Pause while other processes use more than this percent of the machine's CPU, 0-100
+    /// [env: SHOAL_MAX_OTHER_CPU_PERCENT] (default: no limit).
+    #[arg(long, value_name = "PERCENT", value_parser = parse_other_cpu_percent)]
+    pub(crate) max_other_cpu_percent: Option<u32>,
 }
 
 /// The merged settings a worker runs with.
@@ -139,6 +164,10 @@ pub(crate) struct Settings {
     pub(crate) module_cache_budget: u64,
     /// The config file read, if any.
     pub(crate) config: Option<PathBuf>,
+    /// When to donate (`run_when`, `idle_minutes`, `hours`, `max_other_cpu_percent`).
+    pub(crate) policy: Policy,
+    /// Percent of the time each task thread may compute.
+    pub(crate) max_cpu_percent: u32,
 }
 
 /// A config file's path and text.
@@ -166,6 +195,11 @@ struct Layer {
     max_task_input: Option<u64>,
     blob_store_budget: Option<u64>,
     module_cache_budget: Option<u64>,
+    run_when: Option<RunWhen>,
+    idle_minutes: Option<f64>,
+    hours: Option<Vec<HoursWindow>>,
+    max_cpu_percent: Option<u32>,
+    max_other_cpu_percent: Option<u32>,
 }
 
 impl Layer {
@@ -186,6 +220,11 @@ impl Layer {
             max_task_input: f.max_task_input,
             blob_store_budget: f.blob_store_budget,
             module_cache_budget: f.module_cache_budget,
+            run_when: f.run_when,
+            idle_minutes: f.idle_minutes,
+            hours: (!f.hours.is_empty()).then(|| f.hours.clone()),
+            max_cpu_percent: f.max_cpu_percent,
+            max_other_cpu_percent: f.max_other_cpu_percent,
         }
     }
 
@@ -210,6 +249,13 @@ impl Layer {
             max_task_input: env_parsed(env, "SHOAL_MAX_TASK_INPUT", parse_size)?,
             blob_store_budget: env_parsed(env, "SHOAL_BLOB_STORE_BUDGET", parse_size)?,
             module_cache_budget: env_parsed(env, "SHOAL_MODULE_CACHE_BUDGET", parse_size)?,
+            run_when: env_parsed(env, "SHOAL_RUN_WHEN", parse_run_when)?,
+            idle_minutes: env_parsed(env, "SHOAL_IDLE_MINUTES", parse_minutes)?,
+            hours: env_parsed(env, "SHOAL_HOURS", |s| {
+                s.split(',').map(str::trim).filter(|w| !w.is_empty()).map(parse_hours).collect()
+            })?,
+            max_cpu_percent: env_parsed(env, "SHOAL_MAX_CPU_PERCENT", parse_cpu_percent)?,
+            max_other_cpu_percent: env_parsed(env, "SHOAL_MAX_OTHER_CPU_PERCENT", parse_other_cpu_percent)?,
         })
     }
 
@@ -233,6 +279,11 @@ impl Layer {
             max_task_input: raw.max_task_input.map(|m| m.0),
             blob_store_budget: raw.blob_store_budget.map(|m| m.0),
             module_cache_budget: raw.module_cache_budget.map(|m| m.0),
+            run_when: raw.run_when,
+            idle_minutes: raw.idle_minutes.map(|m| m.0),
+            hours: raw.hours,
+            max_cpu_percent: raw.max_cpu_percent.map(|p| p.0),
+            max_other_cpu_percent: raw.max_other_cpu_percent.map(|p| p.0),
         })
     }
 }
@@ -256,6 +307,82 @@ struct FileSettings {
     max_task_input: Option<FileSize>,
     blob_store_budget: Option<FileSize>,
     module_cache_budget: Option<FileSize>,
+    run_when: Option<RunWhen>,
+    idle_minutes: Option<FileMinutes>,
+    hours: Option<Vec<HoursWindow>>,
+    max_cpu_percent: Option<FileCpuPercent>,
+    max_other_cpu_percent: Option<FileOtherCpuPercent>,
+}
+
+/// Minutes in a config file: a non-negative number (`5`, `0.5`).
+#[derive(Debug)]
+struct FileMinutes(f64);
+
+impl<'de> Deserialize<'de> for FileMinutes {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let v = f64::deserialize(d)?;
+        check_minutes(v).map(FileMinutes).map_err(serde::de::Error::custom)
+    }
+}
+
+/// `max_cpu_percent` in a config file: 1..=100.
+#[derive(Debug)]
+struct FileCpuPercent(u32);
+
+impl<'de> Deserialize<'de> for FileCpuPercent {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let v = i64::deserialize(d)?;
+        check_percent(v, 1).map(FileCpuPercent).map_err(serde::de::Error::custom)
+    }
+}
+
+/// `max_other_cpu_percent` in a config file: 0..=100.
+#[derive(Debug)]
+struct FileOtherCpuPercent(u32);
+
+impl<'de> Deserialize<'de> for FileOtherCpuPercent {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let v = i64::deserialize(d)?;
+        check_percent(v, 0).map(FileOtherCpuPercent).map_err(serde::de::Error::custom)
+    }
+}
+
+fn check_minutes(v: f64) -> Result<f64, String> {
+    if v.is_finite() && v >= 0.0 {
+        Ok(v)
+    } else {
+        Err(format!("`{v}` is not a number of minutes (0 or more)"))
+    }
+}
+
+fn check_percent(v: i64, min: i64) -> Result<u32, String> {
+    match u32::try_from(v) {
+        Ok(p) if v >= min && p <= 100 => Ok(p),
+        _ => Err(format!("`{v}` is not a percentage from {min} to 100")),
+    }
+}
+
+fn parse_run_when(s: &str) -> Result<RunWhen, String> {
+    s.parse()
+}
+
+fn parse_minutes(s: &str) -> Result<f64, String> {
+    let v: f64 = s.trim().parse().map_err(|_| format!("`{s}` is not a number of minutes"))?;
+    check_minutes(v)
+}
+
+fn parse_hours(s: &str) -> Result<HoursWindow, String> {
+    s.parse()
+}
+
+fn parse_cpu_percent(s: &str) -> Result<u32, String> {
+    let v: i64 = s.trim().trim_end_matches('%').parse().map_err(|_| format!("`{s}` is not a percentage"))?;
+    check_percent(v, 1)
+}
+
+fn parse_other_cpu_percent(s: &str) -> Result<u32, String> {
+    let v: i64 = s.trim().trim_end_matches('%').parse().map_err(|_| format!("`{s}` is not a percentage"))?;
+    check_percent(v, 0)
 }
 
 /// A count in a config file: a number (`1_000_000`) or a string (`"1e12"`).
@@ -469,6 +596,13 @@ pub(crate) fn resolve(
         blob_store_budget: pick!(blob_store_budget).unwrap_or(DEFAULT_BLOB_STORE_BUDGET),
         module_cache_budget: pick!(module_cache_budget).unwrap_or(DEFAULT_MODULE_CACHE_BUDGET),
         config: file.map(|f| f.path.to_path_buf()),
+        policy: Policy {
+            run_when: pick!(run_when).unwrap_or_default(),
+            idle_after: Duration::from_secs_f64(pick!(idle_minutes).unwrap_or(DEFAULT_IDLE_MINUTES) * 60.0),
+            hours: pick!(hours).unwrap_or_default(),
+            max_other_cpu_percent: pick!(max_other_cpu_percent),
+        },
+        max_cpu_percent: pick!(max_cpu_percent).unwrap_or(100),
     })
 }
 
@@ -728,6 +862,68 @@ mod tests {
         for b in blocks {
             let s = resolve(&WorkerFlags::default(), &env_of(&[]), file(b), 8).unwrap();
             assert_eq!(s.bootstrap.len(), 2, "{b}");
+        }
+    }
+
+    #[test]
+    fn donation_policies_come_from_every_source_flag_first() {
+        let s = resolve(&WorkerFlags::default(), &env_of(&[]), None, 2).unwrap();
+        assert_eq!(s.policy.run_when, RunWhen::Always);
+        assert_eq!(s.policy.idle_after, Duration::from_secs(300));
+        assert!(s.policy.hours.is_empty());
+        assert_eq!((s.max_cpu_percent, s.policy.max_other_cpu_percent), (100, None));
+        let text = "run_when = \"idle\"\nidle_minutes = 10\nhours = [\"22:00-07:00\", \"12:00-13:00\"]\n\
+                    max_cpu_percent = 25\nmax_other_cpu_percent = 50\n";
+        let s = resolve(&WorkerFlags::default(), &env_of(&[]), file(text), 2).unwrap();
+        assert_eq!(s.policy.run_when, RunWhen::Idle);
+        assert_eq!(s.policy.idle_after, Duration::from_secs(600));
+        let hours: Vec<String> = s.policy.hours.iter().map(ToString::to_string).collect();
+        assert_eq!(hours, ["22:00-07:00", "12:00-13:00"]);
+        assert_eq!((s.max_cpu_percent, s.policy.max_other_cpu_percent), (25, Some(50)));
+        let env = env_of(&[
+            ("SHOAL_RUN_WHEN", "always"),
+            ("SHOAL_IDLE_MINUTES", "0.5"),
+            ("SHOAL_HOURS", "08:00-18:00, 20:00-21:00"),
+            ("SHOAL_MAX_CPU_PERCENT", "50%"),
+            ("SHOAL_MAX_OTHER_CPU_PERCENT", "0"),
+        ]);
+        let s = resolve(&WorkerFlags::default(), &env, file(text), 2).unwrap();
+        assert_eq!(s.policy.run_when, RunWhen::Always);
+        assert_eq!(s.policy.idle_after, Duration::from_secs(30));
+        assert_eq!(s.policy.hours.len(), 2);
+        assert_eq!((s.max_cpu_percent, s.policy.max_other_cpu_percent), (50, Some(0)));
+        let flags = WorkerFlags {
+            run_when: Some(RunWhen::Idle),
+            idle_minutes: Some(1.0),
+            hours: vec!["00:00-01:00".parse().unwrap()],
+            max_cpu_percent: Some(10),
+            max_other_cpu_percent: Some(90),
+            ..WorkerFlags::default()
+        };
+        let s = resolve(&flags, &env, file(text), 2).unwrap();
+        assert_eq!(s.policy.run_when, RunWhen::Idle);
+        assert_eq!(s.policy.idle_after, Duration::from_secs(60));
+        assert_eq!(s.policy.hours, vec!["00:00-01:00".parse().unwrap()]);
+        assert_eq!((s.max_cpu_percent, s.policy.max_other_cpu_percent), (10, Some(90)));
+        for (bad, says) in [
+            ("run_when = \"sometimes\"", "not a run_when value"),
+            ("hours = [\"9-5\"]", "HH:MM-HH:MM"),
+            ("max_cpu_percent = 0", "from 1 to 100"),
+            ("max_other_cpu_percent = 101", "from 0 to 100"),
+            ("idle_minutes = -1", "minutes"),
+        ] {
+            let e = resolve(&WorkerFlags::default(), &env_of(&[]), file(bad), 2).unwrap_err().to_string();
+            assert!(e.contains("worker.toml:1:") && e.contains(says), "{bad}: {e}");
+        }
+        for (var, value, says) in [
+            ("SHOAL_RUN_WHEN", "never", "not a run_when value"),
+            ("SHOAL_HOURS", "22:00-07:00,late", "`late` is not a window"),
+            ("SHOAL_MAX_CPU_PERCENT", "200", "from 1 to 100"),
+            ("SHOAL_IDLE_MINUTES", "soon", "not a number of minutes"),
+        ] {
+            let e =
+                resolve(&WorkerFlags::default(), &env_of(&[(var, value)]), None, 2).unwrap_err().to_string();
+            assert!(e.contains(var) && e.contains(says), "{var}: {e}");
         }
     }
 }

@@ -140,6 +140,7 @@ impl Peer {
         let exec = Executor::new(node.clone(), sandbox, cfg.cores, cfg.task_caps(), cfg.owner.inline_max)
             .map_err(StartError::Threads)?;
         let priority = exec.priority();
+        exec.governor().set_cpu_percent(cfg.max_cpu_percent);
         let (cmd_tx, cmd_rx) = mpsc::channel(64);
         let (done_tx, done_rx) = mpsc::unbounded_channel();
         let (fetch_tx, fetch_rx) = mpsc::unbounded_channel();
@@ -175,6 +176,8 @@ impl Peer {
             outbox: super::outbox::Outboxes::new(node.clone()),
             leaving_until: None,
             leave_grace: cfg.leave_grace,
+            paused: None,
+            halt_at: None,
         };
         let span = info_span!("peer", me = %me.short());
         info!(parent: &span, addr = %node.local_addr(), cores = cfg.cores, ?priority, "peer started");
@@ -315,6 +318,16 @@ impl Peer {
             }
         }
         self.node.leave().await;
+    }
+
+    /// Stops taking work (`Some(reason)`) or takes work again (`None`): the volunteer's donation
+    /// policy. Pausing hands every queued task back to its owner (who re-issues it elsewhere at
+    /// once), advertises no slots, refuses new assignments and stops stealing; running tasks get
+    /// up to [`Config::leave_grace`] to finish and report, then are halted (their owners run them
+    /// elsewhere). [`PeerStatus::paused`] says why. Resuming advertises the slots again and steals;
+    /// changing the reason of a pause only changes what the status says.
+    pub async fn set_paused(&self, reason: Option<PauseReason>) {
+        let _ = self.cmd.send(Cmd::Pause(reason)).await;
     }
 
     /// Stops at once without saying goodbye, as a crash would (for fault tests).

@@ -49,7 +49,7 @@ use rand::rngs::StdRng;
 use shoal_core::ids::{JobId, PeerId, TaskId};
 use shoal_core::job::Job;
 use shoal_core::membership::{Event, LoadHint, RemoveReason};
-use shoal_core::sched::{Owner, PeerSched, Refusals, SchedMsg, TaskDesc, TaskOutcome};
+use shoal_core::sched::{FailureKind, Owner, PeerSched, Refusals, SchedMsg, TaskDesc, TaskOutcome};
 use shoal_net::{Inbox, Node};
 use tokio::sync::{broadcast, mpsc, watch};
 use tokio_util::sync::CancellationToken;
@@ -73,6 +73,8 @@ pub(crate) enum Cmd {
     Cancel(JobId),
     /// Start a graceful leave (see the module docs).
     Leave,
+    /// Stop (`Some`) or resume (`None`) taking work (see [`Peer::set_paused`]).
+    Pause(Option<handle::PauseReason>),
 }
 
 /// What the actor waits on.
@@ -106,6 +108,10 @@ struct Actor {
     outbox: outbox::Outboxes,
     /// Set by a graceful leave: when to give up waiting for running tasks.
     leaving_until: Option<Instant>,
+    /// Why the peer takes no work now (`None`: it donates).
+    paused: Option<handle::PauseReason>,
+    /// While paused with tasks running: when running tasks are halted (the pause's grace ends).
+    halt_at: Option<Instant>,
     leave_grace: Duration,
     me: PeerId,
     node: Node,
@@ -147,17 +153,28 @@ impl Actor {
             let next = self.timers.peek().map(|Reverse((at, _, _))| self.epoch + *at);
             let sleep = tokio::time::sleep_until(next.unwrap_or_else(Instant::now).into());
             let grace_over = tokio::time::sleep_until(self.leaving_until.unwrap_or_else(Instant::now).into());
+            let halt = tokio::time::sleep_until(self.halt_at.unwrap_or_else(Instant::now).into());
             tokio::select! {
                 biased;
                 () = cancel.cancelled() => break,
                 () = grace_over, if self.leaving_until.is_some() => {}
+                () = halt, if self.halt_at.is_some() => self.halt_running(),
                 Some(f) = io.done.recv() => {
-                    self.tasks_done += 1;
-                    if let TaskOutcome::Ok { fuel, .. } = &f.outcome {
-                        self.fuel_used += fuel;
-                    }
                     let now = self.now();
-                    self.sched.handle_task_finished(now, f.task, f.attempt, f.outcome, &mut self.rng);
+                    // Stopped by the pause's halt (an executor failure while halted): handed back
+                    // unrun, not reported as a fault.
+                    let halted = self.paused.is_some()
+                        && self.exec.governor().is_halted()
+                        && matches!(f.outcome, TaskOutcome::Failed(FailureKind::Executor(_)));
+                    if halted {
+                        self.sched.handle_task_abandoned(now, f.task, f.attempt, &mut self.rng);
+                    } else {
+                        self.tasks_done += 1;
+                        if let TaskOutcome::Ok { fuel, .. } = &f.outcome {
+                            self.fuel_used += fuel;
+                        }
+                        self.sched.handle_task_finished(now, f.task, f.attempt, f.outcome, &mut self.rng);
+                    }
                     // Published before the report goes out, so whoever learns of the result from
                     // the owner already sees this run counted here.
                     self.publish_status();
@@ -193,7 +210,7 @@ impl Actor {
             refused.add(&entry.owner.refusals());
         }
         let status = PeerStatus {
-            paused: None,
+            paused: self.paused,
             running: self.sched.running(),
             queued: self.sched.load().ready_tasks,
             tasks_done: self.tasks_done,
@@ -224,6 +241,7 @@ impl Actor {
                 }
             }
             Cmd::Leave => self.start_leave(),
+            Cmd::Pause(reason) => self.set_paused(reason),
         }
     }
 

@@ -5,6 +5,7 @@
 #![allow(clippy::unwrap_used, reason = "tests fail loudly on unexpected errors")]
 
 mod determinism;
+mod governor;
 mod hostile;
 mod jobs;
 mod wasi;

@@ -155,7 +155,9 @@ impl Owner {
 
     /// Slots a reporting holder has now (capped).
     fn note_load(&mut self, from: PeerId, load: LoadHint) {
-        if !self.leaving.contains(&from) {
+        // Its own slots are `OwnerConfig::own_slots` (a paused owner's peer still queues its own
+        // tasks for thieves).
+        if from != self.me && !self.leaving.contains(&from) {
             self.set_cap(from, load.slots.min(SLOTS_MAX));
         }
     }
@@ -230,6 +232,12 @@ impl Owner {
                     self.recs[i.0 as usize].losses += 1;
                     self.reissue(i);
                 } else {
+                    if holder != self.me && self.leaving.remove(&holder) {
+                        // It handed work back and now takes work again (a paused peer resumed
+                        // and stole): a placement target again, with the slots it had.
+                        let slots = self.caps.get(&holder).copied().unwrap_or(1);
+                        self.set_cap(holder, slots);
+                    }
                     self.set(i, TaskState::Placed { at: holder, attempt });
                     self.extend(i);
                     self.replay(i, holder);

@@ -114,8 +114,10 @@ pub struct Owner {
     busy_us: u64,
     peers_used: BTreeSet<PeerId>,
     dead: BTreeSet<PeerId>,
-    /// Peers that handed tasks back because they are leaving: nothing more is placed there, but
-    /// their reports still count until membership says they are gone.
+    /// Peers that handed tasks back because they are leaving (or paused): nothing more is placed
+    /// there, but their reports still count until membership says they are gone. A peer here
+    /// that is claimed as a thief's holder takes work again (a paused peer resumed) and leaves
+    /// the set.
     leaving: BTreeSet<PeerId>,
     /// Pending timers by token: the task and what for (stale ones are ignored).
     retries: HashMap<u64, (TaskIndex, TimerKind)>,

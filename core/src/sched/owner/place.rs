@@ -34,7 +34,12 @@ impl Owner {
             // A peer becomes a target once its hints show it runs tasks: a free slot, or a queue
             // (busy with other work). One that never shows either may donate no cores (drivers
             // that cannot tell report at least one slot) and stays out until it reports a result.
-            if !self.caps.contains_key(&h.peer) && (h.load.free_slots > 0 || h.load.ready_tasks > 0) {
+            // A peer that advertised no slots (paused, or reported a result while paused) and
+            // advertises some again has resumed.
+            let resumed =
+                self.caps.get(&h.peer) == Some(&0) && h.load.slots > 0 && !self.leaving.contains(&h.peer);
+            let unknown = !self.caps.contains_key(&h.peer);
+            if (unknown || resumed) && (h.load.free_slots > 0 || h.load.ready_tasks > 0) {
                 self.set_cap(h.peer, h.load.slots.min(super::auth::SLOTS_MAX));
             }
         }

@@ -24,6 +24,15 @@
 //! Once [`PeerSched::handle_leave`] is called the peer holds no queued task for long: everything
 //! queued, assigned or stolen afterwards goes back to its owner in a [`SchedMsg::Release`], and it
 //! neither steals nor starts tasks.
+//!
+//! Pausing ([`PeerSched::handle_pause`], the volunteer's donation policy) is a leave that can end:
+//! queued tasks of other owners go back the same way (`leaving: true`, so their owners place
+//! nothing more here), so do those assigned or stolen while paused, it neither steals nor starts
+//! tasks, and it advertises no slots ([`PeerSched::load`]: `slots = free_slots = 0`). Its own
+//! jobs' tasks stay queued (handing them to itself would come straight back) for thieves to take.
+//! Resuming starts queued tasks and steals again; owners place here again once it claims work
+//! (see the owner's `leaving`). The invariant "no free slot beside a non-empty ready queue" holds
+//! only while not paused.
 
 use std::collections::{HashMap, VecDeque};
 use std::time::Duration;
@@ -156,8 +165,8 @@ pub struct PeerSched {
     me: PeerId,
     cfg: PeerConfig,
     ready: ReadyQueue,
-    /// Owner and start time of each running attempt.
-    running: HashMap<(TaskId, u32), (PeerId, Time)>,
+    /// Owner, start time and hops of each running attempt.
+    running: HashMap<(TaskId, u32), (PeerId, Time, u32)>,
     view: Vec<PeerHint>,
     steals: Vec<InFlight>,
     fails: u32,
@@ -170,6 +179,8 @@ pub struct PeerSched {
     stats: PeerStats,
     /// [`PeerSched::handle_leave`] was called.
     leaving: bool,
+    /// Paused by [`PeerSched::handle_pause`].
+    paused: bool,
     /// Continuations by the producer they wait for (queued, running or itself waiting here).
     waiting: HashMap<TaskId, Vec<TaskDesc>>,
     /// Reports held back for a continuation's, by that continuation's (task, attempt): its owner
@@ -213,6 +224,7 @@ impl PeerSched {
             timers: VecDeque::new(),
             stats: PeerStats::default(),
             leaving: false,
+            paused: false,
             waiting: HashMap::new(),
             held: HashMap::new(),
             finished: VecDeque::new(),
@@ -224,8 +236,8 @@ impl PeerSched {
     /// This peer's load, as it would advertise it.
     pub fn load(&self) -> LoadHint {
         LoadHint {
-            slots: self.cfg.slots,
-            free_slots: self.free_slots(),
+            slots: if self.paused { 0 } else { self.cfg.slots },
+            free_slots: if self.paused { 0 } else { self.free_slots() },
             ready_tasks: u32::try_from(self.ready.len()).unwrap_or(u32::MAX),
             ready_fuel: self.ready.fuel(),
         }
@@ -287,6 +299,64 @@ impl PeerSched {
         self.release(&queued, true);
     }
 
+    /// The volunteer's donation policy paused (`true`) or resumed (`false`) this peer. Pausing
+    /// hands every queued task of another owner back to it (with its continuations) and takes no
+    /// more work; running tasks finish and report as usual (the driver decides how long to wait
+    /// for them). Resuming starts queued tasks and steals again. Repeating either is a no-op.
+    pub fn handle_pause(&mut self, now: Time, paused: bool, rng: &mut dyn RngCore) {
+        if paused == self.paused {
+            return;
+        }
+        self.paused = paused;
+        if paused {
+            self.steals.clear();
+            let me = self.me;
+            let mut back = Vec::new();
+            let mut mine = Vec::new();
+            while let Some(t) = self.ready.pop() {
+                if t.owner == me {
+                    mine.push(t);
+                    continue;
+                }
+                self.flush_held(t.task, t.attempt);
+                let id = t.task;
+                back.push(t);
+                self.take_continuations(id, &mut back);
+            }
+            for t in mine {
+                self.ready.push(t);
+            }
+            // Continuations of running tasks of other owners go back too.
+            let waiting: Vec<TaskId> = self.waiting.keys().copied().collect();
+            for producer in waiting {
+                if self.running.keys().any(|(t, _)| *t == producer) {
+                    let mut cs = self.waiting.remove(&producer).unwrap_or_default();
+                    let (others, own): (Vec<TaskDesc>, Vec<TaskDesc>) =
+                        cs.drain(..).partition(|c| c.owner != me);
+                    if !own.is_empty() {
+                        self.waiting.insert(producer, own);
+                    }
+                    for c in others {
+                        let id = c.task;
+                        back.push(c);
+                        self.take_continuations(id, &mut back);
+                    }
+                }
+            }
+            self.unhold(&back);
+            self.release(&back, true);
+        } else {
+            self.fails = 0;
+            self.next_steal_at = now;
+            self.pump(now, rng);
+        }
+    }
+
+    /// Whether the peer is paused ([`PeerSched::handle_pause`]).
+    pub fn is_paused(&self) -> bool {
+        self.paused
+    }
+
     /// Whether [`PeerSched::handle_leave`] was called.
     pub fn is_leaving(&self) -> bool {
         self.leaving
@@ -299,6 +369,9 @@ impl PeerSched {
             SchedMsg::Assign { tasks, .. } => {
                 let tasks = self.owned_by_sender(from, tasks);
                 if self.leaving {
+                    self.release(&tasks, true);
+                } else if self.paused && from != self.me {
+                    // Paused: its own jobs' tasks wait here for thieves; others go back.
                     self.release(&tasks, true);
                 } else {
                     self.fails = 0;
@@ -335,7 +408,7 @@ impl PeerSched {
                     // Not (or no longer) asked for: hand them back rather than hold unasked work.
                     Refusals::bump(&mut self.stats.refused.unsolicited);
                     self.release(&tasks, false);
-                } else if self.leaving {
+                } else if self.leaving || self.paused {
                     self.release(&tasks, true);
                 } else if tasks.is_empty() {
                     self.steal_failed(now, rng);
@@ -365,7 +438,7 @@ impl PeerSched {
         outcome: TaskOutcome,
         rng: &mut dyn RngCore,
     ) {
-        let Some((owner, started)) = self.running.remove(&(task, attempt)) else { return };
+        let Some((owner, started, _)) = self.running.remove(&(task, attempt)) else { return };
         let busy_us = u64::try_from(now.saturating_sub(started).as_micros()).unwrap_or(u64::MAX);
         let mut earlier = self.held.remove(&(task, attempt)).map(|(_, r)| r).unwrap_or_default();
         match outcome {
@@ -403,6 +476,25 @@ impl PeerSched {
                 self.out.push_back(Transmit { to: owner, msg });
             }
         }
+    }
+
+    /// The driver stopped attempt `attempt` of `task` before it ended (a paused peer halting what
+    /// still ran after its grace): it goes back to its owner unrun, like a queued task on a pause
+    /// ([`SchedMsg::Release`] with `leaving`, re-issued at once and not counted as a fault), and
+    /// so do the continuations waiting for it; reports held for it go out.
+    pub fn handle_task_abandoned(&mut self, now: Time, task: TaskId, attempt: u32, rng: &mut dyn RngCore) {
+        let Some((owner, _, hops)) = self.running.remove(&(task, attempt)) else { return };
+        self.flush_held(task, attempt);
+        self.leases.remove(&(task, attempt));
+        self.stats.tasks_released += 1;
+        let msg =
+            SchedMsg::Release { job: task.job, tasks: vec![(task.index, attempt, hops)], leaving: true };
+        self.out.push_back(Transmit { to: owner, msg });
+        let mut conts = Vec::new();
+        self.take_continuations(task, &mut conts);
+        self.unhold(&conts);
+        self.release(&conts, true);
+        self.pump(now, rng);
     }
 
     /// A timer fired. Stale tokens are ignored.
@@ -516,9 +608,12 @@ impl PeerSched {
 
     /// Starts ready tasks on free slots, then steals if slots are still free.
     fn pump(&mut self, now: Time, rng: &mut dyn RngCore) {
+        if self.paused {
+            return;
+        }
         while self.free_slots() > 0 {
             let Some(t) = self.ready.pop() else { break };
-            self.running.insert((t.task, t.attempt), (t.owner, now));
+            self.running.insert((t.task, t.attempt), (t.owner, now, t.hops));
             self.stats.tasks_started += 1;
             self.runs.push_back(t);
         }
