@@ -13,7 +13,9 @@
 #   deploy/shoal-entrypoint.sh      with a built `shoal`: what compose.yaml does, on loopback
 #                                   without containers: a bootstrap worker, a worker and `shoal
 #                                   submit` started through the entrypoint with a host name; the
-#                                   job's output; the worker's exit on SIGTERM
+#                                   job's output; the worker's exit on SIGTERM; three workers
+#                                   started together, each given the others by name, all join
+#                                   (the Kubernetes DaemonSet's cold start)
 #
 #   bash deploy/check.sh                      # tools from PATH, else from target/pyvenv/bin
 #   SHOAL_BIN=target/release/shoal bash deploy/check.sh
@@ -64,7 +66,7 @@ run() {
   if "$path" "$@"; then ok "$name"; else bad "$name"; fi
 }
 
-run "hadolint deploy/Dockerfile" hadolint --failure-threshold style deploy/Dockerfile
+run "hadolint deploy/Dockerfile" hadolint --no-color --failure-threshold style deploy/Dockerfile
 run "shellcheck deploy/*.sh" shellcheck --severity=style deploy/*.sh
 run "yamllint deploy/" yamllint --strict -c .yamllint.yaml .yamllint.yaml deploy
 for k in 1.30.0 1.37.0; do
@@ -99,6 +101,7 @@ else
     ok "systemd-analyze verify"
   else
     printf '%s\n' "$out"
+    echo "(that is a copy of deploy/shoal-worker.service with another ExecStart path: same line numbers)"
     bad "systemd-analyze verify"
   fi
   rm -rf "$unit_dir"
@@ -226,6 +229,21 @@ else
     await "$dir/w1.out" "^stopped$"
     [ "$status" = 0 ] || { echo "worker exited $status after SIGTERM" >&2; exit 1; }
     echo "worker left on SIGTERM: exit 0, \`stopped\`"
+
+    # The Kubernetes DaemonSet'"'"'s cold start: workers started together, each given the others by
+    # name, all join (each answers joins while joining itself) and none starts a swarm alone.
+    base=$((20000 + RANDOM % 20000))
+    names=""
+    for i in 1 2 3; do names="$names,localhost:$((base + i))"; done
+    for i in 1 2 3; do
+      others=$(printf "%s" "${names#,}" | tr , "\n" | grep -v ":$((base + i))\$" | paste -sd, -)
+      SHOAL_BOOTSTRAP_DNS=$others SHOAL_BOOTSTRAP_DNS_ELSE=new-swarm SHOAL_JOIN_TIMEOUT=20s \
+        deploy/shoal-entrypoint.sh worker --listen "127.0.0.1:$((base + i))" --data-dir "$dir/c$i" \
+        >"$dir/c$i.out" 2>&1 &
+      pids+=($!)
+    done
+    for i in 1 2 3; do await "$dir/c$i.out" "^joined the swarm$"; done
+    echo "cold start: 3 workers on 127.0.0.1:$((base + 1))-$((base + 3)), each bootstrapping by name from the other two, all joined"
   ' entrypoint "$shoal_bin"; then
     ok "entrypoint"
   else
