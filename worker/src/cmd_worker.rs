@@ -5,6 +5,10 @@
 //! On start it prints, one per line on stdout, `peer <id>`, `listening <addr>` and
 //! `donating <cores> cores, <memory> of task memory (<priority>)` and `data <dir>`, then, with
 //! `--bootstrap`, `joined the swarm` once a peer answered; scripts and tests wait for these lines.
+//! With `--metrics ADDR`, a line `metrics http://<addr>/metrics` (the bound address: port 0
+//! resolved) comes after `data` (and after the mDNS line) and before `joined the swarm`; the page
+//! is served from then on ([`crate::metrics`]). Logs go to stderr, as text or JSON
+//! (`--log-format`, [`crate::logging`]).
 //! While the peer runs, `<data dir>/control.sock` answers `shoal status` and `shoal peers`
 //! ([`crate::control`]); the data directory is locked, so a second worker on it is refused.
 //! The exit status is 0 after a signal-initiated shutdown (also while joining), 2 if no bootstrap
@@ -19,6 +23,7 @@ use shoal_node::{Config, Peer, TaskPriority};
 use tokio::signal::unix::{SignalKind, signal};
 
 use crate::control::{self, ControlSocket, DataDirLock, PeerInfo, Request, Response, Status};
+use crate::metrics;
 use crate::settings::{Settings, WorkerFlags};
 
 /// Arguments of `shoal worker`.
@@ -42,6 +47,7 @@ pub(crate) fn run(args: WorkerArgs) -> anyhow::Result<u8> {
         .build()
         .context("cannot start the async runtime")?;
     let settings = crate::settings::load(&args.flags)?;
+    crate::logging::init(settings.log_format);
     runtime.block_on(serve(settings))
 }
 
@@ -69,6 +75,10 @@ async fn serve(args: Settings) -> anyhow::Result<u8> {
     // Held until the process ends: no second worker starts on this directory meanwhile.
     let lock = DataDirLock::acquire(&data_dir)?;
     let socket = ControlSocket::bind(&lock)?;
+    let metrics_listener = match args.metrics {
+        Some(addr) => Some(metrics::bind(addr).await?),
+        None => None,
+    };
     // From here on SIGINT and SIGTERM mean "leave gracefully", even while joining.
     let mut term = signal(SignalKind::terminate()).context("cannot listen for SIGTERM")?;
     let mut int = signal(SignalKind::interrupt()).context("cannot listen for SIGINT")?;
@@ -83,8 +93,14 @@ async fn serve(args: Settings) -> anyhow::Result<u8> {
     let (cores, memory, joining) = (cfg.cores, cfg.memory, !cfg.net.bootstrap.is_empty());
     let bootstrap: Vec<String> = cfg.net.bootstrap.iter().map(ToString::to_string).collect();
     let peer = Arc::new(Peer::start(cfg).await.context("cannot start the peer")?);
+    let metrics_url = match &metrics_listener {
+        Some(l) => {
+            Some(format!("http://{}/metrics", l.local_addr().context("cannot read the metrics address")?))
+        }
+        None => None,
+    };
     let server = socket
-        .serve(control::Limits::default(), handler(Arc::clone(&peer), &args, started))
+        .serve(control::Limits::default(), handler(Arc::clone(&peer), &args, started, metrics_url))
         .context("cannot serve the control socket")?;
     let priority = match peer.task_priority() {
         TaskPriority::Idle => "SCHED_IDLE",
@@ -98,6 +114,14 @@ async fn serve(args: Settings) -> anyhow::Result<u8> {
     if args.mdns {
         println!("discovering peers on the LAN (mDNS)");
     }
+    let metrics_server = match metrics_listener {
+        Some(listener) => {
+            let server = metrics::serve(listener, Arc::clone(&peer))?;
+            println!("metrics http://{}/metrics", server.addr);
+            Some(server)
+        }
+        None => None,
+    };
     let signalled = if joining {
         let join = tokio::time::timeout(args.join_timeout, async {
             while peer.node().view().is_empty() {
@@ -108,6 +132,7 @@ async fn serve(args: Settings) -> anyhow::Result<u8> {
             joined = join => {
                 if joined.is_err() {
                     drop(server);
+                    drop(metrics_server);
                     peer.kill().await;
                     anyhow::bail!("no peer answered at {} within {:?}", bootstrap.join(", "), args.join_timeout);
                 }
@@ -122,8 +147,9 @@ async fn serve(args: Settings) -> anyhow::Result<u8> {
     if !signalled {
         stop.await;
     }
-    // Status requests stop first: the worker is going.
+    // Status requests and scrapes stop first: the worker is going.
     drop(server);
+    drop(metrics_server);
     println!("leaving the swarm");
     peer.shutdown().await;
     println!("stopped");
@@ -136,6 +162,7 @@ fn handler(
     peer: Arc<Peer>,
     settings: &Settings,
     started: Instant,
+    metrics: Option<String>,
 ) -> impl Fn(Request) -> Response + Send + Sync + 'static {
     let data_dir = settings.data_dir.display().to_string();
     let config = settings.config.as_ref().map(|p| p.display().to_string());
@@ -160,6 +187,7 @@ fn handler(
                 sends_dropped: s.sends_dropped,
                 peers: peer.node().view().len(),
                 uptime_s: started.elapsed().as_secs(),
+                metrics: metrics.clone(),
             }))
         }
         Request::Peers => Response::Peers(

@@ -88,6 +88,9 @@ pub(crate) struct Status {
     pub(crate) peers: usize,
     /// Seconds since the worker started.
     pub(crate) uptime_s: u64,
+    /// The URL of its Prometheus metrics (`--metrics`), if it serves them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) metrics: Option<String>,
 }
 
 /// One entry of `{"cmd":"peers"}` (and `shoal peers --json`).
@@ -396,6 +399,7 @@ mod tests {
             sends_dropped: 0,
             peers: 0,
             uptime_s: 5,
+            metrics: None,
         }
     }
 
