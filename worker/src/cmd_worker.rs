@@ -33,6 +33,7 @@ use crate::settings::{Settings, WorkerFlags};
     Examples:\n  \
     shoal worker --listen 0.0.0.0:7600\n  \
     shoal worker --bootstrap 192.0.2.10:7600 --cores 2 --memory 1GiB\n  \
+    shoal worker --metrics 127.0.0.1:9600 --log-format json   # Prometheus page, JSON logs\n  \
     SHOAL_CORES=2 shoal worker --config /etc/shoal/worker.toml")]
 pub(crate) struct WorkerArgs {
     #[command(flatten)]
