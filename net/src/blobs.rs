@@ -156,6 +156,11 @@ impl BlobStore {
         self.index().total
     }
 
+    /// Blobs currently stored.
+    pub fn count(&self) -> usize {
+        self.index().blobs.len()
+    }
+
     /// Whether the blob is stored.
     pub fn contains(&self, hash: &BlobHash) -> bool {
         self.index().blobs.contains_key(hash)

@@ -259,6 +259,7 @@ fn unexpected(what: &str) -> Option<Fault> {
 /// The actor: accepts the peer's streams until the connection ends or the node stops.
 async fn run_actor(inner: Arc<Inner>, peer: PeerId, conn: Connection) {
     debug!("connection up");
+    inner.counters.conn_up(&conn);
     let bucket = Arc::new(Bucket::new(inner.limits.inbound_bytes_per_sec, inner.limits.inbound_burst));
     let mut streams: JoinSet<Option<Fault>> = JoinSet::new();
     let cancelled = loop {
@@ -286,6 +287,7 @@ async fn run_actor(inner: Arc<Inner>, peer: PeerId, conn: Connection) {
         }
     };
     streams.abort_all();
+    inner.counters.conn_down(&conn);
     let was_current = {
         let mut conns = inner.conns.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         match conns.get(&peer) {

@@ -2,8 +2,11 @@
 //!
 //! Invariant: every counter only grows; each is bumped once per frame (or blob) after it was
 //! handed to QUIC (sent) or fully read and decoded (received), so a frame that failed midway is
-//! not counted.
+//! not counted. The UDP byte counts are QUIC's own, per connection that passed the Shoal
+//! handshake (a refused handshake's bytes are not counted), read when a snapshot is taken.
 
+use std::collections::HashMap;
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use shoal_core::wire::Message;
@@ -25,6 +28,11 @@ pub struct NetStats {
     pub blobs_fetched: u64,
     /// Their bytes.
     pub blob_bytes_fetched: u64,
+    /// Bytes sent in UDP datagrams on the connections to other peers (QUIC's own count: headers,
+    /// acknowledgements, retransmissions and blob payloads included).
+    pub udp_bytes_sent: u64,
+    /// Bytes received in UDP datagrams on the connections to other peers.
+    pub udp_bytes_received: u64,
 }
 
 /// The live counters behind [`NetStats`].
@@ -37,6 +45,17 @@ pub(crate) struct Counters {
     frame_bytes_sent: AtomicU64,
     blobs_fetched: AtomicU64,
     blob_bytes_fetched: AtomicU64,
+    udp: Mutex<UdpTally>,
+}
+
+/// UDP bytes of the connections to other peers: the ended ones' totals plus the live ones (read
+/// from QUIC when asked, so nothing is counted per datagram here). A connection moves from `live`
+/// to the totals under the same lock, so the sum never goes down.
+#[derive(Debug, Default)]
+struct UdpTally {
+    live: HashMap<usize, quinn::Connection>,
+    sent: u64,
+    received: u64,
 }
 
 fn bump(c: &AtomicU64, by: u64) {
@@ -66,8 +85,34 @@ impl Counters {
         bump(&self.blob_bytes_fetched, bytes);
     }
 
+    fn udp(&self) -> std::sync::MutexGuard<'_, UdpTally> {
+        // Every update is one insert or one remove-and-add: a poisoned lock is still consistent.
+        self.udp.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// A connection to a peer is up: its UDP bytes count from now on.
+    pub(crate) fn conn_up(&self, conn: &quinn::Connection) {
+        self.udp().live.insert(conn.stable_id(), conn.clone());
+    }
+
+    /// A connection to a peer ended: its UDP bytes so far join the totals.
+    pub(crate) fn conn_down(&self, conn: &quinn::Connection) {
+        let mut udp = self.udp();
+        if udp.live.remove(&conn.stable_id()).is_some() {
+            let s = conn.stats();
+            udp.sent = udp.sent.saturating_add(s.udp_tx.bytes);
+            udp.received = udp.received.saturating_add(s.udp_rx.bytes);
+        }
+    }
+
     pub(crate) fn snapshot(&self) -> NetStats {
         let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        let (udp_bytes_sent, udp_bytes_received) = {
+            let udp = self.udp();
+            udp.live.values().map(quinn::Connection::stats).fold((udp.sent, udp.received), |(tx, rx), s| {
+                (tx.saturating_add(s.udp_tx.bytes), rx.saturating_add(s.udp_rx.bytes))
+            })
+        };
         NetStats {
             sched_sent: get(&self.sched_sent),
             sched_received: get(&self.sched_received),
@@ -76,6 +121,8 @@ impl Counters {
             frame_bytes_sent: get(&self.frame_bytes_sent),
             blobs_fetched: get(&self.blobs_fetched),
             blob_bytes_fetched: get(&self.blob_bytes_fetched),
+            udp_bytes_sent,
+            udp_bytes_received,
         }
     }
 }

@@ -47,4 +47,4 @@ mod peer;
 pub use config::Config;
 pub use exec::TaskPriority;
 pub use job::{JobCanceller, JobError, JobHandle, JobOutputs, JobProgress, SubmitError};
-pub use peer::{PauseReason, Peer, PeerStatus, StartError};
+pub use peer::{PauseReason, Peer, PeerStatus, StartError, TaskTimes};

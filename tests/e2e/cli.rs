@@ -7,6 +7,7 @@ use std::process::{Command, Output, Stdio};
 mod control;
 mod donate;
 mod examples;
+mod metrics;
 mod netns;
 
 /// The `shoal` command: this package's `shoal-e2e` binary, built from `shoal-worker`'s library.
@@ -219,7 +220,12 @@ impl Worker {
     /// Starts the worker `cmd` describes and reads its start-up lines: returns it with its
     /// `donating …` line and its data directory.
     fn spawn(cmd: &mut Command) -> (Worker, String, String) {
-        let mut child = cmd.stdout(Stdio::piped()).stderr(Stdio::null()).spawn().unwrap();
+        Worker::spawn_logging(cmd, Stdio::null())
+    }
+
+    /// [`Worker::spawn`] with the worker's stderr (its log) going to `stderr`.
+    fn spawn_logging(cmd: &mut Command, stderr: Stdio) -> (Worker, String, String) {
+        let mut child = cmd.stdout(Stdio::piped()).stderr(stderr).spawn().unwrap();
         let stdout = child.stdout.take().unwrap();
         let (tx, lines) = std::sync::mpsc::channel();
         std::thread::spawn(move || {

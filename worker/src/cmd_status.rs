@@ -114,7 +114,7 @@ fn unexpected(dir: &Path, response: Response) -> anyhow::Result<u8> {
 
 /// `key: value` lines, values aligned.
 fn status_text(s: &Status) -> String {
-    let rows: Vec<(&str, String)> = vec![
+    let mut rows: Vec<(&str, String)> = vec![
         ("peer", s.peer_id.clone()),
         ("donating", donating_text(s.paused.as_deref())),
         ("version", s.version.clone()),
@@ -135,6 +135,9 @@ fn status_text(s: &Status) -> String {
         ("peers known", s.peers.to_string()),
         ("uptime", duration_text(s.uptime_s)),
     ];
+    if let Some(url) = &s.metrics {
+        rows.push(("metrics", url.clone()));
+    }
     let width = rows.iter().map(|(k, _)| k.len()).max().unwrap_or(0) + 1;
     rows.iter().map(|(k, v)| format!("{:<width$} {v}\n", format!("{k}:"))).collect()
 }

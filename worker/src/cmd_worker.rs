@@ -5,6 +5,10 @@
 //! On start it prints, one per line on stdout, `peer <id>`, `listening <addr>` and
 //! `donating <cores> cores, <memory> of task memory (<priority>)` and `data <dir>`, then, with
 //! `--bootstrap`, `joined the swarm` once a peer answered; scripts and tests wait for these lines.
+//! With `--metrics ADDR`, a line `metrics http://<addr>/metrics` (the bound address: port 0
+//! resolved) comes after `data` (and after the mDNS line) and before `joined the swarm`; the page
+//! is served from then on ([`crate::metrics`]). Logs go to stderr, as text or JSON
+//! (`--log-format`, [`crate::logging`]).
 //! While the peer runs, `<data dir>/control.sock` answers `shoal status` and `shoal peers`
 //! ([`crate::control`]); the data directory is locked, so a second worker on it is refused.
 //! A policy task ([`crate::policy`]) pauses and resumes donating as the volunteer's settings
@@ -23,6 +27,7 @@ use tokio::signal::unix::{SignalKind, signal};
 
 use crate::cgroup::CgroupFs;
 use crate::control::{self, ControlSocket, DataDirLock, PeerInfo, Request, Response, Status};
+use crate::metrics;
 use crate::policy::{RunWhen, SystemProbes, UserPause};
 use crate::settings::{Settings, WorkerFlags};
 
@@ -35,6 +40,7 @@ use crate::settings::{Settings, WorkerFlags};
     shoal worker --listen 0.0.0.0:7600\n  \
     shoal worker --bootstrap 192.0.2.10:7600 --cores 2 --memory 1GiB\n  \
     SHOAL_CORES=2 shoal worker --config /etc/shoal/worker.toml\n  \
+    shoal worker --metrics 127.0.0.1:9600 --log-format json   # Prometheus page, JSON logs\n  \
     shoal worker --run-when idle --idle-minutes 10 --hours 22:00-07:00 --max-cpu-percent 50\n  \
     shoal worker pause --data-dir /var/lib/shoal     # stop donating now, until:\n  \
     shoal worker resume --data-dir /var/lib/shoal",
@@ -70,6 +76,7 @@ pub(crate) fn run(args: WorkerArgs) -> anyhow::Result<u8> {
         .build()
         .context("cannot start the async runtime")?;
     let settings = crate::settings::load(&args.flags)?;
+    crate::logging::init(settings.log_format);
     runtime.block_on(serve(settings))
 }
 
@@ -114,6 +121,10 @@ async fn serve(args: Settings) -> anyhow::Result<u8> {
     // Held until the process ends: no second worker starts on this directory meanwhile.
     let lock = DataDirLock::acquire(&data_dir)?;
     let socket = ControlSocket::bind(&lock)?;
+    let metrics_listener = match args.metrics {
+        Some(addr) => Some(metrics::bind(addr).await?),
+        None => None,
+    };
     // From here on SIGINT and SIGTERM mean "leave gracefully", even while joining.
     let mut term = signal(SignalKind::terminate()).context("cannot listen for SIGTERM")?;
     let mut int = signal(SignalKind::interrupt()).context("cannot listen for SIGINT")?;
@@ -129,10 +140,16 @@ async fn serve(args: Settings) -> anyhow::Result<u8> {
     let bootstrap: Vec<String> = cfg.net.bootstrap.iter().map(ToString::to_string).collect();
     let peer = Arc::new(Peer::start(cfg).await.context("cannot start the peer")?);
     let user_pause = Arc::new(UserPause::default());
+    let metrics_url = match &metrics_listener {
+        Some(l) => {
+            Some(format!("http://{}/metrics", l.local_addr().context("cannot read the metrics address")?))
+        }
+        None => None,
+    };
     let server = socket
         .serve(
             control::Limits::default(),
-            handler(Arc::clone(&peer), &args, started, Arc::clone(&user_pause)),
+            handler(Arc::clone(&peer), &args, started, Arc::clone(&user_pause), metrics_url),
         )
         .context("cannot serve the control socket")?;
     // Dropped (aborted) when the worker leaves.
@@ -158,6 +175,14 @@ async fn serve(args: Settings) -> anyhow::Result<u8> {
     if let Some(policy) = policy_line(&args, cpu_cap) {
         println!("{policy}");
     }
+    let metrics_server = match metrics_listener {
+        Some(listener) => {
+            let server = metrics::serve(listener, Arc::clone(&peer))?;
+            println!("metrics http://{}/metrics", server.addr);
+            Some(server)
+        }
+        None => None,
+    };
     let signalled = if joining {
         let join = tokio::time::timeout(args.join_timeout, async {
             while peer.node().view().is_empty() {
@@ -168,6 +193,7 @@ async fn serve(args: Settings) -> anyhow::Result<u8> {
             joined = join => {
                 if joined.is_err() {
                     drop(server);
+                    drop(metrics_server);
                     peer.kill().await;
                     anyhow::bail!("no peer answered at {} within {:?}", bootstrap.join(", "), args.join_timeout);
                 }
@@ -182,8 +208,9 @@ async fn serve(args: Settings) -> anyhow::Result<u8> {
     if !signalled {
         stop.await;
     }
-    // Status requests stop first: the worker is going.
+    // Status requests and scrapes stop first: the worker is going.
     drop(server);
+    drop(metrics_server);
     println!("leaving the swarm");
     peer.shutdown().await;
     println!("stopped");
@@ -238,6 +265,7 @@ fn handler(
     settings: &Settings,
     started: Instant,
     user_pause: Arc<UserPause>,
+    metrics: Option<String>,
 ) -> impl Fn(Request) -> Response + Send + Sync + 'static {
     let data_dir = settings.data_dir.display().to_string();
     let config = settings.config.as_ref().map(|p| p.display().to_string());
@@ -264,6 +292,7 @@ fn handler(
                 uptime_s: started.elapsed().as_secs(),
                 paused: s.paused.map(|r| r.name().to_string()),
                 handed_back: s.handed_back,
+                metrics: metrics.clone(),
             }))
         }
         Request::Pause | Request::Resume => {

@@ -101,6 +101,9 @@ pub(crate) struct Status {
     /// Queued tasks handed back to their owners unrun (pauses and leaving).
     #[serde(default)]
     pub(crate) handed_back: u64,
+    /// The URL of its Prometheus metrics (`--metrics`), if it serves them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) metrics: Option<String>,
 }
 
 /// One entry of `{"cmd":"peers"}` (and `shoal peers --json`).
@@ -413,6 +416,7 @@ mod tests {
             uptime_s: 5,
             paused: Some("user".into()),
             handed_back: 2,
+            metrics: None,
         }
     }
 

@@ -13,6 +13,8 @@ mod cmd_status;
 mod cmd_submit;
 mod cmd_worker;
 mod control;
+mod logging;
+mod metrics;
 mod policy;
 mod settings;
 mod units;
@@ -52,14 +54,11 @@ enum Command {
 
 /// Runs the `shoal` command on this process's arguments and returns its exit status.
 pub fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
     let cli = Cli::parse();
+    // `shoal worker` installs its log subscriber once its settings chose the format.
+    if !matches!(cli.command, Command::Worker(_)) {
+        logging::init(logging::LogFormat::Text);
+    }
     let result = match cli.command {
         Command::Run(args) => cmd_run::run(args),
         Command::Worker(args) => cmd_worker::run(*args),

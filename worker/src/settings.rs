@@ -21,6 +21,7 @@ use serde::Deserialize;
 
 use shoal_core::sched::TaskCaps;
 
+use crate::logging::LogFormat;
 use crate::policy::{HoursWindow, Policy, RunWhen};
 use crate::units::{parse_count, parse_duration, parse_size};
 
@@ -142,6 +143,30 @@ pub(crate) struct WorkerFlags {
     /// [env: SHOAL_MAX_OTHER_CPU_PERCENT] (default: no limit).
     #[arg(long, value_name = "PERCENT", value_parser = parse_other_cpu_percent)]
     pub(crate) max_other_cpu_percent: Option<u32>,
+    /// Serve Prometheus metrics at http://ADDR/metrics, e.g. 127.0.0.1:9600 (port 0: any free
+    /// port, printed on start; `off`: none) [env: SHOAL_METRICS] (default: off).
+    #[arg(long, value_name = "ADDR", value_parser = parse_metrics)]
+    pub(crate) metrics: Option<MetricsAt>,
+    /// Log lines on stderr as text or as JSON objects, one a line (RUST_LOG chooses what is
+    /// logged) [env: SHOAL_LOG_FORMAT] (default: text).
+    #[arg(long, value_name = "FORMAT")]
+    pub(crate) log_format: Option<LogFormat>,
+}
+
+/// Where to serve metrics: an address, or `None` for "off" (so a flag or variable can turn off
+/// metrics a config file turns on).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct MetricsAt(pub(crate) Option<SocketAddr>);
+
+/// `ADDR` or `off`.
+fn parse_metrics(s: &str) -> Result<MetricsAt, String> {
+    if matches!(s.trim().to_ascii_lowercase().as_str(), "off" | "none" | "no" | "false") {
+        return Ok(MetricsAt(None));
+    }
+    s.trim()
+        .parse()
+        .map(|a| MetricsAt(Some(a)))
+        .map_err(|_| format!("`{s}` is not an address for metrics: expected e.g. 127.0.0.1:9600, or off"))
 }
 
 /// The merged settings a worker runs with.
@@ -162,6 +187,10 @@ pub(crate) struct Settings {
     pub(crate) blob_store_budget: u64,
     /// Disk budget of the compiled-module cache, bytes.
     pub(crate) module_cache_budget: u64,
+    /// Where to serve Prometheus metrics (`None`: nowhere).
+    pub(crate) metrics: Option<SocketAddr>,
+    /// How log lines are written.
+    pub(crate) log_format: LogFormat,
     /// The config file read, if any.
     pub(crate) config: Option<PathBuf>,
     /// When to donate (`run_when`, `idle_minutes`, `hours`, `max_other_cpu_percent`).
@@ -200,6 +229,8 @@ struct Layer {
     hours: Option<Vec<HoursWindow>>,
     max_cpu_percent: Option<u32>,
     max_other_cpu_percent: Option<u32>,
+    metrics: Option<MetricsAt>,
+    log_format: Option<LogFormat>,
 }
 
 impl Layer {
@@ -225,6 +256,8 @@ impl Layer {
             hours: (!f.hours.is_empty()).then(|| f.hours.clone()),
             max_cpu_percent: f.max_cpu_percent,
             max_other_cpu_percent: f.max_other_cpu_percent,
+            metrics: f.metrics,
+            log_format: f.log_format,
         }
     }
 
@@ -256,6 +289,8 @@ impl Layer {
             })?,
             max_cpu_percent: env_parsed(env, "SHOAL_MAX_CPU_PERCENT", parse_cpu_percent)?,
             max_other_cpu_percent: env_parsed(env, "SHOAL_MAX_OTHER_CPU_PERCENT", parse_other_cpu_percent)?,
+            metrics: env_parsed(env, "SHOAL_METRICS", parse_metrics)?,
+            log_format: env_parsed(env, "SHOAL_LOG_FORMAT", str::parse)?,
         })
     }
 
@@ -284,6 +319,8 @@ impl Layer {
             hours: raw.hours,
             max_cpu_percent: raw.max_cpu_percent.map(|p| p.0),
             max_other_cpu_percent: raw.max_other_cpu_percent.map(|p| p.0),
+            metrics: raw.metrics.map(|m| m.0),
+            log_format: raw.log_format,
         })
     }
 }
@@ -312,6 +349,8 @@ struct FileSettings {
     hours: Option<Vec<HoursWindow>>,
     max_cpu_percent: Option<FileCpuPercent>,
     max_other_cpu_percent: Option<FileOtherCpuPercent>,
+    metrics: Option<FileMetrics>,
+    log_format: Option<LogFormat>,
 }
 
 /// Minutes in a config file: a non-negative number (`5`, `0.5`).
@@ -383,6 +422,17 @@ fn parse_cpu_percent(s: &str) -> Result<u32, String> {
 fn parse_other_cpu_percent(s: &str) -> Result<u32, String> {
     let v: i64 = s.trim().trim_end_matches('%').parse().map_err(|_| format!("`{s}` is not a percentage"))?;
     check_percent(v, 0)
+}
+
+/// `metrics` in a config file: `"127.0.0.1:9600"` or `"off"`.
+#[derive(Debug)]
+struct FileMetrics(MetricsAt);
+
+impl<'de> Deserialize<'de> for FileMetrics {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        parse_metrics(&s).map(FileMetrics).map_err(serde::de::Error::custom)
+    }
 }
 
 /// A count in a config file: a number (`1_000_000`) or a string (`"1e12"`).
@@ -595,6 +645,8 @@ pub(crate) fn resolve(
         },
         blob_store_budget: pick!(blob_store_budget).unwrap_or(DEFAULT_BLOB_STORE_BUDGET),
         module_cache_budget: pick!(module_cache_budget).unwrap_or(DEFAULT_MODULE_CACHE_BUDGET),
+        metrics: pick!(metrics).and_then(|m| m.0),
+        log_format: pick!(log_format).unwrap_or_default(),
         config: file.map(|f| f.path.to_path_buf()),
         policy: Policy {
             run_when: pick!(run_when).unwrap_or_default(),
@@ -782,6 +834,63 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("SHOAL_MAX_TASK_FUEL") && e.contains("not a count"), "{e}");
+    }
+
+    #[test]
+    fn metrics_and_log_format_merge_flag_over_env_over_file_over_default() {
+        let s = resolve(&WorkerFlags::default(), &env_of(&[]), None, 2).unwrap();
+        assert_eq!((s.metrics, s.log_format), (None, LogFormat::Text), "off and text by default");
+        let text = "metrics = \"127.0.0.1:9601\"\nlog_format = \"json\"\n";
+        let s = resolve(&WorkerFlags::default(), &env_of(&[]), file(text), 2).unwrap();
+        assert_eq!((s.metrics, s.log_format), (Some(addr("127.0.0.1:9601")), LogFormat::Json));
+        let env = env_of(&[("SHOAL_METRICS", "0.0.0.0:9602"), ("SHOAL_LOG_FORMAT", "Text")]);
+        let s = resolve(&WorkerFlags::default(), &env, file(text), 2).unwrap();
+        assert_eq!((s.metrics, s.log_format), (Some(addr("0.0.0.0:9602")), LogFormat::Text), "env > file");
+        let flags = WorkerFlags {
+            metrics: Some(MetricsAt(Some(addr("127.0.0.1:0")))),
+            log_format: Some(LogFormat::Json),
+            ..WorkerFlags::default()
+        };
+        let s = resolve(&flags, &env, file(text), 2).unwrap();
+        assert_eq!((s.metrics, s.log_format), (Some(addr("127.0.0.1:0")), LogFormat::Json), "flag > env");
+        // `off` at a higher source turns off what a lower one turns on.
+        let off = env_of(&[("SHOAL_METRICS", "off")]);
+        assert_eq!(resolve(&WorkerFlags::default(), &off, file(text), 2).unwrap().metrics, None);
+        let flags = WorkerFlags { metrics: Some(parse_metrics("OFF").unwrap()), ..WorkerFlags::default() };
+        assert_eq!(resolve(&flags, &env, None, 2).unwrap().metrics, None);
+        let s = resolve(&WorkerFlags::default(), &env_of(&[]), file("metrics = \"off\""), 2).unwrap();
+        assert_eq!(s.metrics, None);
+        // Mistakes name the variable or the file's line.
+        let bad = env_of(&[("SHOAL_METRICS", "9600")]);
+        let e = resolve(&WorkerFlags::default(), &bad, None, 2).unwrap_err().to_string();
+        assert!(e.contains("SHOAL_METRICS") && e.contains("`9600` is not an address"), "{e}");
+        let bad = env_of(&[("SHOAL_LOG_FORMAT", "yaml")]);
+        let e = resolve(&WorkerFlags::default(), &bad, None, 2).unwrap_err().to_string();
+        assert!(e.contains("SHOAL_LOG_FORMAT") && e.contains("text or json"), "{e}");
+        let e = resolve(&WorkerFlags::default(), &env_of(&[]), file("cores = 1\nlog_format = \"xml\""), 2)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("worker.toml:2:") && e.contains("xml"), "{e}");
+        let e = resolve(&WorkerFlags::default(), &env_of(&[]), file("metrics = \"localhost\""), 2)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("worker.toml:1:") && e.contains("not an address for metrics"), "{e}");
+    }
+
+    #[test]
+    fn the_flags_parse_from_the_command_line() {
+        use clap::Parser;
+        #[derive(Debug, clap::Parser)]
+        struct Cli {
+            #[command(flatten)]
+            flags: WorkerFlags,
+        }
+        let cli = Cli::try_parse_from(["shoal", "--metrics", "127.0.0.1:0", "--log-format", "json"]).unwrap();
+        assert_eq!(cli.flags.metrics, Some(MetricsAt(Some(addr("127.0.0.1:0")))));
+        assert_eq!(cli.flags.log_format, Some(LogFormat::Json));
+        assert!(Cli::try_parse_from(["shoal", "--log-format", "yaml"]).is_err());
+        let e = Cli::try_parse_from(["shoal", "--metrics", "here"]).unwrap_err().to_string();
+        assert!(e.contains("not an address for metrics"), "{e}");
     }
 
     #[test]

@@ -21,7 +21,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, info, info_span};
 
-use super::{Actor, Cmd, Io};
+use super::{Actor, Cmd, Io, TaskTimes};
 use crate::config::Config;
 use crate::exec::{Executor, TaskPriority};
 use crate::job::{JobHandle, JobProgress, SubmitError, Tracker};
@@ -104,6 +104,19 @@ pub struct PeerStatus {
     /// Messages to other peers dropped: a peer's outbox full, or the peer unreachable (the
     /// protocol's leases recover what they carried).
     pub sends_dropped: u64,
+
+    // Metrics (`shoal worker --metrics`, docs/observability.md): counters only the metrics read.
+    /// Task runs finished here that failed (counted in `tasks_done` too).
+    pub tasks_failed: u64,
+    /// How long the runs finished here took, start to outcome (input fetches included); its
+    /// count is `tasks_done`.
+    pub task_times: TaskTimes,
+    /// Steal requests sent to other peers.
+    pub steals_tried: u64,
+    /// Steal requests answered with at least one task.
+    pub steals_won: u64,
+    /// Tasks received by stealing.
+    pub tasks_stolen: u64,
 }
 
 /// A running Shoal peer: joins the swarm, runs tasks for others, owns the jobs submitted to it.
@@ -172,6 +185,8 @@ impl Peer {
             status: status_tx,
             tasks_done: 0,
             fuel_used: 0,
+            tasks_failed: 0,
+            task_times: TaskTimes::default(),
             finished_owners_refused: Refusals::default(),
             outbox: super::outbox::Outboxes::new(node.clone()),
             leaving_until: None,

@@ -28,7 +28,8 @@
 //! - [`fetch`]: wanted outputs brought to this peer;
 //! - [`track`]: owner events, job progress and results, cancellation;
 //! - [`outbox`]: per-peer ordered, bounded queues of outgoing messages;
-//! - [`leave`]: the steps of a graceful leave.
+//! - [`leave`]: the steps of a graceful leave;
+//! - [`times`]: the histogram of task run times published for metrics.
 
 mod addrs;
 mod fetch;
@@ -37,6 +38,7 @@ mod leave;
 mod outbox;
 mod route;
 mod timers;
+mod times;
 mod track;
 mod view;
 
@@ -61,6 +63,7 @@ use crate::job::{JobError, Tracker};
 use fetch::Fetched;
 pub use handle::{PauseReason, Peer, PeerStatus, StartError};
 use timers::TimerOf;
+pub use times::TaskTimes;
 
 /// Requests from handles to the actor.
 #[derive(Debug)]
@@ -93,6 +96,8 @@ struct Finished {
     task: TaskId,
     attempt: u32,
     outcome: TaskOutcome,
+    /// From the start of the run to its outcome.
+    took: Duration,
 }
 
 #[derive(Debug)]
@@ -131,6 +136,10 @@ struct Actor {
     status: watch::Sender<PeerStatus>,
     tasks_done: u64,
     fuel_used: u64,
+    /// Runs that failed (metrics).
+    tasks_failed: u64,
+    /// Run times (metrics).
+    task_times: TaskTimes,
     /// Refusals counted by the owners of jobs already finished here.
     finished_owners_refused: Refusals,
 }
@@ -170,8 +179,10 @@ impl Actor {
                         self.sched.handle_task_abandoned(now, f.task, f.attempt, &mut self.rng);
                     } else {
                         self.tasks_done += 1;
-                        if let TaskOutcome::Ok { fuel, .. } = &f.outcome {
-                            self.fuel_used += fuel;
+                        self.task_times.observe(f.took);
+                        match &f.outcome {
+                            TaskOutcome::Ok { fuel, .. } => self.fuel_used += fuel,
+                            TaskOutcome::Failed(_) => self.tasks_failed += 1,
                         }
                         self.sched.handle_task_finished(now, f.task, f.attempt, f.outcome, &mut self.rng);
                     }
@@ -204,7 +215,8 @@ impl Actor {
     }
 
     pub(super) fn publish_status(&self) {
-        let mut refused = self.sched.stats().refused;
+        let stats = self.sched.stats();
+        let mut refused = stats.refused;
         refused.add(&self.finished_owners_refused);
         for entry in self.jobs.values() {
             refused.add(&entry.owner.refusals());
@@ -215,10 +227,15 @@ impl Actor {
             queued: self.sched.load().ready_tasks,
             tasks_done: self.tasks_done,
             fuel_used: self.fuel_used,
-            handed_back: self.sched.stats().tasks_released,
+            handed_back: stats.tasks_released,
             jobs: self.jobs.len(),
             refused,
             sends_dropped: self.outbox.dropped(),
+            tasks_failed: self.tasks_failed,
+            task_times: self.task_times,
+            steals_tried: stats.steals_tried,
+            steals_won: stats.steals_won,
+            tasks_stolen: stats.tasks_stolen,
         };
         self.status.send_if_modified(|old| std::mem::replace(old, status) != status);
     }
@@ -289,12 +306,14 @@ impl Actor {
         tokio::spawn(
             async move {
                 debug!("task started");
+                let started = Instant::now();
                 let outcome = exec.run(&desc).await;
+                let took = started.elapsed();
                 match &outcome {
                     TaskOutcome::Ok { fuel, .. } => debug!(fuel, "task done"),
                     TaskOutcome::Failed(kind) => info!("task failed: {kind:?}"),
                 }
-                let _ = tx.send(Finished { task: desc.task, attempt: desc.attempt, outcome });
+                let _ = tx.send(Finished { task: desc.task, attempt: desc.attempt, outcome, took });
             }
             .instrument(span),
         );
