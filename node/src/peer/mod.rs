@@ -28,12 +28,14 @@
 //! - [`fetch`]: wanted outputs brought to this peer;
 //! - [`track`]: owner events, job progress and results, cancellation;
 //! - [`outbox`]: per-peer ordered, bounded queues of outgoing messages;
-//! - [`leave`]: the steps of a graceful leave.
+//! - [`leave`]: the steps of a graceful leave;
+//! - [`monitor`]: runs and jobs recorded for displays ([`Monitor`]).
 
 mod addrs;
 mod fetch;
 mod handle;
 mod leave;
+mod monitor;
 mod outbox;
 mod route;
 mod timers;
@@ -60,6 +62,9 @@ use crate::job::{JobError, Tracker};
 
 use fetch::Fetched;
 pub use handle::{PauseReason, Peer, PeerStatus, StartError};
+pub use monitor::{
+    Activity, JobTask, JobView, Monitor, RECENT_JOBS, RECENT_RUNS, RunEnd, TaskPhase, TaskRun,
+};
 use timers::TimerOf;
 
 /// Requests from handles to the actor.
@@ -73,6 +78,8 @@ pub(crate) enum Cmd {
     Cancel(JobId),
     /// Start a graceful leave (see the module docs).
     Leave,
+    /// Send what the peer is doing ([`Monitor::activity`]).
+    Activity(tokio::sync::oneshot::Sender<Activity>),
 }
 
 /// What the actor waits on.
@@ -127,6 +134,8 @@ struct Actor {
     fuel_used: u64,
     /// Refusals counted by the owners of jobs already finished here.
     finished_owners_refused: Refusals,
+    /// Runs under way and recent, jobs finished (for [`Monitor::activity`]).
+    record: monitor::Record,
 }
 
 impl Actor {
@@ -152,6 +161,7 @@ impl Actor {
                 () = cancel.cancelled() => break,
                 () = grace_over, if self.leaving_until.is_some() => {}
                 Some(f) = io.done.recv() => {
+                    self.note_run_end(f.task, f.attempt, &f.outcome);
                     self.tasks_done += 1;
                     if let TaskOutcome::Ok { fuel, .. } = &f.outcome {
                         self.fuel_used += fuel;
@@ -224,6 +234,9 @@ impl Actor {
                 }
             }
             Cmd::Leave => self.start_leave(),
+            Cmd::Activity(tx) => {
+                let _ = tx.send(self.activity());
+            }
         }
     }
 
@@ -265,6 +278,7 @@ impl Actor {
     }
 
     pub(super) fn start_task(&mut self, desc: TaskDesc) {
+        self.note_run_start(&desc);
         let exec = self.exec.clone();
         let tx = self.done_tx.clone();
         let span = info_span!("task", job = %desc.task.job, task = desc.task.index.0, attempt = desc.attempt);
