@@ -7,6 +7,7 @@ use std::process::{Command, Output, Stdio};
 mod control;
 mod examples;
 mod netns;
+mod page;
 
 /// The `shoal` command: this package's `shoal-e2e` binary, built from `shoal-worker`'s library.
 fn shoal() -> Command {

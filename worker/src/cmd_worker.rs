@@ -5,6 +5,9 @@
 //! On start it prints, one per line on stdout, `peer <id>`, `listening <addr>` and
 //! `donating <cores> cores, <memory> of task memory (<priority>)` and `data <dir>`, then, with
 //! `--bootstrap`, `joined the swarm` once a peer answered; scripts and tests wait for these lines.
+//! With `--mdns`, `discovering peers on the LAN (mDNS)` follows `data`; with `--http`, the line
+//! `http http://<bound addr>/` (the status page, [`crate::page`]; the real port when asked for
+//! port 0) comes next, before `joined the swarm`.
 //! While the peer runs, `<data dir>/control.sock` answers `shoal status` and `shoal peers`
 //! ([`crate::control`]); the data directory is locked, so a second worker on it is refused.
 //! The exit status is 0 after a signal-initiated shutdown (also while joining), 2 if no bootstrap
@@ -28,7 +31,8 @@ use crate::settings::{Settings, WorkerFlags};
     Examples:\n  \
     shoal worker --listen 0.0.0.0:7600\n  \
     shoal worker --bootstrap 192.0.2.10:7600 --cores 2 --memory 1GiB\n  \
-    SHOAL_CORES=2 shoal worker --config /etc/shoal/worker.toml")]
+    SHOAL_CORES=2 shoal worker --config /etc/shoal/worker.toml\n  \
+    shoal worker --bootstrap 192.0.2.10:7600 --http     # status page on http://127.0.0.1:7680/")]
 pub(crate) struct WorkerArgs {
     #[command(flatten)]
     flags: WorkerFlags,
@@ -83,6 +87,16 @@ async fn serve(args: Settings) -> anyhow::Result<u8> {
     let (cores, memory, joining) = (cfg.cores, cfg.memory, !cfg.net.bootstrap.is_empty());
     let bootstrap: Vec<String> = cfg.net.bootstrap.iter().map(ToString::to_string).collect();
     let peer = Arc::new(Peer::start(cfg).await.context("cannot start the peer")?);
+    let page = match args.http {
+        Some(addr) => match crate::page::serve(addr, peer.monitor(), crate::page::Role::Worker).await {
+            Ok(page) => Some(page),
+            Err(e) => {
+                peer.kill().await;
+                return Err(e);
+            }
+        },
+        None => None,
+    };
     let server = socket
         .serve(control::Limits::default(), handler(Arc::clone(&peer), &args, started))
         .context("cannot serve the control socket")?;
@@ -97,6 +111,9 @@ async fn serve(args: Settings) -> anyhow::Result<u8> {
     println!("data {}", data_dir.display());
     if args.mdns {
         println!("discovering peers on the LAN (mDNS)");
+    }
+    if let Some(page) = &page {
+        println!("http {}", page.url());
     }
     let signalled = if joining {
         let join = tokio::time::timeout(args.join_timeout, async {

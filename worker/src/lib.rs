@@ -12,6 +12,7 @@ mod cmd_status;
 mod cmd_submit;
 mod cmd_worker;
 mod control;
+mod page;
 mod settings;
 mod units;
 

@@ -49,6 +49,9 @@ pub(crate) const DEFAULT_BLOB_STORE_BUDGET: u64 = 4 << 30;
 /// Disk budget of the compiled-module cache when nothing says otherwise.
 pub(crate) const DEFAULT_MODULE_CACHE_BUDGET: u64 = 1 << 30;
 
+/// Where the status page listens when `--http` is given without an address (loopback only).
+pub(crate) const DEFAULT_HTTP: &str = "127.0.0.1:7680";
+
 /// An environment lookup: the process environment in the binary, a map in tests.
 pub(crate) type Env<'a> = &'a dyn Fn(&str) -> Option<OsString>;
 
@@ -117,6 +120,26 @@ pub(crate) struct WorkerFlags {
     /// [env: SHOAL_MODULE_CACHE_BUDGET] (default: 1GiB).
     #[arg(long, value_name = "SIZE", value_parser = parse_size)]
     pub(crate) module_cache_budget: Option<u64>,
+    /// Serve a live status page (read-only) at ADDR; `--http` alone: 127.0.0.1:7680, loopback
+    /// only; `--http=off` turns it off [env: SHOAL_HTTP] (default: off).
+    #[arg(long, value_name = "ADDR", num_args = 0..=1, default_missing_value = DEFAULT_HTTP, value_parser = parse_http)]
+    pub(crate) http: Option<HttpSetting>,
+}
+
+/// The status page's address, or off (`--http`, `SHOAL_HTTP`, `http`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct HttpSetting(pub(crate) Option<SocketAddr>);
+
+/// An address (`127.0.0.1:7680`), or a yes/no word: yes is [`DEFAULT_HTTP`], no is off.
+pub(crate) fn parse_http(s: &str) -> Result<HttpSetting, String> {
+    if let Ok(addr) = s.trim().parse() {
+        return Ok(HttpSetting(Some(addr)));
+    }
+    match parse_bool(s) {
+        Ok(true) => DEFAULT_HTTP.parse().map(|a| HttpSetting(Some(a))).map_err(|e| e.to_string()),
+        Ok(false) => Ok(HttpSetting(None)),
+        Err(_) => Err(format!("`{s}` is not an address: expected e.g. 127.0.0.1:7680, or on/off")),
+    }
 }
 
 /// The merged settings a worker runs with.
@@ -139,6 +162,8 @@ pub(crate) struct Settings {
     pub(crate) module_cache_budget: u64,
     /// The config file read, if any.
     pub(crate) config: Option<PathBuf>,
+    /// Where the status page listens; `None`: no page.
+    pub(crate) http: Option<SocketAddr>,
 }
 
 /// A config file's path and text.
@@ -166,6 +191,7 @@ struct Layer {
     max_task_input: Option<u64>,
     blob_store_budget: Option<u64>,
     module_cache_budget: Option<u64>,
+    http: Option<HttpSetting>,
 }
 
 impl Layer {
@@ -186,6 +212,7 @@ impl Layer {
             max_task_input: f.max_task_input,
             blob_store_budget: f.blob_store_budget,
             module_cache_budget: f.module_cache_budget,
+            http: f.http,
         }
     }
 
@@ -210,6 +237,7 @@ impl Layer {
             max_task_input: env_parsed(env, "SHOAL_MAX_TASK_INPUT", parse_size)?,
             blob_store_budget: env_parsed(env, "SHOAL_BLOB_STORE_BUDGET", parse_size)?,
             module_cache_budget: env_parsed(env, "SHOAL_MODULE_CACHE_BUDGET", parse_size)?,
+            http: env_parsed(env, "SHOAL_HTTP", parse_http)?,
         })
     }
 
@@ -233,6 +261,7 @@ impl Layer {
             max_task_input: raw.max_task_input.map(|m| m.0),
             blob_store_budget: raw.blob_store_budget.map(|m| m.0),
             module_cache_budget: raw.module_cache_budget.map(|m| m.0),
+            http: raw.http.map(|h| h.0),
         })
     }
 }
@@ -256,6 +285,30 @@ struct FileSettings {
     max_task_input: Option<FileSize>,
     blob_store_budget: Option<FileSize>,
     module_cache_budget: Option<FileSize>,
+    http: Option<FileHttp>,
+}
+
+/// The status page in a config file: an address (`"127.0.0.1:7680"`) or `true` / `false`.
+#[derive(Debug)]
+struct FileHttp(HttpSetting);
+
+impl<'de> Deserialize<'de> for FileHttp {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl serde::de::Visitor<'_> for V {
+            type Value = FileHttp;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("an address such as \"127.0.0.1:7680\", or true / false")
+            }
+            fn visit_bool<E: serde::de::Error>(self, v: bool) -> Result<FileHttp, E> {
+                parse_http(if v { "on" } else { "off" }).map(FileHttp).map_err(E::custom)
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<FileHttp, E> {
+                parse_http(v).map(FileHttp).map_err(E::custom)
+            }
+        }
+        d.deserialize_any(V)
+    }
 }
 
 /// A count in a config file: a number (`1_000_000`) or a string (`"1e12"`).
@@ -469,6 +522,7 @@ pub(crate) fn resolve(
         blob_store_budget: pick!(blob_store_budget).unwrap_or(DEFAULT_BLOB_STORE_BUDGET),
         module_cache_budget: pick!(module_cache_budget).unwrap_or(DEFAULT_MODULE_CACHE_BUDGET),
         config: file.map(|f| f.path.to_path_buf()),
+        http: pick!(http).and_then(|h| h.0),
     })
 }
 
@@ -613,6 +667,52 @@ mod tests {
         let on = env_of(&[("SHOAL_MDNS", "ON")]);
         assert!(!resolve(&flags, &on, file(text), 8).unwrap().mdns, "--mdns=false beats SHOAL_MDNS=on");
         assert!(resolve(&WorkerFlags::default(), &on, None, 8).unwrap().mdns);
+    }
+
+    #[test]
+    fn the_status_page_is_off_by_default_loopback_when_on_and_merges_like_the_rest() {
+        #[derive(clap::Parser)]
+        struct Cli {
+            #[command(flatten)]
+            flags: WorkerFlags,
+        }
+        let parse = |args: &[&str]| {
+            let cli =
+                <Cli as clap::Parser>::try_parse_from(std::iter::once("worker").chain(args.iter().copied()));
+            cli.unwrap().flags
+        };
+        let none = env_of(&[]);
+        assert_eq!(resolve(&WorkerFlags::default(), &none, None, 2).unwrap().http, None, "off by default");
+        let on = parse(&["--http", "--cores", "1"]);
+        assert_eq!(resolve(&on, &none, None, 2).unwrap().http, Some(addr("127.0.0.1:7680")));
+        let at = parse(&["--http", "127.0.0.1:0"]);
+        assert_eq!(resolve(&at, &none, None, 2).unwrap().http, Some(addr("127.0.0.1:0")));
+        let file_on = file("http = \"0.0.0.0:8080\"");
+        let env = env_of(&[("SHOAL_HTTP", "127.0.0.1:9")]);
+        assert_eq!(
+            resolve(&WorkerFlags::default(), &none, file_on, 2).unwrap().http,
+            Some(addr("0.0.0.0:8080"))
+        );
+        assert_eq!(
+            resolve(&WorkerFlags::default(), &env, file_on, 2).unwrap().http,
+            Some(addr("127.0.0.1:9"))
+        );
+        assert_eq!(
+            resolve(&at, &env, file_on, 2).unwrap().http,
+            Some(addr("127.0.0.1:0")),
+            "flag > env > file"
+        );
+        let off = parse(&["--http=off"]);
+        assert_eq!(resolve(&off, &env, file_on, 2).unwrap().http, None, "--http=off beats the others");
+        assert_eq!(
+            resolve(&WorkerFlags::default(), &none, file("http = true"), 2).unwrap().http,
+            Some(addr(DEFAULT_HTTP))
+        );
+        let e =
+            resolve(&WorkerFlags::default(), &env_of(&[("SHOAL_HTTP", "everywhere")]), None, 2).unwrap_err();
+        assert!(e.to_string().contains("SHOAL_HTTP: `everywhere` is not an address"), "{e}");
+        let e = resolve(&WorkerFlags::default(), &none, file("http = 80"), 2).unwrap_err();
+        assert!(e.to_string().starts_with("/etc/shoal/worker.toml:1:8:"), "{e}");
     }
 
     #[test]
