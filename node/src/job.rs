@@ -191,6 +191,8 @@ pub(crate) struct Tracker {
     pub(crate) fetching: usize,
     /// The owner reported `JobDone`.
     pub(crate) all_done: bool,
+    /// How it ended, once it has: `Err` holds the reason (for [`crate::Monitor`]).
+    pub(crate) ended: Option<Result<(), String>>,
 }
 
 impl Tracker {
@@ -207,12 +209,14 @@ impl Tracker {
             outputs: BTreeMap::new(),
             fetching: 0,
             all_done: false,
+            ended: None,
         }
     }
 
     /// Sends the result (once).
     pub(crate) fn finish(&mut self, result: Result<JobOutputs, JobError>) {
         if let Some(tx) = self.result.take() {
+            self.ended = Some(result.as_ref().map(|_| ()).map_err(ToString::to_string));
             let _ = tx.send(result);
         }
     }

@@ -47,4 +47,7 @@ mod peer;
 pub use config::Config;
 pub use exec::TaskPriority;
 pub use job::{JobCanceller, JobError, JobHandle, JobOutputs, JobProgress, SubmitError};
-pub use peer::{PauseReason, Peer, PeerStatus, StartError, TaskTimes};
+pub use peer::{
+    Activity, JobTask, JobView, Monitor, PauseReason, Peer, PeerStatus, RECENT_JOBS, RECENT_RUNS, RunEnd,
+    StartError, TaskPhase, TaskRun, TaskTimes,
+};

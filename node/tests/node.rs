@@ -270,3 +270,51 @@ async fn a_paused_peer_halts_what_still_runs_after_the_grace_and_hands_it_back_u
         p.shutdown().await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_monitor_shows_the_runs_and_the_owned_jobs_dag() {
+    let s = swarm(2).await;
+    let (job, blobs) = primes_job(20_000_000, 4);
+    let monitor = s.peers[0].monitor();
+    let handle = s.peers[0].submit(job, blobs).await.unwrap();
+    // While it runs: the job is listed live, with its DAG and at least one task placed.
+    let live = tokio::time::timeout(PATIENCE, async {
+        loop {
+            let a = monitor.activity().await.unwrap();
+            if let Some(j) = a.jobs.iter().find(|j| j.id == handle.id() && j.end.is_none())
+                && j.tasks.iter().any(|t| t.phase == shoal_node::TaskPhase::Placed && t.at.is_some())
+            {
+                return j.clone();
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await
+    .unwrap();
+    assert_eq!(live.tasks.len(), 7);
+    let names: Vec<&str> = live.tasks.iter().map(|t| t.name.as_str()).collect();
+    assert_eq!(names, ["primes0", "primes1", "primes2", "primes3", "left", "right", "total"]);
+    assert_eq!(live.edges, [(0, 4), (1, 4), (2, 5), (3, 5), (4, 6), (5, 6)]);
+    let id = handle.id();
+    tokio::time::timeout(PATIENCE, handle.wait()).await.unwrap().unwrap();
+    // Once over: the final picture is kept, every task done; the runs are in the recent rings.
+    let a = monitor.activity().await.unwrap();
+    let done = a.jobs.iter().find(|j| j.id == id).unwrap();
+    assert_eq!(done.end, Some(Ok(())));
+    assert!(done.tasks.iter().all(|t| t.phase == shoal_node::TaskPhase::Done), "{done:?}");
+    assert_eq!((done.progress.done, done.progress.total), (7, 7));
+    let mut runs = Vec::new();
+    for p in &s.peers {
+        runs.extend(p.monitor().activity().await.unwrap().recent);
+    }
+    let ok: Vec<_> = runs
+        .iter()
+        .filter(|r| r.task.job == id && matches!(r.end, Some(shoal_node::RunEnd::Ok { .. })))
+        .collect();
+    assert!(ok.len() >= 7, "every task ran once at least: {runs:?}");
+    assert!(ok.iter().all(|r| r.owner == s.peers[0].peer_id()));
+    for p in &s.peers {
+        p.shutdown().await;
+    }
+    assert!(monitor.activity().await.is_none(), "a stopped peer answers nothing");
+}

@@ -9,6 +9,7 @@ mod donate;
 mod examples;
 mod metrics;
 mod netns;
+mod page;
 
 /// The `shoal` command: this package's `shoal-e2e` binary, built from `shoal-worker`'s library.
 fn shoal() -> Command {

@@ -8,6 +8,9 @@
 //! stdout, and with `--json` one JSON line to stdout instead. Ctrl-C cancels the job at every peer
 //! holding its tasks. Exit status: 0 when the job succeeded, 1 when it failed or was cancelled
 //! (the reason names the task), 2 for anything else (bad file, unreachable bootstrap, I/O).
+//! With `--http [ADDR]` the submitting peer serves its status page ([`crate::page`]) and
+//! `status page: http://ADDR/#job=<id>` is printed on stderr once the job is submitted; the page
+//! stays up [`PAGE_LINGER`] after the job ends so open pages show its final state.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -20,7 +23,8 @@ use shoal_sdk::{JobOutputs, Swarm, SwarmConfig};
 #[derive(Debug, clap::Args)]
 #[command(after_help = "Examples:\n  \
     shoal submit primes.toml --bootstrap 192.0.2.10:7600 --out results/\n  \
-    shoal submit primes.toml            # no bootstrap: runs on this machine alone")]
+    shoal submit primes.toml            # no bootstrap: runs on this machine alone\n  \
+    shoal submit primes.toml --bootstrap 192.0.2.10:7600 --http   # and watch it on a status page")]
 pub(crate) struct SubmitArgs {
     /// The job file (TOML; see docs/job-files.md).
     jobfile: PathBuf,
@@ -39,6 +43,10 @@ pub(crate) struct SubmitArgs {
     /// Print a one-line JSON summary on stdout instead of the text one.
     #[arg(long)]
     json: bool,
+    /// Serve the submitting peer's live status page at ADDR (`--http` alone: 127.0.0.1:7680);
+    /// its address for the job is printed on stderr. Put the job file before a bare `--http`.
+    #[arg(long, value_name = "ADDR", num_args = 0..=1, default_missing_value = crate::settings::DEFAULT_HTTP)]
+    http: Option<SocketAddr>,
 }
 
 /// The `--json` summary.
@@ -82,6 +90,9 @@ pub(crate) fn run(args: SubmitArgs) -> anyhow::Result<u8> {
     write_results(&args, tasks, outcome)
 }
 
+/// How long the status page stays up after the job ended (pages update every 0.5 s at most).
+const PAGE_LINGER: Duration = Duration::from_secs(1);
+
 pub(crate) type Outcome = Result<JobOutputs, shoal_sdk::JobError>;
 
 async fn submit(
@@ -94,6 +105,7 @@ async fn submit(
         cores: args.cores,
         join_timeout: args.join_timeout,
         show_progress: !args.json && std::io::IsTerminal::is_terminal(&std::io::stderr()),
+        http: args.http,
     };
     submit_compiled(&how, dir, compiled).await
 }
@@ -109,6 +121,8 @@ pub(crate) struct SubmitOptions {
     pub(crate) join_timeout: Duration,
     /// Show a progress bar on stderr.
     pub(crate) show_progress: bool,
+    /// Serve the submitting peer's status page here.
+    pub(crate) http: Option<SocketAddr>,
 }
 
 /// Joins the swarm with an SDK [`Swarm`] whose peer lives in `dir`, submits `compiled`, shows
@@ -124,6 +138,18 @@ pub(crate) async fn submit_compiled(
     cfg.bootstrap = how.bootstrap.clone();
     cfg.join_timeout = how.join_timeout;
     let swarm = Swarm::join(cfg).await?;
+    let page = match how.http {
+        Some(addr) => {
+            match crate::page::serve(addr, swarm.peer().monitor(), crate::page::Role::Submitter).await {
+                Ok(page) => Some(page),
+                Err(e) => {
+                    swarm.shutdown().await;
+                    return Err(e);
+                }
+            }
+        }
+        None => None,
+    };
     let tasks = compiled.job.len();
     let submission = match swarm.submit(compiled).await {
         Ok(s) => s,
@@ -132,6 +158,9 @@ pub(crate) async fn submit_compiled(
             return Err(e.into());
         }
     };
+    if let Some(page) = &page {
+        eprintln!("status page: {}#job={}", page.url(), submission.id());
+    }
     let bar = how.show_progress.then(|| progress_bar(tasks));
     let mut stream = submission.progress_stream();
     let reporter = bar.clone().map(|bar| {
@@ -154,6 +183,10 @@ pub(crate) async fn submit_compiled(
             bar.set_position(out.progress.done as u64);
         }
         bar.finish_and_clear();
+    }
+    if page.is_some() {
+        // Let open pages receive the job's final state before the peer and its page go.
+        tokio::time::sleep(PAGE_LINGER).await;
     }
     swarm.shutdown().await;
     Ok((tasks, outcome))

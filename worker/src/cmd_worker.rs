@@ -5,10 +5,11 @@
 //! On start it prints, one per line on stdout, `peer <id>`, `listening <addr>` and
 //! `donating <cores> cores, <memory> of task memory (<priority>)` and `data <dir>`, then, with
 //! `--bootstrap`, `joined the swarm` once a peer answered; scripts and tests wait for these lines.
-//! With `--metrics ADDR`, a line `metrics http://<addr>/metrics` (the bound address: port 0
-//! resolved) comes after `data` (and after the mDNS line) and before `joined the swarm`; the page
-//! is served from then on ([`crate::metrics`]). Logs go to stderr, as text or JSON
-//! (`--log-format`, [`crate::logging`]).
+//! With `--mdns`, `discovering peers on the LAN (mDNS)` follows `data`; with a donation policy,
+//! `donating when: …`; with `--metrics ADDR`, `metrics http://<addr>/metrics` ([`crate::metrics`]);
+//! with `--http`, `http http://<addr>/` (the status page, [`crate::page`]); each with the bound
+//! address (port 0 resolved), in that order, before `joined the swarm`. Logs go to stderr, as text
+//! or JSON (`--log-format`, [`crate::logging`]).
 //! While the peer runs, `<data dir>/control.sock` answers `shoal status` and `shoal peers`
 //! ([`crate::control`]); the data directory is locked, so a second worker on it is refused.
 //! A policy task ([`crate::policy`]) pauses and resumes donating as the volunteer's settings
@@ -40,6 +41,7 @@ use crate::settings::{Settings, WorkerFlags};
     shoal worker --listen 0.0.0.0:7600\n  \
     shoal worker --bootstrap 192.0.2.10:7600 --cores 2 --memory 1GiB\n  \
     SHOAL_CORES=2 shoal worker --config /etc/shoal/worker.toml\n  \
+    shoal worker --bootstrap 192.0.2.10:7600 --http     # status page on http://127.0.0.1:7680/\n  \
     shoal worker --metrics 127.0.0.1:9600 --log-format json   # Prometheus page, JSON logs\n  \
     shoal worker --run-when idle --idle-minutes 10 --hours 22:00-07:00 --max-cpu-percent 50\n  \
     shoal worker pause --data-dir /var/lib/shoal     # stop donating now, until:\n  \
@@ -139,6 +141,16 @@ async fn serve(args: Settings) -> anyhow::Result<u8> {
     let (cores, memory, joining) = (cfg.cores, cfg.memory, !cfg.net.bootstrap.is_empty());
     let bootstrap: Vec<String> = cfg.net.bootstrap.iter().map(ToString::to_string).collect();
     let peer = Arc::new(Peer::start(cfg).await.context("cannot start the peer")?);
+    let page = match args.http {
+        Some(addr) => match crate::page::serve(addr, peer.monitor(), crate::page::Role::Worker).await {
+            Ok(page) => Some(page),
+            Err(e) => {
+                peer.kill().await;
+                return Err(e);
+            }
+        },
+        None => None,
+    };
     let user_pause = Arc::new(UserPause::default());
     let metrics_url = match &metrics_listener {
         Some(l) => {
@@ -183,6 +195,9 @@ async fn serve(args: Settings) -> anyhow::Result<u8> {
         }
         None => None,
     };
+    if let Some(page) = &page {
+        println!("http {}", page.url());
+    }
     let signalled = if joining {
         let join = tokio::time::timeout(args.join_timeout, async {
             while peer.node().view().is_empty() {

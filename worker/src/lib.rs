@@ -15,6 +15,7 @@ mod cmd_worker;
 mod control;
 mod logging;
 mod metrics;
+mod page;
 mod policy;
 mod settings;
 mod units;

@@ -53,6 +53,8 @@ pub(crate) const DEFAULT_MODULE_CACHE_BUDGET: u64 = 1 << 30;
 
 /// Minutes of no keyboard or mouse input after which `run_when = "idle"` donates.
 pub(crate) const DEFAULT_IDLE_MINUTES: f64 = 5.0;
+/// Where the status page listens when `--http` is given without an address (loopback only).
+pub(crate) const DEFAULT_HTTP: &str = "127.0.0.1:7680";
 
 /// An environment lookup: the process environment in the binary, a map in tests.
 pub(crate) type Env<'a> = &'a dyn Fn(&str) -> Option<OsString>;
@@ -151,6 +153,10 @@ pub(crate) struct WorkerFlags {
     /// logged) [env: SHOAL_LOG_FORMAT] (default: text).
     #[arg(long, value_name = "FORMAT")]
     pub(crate) log_format: Option<LogFormat>,
+    /// Serve a live status page (read-only) at ADDR; `--http` alone: 127.0.0.1:7680, loopback
+    /// only; `--http=off` turns it off [env: SHOAL_HTTP] (default: off).
+    #[arg(long, value_name = "ADDR", num_args = 0..=1, default_missing_value = DEFAULT_HTTP, value_parser = parse_http)]
+    pub(crate) http: Option<HttpSetting>,
 }
 
 /// Where to serve metrics: an address, or `None` for "off" (so a flag or variable can turn off
@@ -167,6 +173,22 @@ fn parse_metrics(s: &str) -> Result<MetricsAt, String> {
         .parse()
         .map(|a| MetricsAt(Some(a)))
         .map_err(|_| format!("`{s}` is not an address for metrics: expected e.g. 127.0.0.1:9600, or off"))
+}
+
+/// The status page's address, or off (`--http`, `SHOAL_HTTP`, `http`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct HttpSetting(pub(crate) Option<SocketAddr>);
+
+/// An address (`127.0.0.1:7680`), or a yes/no word: yes is [`DEFAULT_HTTP`], no is off.
+pub(crate) fn parse_http(s: &str) -> Result<HttpSetting, String> {
+    if let Ok(addr) = s.trim().parse() {
+        return Ok(HttpSetting(Some(addr)));
+    }
+    match parse_bool(s) {
+        Ok(true) => DEFAULT_HTTP.parse().map(|a| HttpSetting(Some(a))).map_err(|e| e.to_string()),
+        Ok(false) => Ok(HttpSetting(None)),
+        Err(_) => Err(format!("`{s}` is not an address: expected e.g. 127.0.0.1:7680, or on/off")),
+    }
 }
 
 /// The merged settings a worker runs with.
@@ -197,6 +219,8 @@ pub(crate) struct Settings {
     pub(crate) policy: Policy,
     /// Percent of the time each task thread may compute.
     pub(crate) max_cpu_percent: u32,
+    /// Where the status page listens; `None`: no page.
+    pub(crate) http: Option<SocketAddr>,
 }
 
 /// A config file's path and text.
@@ -231,6 +255,7 @@ struct Layer {
     max_other_cpu_percent: Option<u32>,
     metrics: Option<MetricsAt>,
     log_format: Option<LogFormat>,
+    http: Option<HttpSetting>,
 }
 
 impl Layer {
@@ -258,6 +283,7 @@ impl Layer {
             max_other_cpu_percent: f.max_other_cpu_percent,
             metrics: f.metrics,
             log_format: f.log_format,
+            http: f.http,
         }
     }
 
@@ -291,6 +317,7 @@ impl Layer {
             max_other_cpu_percent: env_parsed(env, "SHOAL_MAX_OTHER_CPU_PERCENT", parse_other_cpu_percent)?,
             metrics: env_parsed(env, "SHOAL_METRICS", parse_metrics)?,
             log_format: env_parsed(env, "SHOAL_LOG_FORMAT", str::parse)?,
+            http: env_parsed(env, "SHOAL_HTTP", parse_http)?,
         })
     }
 
@@ -321,6 +348,7 @@ impl Layer {
             max_other_cpu_percent: raw.max_other_cpu_percent.map(|p| p.0),
             metrics: raw.metrics.map(|m| m.0),
             log_format: raw.log_format,
+            http: raw.http.map(|h| h.0),
         })
     }
 }
@@ -351,6 +379,7 @@ struct FileSettings {
     max_other_cpu_percent: Option<FileOtherCpuPercent>,
     metrics: Option<FileMetrics>,
     log_format: Option<LogFormat>,
+    http: Option<FileHttp>,
 }
 
 /// Minutes in a config file: a non-negative number (`5`, `0.5`).
@@ -432,6 +461,29 @@ impl<'de> Deserialize<'de> for FileMetrics {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let s = String::deserialize(d)?;
         parse_metrics(&s).map(FileMetrics).map_err(serde::de::Error::custom)
+    }
+}
+
+/// The status page in a config file: an address (`"127.0.0.1:7680"`) or `true` / `false`.
+#[derive(Debug)]
+struct FileHttp(HttpSetting);
+
+impl<'de> Deserialize<'de> for FileHttp {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl serde::de::Visitor<'_> for V {
+            type Value = FileHttp;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("an address such as \"127.0.0.1:7680\", or true / false")
+            }
+            fn visit_bool<E: serde::de::Error>(self, v: bool) -> Result<FileHttp, E> {
+                parse_http(if v { "on" } else { "off" }).map(FileHttp).map_err(E::custom)
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<FileHttp, E> {
+                parse_http(v).map(FileHttp).map_err(E::custom)
+            }
+        }
+        d.deserialize_any(V)
     }
 }
 
@@ -655,6 +707,7 @@ pub(crate) fn resolve(
             max_other_cpu_percent: pick!(max_other_cpu_percent),
         },
         max_cpu_percent: pick!(max_cpu_percent).unwrap_or(100),
+        http: pick!(http).and_then(|h| h.0),
     })
 }
 
@@ -799,6 +852,52 @@ mod tests {
         let on = env_of(&[("SHOAL_MDNS", "ON")]);
         assert!(!resolve(&flags, &on, file(text), 8).unwrap().mdns, "--mdns=false beats SHOAL_MDNS=on");
         assert!(resolve(&WorkerFlags::default(), &on, None, 8).unwrap().mdns);
+    }
+
+    #[test]
+    fn the_status_page_is_off_by_default_loopback_when_on_and_merges_like_the_rest() {
+        #[derive(clap::Parser)]
+        struct Cli {
+            #[command(flatten)]
+            flags: WorkerFlags,
+        }
+        let parse = |args: &[&str]| {
+            let cli =
+                <Cli as clap::Parser>::try_parse_from(std::iter::once("worker").chain(args.iter().copied()));
+            cli.unwrap().flags
+        };
+        let none = env_of(&[]);
+        assert_eq!(resolve(&WorkerFlags::default(), &none, None, 2).unwrap().http, None, "off by default");
+        let on = parse(&["--http", "--cores", "1"]);
+        assert_eq!(resolve(&on, &none, None, 2).unwrap().http, Some(addr("127.0.0.1:7680")));
+        let at = parse(&["--http", "127.0.0.1:0"]);
+        assert_eq!(resolve(&at, &none, None, 2).unwrap().http, Some(addr("127.0.0.1:0")));
+        let file_on = file("http = \"0.0.0.0:8080\"");
+        let env = env_of(&[("SHOAL_HTTP", "127.0.0.1:9")]);
+        assert_eq!(
+            resolve(&WorkerFlags::default(), &none, file_on, 2).unwrap().http,
+            Some(addr("0.0.0.0:8080"))
+        );
+        assert_eq!(
+            resolve(&WorkerFlags::default(), &env, file_on, 2).unwrap().http,
+            Some(addr("127.0.0.1:9"))
+        );
+        assert_eq!(
+            resolve(&at, &env, file_on, 2).unwrap().http,
+            Some(addr("127.0.0.1:0")),
+            "flag > env > file"
+        );
+        let off = parse(&["--http=off"]);
+        assert_eq!(resolve(&off, &env, file_on, 2).unwrap().http, None, "--http=off beats the others");
+        assert_eq!(
+            resolve(&WorkerFlags::default(), &none, file("http = true"), 2).unwrap().http,
+            Some(addr(DEFAULT_HTTP))
+        );
+        let e =
+            resolve(&WorkerFlags::default(), &env_of(&[("SHOAL_HTTP", "everywhere")]), None, 2).unwrap_err();
+        assert!(e.to_string().contains("SHOAL_HTTP: `everywhere` is not an address"), "{e}");
+        let e = resolve(&WorkerFlags::default(), &none, file("http = 80"), 2).unwrap_err();
+        assert!(e.to_string().starts_with("/etc/shoal/worker.toml:1:8:"), "{e}");
     }
 
     #[test]

@@ -105,6 +105,21 @@ fn owner_runs_a_diamond_to_completion_with_locality() {
 }
 
 #[test]
+fn the_dag_view_names_every_task_with_its_state_and_every_edge_once() {
+    let cfg = OwnerConfig { continuations: false, ..OwnerConfig::default() };
+    let mut o = Owner::new(JOB, peer(0), diamond(), cfg, &[hint(1, 0)], signer(), t(0));
+    let (at, _, attempt) = assigned(&drain(&mut o))[0];
+    let dag = o.dag();
+    assert_eq!(dag.tasks.iter().map(|t| t.0).collect::<Vec<_>>(), ["a", "b", "c", "d"]);
+    assert_eq!(dag.tasks[0].1, &TaskState::Placed { at, attempt });
+    assert!(dag.tasks[1..].iter().all(|t| *t.1 == TaskState::Waiting), "{dag:?}");
+    let i = TaskIndex;
+    assert_eq!(dag.edges, vec![(i(0), i(1)), (i(0), i(2)), (i(1), i(3)), (i(2), i(3))]);
+    o.handle_msg(t(1), at, done(0, 1, 10)).unwrap();
+    assert!(matches!(o.dag().tasks[0].1, TaskState::Done { .. }));
+}
+
+#[test]
 fn owner_reissues_lost_work_and_remakes_lost_outputs_from_lineage() {
     let cfg = OwnerConfig { continuations: false, ..OwnerConfig::default() };
     let mut o = Owner::new(JOB, peer(0), diamond(), cfg, &[hint(1, 0), hint(2, 0)], signer(), t(0));

@@ -188,6 +188,7 @@ impl Peer {
             tasks_failed: 0,
             task_times: TaskTimes::default(),
             finished_owners_refused: Refusals::default(),
+            record: super::monitor::Record::default(),
             outbox: super::outbox::Outboxes::new(node.clone()),
             leaving_until: None,
             leave_grace: cfg.leave_grace,
@@ -245,6 +246,18 @@ impl Peer {
     /// A receiver that wakes whenever [`Peer::status`] changes.
     pub fn watch_status(&self) -> watch::Receiver<PeerStatus> {
         self.status.clone()
+    }
+
+    /// A cloneable read-only view of this peer for displays (status, activity), usable after
+    /// the `Peer` is moved or while it is borrowed elsewhere.
+    pub fn monitor(&self) -> super::Monitor {
+        super::Monitor {
+            node: self.node.clone(),
+            cmd: self.cmd.clone(),
+            status: self.status.clone(),
+            cores: self.cores,
+            memory: self.memory,
+        }
     }
 
     /// The network node (view, blobs).

@@ -30,11 +30,13 @@
 //! - [`outbox`]: per-peer ordered, bounded queues of outgoing messages;
 //! - [`leave`]: the steps of a graceful leave;
 //! - [`times`]: the histogram of task run times published for metrics.
+//! - [`monitor`]: runs and jobs recorded for displays ([`Monitor`]).
 
 mod addrs;
 mod fetch;
 mod handle;
 mod leave;
+mod monitor;
 mod outbox;
 mod route;
 mod timers;
@@ -62,6 +64,9 @@ use crate::job::{JobError, Tracker};
 
 use fetch::Fetched;
 pub use handle::{PauseReason, Peer, PeerStatus, StartError};
+pub use monitor::{
+    Activity, JobTask, JobView, Monitor, RECENT_JOBS, RECENT_RUNS, RunEnd, TaskPhase, TaskRun,
+};
 use timers::TimerOf;
 pub use times::TaskTimes;
 
@@ -78,6 +83,8 @@ pub(crate) enum Cmd {
     Leave,
     /// Stop (`Some`) or resume (`None`) taking work (see [`Peer::set_paused`]).
     Pause(Option<handle::PauseReason>),
+    /// Send what the peer is doing ([`Monitor::activity`]).
+    Activity(tokio::sync::oneshot::Sender<Activity>),
 }
 
 /// What the actor waits on.
@@ -142,6 +149,8 @@ struct Actor {
     task_times: TaskTimes,
     /// Refusals counted by the owners of jobs already finished here.
     finished_owners_refused: Refusals,
+    /// Runs under way and recent, jobs finished (for [`Monitor::activity`]).
+    record: monitor::Record,
 }
 
 impl Actor {
@@ -169,6 +178,7 @@ impl Actor {
                 () = grace_over, if self.leaving_until.is_some() => {}
                 () = halt, if self.halt_at.is_some() => self.halt_running(),
                 Some(f) = io.done.recv() => {
+                    self.note_run_end(f.task, f.attempt, &f.outcome);
                     let now = self.now();
                     // Stopped by the pause's halt (an executor failure while halted): handed back
                     // unrun, not reported as a fault.
@@ -259,6 +269,9 @@ impl Actor {
             }
             Cmd::Leave => self.start_leave(),
             Cmd::Pause(reason) => self.set_paused(reason),
+            Cmd::Activity(tx) => {
+                let _ = tx.send(self.activity());
+            }
         }
     }
 
@@ -300,6 +313,7 @@ impl Actor {
     }
 
     pub(super) fn start_task(&mut self, desc: TaskDesc) {
+        self.note_run_start(&desc);
         let exec = self.exec.clone();
         let tx = self.done_tx.clone();
         let span = info_span!("task", job = %desc.task.job, task = desc.task.index.0, attempt = desc.attempt);

@@ -61,7 +61,9 @@ impl Actor {
         if entry.tracker.finished() {
             let last: Vec<Transmit> = std::iter::from_fn(|| entry.owner.poll_transmit()).collect();
             self.finished_owners_refused.add(&entry.owner.refusals());
-            self.jobs.remove(&job);
+            if let Some(entry) = self.jobs.remove(&job) {
+                self.note_job_end(job, &entry.owner, &entry.tracker);
+            }
             for t in last {
                 self.transmit(t);
             }
@@ -78,6 +80,7 @@ impl Actor {
         self.drain();
         if let Some(entry) = self.jobs.remove(&id) {
             self.finished_owners_refused.add(&entry.owner.refusals());
+            self.note_job_end(id, &entry.owner, &entry.tracker);
         }
     }
 }

@@ -29,7 +29,7 @@ use super::{Time, Timer};
 use crate::ids::{BlobHash, JobId, PeerId, TaskId, TaskIndex};
 use crate::job::{CostModel, Input, Job, upward_ranks};
 
-pub use types::{OwnerConfig, OwnerError, OwnerEvent, Progress, Report, TaskState};
+pub use types::{DagView, OwnerConfig, OwnerError, OwnerEvent, Progress, Report, TaskState};
 
 /// Most holders the owner lists for one output (the producer, then consumers' copies).
 const HOLDERS_MAX: usize = 4;
@@ -254,6 +254,21 @@ impl Owner {
     /// State of task `i`.
     pub fn state(&self, i: TaskIndex) -> &TaskState {
         &self.recs[i.0 as usize].state
+    }
+
+    /// A read-only picture of the job's DAG for displays: every task's name and state, by index,
+    /// and every edge `(producer, consumer)` (one per consumed output, deduplicated), producers
+    /// in index order. Allocates; meant to be called on demand, not on every step.
+    pub fn dag(&self) -> DagView<'_> {
+        let tasks =
+            self.job.tasks().iter().zip(&self.recs).map(|(t, r)| (t.name.as_str(), &r.state)).collect();
+        let edges = (0..self.job.len() as u32)
+            .map(TaskIndex)
+            .flat_map(|p| self.job.children(p).iter().map(move |&c| (p, c)))
+            .collect::<BTreeSet<_>>()
+            .into_iter()
+            .collect();
+        DagView { tasks, edges }
     }
 
     /// Every report received for task `i`, in arrival order (the verification hook).

@@ -111,6 +111,15 @@ pub enum TaskState {
     Failed(FailureKind),
 }
 
+/// The job's DAG as the owner sees it ([`Owner::dag`](super::Owner::dag)).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DagView<'a> {
+    /// Every task's name and state, by index.
+    pub tasks: Vec<(&'a str, &'a TaskState)>,
+    /// `(producer, consumer)` pairs, sorted, without duplicates.
+    pub edges: Vec<(TaskIndex, TaskIndex)>,
+}
+
 /// One attempt's report, kept for verification.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Report {
