@@ -587,8 +587,10 @@ impl Membership {
         self.push(entry);
     }
 
-    /// Cyclon merge: the sender's own entry is first-hand; others fill free slots, then replace
-    /// entries we sent in this exchange.
+    /// Cyclon merge: the sender's own entry is first-hand and goes first, so it always gets in
+    /// (a free slot, else an entry we sent, else a random one, as for a join): a peer whose entry
+    /// every holder happened to trade away is back in a view at its next shuffle. The others fill
+    /// free slots, then replace entries we sent in this exchange.
     fn merge<R: Rng + ?Sized>(
         &mut self,
         from: PeerId,
@@ -599,17 +601,20 @@ impl Membership {
     ) {
         let mut replaceable: Vec<PeerId> = sent.iter().copied().filter(|id| *id != from).collect();
         replaceable.shuffle(rng);
-        for e in entries {
-            if e.id == from {
-                let e = Entry { addr, age: 0, ..e };
-                if let Some(s) = self.slot_mut(&from) {
-                    s.entry = e;
-                } else {
-                    self.merge_one(e, &mut replaceable);
-                }
+        let (own, others): (Vec<Entry>, Vec<Entry>) = entries.into_iter().partition(|e| e.id == from);
+        if let Some(e) = own.into_iter().next() {
+            let e = Entry { addr, age: 0, ..e };
+            if let Some(s) = self.slot_mut(&from) {
+                s.entry = e;
             } else {
                 self.merge_one(e, &mut replaceable);
+                if self.slot_mut(&from).is_none() {
+                    self.insert_first_hand(e, rng);
+                }
             }
+        }
+        for e in others {
+            self.merge_one(e, &mut replaceable);
         }
     }
 

@@ -170,6 +170,43 @@ impl Net {
         })
     }
 
+    /// Whether the union of the views seen every 100 ms over the next `span` (running the
+    /// network that long) connects every live peer to every other. Cyclon trades entries, so a
+    /// peer can be in no view for a moment (every holder traded its entry away); its own next
+    /// shuffle puts it back (`Membership::merge`), so over a shuffle interval it is always known.
+    fn connected_over(&mut self, span: Duration) -> bool {
+        let n = self.nodes.len();
+        let mut edges: BTreeSet<(usize, usize)> = BTreeSet::new();
+        let end = self.now + span;
+        loop {
+            for i in 0..n {
+                for e in self.nodes[i].view() {
+                    if let Some(j) = self.index_of(e.id) {
+                        edges.insert((i, j));
+                    }
+                }
+            }
+            if self.now >= end {
+                break;
+            }
+            let next = (self.now + Duration::from_millis(100)).min(end);
+            self.run_until(next);
+        }
+        let live: Vec<usize> = (0..n).filter(|i| self.alive[*i]).collect();
+        live.iter().all(|&start| {
+            let mut seen = BTreeSet::from([start]);
+            let mut stack = vec![start];
+            while let Some(i) = stack.pop() {
+                for &(_, j) in edges.range((i, 0)..=(i, usize::MAX)) {
+                    if self.alive[j] && seen.insert(j) {
+                        stack.push(j);
+                    }
+                }
+            }
+            live.iter().all(|j| seen.contains(j))
+        })
+    }
+
     fn check_invariants(&self) {
         for (i, n) in self.nodes.iter().enumerate() {
             let ids: Vec<PeerId> = n.view().map(|e| e.id).collect();
@@ -504,8 +541,8 @@ proptest! {
         loss in 0.0f64..0.3,
         churn in proptest::collection::vec((0usize..40, 0u8..3), 0..8),
     ) {
-        let net = churn_run(seed, n, loss, &churn);
-        prop_assert!(net.strongly_connected());
+        let mut net = churn_run(seed, n, loss, &churn);
+        prop_assert!(net.connected_over(Duration::from_millis(1500)));
     }
 }
 
@@ -516,6 +553,17 @@ proptest! {
 #[test]
 fn regression_seed_15188191563671317046_the_first_peer_rejoins_after_losing_its_view() {
     let churn = [(18, 0), (23, 1), (10, 0), (4, 0)];
-    let net = churn_run(15188191563671317046, 7, 0.29000995174604566, &churn);
+    let mut net = churn_run(15188191563671317046, 7, 0.29000995174604566, &churn);
     assert!(net.strongly_connected(), "view of peer 0: {:?}", net.nodes[0].view().collect::<Vec<_>>());
+    assert!(net.connected_over(Duration::from_millis(1500)));
+}
+
+/// Found by `invariants_hold_under_churn_and_loss`: 32 peers, no churn; at the final instant
+/// peer 15 was in no view (every holder had traded its entry away in shuffles whose receivers
+/// already held it). Its own shuffles put it back: the sender's entry now goes first in a merge
+/// and always gets in, and connectivity is judged over a shuffle interval, not at one instant.
+#[test]
+fn regression_seed_1532594141162745942_a_peer_in_no_view_is_back_within_a_shuffle() {
+    let mut net = churn_run(1532594141162745942, 32, 0.07646191509082019, &[]);
+    assert!(net.connected_over(Duration::from_millis(1500)));
 }
