@@ -1033,7 +1033,7 @@ mod tests {
     fn a_bad_variable_is_an_error_naming_it() {
         for (var, value, says) in [
             ("SHOAL_CORES", "many", "not a number of cores"),
-            ("SHOAL_MEMORY", "2XB", "unknown size unit"),
+            ("SHOAL_MEMORY", "2XB", "`2XB` is not a size"),
             ("SHOAL_LISTEN", "localhost", "not an address"),
             ("SHOAL_BOOTSTRAP", "10.0.0.1:1,bad", "`bad` is not an address"),
             ("SHOAL_JOIN_TIMEOUT", "soon", "not a duration"),
