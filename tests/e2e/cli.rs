@@ -1,5 +1,7 @@
 //! The `shoal` command end to end: real processes running real task programs from `jobs/`.
 
+use shoal_core::ids::BlobHash;
+use shoal_core::job::{Job, TaskSpec};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
@@ -408,9 +410,6 @@ fn submit_alone_runs_locally_and_an_unreachable_bootstrap_is_a_clear_error() {
 
 #[test]
 fn a_worker_killed_with_sigkill_mid_job_loses_nothing_but_time() {
-    use shoal_core::ids::BlobHash;
-    use shoal_core::job::{Job, TaskSpec};
-
     let dir = tempfile::tempdir().unwrap();
     let mut workers = three_workers(dir.path());
 
@@ -418,26 +417,8 @@ fn a_worker_killed_with_sigkill_mid_job_loses_nothing_but_time() {
     rt.block_on(async {
         let peer = submitter_seeing(&dir.path().join("submitter"), &workers).await;
 
-        let primes = std::fs::read(job("primes")).unwrap();
-        let sum = std::fs::read(job("sum")).unwrap();
-        let (p, s) = (BlobHash::of(&primes), BlobHash::of(&sum));
-        let n = 16u64;
-        let step = 100_000_000 / n;
-        let mut specs: Vec<TaskSpec> = (0..n)
-            .map(|k| TaskSpec {
-                args: vec![(k * step).to_string(), ((k + 1) * step).to_string()],
-                ..TaskSpec::new(format!("p{k}"), p)
-            })
-            .collect();
-        let mut total = TaskSpec::new("total", s);
-        for k in 0..n {
-            total = total.after(format!("p{k}"));
-        }
-        specs.push(total);
-        let handle = peer
-            .submit(Job::new(specs).unwrap(), std::collections::HashMap::from([(p, primes), (s, sum)]))
-            .await
-            .unwrap();
+        let (job, blobs) = primes_job(16, 100_000_000 / 16);
+        let handle = peer.submit(job, blobs).await.unwrap();
         // Once work is out on the peers, SIGKILL a worker: no goodbye, no closed connections.
         let mut progress = handle.watch_progress();
         progress.wait_for(|p| p.running >= 2).await.unwrap();
@@ -612,4 +593,23 @@ fn a_new_task_skeleton_builds_and_runs_on_a_local_swarm_in_c_zig_and_assemblyscr
         assert_eq!(again.status.code(), Some(2), "an error exits 2");
         assert!(String::from_utf8_lossy(&again.stderr).contains("already exists"));
     }
+}
+
+/// Prime counting in `n` ranges of `step` from 0, summed by a `total` task.
+fn primes_job(n: u64, step: u64) -> (Job, std::collections::HashMap<BlobHash, Vec<u8>>) {
+    let primes = std::fs::read(job("primes")).unwrap();
+    let sum = std::fs::read(job("sum")).unwrap();
+    let (p, s) = (BlobHash::of(&primes), BlobHash::of(&sum));
+    let mut specs: Vec<TaskSpec> = (0..n)
+        .map(|k| TaskSpec {
+            args: vec![(k * step).to_string(), ((k + 1) * step).to_string()],
+            ..TaskSpec::new(format!("p{k}"), p)
+        })
+        .collect();
+    let mut total = TaskSpec::new("total", s);
+    for k in 0..n {
+        total = total.after(format!("p{k}"));
+    }
+    specs.push(total);
+    (Job::new(specs).unwrap(), std::collections::HashMap::from([(p, primes), (s, sum)]))
 }

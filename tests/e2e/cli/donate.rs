@@ -4,9 +4,6 @@
 
 use std::time::{Duration, Instant};
 
-use shoal_core::ids::BlobHash;
-use shoal_core::job::{Job, TaskSpec};
-
 use super::*;
 
 /// `shoal status --json` of the worker in `dir`.
@@ -52,25 +49,6 @@ async fn submitter(dir: &Path, workers: &[&Worker]) -> shoal_node::Peer {
     .await
     .expect("the workers never all showed up in the view");
     peer
-}
-
-/// Prime counting in `n` ranges of `step` from 0, summed by a `total` task.
-fn primes_job(n: u64, step: u64) -> (Job, std::collections::HashMap<BlobHash, Vec<u8>>) {
-    let primes = std::fs::read(job("primes")).unwrap();
-    let sum = std::fs::read(job("sum")).unwrap();
-    let (p, s) = (BlobHash::of(&primes), BlobHash::of(&sum));
-    let mut specs: Vec<TaskSpec> = (0..n)
-        .map(|k| TaskSpec {
-            args: vec![(k * step).to_string(), ((k + 1) * step).to_string()],
-            ..TaskSpec::new(format!("p{k}"), p)
-        })
-        .collect();
-    let mut total = TaskSpec::new("total", s);
-    for k in 0..n {
-        total = total.after(format!("p{k}"));
-    }
-    specs.push(total);
-    (Job::new(specs).unwrap(), std::collections::HashMap::from([(p, primes), (s, sum)]))
 }
 
 fn count(s: &serde_json::Value, key: &str) -> u64 {
@@ -204,7 +182,13 @@ fn max_cpu_percent_25_keeps_a_busy_worker_near_a_quarter_of_a_core() {
         let share = used / wall * 100.0;
         println!("max_cpu_percent = 25: the busy worker used {used:.2} s of CPU in {wall:.2} s: {share:.1} % of a core");
         assert_eq!(count(&status(&d0), "running"), 1, "the task ran all along");
-        assert!((10.0..=45.0).contains(&share), "{share:.1} % of a core, expected about 25 %");
+        // The cap bounds the share from above whatever else runs; from below only an idle
+        // machine does (the task runs at SCHED_IDLE, so parallel tests can starve it), so a
+        // low figure is reported, not failed.
+        assert!(share <= 45.0, "{share:.1} % of a core, expected about 25 % at most");
+        if share < 10.0 {
+            println!("note: the machine was busy ({share:.1} %): only the upper bound was checked");
+        }
         handle.cancel().await;
         peer.kill().await;
     });
