@@ -439,7 +439,7 @@ fn a_worker_killed_with_sigkill_mid_job_loses_nothing_but_time() {
 }
 
 #[test]
-fn a_worker_with_another_swarm_secret_cannot_join() {
+fn another_swarm_secret_keeps_a_worker_and_a_submitter_out() {
     let dir = tempfile::tempdir().unwrap();
     let (ours, theirs) = (dir.path().join("ours"), dir.path().join("theirs"));
     std::fs::write(&ours, "our swarm").unwrap();
@@ -475,6 +475,33 @@ fn a_worker_with_another_swarm_secret_cannot_join() {
     assert_eq!(out.status.code(), Some(2), "{}", String::from_utf8_lossy(&out.stdout));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("no peer answered"), "{stderr}");
+    // `shoal submit` with the swarm's secret runs a job there (its own peer donates nothing);
+    // with another secret it is refused like the worker; with an empty file it says so.
+    let jobfile = primes_job_file(dir.path());
+    let submit = |secret: &Path| {
+        shoal()
+            .arg("submit")
+            .arg(&jobfile)
+            .args(["--cores", "0", "--join-timeout", "3s", "--bootstrap", &first.addr.to_string()])
+            .arg("--swarm-secret")
+            .arg(secret)
+            .output()
+            .unwrap()
+    };
+    let ok = submit(&ours);
+    assert!(ok.status.success(), "{}", String::from_utf8_lossy(&ok.stderr));
+    assert_eq!(String::from_utf8_lossy(&ok.stdout).trim(), "664579", "π(10^7)");
+    let refused = submit(&theirs);
+    assert!(!refused.status.success());
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("no peer answered"));
+    let empty = dir.path().join("empty");
+    std::fs::write(&empty, "").unwrap();
+    let bad = submit(&empty);
+    assert!(
+        String::from_utf8_lossy(&bad.stderr).contains("is empty"),
+        "{}",
+        String::from_utf8_lossy(&bad.stderr)
+    );
     for w in [friend, first] {
         w.stop();
     }

@@ -175,6 +175,7 @@ fn run_on_swarm(peers: u32, compiled: shoal_sdk::CompiledJob) -> anyhow::Result<
         join_timeout: Duration::from_secs(30),
         show_progress: std::io::IsTerminal::is_terminal(&std::io::stderr()),
         http: None,
+        swarm_secret: None,
     };
     let result = runtime.block_on(submit_compiled(&how, &dir.join("owner"), compiled));
     drop(workers);

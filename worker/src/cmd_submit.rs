@@ -43,6 +43,9 @@ pub(crate) struct SubmitArgs {
     /// Print a one-line JSON summary on stdout instead of the text one.
     #[arg(long)]
     json: bool,
+    /// The swarm secret's file, to submit to a private swarm (the workers' `--swarm-secret`).
+    #[arg(long, value_name = "FILE", env = "SHOAL_SWARM_SECRET")]
+    swarm_secret: Option<PathBuf>,
     /// Serve the submitting peer's live status page at ADDR (`--http` alone: 127.0.0.1:7680);
     /// its address for the job is printed on stderr. Put the job file before a bare `--http`.
     #[arg(long, value_name = "ADDR", num_args = 0..=1, default_missing_value = crate::settings::DEFAULT_HTTP)]
@@ -106,6 +109,7 @@ async fn submit(
         join_timeout: args.join_timeout,
         show_progress: !args.json && std::io::IsTerminal::is_terminal(&std::io::stderr()),
         http: args.http,
+        swarm_secret: args.swarm_secret.as_deref().map(read_swarm_secret).transpose()?,
     };
     submit_compiled(&how, dir, compiled).await
 }
@@ -121,6 +125,8 @@ pub(crate) struct SubmitOptions {
     pub(crate) join_timeout: Duration,
     /// Show a progress bar on stderr.
     pub(crate) show_progress: bool,
+    /// The private swarm's secret, if it has one.
+    pub(crate) swarm_secret: Option<Vec<u8>>,
     /// Serve the submitting peer's status page here.
     pub(crate) http: Option<SocketAddr>,
 }
@@ -137,6 +143,7 @@ pub(crate) async fn submit_compiled(
     cfg.cores = how.cores;
     cfg.bootstrap = how.bootstrap.clone();
     cfg.join_timeout = how.join_timeout;
+    cfg.swarm_secret.clone_from(&how.swarm_secret);
     let swarm = Swarm::join(cfg).await?;
     let page = match how.http {
         Some(addr) => {
@@ -297,4 +304,13 @@ fn write_results(args: &SubmitArgs, tasks: usize, outcome: Outcome) -> anyhow::R
         }
     }
     Ok(0)
+}
+
+/// The swarm secret in the file at `path` (its bytes, as the workers read it); an unreadable or
+/// empty file is an error naming it.
+pub(crate) fn read_swarm_secret(path: &Path) -> anyhow::Result<Vec<u8>> {
+    let secret =
+        std::fs::read(path).with_context(|| format!("cannot read the swarm secret {}", path.display()))?;
+    anyhow::ensure!(!secret.is_empty(), "the swarm secret file {} is empty", path.display());
+    Ok(secret)
 }

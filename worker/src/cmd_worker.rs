@@ -113,10 +113,7 @@ async fn serve(args: Settings) -> anyhow::Result<u8> {
         CpuCap::DutyCycle
     };
     if let Some(path) = &args.swarm_secret {
-        let secret = std::fs::read(path)
-            .with_context(|| format!("cannot read the swarm secret {}", path.display()))?;
-        anyhow::ensure!(!secret.is_empty(), "the swarm secret file {} is empty", path.display());
-        cfg.net.swarm_secret = Some(SwarmSecret::new(&secret));
+        cfg.net.swarm_secret = Some(SwarmSecret::new(&crate::cmd_submit::read_swarm_secret(path)?));
     }
     std::fs::create_dir_all(&data_dir)
         .with_context(|| format!("cannot create the data directory {}", data_dir.display()))?;
