@@ -174,7 +174,7 @@ pub fn owner(data: &[u8]) {
                     0 => FailureKind::Task("x".into()),
                     1 => FailureKind::InputLost { input: b.num32() },
                     2 => FailureKind::Executor("y".into()),
-                    _ => FailureKind::Refused(crate::sched::Refusal {
+                    _ => FailureKind::Refused(crate::sched::Refusal::OverCap {
                         what: crate::sched::CapKind::Fuel,
                         asked: b.num(),
                         cap: b.num(),
@@ -269,6 +269,7 @@ fn desc(b: &mut Bytes<'_>, owner: u8, attempt: u32) -> TaskDesc {
         limits,
         lease_ms: b.num() % 1_000_000,
         filled: Vec::new(),
+        seal: None,
         sig: Vec::new(),
     };
     if owner == 0 {

@@ -11,37 +11,6 @@ use data_encoding::BASE32_NOPAD;
 /// Number of characters of a [`PeerId`]'s text form that [`PeerId::short`] keeps.
 pub const SHORT_ID_CHARS: usize = 10;
 
-/// A peer's identity: its ed25519 public key (32 bytes).
-///
-/// Its text form is the key in lowercase base32 without padding (52 characters), which is
-/// copy-pasteable and case-insensitive on input.
-#[derive(
-    Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize,
-)]
-#[rkyv(derive(Debug, PartialEq, Eq, Hash))]
-pub struct PeerId(pub [u8; 32]);
-
-impl PeerId {
-    /// The first [`SHORT_ID_CHARS`] characters of the text form, for logs and tables.
-    pub fn short(&self) -> String {
-        let mut s = self.to_string();
-        s.truncate(SHORT_ID_CHARS);
-        s
-    }
-}
-
-impl fmt::Display for PeerId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&BASE32_NOPAD.encode(&self.0).to_ascii_lowercase())
-    }
-}
-
-impl fmt::Debug for PeerId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "PeerId({})", self.short())
-    }
-}
-
 /// Why a text could not be read as an id.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum ParseIdError {
@@ -61,18 +30,65 @@ fn invalid(kind: &'static str, expected: &'static str, s: &str) -> ParseIdError 
     ParseIdError::Invalid { kind, expected, got: s.chars().take(80).collect() }
 }
 
-impl FromStr for PeerId {
-    type Err = ParseIdError;
+/// The text form of an ed25519 public key id: the key in lowercase base32 without padding (52
+/// characters), copy-pasteable and case-insensitive on input.
+macro_rules! key_id_text {
+    ($name:ident, $kind:literal) => {
+        impl $name {
+            /// The first [`SHORT_ID_CHARS`] characters of the text form, for logs and tables.
+            pub fn short(&self) -> String {
+                let mut s = self.to_string();
+                s.truncate(SHORT_ID_CHARS);
+                s
+            }
+        }
 
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        const EXPECTED: &str = "52 base32 characters (a-z, 2-7)";
-        let bytes = BASE32_NOPAD
-            .decode(s.trim().to_ascii_uppercase().as_bytes())
-            .map_err(|_| invalid("peer id", EXPECTED, s))?;
-        let key: [u8; 32] = bytes.try_into().map_err(|_| invalid("peer id", EXPECTED, s))?;
-        Ok(PeerId(key))
-    }
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(&BASE32_NOPAD.encode(&self.0).to_ascii_lowercase())
+            }
+        }
+
+        impl fmt::Debug for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                write!(f, concat!(stringify!($name), "({})"), self.short())
+            }
+        }
+
+        impl FromStr for $name {
+            type Err = ParseIdError;
+
+            fn from_str(s: &str) -> Result<Self, Self::Err> {
+                const EXPECTED: &str = "52 base32 characters (a-z, 2-7)";
+                let bytes = BASE32_NOPAD
+                    .decode(s.trim().to_ascii_uppercase().as_bytes())
+                    .map_err(|_| invalid($kind, EXPECTED, s))?;
+                let key: [u8; 32] = bytes.try_into().map_err(|_| invalid($kind, EXPECTED, s))?;
+                Ok($name(key))
+            }
+        }
+    };
 }
+
+/// A peer's identity: its ed25519 public key (32 bytes).
+#[derive(
+    Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize,
+)]
+#[rkyv(derive(Debug, PartialEq, Eq, Hash))]
+pub struct PeerId(pub [u8; 32]);
+
+key_id_text!(PeerId, "peer id");
+
+/// A submitter's signing identity: the ed25519 public key that signs its jobs' manifests (see
+/// [`crate::job::seal`]), separate from any peer's identity key. Volunteers list the ones they
+/// trust in `trusted_submitters`.
+#[derive(
+    Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize,
+)]
+#[rkyv(derive(Debug, PartialEq, Eq, Hash))]
+pub struct SubmitterKey(pub [u8; 32]);
+
+key_id_text!(SubmitterKey, "submitter key");
 
 /// The blake3 hash of a blob's bytes: blobs (modules, inputs, outputs) are named by their content.
 #[derive(

@@ -87,6 +87,9 @@ pub enum JobError {
     /// The peer owning the job stopped before the job finished.
     #[error("the peer owning the job stopped before it finished")]
     PeerStopped,
+    /// A job with the same id (the same signed job) is already running on this peer.
+    #[error("job {0} is already running here (a signed job is submitted once; sign it again to rerun it)")]
+    AlreadyRunning(JobId),
 }
 
 /// Why a job could not be submitted. Nothing was started.
@@ -114,6 +117,12 @@ pub enum SubmitError {
     /// A wanted output names a task the job does not have.
     #[error("the job has no task #{0} (asked for its output)")]
     UnknownTask(u32),
+    /// The job's seal expired before it was submitted.
+    #[error("the job's signature expired at Unix time {} s; sign it again", at_unix_ms / 1000)]
+    SealExpired {
+        /// When it expired (Unix milliseconds).
+        at_unix_ms: u64,
+    },
     /// The peer is stopping or stopped.
     #[error("the peer is shut down")]
     PeerStopped,

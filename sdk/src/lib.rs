@@ -77,7 +77,11 @@ pub mod local;
 mod swarm;
 mod template;
 
+mod sign;
+
 pub use builder::{BuildError, CompiledJob, Job, Module, TaskBuilder, TaskHandle};
 pub use file::{JobFile, JobFileError, JobFileErrorKind, load_job_file, parse_duration, parse_size};
+pub use shoal_core::sched::TrustPolicy;
 pub use shoal_node::{JobCanceller, JobError, JobOutputs, JobProgress, Peer, SubmitError};
+pub use sign::{DEFAULT_VALIDITY, KeyError, SigningKey, SubmitterKey};
 pub use swarm::{ProgressStream, Submission, Swarm, SwarmConfig, SwarmError};

@@ -14,6 +14,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use crate::{SigningKey, TrustPolicy};
 use shoal_core::ids::JobId;
 use shoal_net::SwarmSecret;
 use shoal_node::{Config, JobError, JobHandle, JobOutputs, JobProgress, Peer, StartError, SubmitError};
@@ -89,6 +90,12 @@ pub struct SwarmConfig {
     pub swarm_secret: Option<Vec<u8>>,
     /// How long to wait for a bootstrap peer to answer (default 10 s).
     pub join_timeout: Duration,
+    /// Signs every job submitted unsigned through the `Swarm` (see [`CompiledJob::sign`]).
+    pub signing_key: Option<SigningKey>,
+    /// Whose tasks the embedded peer runs when it donates cores. `None` (default): a worker's
+    /// default, which takes unsigned jobs only in a swarm with a swarm secret (its own jobs, and
+    /// those signed by `signing_key`, always).
+    pub trust: Option<TrustPolicy>,
 }
 
 impl Default for SwarmConfig {
@@ -101,6 +108,8 @@ impl Default for SwarmConfig {
             memory: None,
             swarm_secret: None,
             join_timeout: Duration::from_secs(10),
+            signing_key: None,
+            trust: None,
         }
     }
 }
@@ -128,7 +137,20 @@ impl SwarmConfig {
         cfg.net.listen = self.listen;
         cfg.net.bootstrap = self.bootstrap.clone();
         cfg.net.swarm_secret = self.swarm_secret.as_deref().map(SwarmSecret::new);
+        cfg.sched.trust = self.trust.clone().unwrap_or_else(|| {
+            let mut trust =
+                TrustPolicy { accept_unsigned: self.swarm_secret.is_some(), ..TrustPolicy::default() };
+            trust.trusted_submitters.extend(self.signing_key.as_ref().map(SigningKey::public));
+            trust
+        });
         cfg
+    }
+
+    /// Signs every job submitted unsigned with `key`.
+    #[must_use]
+    pub fn signing_key(mut self, key: SigningKey) -> Self {
+        self.signing_key = Some(key);
+        self
     }
 }
 
@@ -136,6 +158,8 @@ impl SwarmConfig {
 #[derive(Debug)]
 pub struct Swarm {
     peers: Vec<Peer>,
+    /// Signs jobs submitted unsigned.
+    signing_key: Option<SigningKey>,
     /// Data directories created here, removed when dropped (after the peers stopped).
     dirs: Vec<tempfile::TempDir>,
 }
@@ -162,7 +186,7 @@ impl Swarm {
             let addrs: Vec<String> = cfg.bootstrap.iter().map(ToString::to_string).collect();
             return Err(SwarmError::NoPeerAnswered { addrs: addrs.join(", "), after: cfg.join_timeout });
         }
-        Ok(Swarm { peers: vec![peer], dirs })
+        Ok(Swarm { peers: vec![peer], signing_key: cfg.signing_key, dirs })
     }
 
     /// Starts `n` peers in this process, one core each, on loopback (real QUIC between them), in
@@ -197,12 +221,17 @@ impl Swarm {
         if n == 0 {
             return Err(SwarmError::NoPeers);
         }
-        let mut swarm = Swarm { peers: Vec::with_capacity(n), dirs: Vec::with_capacity(n) };
+        let mut swarm =
+            Swarm { peers: Vec::with_capacity(n), signing_key: None, dirs: Vec::with_capacity(n) };
+        // A private swarm of its own: nobody else joins it, and its peers take each other's
+        // unsigned jobs.
+        let secret = rand::random::<[u8; 32]>().to_vec();
         for _ in 0..n {
             let dir = temp_dir()?;
             let mut cfg = SwarmConfig {
                 listen: SocketAddr::from(([127, 0, 0, 1], 0)),
                 cores: 1,
+                swarm_secret: Some(secret.clone()),
                 ..SwarmConfig::default()
             }
             .node_config(dir.path().to_path_buf());
@@ -248,6 +277,10 @@ impl Swarm {
     /// tasks are scheduled across the swarm. The outputs named in [`CompiledJob::outputs`] come
     /// back through [`Submission::outputs`].
     pub async fn submit(&self, job: CompiledJob) -> Result<Submission, SwarmError> {
+        let job = match &self.signing_key {
+            Some(key) if job.signer().is_none() => job.sign(key),
+            _ => job,
+        };
         let wanted = job.outputs.iter().map(|(_, i)| *i).collect();
         let tasks = job.job.len();
         let handle = self.peer().submit_with_outputs(job.job, job.blobs, wanted).await?;

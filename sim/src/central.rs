@@ -206,6 +206,7 @@ impl Central {
             // The baselines have no leases: their network never loses a message.
             lease_ms: u64::MAX,
             filled: Vec::new(),
+            seal: None,
             sig: Vec::new(),
         }
     }

@@ -250,6 +250,7 @@ async fn run_attack(
                             limits: Default::default(),
                             lease_ms: u64::MAX,
                             filled: Vec::new(),
+                            seal: None,
                             sig: vec![0; 64],
                         });
                     }

@@ -10,14 +10,17 @@
 //! report after a run), so hints, learned costs and priorities share one unit. See [`rank`].
 
 pub mod rank;
+pub mod seal;
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use petgraph::graph::{DiGraph, NodeIndex};
 
-use crate::ids::{BlobHash, TaskIndex};
+use crate::ids::{BlobHash, JobId, TaskIndex};
 
 pub use rank::{CostModel, upward_ranks};
+pub use seal::{JobSeal, Manifest, SealError, SealProof};
 
 /// Resource limits the sandbox applies to one run of a task; `None` means the executor's default.
 #[derive(Clone, Debug, Default, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
@@ -166,6 +169,8 @@ pub struct Job {
     parents: Vec<Vec<TaskIndex>>,
     children: Vec<Vec<TaskIndex>>,
     topo: Vec<TaskIndex>,
+    /// The submitter's signed manifest, when the job is sealed ([`seal`]).
+    manifest: Option<Arc<Manifest>>,
 }
 
 impl Job {
@@ -224,7 +229,7 @@ impl Job {
         let topo = petgraph::algo::toposort(&graph, None)
             .map_err(|c| JobError::Cycle { task: tasks[c.node_id().index()].name.clone() })?;
         let topo = topo.into_iter().map(|n| TaskIndex(n.index() as u32)).collect();
-        Ok(Job { tasks, graph, parents, children, topo })
+        Ok(Job { tasks, graph, parents, children, topo, manifest: None })
     }
 
     /// Number of tasks.
@@ -265,6 +270,24 @@ impl Job {
     /// The dependency graph (node `i` is task `i`, edges go producer → consumer).
     pub fn graph(&self) -> &DiGraph<(), ()> {
         &self.graph
+    }
+
+    /// Seals the job as `id` with the submitter's signing `key`, valid until `expires_unix_ms`
+    /// (see [`seal`]): a sealed job runs on peers that check its submitter.
+    pub fn sign(mut self, id: JobId, key: &ed25519_dalek::SigningKey, expires_unix_ms: u64) -> Job {
+        self.manifest = Some(Arc::new(Manifest::sign(&self, id, key, expires_unix_ms)));
+        self
+    }
+
+    /// Attaches a seal made elsewhere (by the submitter, for exactly these tasks).
+    pub fn with_seal(mut self, seal: JobSeal) -> Result<Job, SealError> {
+        self.manifest = Some(Arc::new(Manifest::check(&self, seal)?));
+        Ok(self)
+    }
+
+    /// The submitter's manifest, if the job is sealed.
+    pub fn manifest(&self) -> Option<&Manifest> {
+        self.manifest.as_deref()
     }
 
     /// Tasks whose output no other task consumes: their outputs are the job's results.

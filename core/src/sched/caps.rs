@@ -11,6 +11,7 @@
 //! Invariant: [`TaskCaps::check`] is pure and total: it never panics and never overflows, whatever
 //! numbers a descriptor carries.
 
+use super::trust::TrustRefusal;
 use crate::job::Limits;
 
 /// The most one task may take on this peer. `None` is "no cap beyond the sandbox's own".
@@ -65,28 +66,33 @@ impl CapKind {
     }
 }
 
-/// Why a peer refused a task: it asked `asked` where the peer's cap is `cap`.
+/// Why a peer refused a task: it asks more than one of the volunteer's caps, or the volunteer's
+/// trust policy does not take it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
 #[rkyv(derive(Debug))]
-pub struct Refusal {
-    /// The cap exceeded.
-    pub what: CapKind,
-    /// What the task asked for.
-    pub asked: u64,
-    /// The peer's cap.
-    pub cap: u64,
+pub enum Refusal {
+    /// It asked `asked` where the peer's cap is `cap`.
+    OverCap {
+        /// The cap exceeded.
+        what: CapKind,
+        /// What the task asked for.
+        asked: u64,
+        /// The peer's cap.
+        cap: u64,
+    },
+    /// The volunteer does not run this submitter's or this module's tasks.
+    Trust(TrustRefusal),
 }
 
 impl std::fmt::Display for Refusal {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let unit = self.what.unit();
-        write!(
-            f,
-            "asks for {}{unit} but the peer's {} is {}{unit}",
-            self.asked,
-            self.what.setting(),
-            self.cap
-        )
+        match self {
+            Refusal::OverCap { what, asked, cap } => {
+                let unit = what.unit();
+                write!(f, "asks for {asked}{unit} but the peer's {} is {cap}{unit}", what.setting())
+            }
+            Refusal::Trust(t) => t.fmt(f),
+        }
     }
 }
 
@@ -104,7 +110,7 @@ impl TaskCaps {
             if let (Some(asked), Some(cap)) = (asked, cap)
                 && asked > cap
             {
-                return Err(Refusal { what, asked, cap });
+                return Err(Refusal::OverCap { what, asked, cap });
             }
         }
         Ok(())
@@ -137,9 +143,12 @@ mod tests {
         let caps = TaskCaps { max_fuel: Some(1_000), max_input: Some(10), ..TaskCaps::default() };
         let asks = Limits { fuel: Some(u64::MAX), ..Limits::default() };
         let refusal = caps.check(&asks, 0).unwrap_err();
-        assert_eq!(refusal, Refusal { what: CapKind::Fuel, asked: u64::MAX, cap: 1_000 });
+        assert_eq!(refusal, Refusal::OverCap { what: CapKind::Fuel, asked: u64::MAX, cap: 1_000 });
         assert!(refusal.to_string().contains("max_task_fuel is 1000 fuel"), "{refusal}");
-        assert_eq!(caps.check(&Limits::default(), 11).unwrap_err().what, CapKind::Input);
+        assert!(matches!(
+            caps.check(&Limits::default(), 11),
+            Err(Refusal::OverCap { what: CapKind::Input, .. })
+        ));
         assert_eq!(caps.check(&Limits { fuel: Some(1_000), ..Limits::default() }, 10), Ok(()));
     }
 

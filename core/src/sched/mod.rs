@@ -34,6 +34,7 @@ mod queue;
 mod stats;
 #[cfg(test)]
 mod tests;
+mod trust;
 
 pub use caps::{CapKind, Refusal, TaskCaps};
 pub use msg::{
@@ -44,5 +45,6 @@ pub use owner::{DagView, Owner, OwnerConfig, OwnerError, OwnerEvent, Progress, R
 pub use peer::{PeerConfig, PeerHint, PeerSched, PeerStats, TaskOutcome, VictimChoice};
 pub use queue::ReadyQueue;
 pub use stats::Refusals;
+pub use trust::{SealCache, TrustPolicy, TrustRefusal};
 
 pub use crate::sansio::{Time, Timer};

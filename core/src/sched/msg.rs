@@ -10,7 +10,7 @@
 
 use super::caps::Refusal;
 use crate::ids::{BlobHash, JobId, PeerId, TaskId, TaskIndex};
-use crate::job::Limits;
+use crate::job::{Limits, SealProof};
 pub use crate::sansio::LoadHint;
 
 /// Where a task input can be obtained.
@@ -79,6 +79,9 @@ pub struct TaskDesc {
     /// ([`InputSource::After`]). Not signed itself: [`TaskDesc::digest`] reads those inputs as
     /// the `After` the owner wrote.
     pub filled: Vec<(u32, TaskIndex, bool)>,
+    /// The submitter's seal of the job and this task's proof in its manifest, when the job is
+    /// signed (see [`crate::job::seal`]); checked by every peer's trust policy.
+    pub seal: Option<SealProof>,
     /// The owner's ed25519 signature of [`TaskDesc::digest`] (64 bytes), so that a thief can check
     /// that the victim that passed the descriptor on did not alter it.
     pub sig: Vec<u8>,
@@ -93,12 +96,22 @@ impl TaskDesc {
             _ => None,
         })
     }
+
+    /// The producer whose output input `k` is, as the owner wrote it ([`InputSource::After`]),
+    /// whether or not the holder has filled it in since; `None` for any other input.
+    pub fn producer_of(&self, k: usize) -> Option<(TaskIndex, bool)> {
+        match self.inputs.get(k)?.source {
+            InputSource::After { task, merge } => Some((task, merge)),
+            _ => self.filled.iter().find(|f| f.0 as usize == k).map(|f| (f.1, f.2)),
+        }
+    }
 }
 
 impl TaskDesc {
     /// The blake3 digest of the parts of this descriptor the owner fixed: task, owner, attempt,
     /// priority, cost, lease, module, args, each input's hash and size (or the producer, for a
-    /// continuation's input, filled in or not) and limits. `hops`, input sources (where to fetch:
+    /// continuation's input, filled in or not), limits and the seal (not its proof path, which
+    /// the seal's root checks). `hops`, input sources (where to fetch:
     /// hints, checked by hash) and `sig` are left out.
     pub fn digest(&self) -> [u8; 32] {
         let mut h = blake3::Hasher::new();
@@ -118,12 +131,7 @@ impl TaskDesc {
         }
         h.update(&(self.inputs.len() as u64).to_le_bytes());
         for (k, input) in self.inputs.iter().enumerate() {
-            let filled = self.filled.iter().find(|f| f.0 as usize == k).map(|f| (f.1, f.2));
-            let after = match input.source {
-                InputSource::After { task, merge } => Some((task, merge)),
-                _ => filled,
-            };
-            match after {
+            match self.producer_of(k) {
                 Some((task, merge)) => {
                     h.update(&[1]);
                     h.update(&task.0.to_le_bytes());
@@ -143,6 +151,10 @@ impl TaskDesc {
                 None => h.update(&[0]),
             };
         }
+        match &self.seal {
+            Some(proof) => h.update(&[1]).update(&proof.seal.digest()),
+            None => h.update(&[0]),
+        };
         *h.finalize().as_bytes()
     }
 

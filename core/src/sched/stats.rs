@@ -30,6 +30,9 @@ pub struct Refusals {
     pub unsolicited: u64,
     /// Peer: tasks refused because they ask more than the volunteer's caps.
     pub over_caps: u64,
+    /// Peer: tasks refused by the volunteer's trust policy (unsigned, untrusted submitter,
+    /// module not allowed, bad or expired seal).
+    pub untrusted: u64,
 }
 
 impl Refusals {
@@ -51,6 +54,7 @@ impl Refusals {
             (&mut self.queue_full, other.queue_full),
             (&mut self.unsolicited, other.unsolicited),
             (&mut self.over_caps, other.over_caps),
+            (&mut self.untrusted, other.untrusted),
         ];
         for (mine, theirs) in pairs {
             *mine = mine.saturating_add(theirs);
@@ -58,7 +62,7 @@ impl Refusals {
     }
 
     /// Every counter with its field's name, in declaration order (for display and JSON).
-    pub fn by_reason(&self) -> [(&'static str, u64); 10] {
+    pub fn by_reason(&self) -> [(&'static str, u64); 11] {
         [
             ("not_holder", self.not_holder),
             ("stale", self.stale),
@@ -70,6 +74,7 @@ impl Refusals {
             ("queue_full", self.queue_full),
             ("unsolicited", self.unsolicited),
             ("over_caps", self.over_caps),
+            ("untrusted", self.untrusted),
         ]
     }
 

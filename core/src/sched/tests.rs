@@ -263,6 +263,7 @@ fn desc(i: u32, priority: u64) -> TaskDesc {
         limits: Default::default(),
         lease_ms: 30_000,
         filled: vec![],
+        seal: None,
         sig: vec![],
     }
     .signed()
@@ -728,3 +729,4 @@ fn a_consumer_keeps_a_copy_so_its_producer_is_not_remade_when_the_producer_dies(
 
 mod hardening;
 mod pause;
+mod trust;

@@ -159,12 +159,17 @@ impl Peer {
         let (fetch_tx, fetch_rx) = mpsc::unbounded_channel();
         let cancel = CancellationToken::new();
         let (status_tx, status_rx) = watch::channel(PeerStatus::default());
-        let sched =
-            PeerSched::new(me, PeerConfig { slots: cfg.cores, caps: cfg.task_caps(), ..cfg.sched.clone() });
+        let epoch = Instant::now();
+        let mut trust = cfg.sched.trust.clone();
+        trust.epoch_unix_ms = unix_ms_now();
+        let sched = PeerSched::new(
+            me,
+            PeerConfig { slots: cfg.cores, caps: cfg.task_caps(), trust, ..cfg.sched.clone() },
+        );
         let actor = Actor {
             me,
             node: node.clone(),
-            epoch: Instant::now(),
+            epoch,
             rng: StdRng::from_rng(&mut rand::rng()),
             sched,
             jobs: HashMap::new(),
@@ -310,7 +315,13 @@ impl Peer {
         for bytes in blobs.values() {
             store.put(bytes)?;
         }
-        let id = JobId(rand::rng().random());
+        let id = match job.manifest() {
+            Some(m) if m.seal().expires_unix_ms < unix_ms_now() => {
+                return Err(SubmitError::SealExpired { at_unix_ms: m.seal().expires_unix_ms });
+            }
+            Some(m) => m.seal().job,
+            None => JobId(rand::rng().random()),
+        };
         let total = job.len();
         let (progress_tx, progress_rx) = watch::channel(JobProgress { total, ..JobProgress::default() });
         let (result_tx, result_rx) = oneshot::channel();
@@ -363,4 +374,11 @@ impl Peer {
         self.stop_actor().await;
         self.node.shutdown().await;
     }
+}
+
+/// Milliseconds since the Unix epoch by the system clock (0 if the clock is before it).
+pub(crate) fn unix_ms_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }

@@ -252,7 +252,11 @@ impl Actor {
 
     pub(super) fn on_cmd(&mut self, cmd: Cmd) {
         match cmd {
-            Cmd::Submit { id, job, tracker } => {
+            Cmd::Submit { id, job, mut tracker } => {
+                if self.jobs.contains_key(&id) {
+                    tracker.finish(Err(JobError::AlreadyRunning(id)));
+                    return;
+                }
                 let view = self.view();
                 let span = info_span!("job", %id);
                 span.in_scope(|| info!(tasks = job.len(), "job submitted"));

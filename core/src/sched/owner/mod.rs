@@ -588,6 +588,7 @@ impl Owner {
             limits,
             lease_ms: u64::try_from(lease.as_millis()).unwrap_or(u64::MAX),
             filled: Vec::new(),
+            seal: self.job.manifest().map(|m| m.proof(&self.job, i)),
             sig: Vec::new(),
         };
         desc.sign(self.signer.0.as_ref());

@@ -2,17 +2,18 @@
 //! queued, and the owner's cancel.
 //!
 //! Invariants: a descriptor is queued only if it came from its owner (`Assign`) or carries its
-//! owner's valid signature (`Stolen`), is not an attempt already held or just run here, asks no
-//! more than the volunteer's caps, and fits under [`PeerConfig::max_queued`](super::PeerConfig);
+//! owner's valid signature (`Stolen`), is not an attempt already held or just run here, passes
+//! the volunteer's trust policy (`trust.rs`; a peer's own jobs always do), asks no more than the
+//! volunteer's caps, and fits under [`PeerConfig::max_queued`](super::PeerConfig);
 //! otherwise it is refused (counted), and where its owner should know, told: refused tasks with
 //! `Failed { Refused }`, the excess of a full queue with `Release`. A `Cancel` drops only the tasks
 //! whose owner sent it.
 
 use super::{PeerSched, resolve};
 use crate::ids::{JobId, PeerId, TaskId};
-use crate::sched::Time;
 use crate::sched::msg::{FailureKind, SchedMsg, TaskDesc, Transmit};
 use crate::sched::stats::Refusals;
+use crate::sched::{Refusal, Time};
 
 impl PeerSched {
     /// The descriptors of an `Assign` from `from` that `from` owns (the others are refused).
@@ -54,6 +55,18 @@ impl PeerSched {
         for t in tasks {
             if self.has_attempt(t.task, t.attempt) {
                 Refusals::bump(&mut self.stats.refused.duplicate);
+                continue;
+            }
+            let trusted = if t.owner == self.me {
+                Ok(())
+            } else {
+                self.cfg.trust.check(&t, now, &mut self.seals).map_err(Refusal::Trust)
+            };
+            if let Err(r) = trusted {
+                Refusals::bump(&mut self.stats.refused.untrusted);
+                let msg =
+                    SchedMsg::Failed { task: t.task, attempt: t.attempt, kind: FailureKind::Refused(r) };
+                self.out.push_back(Transmit { to: t.owner, msg });
                 continue;
             }
             if let Err(r) = self.cfg.caps.check(&t.limits, t.input_bytes()) {

@@ -45,6 +45,7 @@ use super::msg::{
 };
 use super::queue::ReadyQueue;
 use super::stats::Refusals;
+use super::trust::{SealCache, TrustPolicy};
 use super::{Time, Timer};
 
 mod accept;
@@ -83,6 +84,8 @@ pub struct PeerConfig {
     pub fuel_per_sec: f64,
     /// The volunteer's caps on one task: a task asking more is refused before it is queued.
     pub caps: TaskCaps,
+    /// The volunteer's trust policy: whose and which tasks it takes (see [`TrustPolicy`]).
+    pub trust: TrustPolicy,
     /// Most descriptors queued or waiting here (ready queue and continuations together).
     pub max_queued: usize,
     /// A task queued (not running) here longer than this goes back to its owner (a bound on
@@ -103,6 +106,7 @@ impl Default for PeerConfig {
             victims: VictimChoice::LoadBiased,
             fuel_per_sec: 1e9,
             caps: TaskCaps::default(),
+            trust: TrustPolicy::default(),
             max_queued: 4096,
             queue_ttl: Duration::from_secs(3600),
         }
@@ -177,6 +181,8 @@ pub struct PeerSched {
     runs: VecDeque<TaskDesc>,
     timers: VecDeque<Timer>,
     stats: PeerStats,
+    /// Seals whose signature verified here.
+    seals: SealCache,
     /// [`PeerSched::handle_leave`] was called.
     leaving: bool,
     /// Paused by [`PeerSched::handle_pause`].
@@ -223,6 +229,7 @@ impl PeerSched {
             runs: VecDeque::new(),
             timers: VecDeque::new(),
             stats: PeerStats::default(),
+            seals: SealCache::default(),
             leaving: false,
             paused: false,
             waiting: HashMap::new(),

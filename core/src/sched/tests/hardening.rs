@@ -194,7 +194,7 @@ fn a_task_over_the_volunteers_caps_is_refused_placed_elsewhere_and_failed_when_a
     assert!(p.poll_run().is_none());
     let sent = transmits(&mut p);
     let SchedMsg::Failed { kind: FailureKind::Refused(r), .. } = &sent[0].msg else { panic!("{sent:?}") };
-    assert_eq!((r.what, r.asked, r.cap), (CapKind::Fuel, 5_000, 1_000));
+    assert_eq!(*r, Refusal::OverCap { what: CapKind::Fuel, asked: 5_000, cap: 1_000 });
     // The owner places it on a peer that has not refused it, and fails it once all have.
     let job = Job::new(vec![TaskSpec::new("x", BlobHash::of(b"m")).cost(10)]).unwrap();
     let cfg = OwnerConfig { own_slots: 0, ..OwnerConfig::default() };
@@ -216,7 +216,7 @@ fn a_task_over_the_volunteers_caps_is_refused_placed_elsewhere_and_failed_when_a
 
 #[test]
 fn a_submitter_donating_no_cores_fails_a_task_every_runner_refused_instead_of_keeping_it() {
-    let r = Refusal { what: CapKind::Fuel, asked: 5_000, cap: 1_000 };
+    let r = Refusal::OverCap { what: CapKind::Fuel, asked: 5_000, cap: 1_000 };
     let refuse = |attempt| SchedMsg::Failed {
         task: TaskId { job: JOB, index: TaskIndex(0) },
         attempt,
