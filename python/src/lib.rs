@@ -85,6 +85,8 @@ fn job_error(py: Python<'_>, e: sdk::JobError) -> PyErr {
         }
         sdk::JobError::Cancelled => error(py, "JobCancelled", (message,)),
         sdk::JobError::PeerStopped => error(py, "PeerStopped", (message,)),
+        // Only a signed job can repeat an id, and Python does not sign jobs yet.
+        sdk::JobError::AlreadyRunning(_) => error(py, "SwarmError", (message,)),
     }
 }
 

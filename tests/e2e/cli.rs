@@ -12,10 +12,15 @@ mod examples;
 mod metrics;
 mod netns;
 mod page;
+mod trust;
 
 /// The `shoal` command: this package's `shoal-e2e` binary, built from `shoal-worker`'s library.
+/// Its workers take unsigned jobs (a worker outside a private swarm does not by default): the
+/// tests of signed jobs (`trust.rs`, `netns.rs`) set their own trust flags, which override this.
 fn shoal() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_shoal-e2e"))
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_shoal-e2e"));
+    cmd.env("SHOAL_ACCEPT_UNSIGNED", "true");
+    cmd
 }
 
 /// Runs `shoal demo --peers 2 ARGS… --out OUT` to the end, checks it succeeded, returns stdout.
@@ -197,6 +202,8 @@ struct Worker {
     lines: std::sync::mpsc::Receiver<String>,
     id: String,
     addr: std::net::SocketAddr,
+    /// Its `trust: …` start-up line: whose jobs it runs.
+    trust: String,
 }
 
 impl Worker {
@@ -239,11 +246,13 @@ impl Worker {
                 }
             }
         });
-        let mut w = Worker { child, lines, id: String::new(), addr: ([0, 0, 0, 0], 0).into() };
+        let mut w =
+            Worker { child, lines, id: String::new(), addr: ([0, 0, 0, 0], 0).into(), trust: String::new() };
         w.id = w.next_line().strip_prefix("peer ").unwrap().to_string();
         w.addr = w.next_line().strip_prefix("listening ").unwrap().parse().unwrap();
         let donating = w.next_line();
         let data = w.next_line().strip_prefix("data ").unwrap().to_string();
+        w.trust = w.next_line().strip_prefix("trust: ").unwrap().to_string();
         (w, donating, data)
     }
 

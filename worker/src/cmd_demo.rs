@@ -79,6 +79,9 @@ impl Drop for Workers {
     }
 }
 
+/// The demo swarm's secret, in its directory.
+const SECRET_FILE: &str = "swarm.secret";
+
 /// Starts one `shoal worker` and returns its listening address (read from its first lines).
 fn start_worker(
     workers: &mut Workers,
@@ -89,6 +92,7 @@ fn start_worker(
     let data = workers.dir.join(format!("worker-{index}"));
     let mut cmd = Command::new(exe);
     cmd.args(["worker", "--listen", "127.0.0.1:0", "--cores", "1", "--data-dir"]).arg(&data);
+    cmd.arg("--swarm-secret").arg(workers.dir.join(SECRET_FILE));
     if let Some(addr) = bootstrap {
         cmd.arg("--bootstrap").arg(addr.to_string());
     }
@@ -159,6 +163,10 @@ const PRINT_LIMIT: usize = 1024;
 fn run_on_swarm(peers: u32, compiled: shoal_sdk::CompiledJob) -> anyhow::Result<(usize, Outcome)> {
     let dir = std::env::temp_dir().join(format!("shoal-demo-{}", std::process::id()));
     let mut workers = Workers { children: Vec::new(), dir: dir.clone() };
+    // A private swarm: no stranger joins it, and its workers take the demo's unsigned job.
+    let secret = data_encoding::HEXLOWER.encode(&rand::random::<[u8; 32]>());
+    std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    std::fs::write(dir.join(SECRET_FILE), &secret).context("cannot write the demo's swarm secret")?;
     let first = start_worker(&mut workers, 0, None)?;
     for i in 1..peers {
         start_worker(&mut workers, i, Some(first))?;
@@ -175,7 +183,7 @@ fn run_on_swarm(peers: u32, compiled: shoal_sdk::CompiledJob) -> anyhow::Result<
         join_timeout: Duration::from_secs(30),
         show_progress: std::io::IsTerminal::is_terminal(&std::io::stderr()),
         http: None,
-        swarm_secret: None,
+        swarm_secret: Some(secret.into_bytes()),
     };
     let result = runtime.block_on(submit_compiled(&how, &dir.join("owner"), compiled));
     drop(workers);

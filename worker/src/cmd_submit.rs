@@ -46,6 +46,10 @@ pub(crate) struct SubmitArgs {
     /// The swarm secret's file, to submit to a private swarm (the workers' `--swarm-secret`).
     #[arg(long, value_name = "FILE", env = "SHOAL_SWARM_SECRET")]
     swarm_secret: Option<PathBuf>,
+    /// Sign the job with this key (`shoal key new`): workers that list its public form in their
+    /// trusted_submitters run it.
+    #[arg(long, value_name = "FILE", env = "SHOAL_SIGN_KEY")]
+    sign_key: Option<PathBuf>,
     /// Serve the submitting peer's live status page at ADDR (`--http` alone: 127.0.0.1:7680);
     /// its address for the job is printed on stderr. Put the job file before a bare `--http`.
     #[arg(long, value_name = "ADDR", num_args = 0..=1, default_missing_value = crate::settings::DEFAULT_HTTP)]
@@ -77,7 +81,11 @@ struct OutputSummary {
 
 /// Runs the command; returns the process exit status.
 pub(crate) fn run(args: SubmitArgs) -> anyhow::Result<u8> {
-    let compiled = shoal_sdk::load_job_file(&args.jobfile)?;
+    let mut compiled = shoal_sdk::load_job_file(&args.jobfile)?;
+    if let Some(path) = &args.sign_key {
+        let key = shoal_sdk::SigningKey::read(path)?;
+        compiled = compiled.sign(&key);
+    }
     if args.out.is_none() && compiled.outputs.len() > 1 {
         anyhow::bail!("the job has {} outputs: give --out DIR to write them", compiled.outputs.len());
     }

@@ -94,6 +94,8 @@ async fn serve(args: Settings) -> anyhow::Result<u8> {
     cfg.net.blob_budget = args.blob_store_budget;
     cfg.module_cache_budget = args.module_cache_budget;
     cfg.caps = args.caps;
+    cfg.sched.trust = crate::trust::policy(&args.trust)?;
+    let trust_line = crate::trust::describe(&cfg.sched.trust);
     cfg.leave_grace = args.leave_grace;
     // The kernel's cap where the worker may set one, else the sandbox's duty cycle.
     let cpu_cap = if args.max_cpu_percent < 100 {
@@ -178,6 +180,7 @@ async fn serve(args: Settings) -> anyhow::Result<u8> {
     println!("listening {}", peer.local_addr());
     println!("donating {cores} cores, {} MiB of task memory ({priority})", memory >> 20);
     println!("data {}", data_dir.display());
+    println!("trust: {trust_line}");
     if args.mdns {
         println!("discovering peers on the LAN (mDNS)");
     }

@@ -6,6 +6,7 @@
 
 mod cgroup;
 mod cmd_demo;
+mod cmd_key;
 mod cmd_new;
 mod cmd_run;
 mod cmd_sim;
@@ -18,6 +19,7 @@ mod metrics;
 mod page;
 mod policy;
 mod settings;
+mod trust;
 mod units;
 
 use std::process::ExitCode;
@@ -51,6 +53,8 @@ enum Command {
     Demo(cmd_demo::DemoArgs),
     /// Write a ready-to-build task skeleton in C or Zig, with a job file that runs it.
     New(cmd_new::NewArgs),
+    /// Make or show a submitter's signing key (workers run signed jobs from keys they trust).
+    Key(cmd_key::KeyArgs),
 }
 
 /// Runs the `shoal` command on this process's arguments and returns its exit status.
@@ -69,6 +73,7 @@ pub fn main() -> ExitCode {
         Command::Demo(args) => cmd_demo::run(args),
         Command::Sim(args) => cmd_sim::run(args),
         Command::New(args) => cmd_new::run(args),
+        Command::Key(args) => cmd_key::run(args),
     };
     match result {
         Ok(code) => ExitCode::from(code),

@@ -23,6 +23,7 @@ use shoal_core::sched::TaskCaps;
 
 use crate::logging::LogFormat;
 use crate::policy::{HoursWindow, Policy, RunWhen};
+use crate::trust::{ListSource, TrustSettings};
 use crate::units::{parse_count, parse_duration, parse_size};
 
 /// Whole milliseconds, saturating.
@@ -157,6 +158,18 @@ pub(crate) struct WorkerFlags {
     /// only; `--http=off` turns it off [env: SHOAL_HTTP] (default: off).
     #[arg(long, value_name = "ADDR", num_args = 0..=1, default_missing_value = DEFAULT_HTTP, value_parser = parse_http)]
     pub(crate) http: Option<HttpSetting>,
+    /// A file of submitters' public keys (one a line, as `shoal key show` prints them) whose signed
+    /// jobs this worker runs [env: SHOAL_TRUSTED_SUBMITTERS] (default: none).
+    #[arg(long, value_name = "FILE")]
+    pub(crate) trusted_submitters: Option<PathBuf>,
+    /// A file of module hashes (one a line, hex): only these modules run here, whoever signed
+    /// them [env: SHOAL_ALLOWED_MODULES] (default: any module).
+    #[arg(long, value_name = "FILE")]
+    pub(crate) allowed_modules: Option<PathBuf>,
+    /// Run jobs not signed by a trusted submitter; `--accept-unsigned=false` refuses them
+    /// [env: SHOAL_ACCEPT_UNSIGNED] (default: true in a swarm with a swarm secret, else false).
+    #[arg(long, value_name = "BOOL", num_args = 0..=1, require_equals = true, default_missing_value = "true")]
+    pub(crate) accept_unsigned: Option<bool>,
 }
 
 /// Where to serve metrics: an address, or `None` for "off" (so a flag or variable can turn off
@@ -221,6 +234,8 @@ pub(crate) struct Settings {
     pub(crate) max_cpu_percent: u32,
     /// Where the status page listens; `None`: no page.
     pub(crate) http: Option<SocketAddr>,
+    /// Whose and which tasks run here (read by [`crate::trust::policy`]).
+    pub(crate) trust: TrustSettings,
 }
 
 /// A config file's path and text.
@@ -256,6 +271,9 @@ struct Layer {
     metrics: Option<MetricsAt>,
     log_format: Option<LogFormat>,
     http: Option<HttpSetting>,
+    trusted_submitters: Option<ListSource>,
+    allowed_modules: Option<ListSource>,
+    accept_unsigned: Option<bool>,
 }
 
 impl Layer {
@@ -284,6 +302,9 @@ impl Layer {
             metrics: f.metrics,
             log_format: f.log_format,
             http: f.http,
+            trusted_submitters: f.trusted_submitters.clone().map(ListSource::File),
+            allowed_modules: f.allowed_modules.clone().map(ListSource::File),
+            accept_unsigned: f.accept_unsigned,
         }
     }
 
@@ -318,6 +339,9 @@ impl Layer {
             metrics: env_parsed(env, "SHOAL_METRICS", parse_metrics)?,
             log_format: env_parsed(env, "SHOAL_LOG_FORMAT", str::parse)?,
             http: env_parsed(env, "SHOAL_HTTP", parse_http)?,
+            trusted_submitters: env_path(env, "SHOAL_TRUSTED_SUBMITTERS").map(ListSource::File),
+            allowed_modules: env_path(env, "SHOAL_ALLOWED_MODULES").map(ListSource::File),
+            accept_unsigned: env_parsed(env, "SHOAL_ACCEPT_UNSIGNED", parse_bool)?,
         })
     }
 
@@ -349,6 +373,9 @@ impl Layer {
             metrics: raw.metrics.map(|m| m.0),
             log_format: raw.log_format,
             http: raw.http.map(|h| h.0),
+            trusted_submitters: raw.trusted_submitters.map(|l| l.relative_to(base)),
+            allowed_modules: raw.allowed_modules.map(|l| l.relative_to(base)),
+            accept_unsigned: raw.accept_unsigned,
         })
     }
 }
@@ -380,6 +407,9 @@ struct FileSettings {
     metrics: Option<FileMetrics>,
     log_format: Option<LogFormat>,
     http: Option<FileHttp>,
+    trusted_submitters: Option<ListSource>,
+    allowed_modules: Option<ListSource>,
+    accept_unsigned: Option<bool>,
 }
 
 /// Minutes in a config file: a non-negative number (`5`, `0.5`).
@@ -708,6 +738,11 @@ pub(crate) fn resolve(
         },
         max_cpu_percent: pick!(max_cpu_percent).unwrap_or(100),
         http: pick!(http).and_then(|h| h.0),
+        trust: TrustSettings {
+            trusted_submitters: pick!(trusted_submitters),
+            allowed_modules: pick!(allowed_modules),
+            accept_unsigned: pick!(accept_unsigned).unwrap_or(pick!(swarm_secret).is_some()),
+        },
     })
 }
 
@@ -852,6 +887,33 @@ mod tests {
         let on = env_of(&[("SHOAL_MDNS", "ON")]);
         assert!(!resolve(&flags, &on, file(text), 8).unwrap().mdns, "--mdns=false beats SHOAL_MDNS=on");
         assert!(resolve(&WorkerFlags::default(), &on, None, 8).unwrap().mdns);
+    }
+
+    #[test]
+    fn unsigned_jobs_run_by_default_only_in_a_private_swarm_and_trust_lists_merge_like_the_rest() {
+        let home = [("HOME", "/home/v")];
+        let open = resolve(&WorkerFlags::default(), &env_of(&home), None, 4).unwrap();
+        assert_eq!(open.trust, TrustSettings::default(), "no unsigned jobs, no lists");
+        let secret = WorkerFlags { swarm_secret: Some("/s".into()), ..WorkerFlags::default() };
+        assert!(resolve(&secret, &env_of(&home), None, 4).unwrap().trust.accept_unsigned);
+        let strict = WorkerFlags { accept_unsigned: Some(false), ..secret };
+        assert!(!resolve(&strict, &env_of(&home), None, 4).unwrap().trust.accept_unsigned, "said wins");
+
+        let text =
+            "trusted_submitters = [\"k1\", \"k2\"]\nallowed_modules = \"mods.txt\"\naccept_unsigned = true\n";
+        let file = ConfigText { path: Path::new("/etc/shoal/worker.toml"), text };
+        let s = resolve(&WorkerFlags::default(), &env_of(&home), Some(file), 4).unwrap();
+        assert_eq!(s.trust.trusted_submitters, Some(ListSource::Inline(vec!["k1".into(), "k2".into()])));
+        assert_eq!(s.trust.allowed_modules, Some(ListSource::File("/etc/shoal/mods.txt".into())));
+        assert!(s.trust.accept_unsigned);
+        let env = env_of(&[
+            ("HOME", "/home/v"),
+            ("SHOAL_TRUSTED_SUBMITTERS", "/env/keys"),
+            ("SHOAL_ACCEPT_UNSIGNED", "no"),
+        ]);
+        let s = resolve(&WorkerFlags::default(), &env, Some(file), 4).unwrap();
+        assert_eq!(s.trust.trusted_submitters, Some(ListSource::File("/env/keys".into())));
+        assert!(!s.trust.accept_unsigned);
     }
 
     #[test]

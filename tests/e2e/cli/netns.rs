@@ -50,6 +50,12 @@ fn workers_in_separate_network_namespaces_run_a_job() {
         Err(e) => println!("3 namespaces on 10.{subnet}.0.0/24, no packet loss ({e})"),
     }
     let mut workers = Workers(Vec::new());
+    // The workers run only jobs signed by the test's key, which the submitter signs with.
+    let key = dir.path().join("submitter.key");
+    let made = shoal_in(&machines[2].0).args(["key", "new", "--out"]).arg(&key).output().unwrap();
+    assert!(made.status.success(), "{}", String::from_utf8_lossy(&made.stderr));
+    let trusted = dir.path().join("trusted");
+    std::fs::write(&trusted, &made.stdout).unwrap();
 
     // Two workers on machines 0 and 1; the second joins through the first's address.
     let first = SocketAddr::from((machines[0].1, 7600));
@@ -58,6 +64,7 @@ fn workers_in_separate_network_namespaces_run_a_job() {
         let mut cmd = shoal_in(ns);
         cmd.args(["worker", "--listen", &format!("{addr}:7600"), "--cores", "1", "--memory", "256MiB"]);
         cmd.arg("--data-dir").arg(dir.path().join(format!("w{i}")));
+        cmd.arg("--accept-unsigned=false").arg("--trusted-submitters").arg(&trusted);
         if i > 0 {
             cmd.args(["--bootstrap", &first.to_string()]);
         }
@@ -80,8 +87,8 @@ fn workers_in_separate_network_namespaces_run_a_job() {
         ids.push(next().strip_prefix("peer ").unwrap().to_string());
         assert_eq!(next(), format!("listening {addr}:7600"));
         if i > 0 {
-            // donating…, data…, then the join.
-            let joined = (0..3).map(|_| next()).any(|l| l == "joined the swarm");
+            // donating…, data…, trust…, then the join.
+            let joined = (0..4).map(|_| next()).any(|l| l == "joined the swarm");
             assert!(joined, "the second machine's worker joined the first");
         }
     }
@@ -99,6 +106,8 @@ fn workers_in_separate_network_namespaces_run_a_job() {
     let out = shoal_in(&machines[2].0)
         .env("RUST_LOG", "info,shoal_node=debug,shoal_core=debug")
         .args(["submit", jobfile.to_str().unwrap(), "--json", "--cores", "0", "--join-timeout", "30s"])
+        .arg("--sign-key")
+        .arg(&key)
         .args(["--bootstrap", &first.to_string(), "--bootstrap", &second.to_string()])
         .output()
         .unwrap();

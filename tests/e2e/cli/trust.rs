@@ -1,0 +1,90 @@
+//! Signed jobs through `shoal`: keys made with `shoal key`, workers that trust only some
+//! submitters, and the reasons a submitter reads when no worker takes its job.
+
+use super::{Worker, primes_job_file, shoal};
+use std::path::Path;
+
+/// Makes a key with `shoal key new` and returns its public form as `shoal key show` prints it.
+fn new_key(path: &Path) -> String {
+    let out = shoal().args(["key", "new", "--out"]).arg(path).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let public = String::from_utf8(out.stdout).unwrap().trim().to_string();
+    let shown = shoal().args(["key", "show"]).arg(path).output().unwrap();
+    assert_eq!(String::from_utf8_lossy(&shown.stdout).trim(), public, "show prints what new printed");
+    public
+}
+
+#[test]
+fn a_worker_trusting_key_a_runs_jobs_signed_by_a_and_refuses_b_and_unsigned_ones() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b) = (dir.path().join("a.key"), dir.path().join("b.key"));
+    let (public_a, public_b) = (new_key(&a), new_key(&b));
+    assert_ne!(public_a, public_b);
+    let again = shoal().args(["key", "new", "--out"]).arg(&a).output().unwrap();
+    assert_eq!(again.status.code(), Some(2), "a key is never overwritten");
+    assert!(String::from_utf8_lossy(&again.stderr).contains("exists already"));
+
+    let trusted = dir.path().join("trusted");
+    std::fs::write(&trusted, format!("# the lab's key\n{public_a}\n")).unwrap();
+    let flags =
+        [std::ffi::OsStr::new("--accept-unsigned=false"), "--trusted-submitters".as_ref(), trusted.as_ref()];
+    let first = Worker::start_with(&dir.path().join("w0"), None, &flags);
+    assert_eq!(first.trust, "runs jobs signed by its 1 trusted submitters only");
+    let second = Worker::start_with(&dir.path().join("w1"), Some(first.addr), &flags);
+
+    let job = primes_job_file(dir.path());
+    let submit = |key: Option<&Path>| {
+        let mut cmd = shoal();
+        cmd.arg("submit").arg(&job).args(["--cores", "0", "--bootstrap", &first.addr.to_string()]);
+        if let Some(k) = key {
+            cmd.arg("--sign-key").arg(k);
+        }
+        cmd.output().unwrap()
+    };
+    let out = submit(Some(&a));
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(out.stdout, b"664579\n", "π(10^7)");
+
+    let out = submit(Some(&b));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains(&format!("is signed by submitter {public_b}")), "{stderr}");
+    assert!(stderr.contains("accepts jobs only from its trusted submitters"), "{stderr}");
+
+    let out = submit(None);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("is not signed"), "{stderr}");
+
+    // The refusals count in the workers' status, by reason.
+    let status =
+        shoal().args(["status", "--json", "--data-dir"]).arg(dir.path().join("w0")).output().unwrap();
+    let status: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();
+    assert!(status["refused"]["untrusted"].as_u64().unwrap_or(0) > 0, "{status}");
+    second.stop();
+    first.stop();
+}
+
+#[test]
+fn a_worker_outside_a_private_swarm_refuses_unsigned_jobs_by_default_and_bad_lists_are_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cmd = shoal();
+    cmd.env_remove("SHOAL_ACCEPT_UNSIGNED");
+    cmd.args(["worker", "--listen", "127.0.0.1:0", "--cores", "1", "--data-dir"]).arg(dir.path().join("w"));
+    let (worker, _, _) = Worker::spawn(&mut cmd);
+    assert_eq!(worker.trust, "runs no jobs (accept_unsigned is off and no trusted_submitters are listed)");
+    worker.stop();
+
+    let bad = dir.path().join("bad");
+    std::fs::write(&bad, "not-a-key\n").unwrap();
+    let out = shoal()
+        .args(["worker", "--listen", "127.0.0.1:0", "--trusted-submitters"])
+        .arg(&bad)
+        .arg("--data-dir")
+        .arg(dir.path().join("w2"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("bad:1") && stderr.contains("shoal key show"), "{stderr}");
+}
