@@ -30,6 +30,14 @@ fn invalid(kind: &'static str, expected: &'static str, s: &str) -> ParseIdError 
     ParseIdError::Invalid { kind, expected, got: s.chars().take(80).collect() }
 }
 
+/// Whether `sig` is `key`'s ed25519 signature of `digest` (`verify_strict`: no malleable
+/// signatures, no weak keys); false for anything malformed.
+pub fn ed25519_verifies(key: &[u8; 32], digest: &[u8; 32], sig: &[u8]) -> bool {
+    let Ok(key) = ed25519_dalek::VerifyingKey::from_bytes(key) else { return false };
+    let Ok(sig) = ed25519_dalek::Signature::from_slice(sig) else { return false };
+    key.verify_strict(digest, &sig).is_ok()
+}
+
 /// The text form of an ed25519 public key id: the key in lowercase base32 without padding (52
 /// characters), copy-pasteable and case-insensitive on input.
 macro_rules! key_id_text {

@@ -40,6 +40,7 @@
 //! ```
 
 mod config;
+pub mod credit;
 mod exec;
 mod job;
 mod peer;

@@ -32,6 +32,8 @@ pub struct Metrics {
     pub messages_per_task: f64,
     /// `bytes / tasks`.
     pub bytes_per_task: f64,
+    /// Credit receipt batches (owner → executor) per task, not counted in `messages`.
+    pub receipt_messages_per_task: f64,
     /// Steal requests sent.
     pub steals_tried: u64,
     /// Steal requests that got tasks.

@@ -240,6 +240,8 @@ struct World<'a> {
     coord: Coord,
     killed: usize,
     messages: u64,
+    /// Credit receipt batches sent (not counted in `messages`).
+    receipt_messages: u64,
     bytes: u64,
     /// Messages the injected faults lost, and duplicated.
     lost: u64,
@@ -320,6 +322,7 @@ pub fn simulate(dag: &SimDag, cfg: &SimConfig) -> Result<Metrics, SimError> {
         coord,
         killed: 0,
         messages: 0,
+        receipt_messages: 0,
         bytes: 0,
         lost: 0,
         duplicated: 0,
@@ -547,8 +550,13 @@ impl World<'_> {
             Duration::ZERO
         } else {
             let size = t.msg.to_bytes().len() as u64;
-            self.messages += 1;
-            self.bytes += size;
+            // Credit receipts are not scheduling messages: counted apart.
+            if matches!(t.msg, SchedMsg::Receipts { .. }) {
+                self.receipt_messages += 1;
+            } else {
+                self.messages += 1;
+                self.bytes += size;
+            }
             let mut delay = self.net.delay(from, to, size, &mut self.rng);
             let faults = self.cfg.faults;
             if faults.reorder {
@@ -700,6 +708,7 @@ impl World<'_> {
             messages: self.messages,
             bytes: self.bytes,
             messages_per_task: self.messages as f64 / tasks as f64,
+            receipt_messages_per_task: self.receipt_messages as f64 / tasks as f64,
             bytes_per_task: self.bytes as f64 / tasks as f64,
             steals_tried: tried,
             steals_won: won,

@@ -17,18 +17,18 @@ use crate::control::{self, PeerInfo, Request, Response, Status};
 /// How long to wait for the worker at each step.
 const TIMEOUT: Duration = Duration::from_secs(5);
 
-/// Arguments of `shoal status` and `shoal peers`.
+/// Arguments of `shoal status`, `shoal peers` and `shoal credit`.
 #[derive(Debug, clap::Args)]
 pub(crate) struct StatusArgs {
-    /// The data directory of the worker to ask [env: SHOAL_DATA_DIR] (default: as `shoal worker`).
+    /// The worker's data directory [env: SHOAL_DATA_DIR] (default: as `shoal worker`).
     #[arg(long, value_name = "DIR")]
-    data_dir: Option<PathBuf>,
+    pub(crate) data_dir: Option<PathBuf>,
     /// The worker's config file, to find its data_dir [env: SHOAL_CONFIG].
     #[arg(long, value_name = "FILE")]
-    config: Option<PathBuf>,
+    pub(crate) config: Option<PathBuf>,
     /// Print JSON instead of text.
     #[arg(long)]
-    json: bool,
+    pub(crate) json: bool,
 }
 
 /// `shoal status`.
@@ -128,6 +128,7 @@ fn status_text(s: &Status) -> String {
         ("tasks queued", s.queued.to_string()),
         ("tasks done", s.tasks_done.to_string()),
         ("fuel used", s.fuel_used.to_string()),
+        ("credit earned", format!("{} fuel (shoal credit lists the receipts)", s.credit_fuel)),
         ("jobs owned", s.jobs.to_string()),
         ("refused", refused_text(&s.refused)),
         ("sends dropped", s.sends_dropped.to_string()),

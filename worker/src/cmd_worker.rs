@@ -300,6 +300,7 @@ fn handler(
                 queued: s.queued,
                 tasks_done: s.tasks_done,
                 fuel_used: s.fuel_used,
+                credit_fuel: s.credit_fuel,
                 jobs: s.jobs,
                 refused: refusals_by_reason(&s.refused),
                 sends_dropped: s.sends_dropped,

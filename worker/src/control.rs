@@ -79,6 +79,10 @@ pub(crate) struct Status {
     pub(crate) tasks_done: u64,
     /// Fuel used by the successful ones.
     pub(crate) fuel_used: u64,
+    /// Credit earned: fuel of this worker's runs that owners paid in signed receipts (all time,
+    /// from the data directory's credit log; `shoal credit` lists them).
+    #[serde(default)]
+    pub(crate) credit_fuel: u64,
     /// Jobs owned here (submitted through this peer) and not finished.
     pub(crate) jobs: usize,
     /// Peer input refused since start, by reason (the counter names of `shoal_core::sched::Refusals`:
@@ -409,6 +413,7 @@ mod tests {
             queued: 0,
             tasks_done: 3,
             fuel_used: 4,
+            credit_fuel: 4,
             jobs: 0,
             refused: [("over_caps".to_string(), 2)].into(),
             sends_dropped: 0,

@@ -5,6 +5,7 @@
 //! same program as a binary of their own and run it as separate processes.
 
 mod cgroup;
+mod cmd_credit;
 mod cmd_demo;
 mod cmd_key;
 mod cmd_new;
@@ -55,6 +56,8 @@ enum Command {
     New(cmd_new::NewArgs),
     /// Make or show a submitter's signing key (workers run signed jobs from keys they trust).
     Key(cmd_key::KeyArgs),
+    /// The credit a worker earned: its runs that owners paid in signed receipts.
+    Credit(cmd_status::StatusArgs),
 }
 
 /// Runs the `shoal` command on this process's arguments and returns its exit status.
@@ -74,6 +77,7 @@ pub fn main() -> ExitCode {
         Command::Sim(args) => cmd_sim::run(args),
         Command::New(args) => cmd_new::run(args),
         Command::Key(args) => cmd_key::run(args),
+        Command::Credit(args) => cmd_credit::run(args),
     };
     match result {
         Ok(code) => ExitCode::from(code),

@@ -17,7 +17,7 @@
 //! vouches for them by its descriptor signature; see `docs/trust.md`), and which peer owns the
 //! job (a copied seal runs only the work its submitter signed, until it expires).
 
-use ed25519_dalek::{Signer as _, SigningKey, VerifyingKey};
+use ed25519_dalek::{Signer as _, SigningKey};
 
 use super::{Input, Job, Limits};
 use crate::ids::{BlobHash, JobId, SubmitterKey, TaskIndex};
@@ -55,9 +55,7 @@ impl JobSeal {
 
     /// Whether `sig` is `submitter`'s signature of the digest (`verify_strict`).
     pub fn verify_signature(&self) -> bool {
-        let Ok(key) = VerifyingKey::from_bytes(&self.submitter.0) else { return false };
-        let Ok(sig) = ed25519_dalek::Signature::from_slice(&self.sig) else { return false };
-        key.verify_strict(&self.digest(), &sig).is_ok()
+        crate::ids::ed25519_verifies(&self.submitter.0, &self.digest(), &self.sig)
     }
 }
 

@@ -31,6 +31,7 @@ mod msg;
 mod owner;
 mod peer;
 mod queue;
+pub mod receipt;
 mod stats;
 #[cfg(test)]
 mod tests;
@@ -44,6 +45,7 @@ pub use msg::{
 pub use owner::{DagView, Owner, OwnerConfig, OwnerError, OwnerEvent, Progress, Report, TaskState};
 pub use peer::{PeerConfig, PeerHint, PeerSched, PeerStats, TaskOutcome, VictimChoice};
 pub use queue::ReadyQueue;
+pub use receipt::{PaidRun, Receipt};
 pub use stats::Refusals;
 pub use trust::{SealCache, TrustPolicy, TrustRefusal};
 

@@ -9,6 +9,7 @@
 //! different runs of one task (re-issues after faults, or replicas for verification) never mix.
 
 use super::caps::Refusal;
+use super::receipt::Receipt;
 use crate::ids::{BlobHash, JobId, PeerId, TaskId, TaskIndex};
 use crate::job::{Limits, SealProof};
 pub use crate::sansio::LoadHint;
@@ -165,9 +166,7 @@ impl TaskDesc {
 
     /// Whether `sig` is `owner`'s signature of [`TaskDesc::digest`] (`verify_strict`).
     pub fn verify(&self) -> bool {
-        let Ok(key) = ed25519_dalek::VerifyingKey::from_bytes(&self.owner.0) else { return false };
-        let Ok(sig) = ed25519_dalek::Signature::from_slice(&self.sig) else { return false };
-        key.verify_strict(&self.digest(), &sig).is_ok()
+        crate::ids::ed25519_verifies(&self.owner.0, &self.digest(), &self.sig)
     }
 
     /// Estimated bytes of the inputs whose size is known, saturating.
@@ -349,6 +348,12 @@ pub enum SchedMsg {
         /// The job.
         job: JobId,
     },
+    /// Owner → executor: signed receipts for its accepted runs (credit, see
+    /// [`receipt`](super::receipt)); batched, and not a scheduling message.
+    Receipts {
+        /// The receipts, each naming the receiver as executor.
+        receipts: Vec<Receipt>,
+    },
 }
 
 impl SchedMsg {
@@ -362,7 +367,8 @@ impl SchedMsg {
             SchedMsg::Assign { .. }
             | SchedMsg::Steal { .. }
             | SchedMsg::Stolen { .. }
-            | SchedMsg::Cancel { .. } => None,
+            | SchedMsg::Cancel { .. }
+            | SchedMsg::Receipts { .. } => None,
         }
     }
 

@@ -33,6 +33,9 @@ pub struct Refusals {
     /// Peer: tasks refused by the volunteer's trust policy (unsigned, untrusted submitter,
     /// module not allowed, bad or expired seal).
     pub untrusted: u64,
+    /// Peer: receipts that name another executor, come from a peer other than the owner they
+    /// name, or do not verify.
+    pub bad_receipt: u64,
 }
 
 impl Refusals {
@@ -55,6 +58,7 @@ impl Refusals {
             (&mut self.unsolicited, other.unsolicited),
             (&mut self.over_caps, other.over_caps),
             (&mut self.untrusted, other.untrusted),
+            (&mut self.bad_receipt, other.bad_receipt),
         ];
         for (mine, theirs) in pairs {
             *mine = mine.saturating_add(theirs);
@@ -62,7 +66,7 @@ impl Refusals {
     }
 
     /// Every counter with its field's name, in declaration order (for display and JSON).
-    pub fn by_reason(&self) -> [(&'static str, u64); 11] {
+    pub fn by_reason(&self) -> [(&'static str, u64); 12] {
         [
             ("not_holder", self.not_holder),
             ("stale", self.stale),
@@ -75,6 +79,7 @@ impl Refusals {
             ("unsolicited", self.unsolicited),
             ("over_caps", self.over_caps),
             ("untrusted", self.untrusted),
+            ("bad_receipt", self.bad_receipt),
         ]
     }
 

@@ -117,6 +117,9 @@ pub struct PeerStatus {
     pub steals_won: u64,
     /// Tasks received by stealing.
     pub tasks_stolen: u64,
+    /// Credit: fuel of every distinct run of this peer's that an owner paid in a signed receipt,
+    /// since the data directory was created (`<data_dir>/credit.log`).
+    pub credit_fuel: u64,
 }
 
 /// A running Shoal peer: joins the swarm, runs tasks for others, owns the jobs submitted to it.
@@ -199,6 +202,7 @@ impl Peer {
             leave_grace: cfg.leave_grace,
             paused: None,
             halt_at: None,
+            credit: crate::credit::CreditLog::open(&cfg.net.data_dir, me),
         };
         let span = info_span!("peer", me = %me.short());
         info!(parent: &span, addr = %node.local_addr(), cores = cfg.cores, ?priority, "peer started");

@@ -125,6 +125,8 @@ struct Actor {
     /// While paused with tasks running: when running tasks are halted (the pause's grace ends).
     halt_at: Option<Instant>,
     leave_grace: Duration,
+    /// The receipts of this peer's paid runs.
+    credit: crate::credit::CreditLog,
     me: PeerId,
     node: Node,
     epoch: Instant,
@@ -246,6 +248,7 @@ impl Actor {
             steals_tried: stats.steals_tried,
             steals_won: stats.steals_won,
             tasks_stolen: stats.tasks_stolen,
+            credit_fuel: self.credit.total_fuel(),
         };
         self.status.send_if_modified(|old| std::mem::replace(old, status) != status);
     }
@@ -287,6 +290,9 @@ impl Actor {
             }
             while let Some(d) = self.sched.poll_run() {
                 self.start_task(d);
+            }
+            while let Some(r) = self.sched.poll_receipt() {
+                self.credit.add(r);
             }
             while let Some(t) = self.sched.poll_timer() {
                 self.timers.push(Reverse((t.at, TimerOf::Peer, t.token)));

@@ -44,6 +44,13 @@ fn a_worker_trusting_key_a_runs_jobs_signed_by_a_and_refuses_b_and_unsigned_ones
     let out = submit(Some(&a));
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert_eq!(out.stdout, b"664579\n", "π(10^7)");
+    let summary = {
+        let mut cmd = shoal();
+        cmd.arg("submit").arg(&job).args(["--json", "--cores", "0", "--bootstrap", &first.addr.to_string()]);
+        let out = cmd.arg("--sign-key").arg(&a).output().unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()
+    };
 
     let out = submit(Some(&b));
     let stderr = String::from_utf8_lossy(&out.stderr);
@@ -63,6 +70,21 @@ fn a_worker_trusting_key_a_runs_jobs_signed_by_a_and_refuses_b_and_unsigned_ones
     assert!(status["refused"]["untrusted"].as_u64().unwrap_or(0) > 0, "{status}");
     second.stop();
     first.stop();
+
+    // Credit: every run of the two signed jobs was paid to the worker that made it, once; the
+    // receipts' fuel adds up to what the submitter was told its jobs used.
+    let credit = |w: &str| {
+        let out = shoal().args(["credit", "--json", "--data-dir"]).arg(dir.path().join(w)).output().unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()
+    };
+    let (c0, c1) = (credit("w0"), credit("w1"));
+    let earned = c0["total_fuel"].as_u64().unwrap() + c1["total_fuel"].as_u64().unwrap();
+    let runs = c0["runs"].as_u64().unwrap() + c1["runs"].as_u64().unwrap();
+    assert_eq!(runs, 2 * 11, "two jobs of 11 tasks: {c0} {c1}");
+    assert_eq!(earned, 2 * summary["fuel"].as_u64().unwrap(), "{c0} {c1} {summary}");
+    assert_eq!(c0["bad_records"], 0);
+    assert_eq!(c0["receipts"].as_array().unwrap().len() as u64, c0["runs"].as_u64().unwrap());
 }
 
 #[test]

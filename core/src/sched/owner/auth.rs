@@ -145,7 +145,8 @@ impl Owner {
             SchedMsg::Assign { .. }
             | SchedMsg::Steal { .. }
             | SchedMsg::Stolen { .. }
-            | SchedMsg::Cancel { .. } => {
+            | SchedMsg::Cancel { .. }
+            | SchedMsg::Receipts { .. } => {
                 return Err(OwnerError::NotForOwner);
             }
         }

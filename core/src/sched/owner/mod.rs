@@ -14,6 +14,7 @@
 //! messages, refusing peers); see `docs/protocol-hardening.md`.
 
 mod auth;
+mod credit;
 mod lease;
 mod place;
 mod recover;
@@ -134,6 +135,8 @@ pub struct Owner {
     /// Peers the task being placed must avoid (they refused it).
     avoid: BTreeSet<PeerId>,
     pending: BTreeMap<PeerId, Vec<TaskDesc>>,
+    /// Accepted runs not yet paid in a receipt, by executor (`credit.rs`).
+    unpaid: BTreeMap<PeerId, Vec<super::receipt::PaidRun>>,
     /// Attempts of this job placed at each peer (queued or running).
     load: HashMap<PeerId, u32>,
     /// Slots each peer reported.
@@ -217,6 +220,7 @@ impl Owner {
             over: false,
             avoid: BTreeSet::new(),
             pending: BTreeMap::new(),
+            unpaid: BTreeMap::new(),
             load: HashMap::new(),
             caps: HashMap::new(),
             rtt: HashMap::new(),
@@ -432,6 +436,7 @@ impl Owner {
             output.inline = None;
         }
         self.recs[i.0 as usize].done_by = Some((from, attempt));
+        self.grant(i, from, attempt, output.hash, fuel);
         self.set(i, TaskState::Done { output, holders: vec![from] });
         self.done += 1;
         self.fuel_used = self.fuel_used.saturating_add(fuel);
@@ -685,5 +690,6 @@ impl Owner {
         for (to, tasks) in std::mem::take(&mut self.pending) {
             self.out.push_back(Transmit { to, msg: SchedMsg::Assign { tasks, addrs: Vec::new() } });
         }
+        self.flush_receipts();
     }
 }

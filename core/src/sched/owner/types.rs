@@ -55,6 +55,9 @@ pub struct OwnerConfig {
     pub lease_factor: f64,
     /// The longest lease.
     pub lease_max: Duration,
+    /// Sign a credit receipt for every accepted run and send it to its executor
+    /// ([`Receipt`](crate::sched::Receipt)).
+    pub receipts: bool,
 }
 
 impl Default for OwnerConfig {
@@ -77,6 +80,7 @@ impl Default for OwnerConfig {
             lease_floor: Duration::from_secs(30),
             lease_factor: 3.0,
             lease_max: Duration::from_secs(24 * 3600),
+            receipts: true,
         }
     }
 }

@@ -12,6 +12,10 @@
 use super::{PeerSched, resolve};
 use crate::ids::{JobId, PeerId, TaskId};
 use crate::sched::msg::{FailureKind, SchedMsg, TaskDesc, Transmit};
+use crate::sched::receipt::Receipt;
+
+/// Most receipts held for the driver between two `poll_receipt` drains.
+const RECEIPTS_HELD_MAX: usize = 1 << 16;
 use crate::sched::stats::Refusals;
 use crate::sched::{Refusal, Time};
 
@@ -101,6 +105,19 @@ impl PeerSched {
         }
         self.release(&orphans, false);
         self.release(&full, false);
+    }
+
+    /// Keeps the receipts `from` signed for runs of this peer's; counts and drops the others.
+    pub(super) fn take_receipts(&mut self, from: PeerId, receipts: Vec<Receipt>) {
+        for r in receipts {
+            if r.owner == from && r.executor == self.me && r.verify() {
+                if self.receipts.len() < RECEIPTS_HELD_MAX {
+                    self.receipts.push_back(r);
+                }
+            } else {
+                Refusals::bump(&mut self.stats.refused.bad_receipt);
+            }
+        }
     }
 
     /// `from` says `job` is over: drops its queued and waiting tasks and held reports, if `from`

@@ -44,6 +44,7 @@ use super::msg::{
     DoneReport, FailureKind, InputLoc, InputSource, LoadHint, OutputRef, SchedMsg, TaskDesc, Transmit,
 };
 use super::queue::ReadyQueue;
+use super::receipt::Receipt;
 use super::stats::Refusals;
 use super::trust::{SealCache, TrustPolicy};
 use super::{Time, Timer};
@@ -183,6 +184,8 @@ pub struct PeerSched {
     stats: PeerStats,
     /// Seals whose signature verified here.
     seals: SealCache,
+    /// Verified receipts for runs of this peer's, for the driver to keep ([`PeerSched::poll_receipt`]).
+    receipts: VecDeque<Receipt>,
     /// [`PeerSched::handle_leave`] was called.
     leaving: bool,
     /// Paused by [`PeerSched::handle_pause`].
@@ -230,6 +233,7 @@ impl PeerSched {
             timers: VecDeque::new(),
             stats: PeerStats::default(),
             seals: SealCache::default(),
+            receipts: VecDeque::new(),
             leaving: false,
             paused: false,
             waiting: HashMap::new(),
@@ -238,6 +242,11 @@ impl PeerSched {
             leases: HashMap::new(),
             renew_timer: None,
         }
+    }
+
+    /// The next verified receipt for a run of this peer's (credit earned), to persist.
+    pub fn poll_receipt(&mut self) -> Option<Receipt> {
+        self.receipts.pop_front()
     }
 
     /// This peer's load, as it would advertise it.
@@ -427,6 +436,7 @@ impl PeerSched {
                 }
             }
             SchedMsg::Cancel { job } => self.cancel(from, job),
+            SchedMsg::Receipts { receipts } => self.take_receipts(from, receipts),
             SchedMsg::Claim { .. }
             | SchedMsg::Done { .. }
             | SchedMsg::Failed { .. }

@@ -1,5 +1,6 @@
 //! The volunteer's trust policy on real descriptors: an owner sealing a job's tasks, peers
-//! taking or refusing them, and the owner failing a task no peer takes.
+//! taking or refusing them, and the owner failing a task no peer takes. And credit: the owner's
+//! receipts for accepted runs, and what an executor keeps of them.
 
 use std::collections::BTreeSet;
 
@@ -205,4 +206,60 @@ fn a_job_no_peer_takes_fails_with_the_trust_reason_instead_of_hanging() {
         events,
         vec![OwnerEvent::TaskFailed(TaskIndex(0), refused(TrustRefusal::Untrusted(public(&b))))]
     );
+}
+
+/// A job of `n` independent tasks, each costing 10 fuel.
+fn bag(n: u32) -> Job {
+    let m = BlobHash::of(b"m");
+    Job::new((0..n).map(|i| TaskSpec::new(format!("t{i}"), m).cost(10)).collect()).unwrap()
+}
+
+#[test]
+fn every_accepted_run_is_paid_once_in_signed_batches_and_only_its_executor_keeps_them() {
+    let n = 100;
+    let cfg = OwnerConfig { own_slots: 0, ..OwnerConfig::default() };
+    let mut o = Owner::new(JOB, peer(0), bag(n), cfg, &[hint(1, 0)], signer(), t(0));
+    let mut receipts = Vec::new();
+    let mut placed: Vec<(PeerId, TaskIndex, u32)> = assigned(&drain(&mut o));
+    let mut step = 1;
+    while let Some((at, i, attempt)) = placed.pop() {
+        o.handle_msg(t(step), at, done(i.0, attempt, 1)).unwrap();
+        for tr in drain(&mut o) {
+            match tr.msg {
+                SchedMsg::Receipts { receipts: r } => receipts.extend(r.into_iter().map(|r| (tr.to, r))),
+                SchedMsg::Assign { tasks, .. } => {
+                    placed.extend(tasks.iter().map(|d| (tr.to, d.task.index, d.attempt)));
+                }
+                _ => {}
+            }
+        }
+        step += 1;
+    }
+    assert!(o.is_done());
+    // 100 runs: one full batch of 64 while the job runs, the other 36 when it ends.
+    let sizes: Vec<usize> = receipts.iter().map(|(_, r)| r.runs.len()).collect();
+    assert_eq!(sizes, vec![64, 36]);
+    let mut paid: Vec<u32> = receipts.iter().flat_map(|(_, r)| r.runs.iter().map(|run| run.task.0)).collect();
+    paid.sort_unstable();
+    assert_eq!(paid, (0..n).collect::<Vec<_>>(), "each task paid once");
+    for (to, r) in &receipts {
+        assert_eq!((*to, r.executor, r.owner), (peer(1), peer(1), peer(0)));
+        assert!(r.verify());
+    }
+
+    // The executor keeps its own receipts from their owner; another peer's, a forged one or one
+    // sent by someone else than the owner it names are dropped and counted.
+    let mut rng = SmallRng::seed_from_u64(1);
+    let mut p = PeerSched::new(peer(1), PeerConfig::default());
+    let good = receipts[0].1.clone();
+    let mut forged = good.clone();
+    forged.runs[0].fuel *= 1000;
+    p.handle_msg(t(0), peer(0), SchedMsg::Receipts { receipts: vec![good.clone(), forged] }, &mut rng);
+    p.handle_msg(t(0), peer(2), SchedMsg::Receipts { receipts: vec![good.clone()] }, &mut rng);
+    let mut theirs = PeerSched::new(peer(3), PeerConfig::default());
+    theirs.handle_msg(t(0), peer(0), SchedMsg::Receipts { receipts: vec![good.clone()] }, &mut rng);
+    assert_eq!(std::iter::from_fn(|| p.poll_receipt()).collect::<Vec<_>>(), vec![good]);
+    assert_eq!(p.stats().refused.bad_receipt, 2);
+    assert!(theirs.poll_receipt().is_none());
+    assert_eq!(theirs.stats().refused.bad_receipt, 1);
 }
