@@ -25,6 +25,10 @@
 //!   gets one; [`Config::max_missed`] consecutive misses (timeouts or failed sends) remove it as
 //!   failed. A peer that dies is thus dropped by every view holding it within
 //!   `max_missed × probe_interval + probe_timeout` of that holder's next probe round.
+//! - **Reconnect**: with an empty view a peer rejoins through its bootstrap list and the peers
+//!   that recently left its view; otherwise, every [`Config::join_retry`], it sends `Join` to one
+//!   peer it declared failed and has not heard from since, so a group that lost every edge to
+//!   the rest under loss or a network split finds it again.
 //! - **Leave**: a leaving peer tells its view and every peer that probed it recently; they drop
 //!   it at once. Failed and departed peers go to a dead set for [`Config::dead_ttl`] so stale
 //!   shuffle entries cannot bring them back; a peer that talks to us directly is alive again.
@@ -73,7 +77,8 @@ pub struct Config {
     pub dead_ttl: Duration,
     /// Entries older than this (in shuffle rounds) are not accepted from others.
     pub max_age: u32,
-    /// How often to retry joining while the view is empty.
+    /// How often to retry joining while the view is empty, and otherwise to announce ourselves
+    /// (a `Join`) to one peer we declared failed, which heals a partition (see [`Membership`]).
     pub join_retry: Duration,
     /// Maximum number of remembered dead peers and recent probers (memory bound).
     pub max_tracked: usize,
@@ -185,6 +190,11 @@ pub struct Membership {
     /// bootstrap list (a peer with no bootstrap list, the swarm's first, would otherwise stay
     /// alone after losing its view to a bad network).
     fallback: VecDeque<(PeerId, SocketAddr)>,
+    /// Peers we declared failed and have not heard from since, newest first, at most
+    /// `view_size`: every `join_retry` one of them gets a `Join` (SWIM's "announce to down
+    /// members", as foca does), so two groups that each dropped the other under loss find each
+    /// other again once it stops. A peer leaves the list when it talks to us or enters our view.
+    down: VecDeque<(PeerId, SocketAddr)>,
     /// Failed or departed peers, with the time until which they are refused.
     dead: BTreeMap<PeerId, Duration>,
     /// Peers that probed us recently (they have us in view): address and last time seen.
@@ -210,6 +220,7 @@ impl Membership {
             view: Vec::new(),
             bootstrap: Vec::new(),
             fallback: VecDeque::new(),
+            down: VecDeque::new(),
             dead: BTreeMap::new(),
             probers: BTreeMap::new(),
             shuffle_sent: None,
@@ -318,6 +329,8 @@ impl Membership {
             // A peer that talks to us first-hand is alive, whatever we heard before.
             self.dead.remove(&from);
         }
+        // Alive, or gone for good: either way no longer one to announce ourselves to.
+        self.down.retain(|(d, _)| *d != from);
         self.dispatch(now, from, addr, msg, rng);
         if let Some(s) = self.slot_mut(&from) {
             s.alive_at = Some(now);
@@ -412,6 +425,10 @@ impl Membership {
                 self.timer(now + self.cfg.join_retry, TimerKind::JoinRetry, self.generation);
                 if self.view.is_empty() {
                     self.send_joins();
+                } else if let Some(&(id, addr)) = self.down.make_contiguous().choose(rng) {
+                    // The view may hold only our side of a partition: announce ourselves to the
+                    // other side (the contact adds us, its reply brings its view).
+                    self.send(Target::Peer(id, addr), MemberMsg::Join { hints: self.hints });
                 }
             }
             TimerKind::ProbeTimeout(peer) => {
@@ -545,15 +562,17 @@ impl Membership {
         let i = self.view.iter().position(|s| s.entry.id == *id)?;
         let s = self.view.swap_remove(i);
         if reason != RemoveReason::Left {
-            self.fallback.retain(|(f, _)| f != id);
-            self.fallback.push_front((*id, s.entry.addr));
-            self.fallback.truncate(self.cfg.view_size);
+            remember(&mut self.fallback, (*id, s.entry.addr), self.cfg.view_size);
+        }
+        if reason == RemoveReason::Failed {
+            remember(&mut self.down, (*id, s.entry.addr), self.cfg.view_size);
         }
         self.events.push_back(Event::Removed(*id, reason));
         Some(s.entry)
     }
 
     fn push(&mut self, entry: Entry) {
+        self.down.retain(|(d, _)| *d != entry.id);
         self.view.push(Slot { entry, probing: None, missed: 0, alive_at: None });
         self.events.push_back(Event::Added(entry));
     }
@@ -658,4 +677,11 @@ impl Membership {
         self.shuffle_sent = Some((seq, sent));
         self.send(Target::Peer(target.id, target.addr), MemberMsg::Shuffle { seq, entries });
     }
+}
+
+/// Puts `peer` first in a newest-first list of at most `max` peers, without duplicates.
+fn remember(list: &mut VecDeque<(PeerId, SocketAddr)>, peer: (PeerId, SocketAddr), max: usize) {
+    list.retain(|(p, _)| *p != peer.0);
+    list.push_front(peer);
+    list.truncate(max);
 }

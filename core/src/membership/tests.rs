@@ -43,6 +43,8 @@ struct Net {
     log: Vec<Vec<Event>>,
     /// Framed bytes sent, all nodes together.
     bytes_sent: u64,
+    /// While set, messages between even and odd peers are lost (a network split).
+    split: bool,
 }
 
 impl Net {
@@ -58,6 +60,7 @@ impl Net {
             loss: 0.0,
             log: (0..n).map(|_| Vec::new()).collect(),
             bytes_sent: 0,
+            split: false,
         }
     }
 
@@ -99,7 +102,7 @@ impl Net {
                 }
                 continue;
             }
-            if self.rng.random_bool(self.loss) {
+            if self.rng.random_bool(self.loss) || (self.split && i % 2 != to % 2) {
                 continue;
             }
             let at = self.now + Duration::from_micros(self.rng.random_range(500..20_000));
@@ -566,4 +569,42 @@ fn regression_seed_15188191563671317046_the_first_peer_rejoins_after_losing_its_
 fn regression_seed_1532594141162745942_a_peer_in_no_view_is_back_within_a_shuffle() {
     let mut net = churn_run(1532594141162745942, 32, 0.07646191509082019, &[]);
     assert!(net.connected_over(Duration::from_millis(1500)));
+}
+
+/// Found by `invariants_hold_under_churn_and_loss`: 9 peers under 30 % loss, two leaving and
+/// two killed. At 13 s peers 0 and 5 missed each other's probes and each dropped the other as
+/// failed; that was the last edge between {0, 7} and {1, 5, 6, 8}. Nobody's view was empty, so
+/// nobody rejoined, and view traffic only follows view edges: the two groups stayed apart for
+/// good after the loss stopped. Each peer now announces itself (`Join`) every `join_retry` to one
+/// peer it declared failed and has not heard from since, which reconnects the groups.
+#[test]
+fn regression_seed_7594239905016082304_groups_that_dropped_each_other_reconnect() {
+    let churn = [(4, 1), (0, 0), (21, 0), (38, 1), (20, 0)];
+    let mut net = churn_run(7594239905016082304, 9, 0.29670600381225565, &churn);
+    assert!(net.connected_over(Duration::from_millis(1500)));
+}
+
+/// The same flaw without luck: a network split cuts 40 peers into two halves for longer than
+/// `dead_ttl`, each half drops the other as failed; once it heals the overlay is one again.
+#[test]
+fn a_partition_heals_once_the_network_does() {
+    let cfg = Config { view_size: 8, shuffle_len: 4, ..Config::default() };
+    let n = 40;
+    let mut net = Net::new(n, &cfg, 17);
+    net.join(0, &[]);
+    for i in 1..n {
+        net.join(i, &[0]);
+    }
+    net.run_until(secs(20));
+    assert!(net.strongly_connected());
+    net.split = true;
+    net.run_until(secs(20) + cfg.dead_ttl + secs(30));
+    let across =
+        (0..n).any(|i| net.nodes[i].view().any(|e| net.index_of(e.id).is_some_and(|j| j % 2 != i % 2)));
+    assert!(!across, "the halves should have dropped each other");
+    net.split = false;
+    let healed = net.now;
+    net.run_until(healed + cfg.join_retry * 2);
+    net.check_invariants();
+    assert!(net.connected_over(Duration::from_millis(1500)), "still apart after {:?}", net.now - healed);
 }
