@@ -168,7 +168,10 @@ impl Owner {
             }
         }
         // No free slot known: queue it at the least loaded peer worth it (thieves even out the
-        // rest), up to the queue quota; beyond it, hold it back.
+        // rest), up to the queue quota; beyond it, hold it back. A check is never queued.
+        if self.room_only {
+            return None;
+        }
         let &(_, p) = self.by_load.iter().find(|&&(_, p)| self.worth(p, cost))?;
         let cap = u64::from(self.caps.get(&p).copied().unwrap_or(1));
         let load = u64::from(self.load.get(&p).copied().unwrap_or(0));
