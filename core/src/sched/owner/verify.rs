@@ -164,6 +164,20 @@ impl TrustBook {
         self.get(peer).streak >= self.needs(peer, streak)
     }
 
+    /// Merges `other` (a book another job's owner updated from the same start) into this one:
+    /// per peer, the record with more catches wins, then the longer streak (a catch in either
+    /// job counts).
+    pub fn merge(&mut self, other: &TrustBook) {
+        for (&p, &t) in &other.peers {
+            let e = self.peers.entry(p).or_default();
+            if (t.caught, t.streak) > (e.caught, e.streak) {
+                *e = Trust { confirmed: e.confirmed.max(t.confirmed), ..t };
+            } else {
+                e.confirmed = e.confirmed.max(t.confirmed);
+            }
+        }
+    }
+
     pub(super) fn agreed(&mut self, peer: PeerId) {
         let t = self.peers.entry(peer).or_default();
         t.streak = t.streak.saturating_add(1);
@@ -325,8 +339,18 @@ impl Owner {
                 }
                 let anchors = |ps: &[PeerId]| ps.iter().filter(|&&p| self.anchored(p)).count();
                 let a = anchors(ps);
-                let beaten = tally[1..].iter().any(|(_, qs)| qs.len() >= ps.len() || anchors(qs) >= a);
-                if ps.len() >= 2 && a >= 1 && !beaten { Verdict::Accept(*top) } else { Verdict::More }
+                let most = tally[1..].iter().all(|(_, qs)| qs.len() < ps.len());
+                let beaten = !most || tally[1..].iter().any(|(_, qs)| anchors(qs) >= a);
+                // No run can be checked (the owner runs nothing and no live peer is trusted): two
+                // agreeing peers with more votes than any other value will do (weak: colluders
+                // can agree too).
+                let weak = !votes.iter().any(|v| self.anchored(v.peer))
+                    && self.fresh_peers(i, true).next().is_none();
+                if ps.len() >= 2 && ((a >= 1 && !beaten) || (weak && most)) {
+                    Verdict::Accept(*top)
+                } else {
+                    Verdict::More
+                }
             }
         }
     }
@@ -540,6 +564,15 @@ mod tests {
             liar.lied(PeerId([3; 32]));
         }
         assert_eq!(liar.needs(&PeerId([3; 32]), 16), u32::MAX);
+        // Merging: a catch anywhere wins over a streak elsewhere.
+        let mut a = b.clone();
+        let mut other = b.clone();
+        other.lied(PeerId([1; 32]));
+        a.agreed(PeerId([1; 32]));
+        a.merge(&other);
+        assert_eq!(a.get(&PeerId([1; 32])), Trust { streak: 0, caught: 1, confirmed: 3 });
+        a.merge(&liar);
+        assert_eq!(a.get(&PeerId([3; 32])).caught, CATCHES_MAX + 1);
     }
 
     #[test]

@@ -287,3 +287,15 @@ fn consumers_start_only_on_accepted_inputs() {
     let (_, ok) = drive(&mut o, |p, _| p != peer(3) && p != peer(0));
     assert!(o.is_done() && ok);
 }
+
+#[test]
+fn without_any_peer_that_can_check_two_agreeing_runs_will_do() {
+    // The owner runs nothing and nobody is trusted: adaptive accepts two agreeing distinct peers
+    // (two runs a task, not one per peer), and builds no trust from them.
+    let c = OwnerConfig { own_slots: 0, own_runs: false, ..cfg(VerifyPolicy::Adaptive) };
+    let mut o = Owner::new(JOB, peer(0), flat(10), c, &swarm(4), signer(), t(0));
+    let (runs, ok) = drive(&mut o, |_, _| false);
+    assert!(o.is_done() && ok);
+    assert_eq!(runs.len(), 20, "{runs:?}");
+    assert!(o.trust().iter().all(|(_, t)| t.streak == 0));
+}
