@@ -4,8 +4,9 @@
 //! holding that attempt (assignments name it, claims move it); a task is issued only when every
 //! producer is `Done` with at least one live holder or an inline output; an output that is lost
 //! (no live holder, not inline) while a consumer still needs it is re-made by re-running its
-//! producer (lineage); every attempt's report is kept ([`Owner::reports`]) so results can later be
-//! compared across peers. A task's own deterministic failure ends the job after
+//! producer (lineage); every attempt's report is kept ([`Owner::reports`]), and under a
+//! [`VerifyPolicy`] other than `None` a task is done only once runs on distinct peers satisfy it
+//! (`verify.rs`; consumers never start on an unchecked input). A task's own deterministic failure ends the job after
 //! [`OwnerConfig::failure_confirmations`] distinct peers report it; peer faults are retried with
 //! exponential backoff up to [`OwnerConfig::max_attempts`] faulty runs; runs lost with their peer
 //! are re-issued at once, up to [`OwnerConfig::max_losses`]. Every message is acted on only if its
@@ -35,7 +36,7 @@ pub use verify::{Trust, TrustBook, TrustBookError, VerifyConfig, VerifyPolicy};
 
 /// Most holders the owner lists for one output (the producer, then consumers' copies).
 const HOLDERS_MAX: usize = 4;
-/// Most reports kept per task (the verification hook): the first ones.
+/// Most reports kept per task (for displays and audits): the first ones.
 const REPORTS_MAX: usize = 8;
 /// Most peers remembered per task as having refused it, and as shunned for it (the rest are
 /// tried again).
