@@ -89,8 +89,20 @@ pub struct Metrics {
 
 impl Metrics {
     /// Adds the counts of `m`, a later job in the same swarm, to these (sums; rates and ratios
-    /// recomputed over the sums; the fingerprint chains).
+    /// recomputed over the sums, shares weighted by time, tasks or work; the fingerprint chains).
     pub fn absorb(&mut self, m: &Metrics) {
+        let weigh = |a: f64, wa: f64, b: f64, wb: f64| {
+            if wa + wb > 0.0 { (a * wa + b * wb) / (wa + wb) } else { 0.0 }
+        };
+        self.idle_fraction = weigh(self.idle_fraction, self.makespan_s, m.idle_fraction, m.makespan_s);
+        self.fetched_bytes_per_task =
+            weigh(self.fetched_bytes_per_task, self.tasks as f64, m.fetched_bytes_per_task, m.tasks as f64);
+        self.rerun_work_share = weigh(
+            self.rerun_work_share,
+            self.fuel_unverified as f64,
+            m.rerun_work_share,
+            m.fuel_unverified as f64,
+        );
         self.makespan_s += m.makespan_s;
         self.lower_bound_s += m.lower_bound_s;
         self.ratio = if self.lower_bound_s > 0.0 { self.makespan_s / self.lower_bound_s } else { 0.0 };
