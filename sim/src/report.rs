@@ -191,6 +191,9 @@ pub fn run(args: &RunSpec, out: &mut dyn Write) -> Result<Metrics, RunError> {
             m.discarded
         )?;
     }
+    for u in m.unfinished.iter().take(5) {
+        writeln!(out, "unfinished: {u}")?;
+    }
     if args.json {
         let line = serde_json::to_string(&m).map_err(|e| RunError::Io(e.into()))?;
         writeln!(out, "{line}")?;

@@ -220,6 +220,27 @@ fn adaptive_verification_costs_at_most_ten_percent_once_trust_is_built() {
     assert_eq!((again.fingerprint, again.fuel_executed), (m.fingerprint, m.fuel_executed));
 }
 
+#[test]
+fn verification_short_of_honest_peers_fails_tasks_clearly_and_never_hangs() {
+    // 6 peers, half of them liars, a third killed mid-job: replicate=3 may run out of distinct
+    // peers; such a task fails with the reason, none is left held for peers that are gone.
+    for seed in 1..=8 {
+        let mut a = RunSpec::new("layered:30,5,50+tree:8+wavefront:4", 6);
+        a.seed = seed;
+        a.jobs = 4;
+        a.verify = VerifyPolicy::Replicate { k: 3, quorum: 2 };
+        a.liars = Some(parse_liars("0.5").unwrap());
+        a.kill = Some(parse_kill("0.3@0.5").unwrap());
+        let m = run(&a, &mut Vec::new()).unwrap();
+        assert_eq!(m.wrong_outputs_accepted, 0, "seed {seed}: {m:?}");
+        // What is left is failed, or waits for a failed producer.
+        for u in &m.unfinished {
+            let failed = u.contains("Failed") && u.contains("verification");
+            assert!(failed || u.ends_with(": Waiting"), "seed {seed}: {u}");
+        }
+    }
+}
+
 proptest! {
     #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
 

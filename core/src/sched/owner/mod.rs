@@ -148,6 +148,9 @@ pub struct Owner {
     /// The task being placed is a check that must start at once (it goes only to a peer with a
     /// free slot: a queued check could be stolen by a peer that cannot check it).
     room_only: bool,
+    /// The task being placed is a verification run: any peer not avoided will do, however far
+    /// (the peers near enough may all have run it).
+    checking: bool,
     /// Executors' trust records (see `verify.rs`).
     trust: TrustBook,
     /// Verification counts: disagreements settled, lone results discarded, extra runs and their
@@ -243,6 +246,7 @@ impl Owner {
             over: false,
             avoid: BTreeSet::new(),
             room_only: false,
+            checking: false,
             trust: TrustBook::new(),
             disagreements: 0,
             discarded: 0,
@@ -553,6 +557,7 @@ impl Owner {
             self.avoid.extend(rec.shunned_by.iter().copied());
         }
         self.room_only = false;
+        self.checking = false;
         self.avoid_for_checks(i);
     }
 
@@ -577,6 +582,7 @@ impl Owner {
         }
         self.avoid.clear();
         self.room_only = false;
+        self.checking = false;
         match at {
             Some(at) => self.send_to(i, at, None),
             None => {
@@ -743,7 +749,14 @@ impl Owner {
             }
             self.avoid.clear();
             let check = std::mem::take(&mut self.room_only);
+            self.checking = false;
             let Some(p) = p else {
+                if self.short_of_peers(i) {
+                    // A verification run whose last possible peers left while it waited.
+                    self.parked.pop();
+                    self.settle_exhausted(i);
+                    continue;
+                }
                 if check {
                     // A check waiting for a peer that can check it: the rest may go meanwhile.
                     skipped.extend(self.parked.pop());

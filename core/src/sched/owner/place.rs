@@ -180,10 +180,14 @@ impl Owner {
 
     /// Whether sending a task of `cost` fuel to `p` can pay: `p` is in the owner's cluster
     /// (RTT within 1.5 × the smallest known), or the round trip is shorter than the task's run
-    /// or than the time the held-back work would keep the cluster busy.
+    /// or than the time the held-back work would keep the cluster busy, or the task is a
+    /// verification run (`checking`).
     pub(super) fn worth(&self, p: PeerId, cost: u64) -> bool {
         if self.avoid.contains(&p) {
             return false;
+        }
+        if self.checking {
+            return true;
         }
         let rtt = if p == self.me { Duration::ZERO } else { self.rtt.get(&p).copied().unwrap_or_default() };
         let run = cost.max(self.held_fuel / u64::from(self.near_slots));

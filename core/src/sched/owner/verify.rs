@@ -291,6 +291,7 @@ impl Owner {
             return;
         }
         self.avoid.extend(rec.votes.iter().map(|v| v.peer));
+        self.checking = true;
         if self.cfg.verify.policy == VerifyPolicy::Adaptive
             && rec.known.is_none()
             && self.fresh_peers(i, true).next().is_some()
@@ -383,19 +384,25 @@ impl Owner {
         if self.over {
             return;
         }
-        let votes = self.recs[i.0 as usize].votes.len();
-        if votes >= VOTES_MAX || self.fresh_peers(i, false).next().is_none() {
+        if self.short_of_peers(i) {
             self.settle_exhausted(i);
         } else if self.inputs_ready(i) {
             self.issue(i, None);
         }
     }
 
+    /// Whether `i` is in verification and no further run of it can help: [`VOTES_MAX`] peers
+    /// ran it, or every live peer able to has.
+    pub(super) fn short_of_peers(&self, i: TaskIndex) -> bool {
+        let votes = self.recs[i.0 as usize].votes.len();
+        votes > 0 && (votes >= VOTES_MAX || self.fresh_peers(i, false).next().is_none())
+    }
+
     /// Every live peer ran `i` (or [`VOTES_MAX`] did) without the policy being met: the value
     /// most peers agree on is accepted if it has the quorum (replicate) or at least two voters
     /// and more than any other (adaptive, with no owner's or trusted peer's run possible);
     /// otherwise the task fails.
-    fn settle_exhausted(&mut self, i: TaskIndex) {
+    pub(super) fn settle_exhausted(&mut self, i: TaskIndex) {
         let tally = tally(&self.recs[i.0 as usize].votes);
         let need = match self.cfg.verify.policy {
             VerifyPolicy::Replicate { quorum, .. } => quorum as usize,
