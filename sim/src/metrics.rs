@@ -122,6 +122,7 @@ impl Metrics {
         self.messages_duplicated += m.messages_duplicated;
         self.leases_expired += m.leases_expired;
         self.refused += m.refused;
+        self.liars = self.liars.max(m.liars);
         self.jobs += m.jobs;
         self.jobs_completed += m.jobs_completed;
         self.wrong_outputs_accepted += m.wrong_outputs_accepted;

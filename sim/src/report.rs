@@ -99,7 +99,8 @@ pub fn parse_kill(s: &str) -> Result<Kill, String> {
     Ok(Kill { fraction, progress })
 }
 
-/// Parses `FRACTION[:MODE]`, MODE one of `consistent` (the default), `random`, `collude`.
+/// Parses `FRACTION[:MODE]`, MODE one of `consistent` (the default), `random`, `collude`,
+/// `turncoat`.
 pub fn parse_liars(s: &str) -> Result<Liars, String> {
     let (f, mode) = s.split_once(':').unwrap_or((s, "consistent"));
     let fraction = f.trim().parse::<f64>().map_err(|e| format!("{f:?}: {e}"))?;
@@ -110,7 +111,8 @@ pub fn parse_liars(s: &str) -> Result<Liars, String> {
         "consistent" => LieMode::Consistent,
         "random" => LieMode::Random,
         "collude" => LieMode::Collude,
-        m => return Err(format!("lie mode {m:?}: expected consistent, random or collude")),
+        "turncoat" => LieMode::Turncoat,
+        m => return Err(format!("lie mode {m:?}: expected consistent, random, collude or turncoat")),
     };
     Ok(Liars { fraction, mode })
 }
@@ -141,7 +143,8 @@ pub fn run(args: &RunSpec, out: &mut dyn Write) -> Result<Metrics, RunError> {
         cfg.scheduler = args.scheduler;
         cfg.kill = args.kill;
         cfg.faults = args.faults;
-        cfg.liars = args.liars;
+        // Turncoats lie from the middle job on.
+        cfg.liars = args.liars.filter(|l| l.mode != LieMode::Turncoat || job >= args.jobs / 2);
         cfg.owner.verify.policy = args.verify;
         cfg.owner.verify.seed = args.seed;
         let m = simulate_with_trust(&dag, &cfg, &mut trust)?;

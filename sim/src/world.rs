@@ -87,6 +87,9 @@ pub enum LieMode {
     Random,
     /// Every result wrong, all liars the same wrong bytes for a task.
     Collude,
+    /// Honest in the first half of a run's jobs (it earns trust), then wrong like `Consistent`:
+    /// a trusted peer that turns. The report applies the turn; a world treats it as consistent.
+    Turncoat,
 }
 
 /// A fraction of the peers (never the owner) report wrong output hashes (with the right fuel:
@@ -717,7 +720,7 @@ impl World<'_> {
         let Some(l) = self.cfg.liars.filter(|_| self.liar[p]) else { return hash };
         let own = || run_hash(i, [hash, BlobHash([p as u8; 32])].into_iter());
         match l.mode {
-            LieMode::Consistent => own(),
+            LieMode::Consistent | LieMode::Turncoat => own(),
             LieMode::Random if self.rng.random_bool(0.5) => own(),
             LieMode::Random => hash,
             LieMode::Collude => run_hash(i, [hash, hash].into_iter()),

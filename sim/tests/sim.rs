@@ -211,6 +211,18 @@ fn replication_stops_lone_liars_but_not_colluders_and_no_verification_stops_noth
 }
 
 #[test]
+fn a_trusted_peer_that_turns_is_caught_by_spot_checks_and_its_lone_results_are_remade() {
+    // The limit of adaptive verification, measured: turncoats earn trust in the first 40 jobs,
+    // then lie; spot checks catch each, its unchecked results in that job are re-made, and it is
+    // never trusted again; what it slipped through before its catch (earlier jobs) stands.
+    let m = verified(2, 80, "adaptive", Some("0.2:turncoat"));
+    assert_eq!((m.jobs_completed, m.liars), (80, 3), "{m:?}");
+    assert!(m.disagreements >= 3, "turncoats are caught: {m:?}");
+    assert!(m.discarded > 0, "{m:?}");
+    assert!(m.wrong_outputs_accepted < m.tasks as u64 / 20, "{m:?}");
+}
+
+#[test]
 fn adaptive_verification_costs_at_most_ten_percent_once_trust_is_built() {
     let m = verified(1, 300, "adaptive", None);
     assert_eq!((m.wrong_outputs_accepted, m.disagreements, m.jobs_completed), (0, 0, 300), "{m:?}");

@@ -73,7 +73,8 @@ pub(crate) struct SimArgs {
     #[arg(long, default_value_t = 1)]
     jobs: usize,
     /// FRACTION of the peers (never the owner) report wrong results, MODE consistent (default),
-    /// random (each result wrong with probability 0.5) or collude (all the same wrong bytes).
+    /// random (each result wrong with probability 0.5), collude (all the same wrong bytes) or
+    /// turncoat (honest for the first half of --jobs, then consistent).
     #[arg(long, value_name = "FRACTION[:MODE]", value_parser = parse_liars)]
     liars: Option<Liars>,
     /// How the owner verifies results: none, adaptive, replicate=K (majority) or replicate=K/Q.
