@@ -17,8 +17,13 @@ pub mod wfcommons;
 mod world;
 
 pub use metrics::Metrics;
-pub use world::{Kill, NetFaults, Partition, SchedulerKind, SimConfig, SimError, simulate};
+pub use world::{
+    Kill, Liars, LieMode, NetFaults, Partition, SchedulerKind, SimConfig, SimError, simulate,
+    simulate_with_trust,
+};
 /// The scheduler settings a [`SimConfig`] carries, re-exported for callers tuning them.
 pub mod sched_config {
-    pub use shoal_core::sched::{OwnerConfig, PeerConfig, VictimChoice};
+    pub use shoal_core::sched::{
+        OwnerConfig, PeerConfig, TrustBook, VerifyConfig, VerifyPolicy, VictimChoice,
+    };
 }

@@ -58,6 +58,26 @@ pub struct Metrics {
     pub leases_expired: u64,
     /// Peer messages (or parts) refused by the owner and the peer schedulers, all reasons.
     pub refused: u64,
+    /// Peers that lie about results.
+    pub liars: usize,
+    /// Jobs run (one after another in one swarm, sharing the owner's trust book).
+    pub jobs: u64,
+    /// Jobs whose every task completed.
+    pub jobs_completed: u64,
+    /// Accepted outputs whose hash is not the true one.
+    pub wrong_outputs_accepted: u64,
+    /// Fuel of every run that computed (liars' and checks' included).
+    pub fuel_executed: u64,
+    /// Fuel of one run of every task: an unverified run without faults.
+    pub fuel_unverified: u64,
+    /// `fuel_executed / fuel_unverified − 1`: extra work (verification, and re-runs).
+    pub verification_overhead: f64,
+    /// Peers whose value lost a settled disagreement (one per loser and task).
+    pub disagreements: u64,
+    /// Accepted results discarded when their executor was caught, and re-made.
+    pub discarded: u64,
+    /// Runs made only to verify results.
+    pub verify_runs: u64,
     /// Each task's output hash, if done.
     #[serde(skip)]
     pub outputs: Vec<Option<BlobHash>>,
@@ -67,4 +87,54 @@ pub struct Metrics {
     /// For a run that did not finish: the owner's view of up to 20 unfinished tasks.
     #[serde(skip)]
     pub unfinished: Vec<String>,
+}
+
+impl Metrics {
+    /// Adds the counts of `m`, a later job in the same swarm, to these (sums; rates and ratios
+    /// recomputed over the sums, shares weighted by time, tasks or work; the fingerprint chains).
+    pub fn absorb(&mut self, m: &Metrics) {
+        let weigh = |a: f64, wa: f64, b: f64, wb: f64| {
+            if wa + wb > 0.0 { (a * wa + b * wb) / (wa + wb) } else { 0.0 }
+        };
+        self.idle_fraction = weigh(self.idle_fraction, self.makespan_s, m.idle_fraction, m.makespan_s);
+        self.fetched_bytes_per_task =
+            weigh(self.fetched_bytes_per_task, self.tasks as f64, m.fetched_bytes_per_task, m.tasks as f64);
+        self.rerun_work_share = weigh(
+            self.rerun_work_share,
+            self.fuel_unverified as f64,
+            m.rerun_work_share,
+            m.fuel_unverified as f64,
+        );
+        self.makespan_s += m.makespan_s;
+        self.lower_bound_s += m.lower_bound_s;
+        self.ratio = if self.lower_bound_s > 0.0 { self.makespan_s / self.lower_bound_s } else { 0.0 };
+        self.tasks += m.tasks;
+        self.tasks_completed += m.tasks_completed;
+        self.peers_killed += m.peers_killed;
+        self.messages += m.messages;
+        self.bytes += m.bytes;
+        self.messages_per_task = self.messages as f64 / self.tasks.max(1) as f64;
+        self.bytes_per_task = self.bytes as f64 / self.tasks.max(1) as f64;
+        self.steals_tried += m.steals_tried;
+        self.steals_won += m.steals_won;
+        self.runs += m.runs;
+        self.events += m.events;
+        self.fingerprint = (self.fingerprint ^ m.fingerprint).wrapping_mul(0x100_0000_01b3);
+        self.messages_lost += m.messages_lost;
+        self.messages_duplicated += m.messages_duplicated;
+        self.leases_expired += m.leases_expired;
+        self.refused += m.refused;
+        self.liars = self.liars.max(m.liars);
+        self.jobs += m.jobs;
+        self.jobs_completed += m.jobs_completed;
+        self.wrong_outputs_accepted += m.wrong_outputs_accepted;
+        self.fuel_executed += m.fuel_executed;
+        self.fuel_unverified += m.fuel_unverified;
+        self.verification_overhead = self.fuel_executed as f64 / self.fuel_unverified.max(1) as f64 - 1.0;
+        self.disagreements += m.disagreements;
+        self.discarded += m.discarded;
+        self.verify_runs += m.verify_runs;
+        self.unfinished
+            .extend(m.unfinished.iter().take(20usize.saturating_sub(self.unfinished.len())).cloned());
+    }
 }

@@ -2,7 +2,9 @@
 //! command-line parsing lives in the binary). [`run`] takes a [`RunSpec`], prints two summary lines
 //! and, with `json`, a final line holding one JSON object with every field of [`Metrics`] (among
 //! them `makespan_s`, `lower_bound_s`, `ratio`, `tasks`, `tasks_completed`, `peers`,
-//! `messages_per_task`, `bytes_per_task`, `messages_lost`, `leases_expired`).
+//! `messages_per_task`, `bytes_per_task`, `messages_lost`, `leases_expired`, and for verified
+//! runs `jobs`, `jobs_completed`, `wrong_outputs_accepted`, `verification_overhead`,
+//! `disagreements`).
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -10,7 +12,10 @@ use std::path::PathBuf;
 use crate::dag::{DagError, KINDS, SimDag, generate};
 use crate::metrics::Metrics;
 use crate::net::Topology;
-use crate::world::{Kill, NetFaults, SchedulerKind, SimConfig, SimError, simulate};
+use crate::world::{
+    Kill, Liars, LieMode, NetFaults, SchedulerKind, SimConfig, SimError, simulate_with_trust,
+};
+use shoal_core::sched::{TrustBook, VerifyPolicy};
 
 /// What to simulate and how to report it.
 #[derive(Clone, Debug)]
@@ -35,6 +40,14 @@ pub struct RunSpec {
     pub faults: NetFaults,
     /// End with one line of JSON holding every metric.
     pub json: bool,
+    /// Jobs to run one after another in the same swarm (same peers, same liars, the owner's trust
+    /// book carried over); job `j` has seed `seed + j` and, when `dag` lists several DAGs
+    /// separated by `+`, the `j`-th of them in turn. The report sums them.
+    pub jobs: usize,
+    /// Peers that lie about results.
+    pub liars: Option<Liars>,
+    /// How the owner verifies results.
+    pub verify: VerifyPolicy,
 }
 
 impl RunSpec {
@@ -51,6 +64,9 @@ impl RunSpec {
             kill: None,
             faults: NetFaults::default(),
             json: false,
+            jobs: 1,
+            liars: None,
+            verify: VerifyPolicy::None,
         }
     }
 }
@@ -83,10 +99,33 @@ pub fn parse_kill(s: &str) -> Result<Kill, String> {
     Ok(Kill { fraction, progress })
 }
 
-/// Loads the workload `args` names.
-pub fn workload(args: &RunSpec) -> Result<SimDag, RunError> {
+/// Parses `FRACTION[:MODE]`, MODE one of `consistent` (the default), `random`, `collude`,
+/// `turncoat`.
+pub fn parse_liars(s: &str) -> Result<Liars, String> {
+    let (f, mode) = s.split_once(':').unwrap_or((s, "consistent"));
+    let fraction = f.trim().parse::<f64>().map_err(|e| format!("{f:?}: {e}"))?;
+    if !(0.0..1.0).contains(&fraction) {
+        return Err(format!("need 0 <= FRACTION < 1, got {s:?}"));
+    }
+    let mode = match mode.trim() {
+        "consistent" => LieMode::Consistent,
+        "random" => LieMode::Random,
+        "collude" => LieMode::Collude,
+        "turncoat" => LieMode::Turncoat,
+        m => return Err(format!("lie mode {m:?}: expected consistent, random, collude or turncoat")),
+    };
+    Ok(Liars { fraction, mode })
+}
+
+/// Loads the workload `args` names (for job `job` of the run: its seed, and its DAG of a
+/// `+`-separated list).
+pub fn workload(args: &RunSpec, job: usize) -> Result<SimDag, RunError> {
+    let seed = args.seed.wrapping_add(job as u64);
     match (&args.dag, &args.workflow) {
-        (Some(spec), _) => Ok(generate(spec, args.seed)?),
+        (Some(spec), _) => {
+            let specs: Vec<&str> = spec.split('+').collect();
+            Ok(generate(specs[job % specs.len()], seed)?)
+        }
         (None, Some(path)) => Ok(crate::wfcommons::load(path)?),
         (None, None) => Err(RunError::NoWorkload),
     }
@@ -94,13 +133,27 @@ pub fn workload(args: &RunSpec) -> Result<SimDag, RunError> {
 
 /// Runs `args`, writing a report (and with `--json`, a final JSON line) to `out`.
 pub fn run(args: &RunSpec, out: &mut dyn Write) -> Result<Metrics, RunError> {
-    let dag = workload(args)?;
-    let mut cfg = SimConfig::new(args.peers, args.topology, args.seed);
-    cfg.peer.slots = args.slots.max(1);
-    cfg.scheduler = args.scheduler;
-    cfg.kill = args.kill;
-    cfg.faults = args.faults;
-    let m = simulate(&dag, &cfg)?;
+    let mut trust = TrustBook::new();
+    let mut total: Option<Metrics> = None;
+    for job in 0..args.jobs.max(1) {
+        let dag = workload(args, job)?;
+        let mut cfg = SimConfig::new(args.peers, args.topology, args.seed.wrapping_add(job as u64));
+        cfg.swarm_seed = Some(args.seed);
+        cfg.peer.slots = args.slots.max(1);
+        cfg.scheduler = args.scheduler;
+        cfg.kill = args.kill;
+        cfg.faults = args.faults;
+        // Turncoats lie from the middle job on.
+        cfg.liars = args.liars.filter(|l| l.mode != LieMode::Turncoat || job >= args.jobs / 2);
+        cfg.owner.verify.policy = args.verify;
+        cfg.owner.verify.seed = args.seed;
+        let m = simulate_with_trust(&dag, &cfg, &mut trust)?;
+        match &mut total {
+            Some(t) => t.absorb(&m),
+            None => total = Some(m),
+        }
+    }
+    let Some(m) = total else { return Err(RunError::NoWorkload) };
     writeln!(
         out,
         "{} tasks on {} peers x {} slots ({:?}, {}): makespan {:.3} s, bound {:.3} s, ratio {:.3}",
@@ -125,6 +178,24 @@ pub fn run(args: &RunSpec, out: &mut dyn Write) -> Result<Metrics, RunError> {
             "faults: {} messages lost, {} duplicated; {} leases expired; {} messages refused",
             m.messages_lost, m.messages_duplicated, m.leases_expired, m.refused
         )?;
+    }
+    if args.liars.is_some() || args.verify != VerifyPolicy::None || m.jobs > 1 {
+        writeln!(
+            out,
+            "verify {:?}: {}/{} jobs completed, {} liars, {} wrong outputs accepted, overhead {:.1}%, \
+             {} disagreements, {} results discarded",
+            args.verify,
+            m.jobs_completed,
+            m.jobs,
+            m.liars,
+            m.wrong_outputs_accepted,
+            m.verification_overhead * 100.0,
+            m.disagreements,
+            m.discarded
+        )?;
+    }
+    for u in m.unfinished.iter().take(5) {
+        writeln!(out, "unfinished: {u}")?;
     }
     if args.json {
         let line = serde_json::to_string(&m).map_err(|e| RunError::Io(e.into()))?;

@@ -20,9 +20,10 @@ use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use shoal_core::ids::{BlobHash, JobId, PeerId, TaskId, TaskIndex};
+use shoal_core::job::Input;
 use shoal_core::sched::{
     FailureKind, InputSource, LoadHint, Owner, OwnerConfig, PeerConfig, PeerHint, PeerSched, SchedMsg,
-    TaskDesc, TaskOutcome, TaskState, Transmit, key_signer,
+    TaskDesc, TaskOutcome, TaskState, Transmit, TrustBook, key_signer,
 };
 
 use crate::central::Central;
@@ -76,6 +77,32 @@ pub struct NetFaults {
     pub reorder: bool,
 }
 
+/// How liars lie.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum LieMode {
+    /// Every result wrong, each liar its own wrong bytes.
+    #[default]
+    Consistent,
+    /// Each result wrong with probability 0.5 (its own wrong bytes).
+    Random,
+    /// Every result wrong, all liars the same wrong bytes for a task.
+    Collude,
+    /// Honest in the first half of a run's jobs (it earns trust), then wrong like `Consistent`:
+    /// a trusted peer that turns. The report applies the turn; a world treats it as consistent.
+    Turncoat,
+}
+
+/// A fraction of the peers (never the owner) report wrong output hashes (with the right fuel:
+/// only the bytes differ).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Liars {
+    /// Fraction of all peers, rounded; chosen from the swarm seed, so the same peers lie in every
+    /// job of a run.
+    pub fraction: f64,
+    /// How they lie.
+    pub mode: LieMode,
+}
+
 /// A run's settings.
 #[derive(Clone, Debug)]
 pub struct SimConfig {
@@ -103,6 +130,11 @@ pub struct SimConfig {
     pub detect: Duration,
     /// Message loss, duplication and reordering.
     pub faults: NetFaults,
+    /// Peers that lie about their results.
+    pub liars: Option<Liars>,
+    /// Seed of the peers' identities and of who lies (`None`: `seed`). Jobs run one after
+    /// another in one swarm share it (and their trust book) and differ in `seed`.
+    pub swarm_seed: Option<u64>,
 }
 
 impl SimConfig {
@@ -131,6 +163,8 @@ impl SimConfig {
             view_size: 64,
             detect: if wan { Duration::from_secs(2) } else { Duration::from_millis(200) },
             faults: NetFaults::default(),
+            liars: None,
+            swarm_seed: None,
         }
     }
 }
@@ -252,6 +286,12 @@ struct World<'a> {
     fingerprint: u64,
     last_finish: Duration,
     fetched: u64,
+    /// Which peers lie.
+    liar: Vec<bool>,
+    /// Each task's true output (what honest runs on true inputs give).
+    truth: Vec<BlobHash>,
+    /// Fuel of every run that computed.
+    executed: u64,
     /// Whether any load may have changed since the last gossip round.
     dirty: bool,
     /// Gossip rounds skipped in a row because nothing changed.
@@ -260,16 +300,27 @@ struct World<'a> {
 
 /// Runs `dag` under `cfg` and measures it.
 pub fn simulate(dag: &SimDag, cfg: &SimConfig) -> Result<Metrics, SimError> {
+    simulate_with_trust(dag, cfg, &mut TrustBook::new())
+}
+
+/// [`simulate`] with the owner's trust records `trust` from earlier jobs of the same swarm
+/// (`cfg.swarm_seed`); they are updated in place.
+pub fn simulate_with_trust(
+    dag: &SimDag,
+    cfg: &SimConfig,
+    trust: &mut TrustBook,
+) -> Result<Metrics, SimError> {
     if (cfg.kill.is_some() || cfg.partition.is_some()) && cfg.scheduler != SchedulerKind::Shoal {
         return Err(SimError::KillNeedsShoal);
     }
     let n = cfg.peers;
+    let swarm = cfg.swarm_seed.unwrap_or(cfg.seed);
     // Real ed25519 keys (the owner signs descriptors, thieves verify them), from the seed.
     let keys: Vec<ed25519_dalek::SigningKey> = (0..n as u32)
         .map(|i| {
             let mut k = [0u8; 32];
             k[..4].copy_from_slice(&i.to_be_bytes());
-            k[8..16].copy_from_slice(&cfg.seed.to_le_bytes());
+            k[8..16].copy_from_slice(&swarm.to_le_bytes());
             ed25519_dalek::SigningKey::from_bytes(&k)
         })
         .collect();
@@ -288,8 +339,11 @@ pub fn simulate(dag: &SimDag, cfg: &SimConfig) -> Result<Metrics, SimError> {
             let known: Vec<usize> = (0..n).collect();
             let view = make_view(0, &known, &loads, cfg.view_size, &ids, &net, &mut rng);
             let signer = key_signer(keys[0].clone());
-            let owner =
-                Owner::new(job_id, ids[0], dag.job.clone(), cfg.owner.clone(), &view, signer, Duration::ZERO);
+            let mut owner_cfg = cfg.owner.clone();
+            owner_cfg.verify.seed ^= cfg.seed.wrapping_mul(0x9e37_79b9_7f4a_7c15);
+            let mut owner =
+                Owner::new(job_id, ids[0], dag.job.clone(), owner_cfg, &view, signer, Duration::ZERO);
+            owner.set_trust(std::mem::take(trust));
             Coord::Shoal(Box::new(owner))
         }
         kind => Coord::Central(Box::new(Central::new(
@@ -332,10 +386,54 @@ pub fn simulate(dag: &SimDag, cfg: &SimConfig) -> Result<Metrics, SimError> {
         fingerprint: 0xcbf2_9ce4_8422_2325,
         last_finish: Duration::ZERO,
         fetched: 0,
+        liar: liars(n, cfg.liars, swarm),
+        truth: truth(dag),
+        executed: 0,
         dirty: true,
         quiet: 0,
     };
-    Ok(w.run())
+    let m = w.run();
+    if let Coord::Shoal(o) = &mut w.coord {
+        *trust = o.take_trust();
+    }
+    Ok(m)
+}
+
+/// Which of `n` peers lie: a fraction of them, never peer 0 (the owner), chosen from `swarm`.
+fn liars(n: usize, liars: Option<Liars>, swarm: u64) -> Vec<bool> {
+    let mut liar = vec![false; n];
+    let Some(l) = liars else { return liar };
+    let mut pick: Vec<usize> = (1..n).collect();
+    pick.shuffle(&mut ChaCha8Rng::seed_from_u64(swarm ^ 0x4c49_4152));
+    let k = ((l.fraction * n as f64).round() as usize).min(pick.len());
+    for &p in &pick[..k] {
+        liar[p] = true;
+    }
+    liar
+}
+
+/// The hash an honest executor gives task `i` handed `inputs`' hashes (the sim's stand-in for
+/// running it).
+fn run_hash(i: TaskIndex, inputs: impl Iterator<Item = BlobHash>) -> BlobHash {
+    let mut hasher = blake3::Hasher::new();
+    hasher.update(&i.0.to_le_bytes());
+    for h in inputs {
+        hasher.update(&h.0);
+    }
+    BlobHash(*hasher.finalize().as_bytes())
+}
+
+/// Every task's true output: honest runs all the way up.
+fn truth(dag: &SimDag) -> Vec<BlobHash> {
+    let mut out = vec![BlobHash([0; 32]); dag.job.len()];
+    for &i in dag.job.topo_order() {
+        let inputs = dag.job.task(i).inputs.iter().map(|input| match *input {
+            Input::Blob { hash, .. } => hash,
+            Input::Output(p) => out[p.0 as usize],
+        });
+        out[i.0 as usize] = run_hash(i, inputs);
+    }
+    out
 }
 
 /// A random partial view for peer `p`: up to `size` of the `known` peers with their current load.
@@ -586,10 +684,7 @@ impl World<'_> {
         self.runs[i] += 1;
         let mut fetch = Duration::ZERO;
         let mut lost = None;
-        let mut hasher = blake3::Hasher::new();
-        hasher.update(&d.task.index.0.to_le_bytes());
         for (k, input) in d.inputs.iter().enumerate() {
-            hasher.update(&input.hash.0);
             if let InputSource::Holders(hs) = &input.source {
                 let best = hs
                     .iter()
@@ -617,12 +712,27 @@ impl World<'_> {
                 self.compute += compute;
                 let size = self.dag.out_size[i];
                 let inline = (size <= self.cfg.owner.inline_max).then(|| vec![0u8; size as usize]);
-                let hash = BlobHash(*hasher.finalize().as_bytes());
+                self.executed += self.dag.work[i];
+                let hash =
+                    self.result(p, d.task.index, run_hash(d.task.index, d.inputs.iter().map(|x| x.hash)));
                 let output = shoal_core::sched::OutputRef { hash, size, inline };
                 (self.now + fetch + compute, TaskOutcome::Ok { output, fuel: self.dag.work[i] })
             }
         };
         self.push(at, Ev::Finish { peer: p, task: d.task, attempt: d.attempt, outcome });
+    }
+
+    /// What peer `p` reports for task `i` whose honest output is `hash`: a liar's wrong bytes
+    /// per its mode.
+    fn result(&mut self, p: usize, i: TaskIndex, hash: BlobHash) -> BlobHash {
+        let Some(l) = self.cfg.liars.filter(|_| self.liar[p]) else { return hash };
+        let own = || run_hash(i, [hash, BlobHash([p as u8; 32])].into_iter());
+        match l.mode {
+            LieMode::Consistent | LieMode::Turncoat => own(),
+            LieMode::Random if self.rng.random_bool(0.5) => own(),
+            LieMode::Random => hash,
+            LieMode::Collude => run_hash(i, [hash, hash].into_iter()),
+        }
     }
 
     fn gossip(&mut self) {
@@ -695,6 +805,12 @@ impl World<'_> {
             Coord::Shoal(o) => o.outputs(),
             Coord::Central(c) => c.outputs(),
         };
+        let wrong = outputs.iter().zip(&self.truth).filter(|(o, t)| o.is_some_and(|o| o != **t)).count();
+        let work: u64 = self.dag.work.iter().sum();
+        let progress = match &self.coord {
+            Coord::Shoal(o) => o.progress(),
+            Coord::Central(_) => Default::default(),
+        };
         Metrics {
             scheduler: format!("{:?}", self.cfg.scheduler).to_lowercase(),
             makespan_s: makespan,
@@ -728,6 +844,16 @@ impl World<'_> {
                 Coord::Shoal(o) => o.progress().refused.total(),
                 Coord::Central(_) => 0,
             } + self.peers.iter().map(|p| p.stats().refused.total()).sum::<u64>(),
+            liars: self.liar.iter().filter(|&&l| l).count(),
+            jobs: 1,
+            jobs_completed: u64::from(self.done() == tasks),
+            wrong_outputs_accepted: wrong as u64,
+            fuel_executed: self.executed,
+            fuel_unverified: work,
+            verification_overhead: self.executed as f64 / work.max(1) as f64 - 1.0,
+            disagreements: progress.disagreements,
+            discarded: progress.discarded,
+            verify_runs: progress.verify_runs,
             outputs,
             runs_per_task: self.runs.clone(),
             unfinished: match &self.coord {

@@ -4,7 +4,8 @@
 use proptest::prelude::*;
 use shoal_sim::dag::{SimDag, generate};
 use shoal_sim::net::Topology;
-use shoal_sim::report::{RunSpec, parse_kill, run};
+use shoal_sim::report::{RunSpec, parse_kill, parse_liars, run};
+use shoal_sim::sched_config::VerifyPolicy;
 use shoal_sim::{Kill, Metrics, Partition, SchedulerKind, SimConfig, simulate};
 use std::time::Duration;
 
@@ -150,6 +151,9 @@ fn cli_json_last_line_has_the_promised_fields() {
         "peers",
         "messages_per_task",
         "bytes_per_task",
+        "wrong_outputs_accepted",
+        "verification_overhead",
+        "disagreements",
     ] {
         assert!(v.get(key).is_some(), "missing {key} in {last}");
     }
@@ -164,6 +168,89 @@ fn cli_json_last_line_has_the_promised_fields() {
     central.scheduler = SchedulerKind::Central;
     central.kill = a.kill;
     assert!(run(&central, &mut Vec::new()).is_err(), "baselines refuse --kill");
+}
+
+/// `jobs` jobs of mixed DAG kinds in one 16-peer swarm under `verify`, with `liars`.
+fn verified(seed: u64, jobs: usize, verify: &str, liars: Option<&str>) -> Metrics {
+    let mut a = RunSpec::new("tree:16+cholesky:4+forkjoin:6,3+mapreduce:6,3+wavefront:5+layered:40,5,50", 16);
+    a.seed = seed;
+    a.jobs = jobs;
+    a.verify = VerifyPolicy::parse(verify).expect("policy");
+    a.liars = liars.map(|l| parse_liars(l).expect("liars"));
+    run(&a, &mut Vec::new()).expect("run")
+}
+
+#[test]
+fn adaptive_verification_accepts_no_wrong_output_from_liars_of_any_kind() {
+    for seed in 1..=5 {
+        for fraction in ["0.1", "0.3"] {
+            for mode in ["consistent", "random", "collude"] {
+                let liars = format!("{fraction}:{mode}");
+                let m = verified(seed, 12, "adaptive", Some(&liars));
+                let what = format!("seed {seed}, liars {liars}: {m:?}");
+                assert!(m.liars > 0, "{what}");
+                assert_eq!(m.wrong_outputs_accepted, 0, "{what}");
+                assert_eq!((m.jobs_completed, m.tasks_completed), (m.jobs, m.tasks), "{what}");
+                if mode != "random" {
+                    assert!(m.disagreements > 0, "{what}");
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn replication_stops_lone_liars_but_not_colluders_and_no_verification_stops_nothing() {
+    let m = verified(3, 12, "replicate=3", Some("0.3:consistent"));
+    assert_eq!((m.wrong_outputs_accepted, m.jobs_completed), (0, m.jobs), "{m:?}");
+    assert!(m.verification_overhead >= 2.0, "{m:?}");
+    let m = verified(3, 12, "replicate=2", Some("0.3:collude"));
+    assert!(m.wrong_outputs_accepted > 0, "two colluders agree on the same wrong bytes: {m:?}");
+    let m = verified(3, 12, "none", Some("0.1:consistent"));
+    assert!(m.wrong_outputs_accepted > 0 && m.verification_overhead == 0.0, "{m:?}");
+}
+
+#[test]
+fn a_trusted_peer_that_turns_is_caught_by_spot_checks_and_its_lone_results_are_remade() {
+    // The limit of adaptive verification, measured: turncoats earn trust in the first 40 jobs,
+    // then lie; spot checks catch each, its unchecked results in that job are re-made, and it is
+    // never trusted again; what it slipped through before its catch (earlier jobs) stands.
+    let m = verified(2, 80, "adaptive", Some("0.2:turncoat"));
+    assert_eq!((m.jobs_completed, m.liars), (80, 3), "{m:?}");
+    assert!(m.disagreements >= 3, "turncoats are caught: {m:?}");
+    assert!(m.discarded > 0, "{m:?}");
+    assert!(m.wrong_outputs_accepted < m.tasks as u64 / 20, "{m:?}");
+}
+
+#[test]
+fn adaptive_verification_costs_at_most_ten_percent_once_trust_is_built() {
+    let m = verified(1, 300, "adaptive", None);
+    assert_eq!((m.wrong_outputs_accepted, m.disagreements, m.jobs_completed), (0, 0, 300), "{m:?}");
+    assert!(m.verification_overhead <= 0.10, "{m:?}");
+    // A verified run is as deterministic as any.
+    let again = verified(1, 300, "adaptive", None);
+    assert_eq!((again.fingerprint, again.fuel_executed), (m.fingerprint, m.fuel_executed));
+}
+
+#[test]
+fn verification_short_of_honest_peers_fails_tasks_clearly_and_never_hangs() {
+    // 6 peers, half of them liars, a third killed mid-job: replicate=3 may run out of distinct
+    // peers; such a task fails with the reason, none is left held for peers that are gone.
+    for seed in 1..=8 {
+        let mut a = RunSpec::new("layered:30,5,50+tree:8+wavefront:4", 6);
+        a.seed = seed;
+        a.jobs = 4;
+        a.verify = VerifyPolicy::Replicate { k: 3, quorum: 2 };
+        a.liars = Some(parse_liars("0.5").unwrap());
+        a.kill = Some(parse_kill("0.3@0.5").unwrap());
+        let m = run(&a, &mut Vec::new()).unwrap();
+        assert_eq!(m.wrong_outputs_accepted, 0, "seed {seed}: {m:?}");
+        // What is left is failed, or waits for a failed producer.
+        for u in &m.unfinished {
+            let failed = u.contains("Failed") && u.contains("verification");
+            assert!(failed || u.ends_with(": Waiting"), "seed {seed}: {u}");
+        }
+    }
 }
 
 proptest! {

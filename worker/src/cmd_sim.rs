@@ -3,8 +3,9 @@
 use std::path::PathBuf;
 
 use shoal_sim::net::Topology;
-use shoal_sim::report::{RunSpec, parse_kill};
-use shoal_sim::{Kill, NetFaults, SchedulerKind};
+use shoal_sim::report::{RunSpec, parse_kill, parse_liars};
+use shoal_sim::sched_config::VerifyPolicy;
+use shoal_sim::{Kill, Liars, NetFaults, SchedulerKind};
 
 /// Network topology.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -30,7 +31,8 @@ pub(crate) enum Sched {
 #[derive(Clone, Debug, clap::Args)]
 pub(crate) struct SimArgs {
     /// DAG to generate, KIND:PARAMS (tree:LEAVES, forkjoin:WIDTH,STAGES, cholesky:TILES,
-    /// wavefront:SIDE, layered:TASKS,LAYERS,CCR_PERCENT, mapreduce:MAPPERS,REDUCERS).
+    /// wavefront:SIDE, layered:TASKS,LAYERS,CCR_PERCENT, mapreduce:MAPPERS,REDUCERS); several
+    /// joined by `+` take turns over --jobs.
     #[arg(long, conflicts_with = "workflow", required_unless_present = "workflow")]
     dag: Option<String>,
     /// WfCommons workflow trace (JSON, schema 1.5+) to run instead of a generated DAG.
@@ -66,6 +68,18 @@ pub(crate) struct SimArgs {
     /// End with one line of JSON holding every metric.
     #[arg(long)]
     json: bool,
+    /// Jobs to run one after another in the same swarm (same peers and liars, the owner's trust
+    /// book carried over); job J has seed SEED+J. The report sums them.
+    #[arg(long, default_value_t = 1)]
+    jobs: usize,
+    /// FRACTION of the peers (never the owner) report wrong results, MODE consistent (default),
+    /// random (each result wrong with probability 0.5), collude (all the same wrong bytes) or
+    /// turncoat (honest for the first half of --jobs, then consistent).
+    #[arg(long, value_name = "FRACTION[:MODE]", value_parser = parse_liars)]
+    liars: Option<Liars>,
+    /// How the owner verifies results: none, adaptive, replicate=K (majority) or replicate=K/Q.
+    #[arg(long, default_value = "none", value_parser = VerifyPolicy::parse)]
+    verify: VerifyPolicy,
 }
 
 fn probability(s: &str) -> Result<f64, String> {
@@ -93,6 +107,9 @@ impl SimArgs {
             kill: self.kill,
             faults: NetFaults { loss: self.loss, duplicate: self.duplicate, reorder: self.reorder },
             json: self.json,
+            jobs: self.jobs,
+            liars: self.liars,
+            verify: self.verify,
         }
     }
 }
@@ -141,6 +158,12 @@ mod tests {
             "0.005",
             "--reorder",
             "--json",
+            "--jobs",
+            "3",
+            "--liars",
+            "0.3:collude",
+            "--verify",
+            "replicate=3",
         ])
         .unwrap();
         let a = cli.sim.spec();
@@ -149,6 +172,11 @@ mod tests {
         assert_eq!(a.kill, Some(Kill { fraction: 0.125, progress: 0.5 }));
         assert_eq!(a.faults, NetFaults { loss: 0.01, duplicate: 0.005, reorder: true });
         assert!(a.json);
+        assert_eq!(a.jobs, 3);
+        assert_eq!(a.liars, Some(Liars { fraction: 0.3, mode: shoal_sim::LieMode::Collude }));
+        assert_eq!(a.verify, VerifyPolicy::Replicate { k: 3, quorum: 2 });
+        assert!(Cli::try_parse_from(["shoal-sim", "--dag", "tree:8", "--liars", "0.3:sometimes"]).is_err());
+        assert!(Cli::try_parse_from(["shoal-sim", "--dag", "tree:8", "--verify", "thrice"]).is_err());
         assert!(Cli::try_parse_from(["shoal-sim"]).is_err(), "a workload is required");
         let both = ["shoal-sim", "--dag", "tree:8", "--workflow", "w.json"];
         assert!(Cli::try_parse_from(both).is_err(), "--dag and --workflow exclude each other");

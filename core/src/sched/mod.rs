@@ -42,7 +42,10 @@ pub use msg::{
     DescSigner, DoneReport, FailureKind, InputLoc, InputSource, LoadHint, OutputRef, PeerAddr, SchedMsg,
     TaskDesc, Transmit, key_signer,
 };
-pub use owner::{DagView, Owner, OwnerConfig, OwnerError, OwnerEvent, Progress, Report, TaskState};
+pub use owner::{
+    DagView, Owner, OwnerConfig, OwnerError, OwnerEvent, Progress, Report, TaskState, Trust, TrustBook,
+    TrustBookError, VerifyConfig, VerifyPolicy,
+};
 pub use peer::{PeerConfig, PeerHint, PeerSched, PeerStats, TaskOutcome, VictimChoice};
 pub use queue::ReadyQueue;
 pub use receipt::{PaidRun, Receipt};

@@ -731,3 +731,4 @@ fn a_consumer_keeps_a_copy_so_its_producer_is_not_remade_when_the_producer_dies(
 mod hardening;
 mod pause;
 mod trust;
+mod verify;

@@ -24,6 +24,9 @@ impl Actor {
                 }
             }
             OwnerEvent::Mismatch(i) => warn!(task = i.0, "two runs of a task disagree"),
+            OwnerEvent::Disagreement { task, losers } => {
+                warn!(task = task.0, ?losers, "runs disagreed; the losers' results are re-made")
+            }
             OwnerEvent::TaskFailed(i, kind) => {
                 let name = entry.owner.job().task(i).name.clone();
                 let reason = match kind {

@@ -204,8 +204,11 @@ impl Owner {
                 true
             }
             Standing::Duplicate => {
-                let first =
-                    self.recs[i.0 as usize].reports.iter().find_map(|r| r.result.as_ref().ok().copied());
+                // Compared with the report it duplicates (under verification the first report may be
+                // a loser's), or else the first one.
+                let reports = &self.recs[i.0 as usize].reports;
+                let same = reports.iter().find(|r| (r.peer, r.attempt) == (from, attempt));
+                let first = same.into_iter().chain(reports).find_map(|r| r.result.as_ref().ok().copied());
                 if first.is_some_and(|f| f != (output.hash, fuel)) {
                     self.events.push_back(OwnerEvent::Mismatch(i));
                 }

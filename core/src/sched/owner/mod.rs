@@ -4,8 +4,9 @@
 //! holding that attempt (assignments name it, claims move it); a task is issued only when every
 //! producer is `Done` with at least one live holder or an inline output; an output that is lost
 //! (no live holder, not inline) while a consumer still needs it is re-made by re-running its
-//! producer (lineage); every attempt's report is kept ([`Owner::reports`]) so results can later be
-//! compared across peers. A task's own deterministic failure ends the job after
+//! producer (lineage); every attempt's report is kept ([`Owner::reports`]), and under a
+//! [`VerifyPolicy`] other than `None` a task is done only once runs on distinct peers satisfy it
+//! (`verify.rs`; consumers never start on an unchecked input). A task's own deterministic failure ends the job after
 //! [`OwnerConfig::failure_confirmations`] distinct peers report it; peer faults are retried with
 //! exponential backoff up to [`OwnerConfig::max_attempts`] faulty runs; runs lost with their peer
 //! are re-issued at once, up to [`OwnerConfig::max_losses`]. Every message is acted on only if its
@@ -19,6 +20,7 @@ mod lease;
 mod place;
 mod recover;
 mod types;
+mod verify;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::time::Duration;
@@ -31,10 +33,11 @@ use crate::ids::{BlobHash, JobId, PeerId, TaskId, TaskIndex};
 use crate::job::{CostModel, Input, Job, upward_ranks};
 
 pub use types::{DagView, OwnerConfig, OwnerError, OwnerEvent, Progress, Report, TaskState};
+pub use verify::{Trust, TrustBook, TrustBookError, VerifyConfig, VerifyPolicy};
 
 /// Most holders the owner lists for one output (the producer, then consumers' copies).
 const HOLDERS_MAX: usize = 4;
-/// Most reports kept per task (the verification hook): the first ones.
+/// Most reports kept per task (for displays and audits): the first ones.
 const REPORTS_MAX: usize = 8;
 /// Most peers remembered per task as having refused it, and as shunned for it (the rest are
 /// tried again).
@@ -88,6 +91,14 @@ struct Rec {
     /// output but could not serve it (a broken or lying executor reports a result it does not
     /// have). Avoided when the task is placed again, unless no other peer can take it.
     shunned_by: BTreeSet<PeerId>,
+    /// Successful runs of the current instance under a verifying policy, one per distinct peer
+    /// (`verify.rs`).
+    votes: Vec<verify::Vote>,
+    /// The value accepted with a check (agreeing peers, or the owner's run): a re-made run must
+    /// give it again.
+    known: Option<(BlobHash, u64)>,
+    /// The trusted peer whose lone, unchecked run was accepted (discarded if it is caught lying).
+    lone: Option<PeerId>,
 }
 
 /// Adds `peer` to a task's set of peers to avoid, unless the set is full ([`REFUSED_MAX`]).
@@ -132,8 +143,23 @@ pub struct Owner {
     leases_expired: u64,
     /// [`Owner::handle_cancel`] was called: nothing more is placed.
     over: bool,
-    /// Peers the task being placed must avoid (they refused it).
+    /// Peers the task being placed must avoid (they refused it, or already ran it for
+    /// verification, or cannot check it).
     avoid: BTreeSet<PeerId>,
+    /// The task being placed is a check that must start at once (it goes only to a peer with a
+    /// free slot: a queued check could be stolen by a peer that cannot check it).
+    room_only: bool,
+    /// The task being placed is a verification run: any peer not avoided will do, however far
+    /// (the peers near enough may all have run it).
+    checking: bool,
+    /// Executors' trust records (see `verify.rs`).
+    trust: TrustBook,
+    /// Verification counts: disagreements settled, lone results discarded, extra runs and their
+    /// fuel.
+    disagreements: u64,
+    discarded: u64,
+    verify_runs: u64,
+    verify_fuel: u64,
     pending: BTreeMap<PeerId, Vec<TaskDesc>>,
     /// Accepted runs not yet paid in a receipt, by executor (`credit.rs`).
     unpaid: BTreeMap<PeerId, Vec<super::receipt::PaidRun>>,
@@ -193,6 +219,9 @@ impl Owner {
                 done_by: None,
                 refused_by: BTreeSet::new(),
                 shunned_by: BTreeSet::new(),
+                votes: Vec::new(),
+                known: None,
+                lone: None,
             })
             .collect();
         let mut o = Owner {
@@ -219,6 +248,13 @@ impl Owner {
             leases_expired: 0,
             over: false,
             avoid: BTreeSet::new(),
+            room_only: false,
+            checking: false,
+            trust: TrustBook::new(),
+            disagreements: 0,
+            discarded: 0,
+            verify_runs: 0,
+            verify_fuel: 0,
             pending: BTreeMap::new(),
             unpaid: BTreeMap::new(),
             load: HashMap::new(),
@@ -303,6 +339,10 @@ impl Owner {
             busy: std::time::Duration::from_micros(self.busy_us),
             refused: self.refused,
             leases_expired: self.leases_expired,
+            disagreements: self.disagreements,
+            discarded: self.discarded,
+            verify_runs: self.verify_runs,
+            verify_fuel: self.verify_fuel,
         }
     }
 
@@ -412,6 +452,15 @@ impl Owner {
         busy_us: u64,
     ) {
         self.note_copies(i, from);
+        if self.cfg.verify.policy != VerifyPolicy::None
+            && !matches!(self.recs[i.0 as usize].state, TaskState::Done { .. } | TaskState::Failed(_))
+        {
+            self.on_vote(
+                i,
+                verify::Vote { peer: from, attempt, value: (output.hash, fuel), output, busy_us },
+            );
+            return;
+        }
         let rec = &mut self.recs[i.0 as usize];
         // Execution is deterministic: every correct run gives the first one's output and fuel.
         let first = rec.reports.iter().find_map(|r| r.result.as_ref().ok().copied());
@@ -431,16 +480,30 @@ impl Owner {
             TaskState::Failed(_) => return,
             _ => {}
         }
+        self.fuel_used = self.fuel_used.saturating_add(fuel);
+        self.busy_us = self.busy_us.saturating_add(busy_us);
+        self.grant(i, from, attempt, output.hash, fuel);
+        self.accept(i, (from, attempt), output, vec![from], fuel);
+    }
+
+    /// Makes `i` done with `output`, held by `holders`, as reported by `by` (peer, attempt) with
+    /// `fuel`; issues the children it makes ready.
+    fn accept(
+        &mut self,
+        i: TaskIndex,
+        by: (PeerId, u32),
+        output: OutputRef,
+        holders: Vec<PeerId>,
+        fuel: u64,
+    ) {
+        let from = by.0;
         let mut output = output;
         if output.size > self.cfg.inline_max {
             output.inline = None;
         }
-        self.recs[i.0 as usize].done_by = Some((from, attempt));
-        self.grant(i, from, attempt, output.hash, fuel);
-        self.set(i, TaskState::Done { output, holders: vec![from] });
+        self.recs[i.0 as usize].done_by = Some(by);
+        self.set(i, TaskState::Done { output, holders });
         self.done += 1;
-        self.fuel_used = self.fuel_used.saturating_add(fuel);
-        self.busy_us = self.busy_us.saturating_add(busy_us);
         self.peers_used.insert(from);
         self.costs.learn(self.job.task(i).module, fuel);
         self.events.push_back(OwnerEvent::TaskDone(i));
@@ -498,6 +561,9 @@ impl Owner {
         if strict {
             self.avoid.extend(rec.shunned_by.iter().copied());
         }
+        self.room_only = false;
+        self.checking = false;
+        self.avoid_for_checks(i);
     }
 
     /// Issues a new attempt of `i` (all producers done) to the best peer.
@@ -520,6 +586,8 @@ impl Owner {
             at = self.place(&mut bytes, hint, cost);
         }
         self.avoid.clear();
+        self.room_only = false;
+        self.checking = false;
         match at {
             Some(at) => self.send_to(i, at, None),
             None => {
@@ -615,7 +683,8 @@ impl Owner {
     /// of `u` than it has slots, has no backlog and is worth the task (see below). `chained`: `u`
     /// is being placed.
     fn continuation_spot(&self, c: TaskIndex, chained: bool) -> Option<(TaskIndex, PeerId)> {
-        if !self.cfg.continuations {
+        // A continuation would start on its producer's unchecked output.
+        if !self.cfg.continuations || self.cfg.verify.policy != VerifyPolicy::None {
             return None;
         }
         let mut pending = self.job.parents(c).iter().filter(|&&p| !self.is_task_done(p));
@@ -660,6 +729,7 @@ impl Owner {
         // Held-back tasks, highest rank first, go to peers worth them whose queues ran low (at most
         // one task per slot left), topping each up to its quota in one message.
         let mut target: Option<PeerId> = None;
+        let mut skipped = Vec::new();
         while let Some(&(_, std::cmp::Reverse(i))) = self.parked.peek() {
             let i = TaskIndex(i);
             if self.recs[i.0 as usize].state != TaskState::Ready {
@@ -673,8 +743,10 @@ impl Owner {
             let mut p = None;
             for strict in [true, false] {
                 self.avoid_for(i, strict);
+                let room = |o: &Self, p: PeerId| if o.room_only { o.has_room(p) } else { o.below_quota(p) };
                 p = match target {
-                    Some(p) if self.below_quota(p) && self.worth(p, cost) => Some(p),
+                    Some(p) if room(self, p) && self.worth(p, cost) => Some(p),
+                    _ if self.room_only => self.nearest_free(cost),
                     _ => self.nearest_low(cost),
                 };
                 if p.is_some() || self.recs[i.0 as usize].shunned_by.is_empty() {
@@ -682,11 +754,27 @@ impl Owner {
                 }
             }
             self.avoid.clear();
-            let Some(p) = p else { break };
+            let check = std::mem::take(&mut self.room_only);
+            self.checking = false;
+            let Some(p) = p else {
+                if self.short_of_peers(i) {
+                    // A verification run whose last possible peers left while it waited.
+                    self.parked.pop();
+                    self.settle_exhausted(i);
+                    continue;
+                }
+                if check {
+                    // A check waiting for a peer that can check it: the rest may go meanwhile.
+                    skipped.extend(self.parked.pop());
+                    continue;
+                }
+                break;
+            };
             target = Some(p);
             self.parked.pop();
             self.send_to(i, p, None);
         }
+        self.parked.extend(skipped);
         for (to, tasks) in std::mem::take(&mut self.pending) {
             self.out.push_back(Transmit { to, msg: SchedMsg::Assign { tasks, addrs: Vec::new() } });
         }

@@ -168,7 +168,10 @@ impl Owner {
             }
         }
         // No free slot known: queue it at the least loaded peer worth it (thieves even out the
-        // rest), up to the queue quota; beyond it, hold it back.
+        // rest), up to the queue quota; beyond it, hold it back. A check is never queued.
+        if self.room_only {
+            return None;
+        }
         let &(_, p) = self.by_load.iter().find(|&&(_, p)| self.worth(p, cost))?;
         let cap = u64::from(self.caps.get(&p).copied().unwrap_or(1));
         let load = u64::from(self.load.get(&p).copied().unwrap_or(0));
@@ -177,10 +180,14 @@ impl Owner {
 
     /// Whether sending a task of `cost` fuel to `p` can pay: `p` is in the owner's cluster
     /// (RTT within 1.5 × the smallest known), or the round trip is shorter than the task's run
-    /// or than the time the held-back work would keep the cluster busy.
+    /// or than the time the held-back work would keep the cluster busy, or the task is a
+    /// verification run (`checking`).
     pub(super) fn worth(&self, p: PeerId, cost: u64) -> bool {
         if self.avoid.contains(&p) {
             return false;
+        }
+        if self.checking {
+            return true;
         }
         let rtt = if p == self.me { Duration::ZERO } else { self.rtt.get(&p).copied().unwrap_or_default() };
         let run = cost.max(self.held_fuel / u64::from(self.near_slots));

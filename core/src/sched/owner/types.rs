@@ -58,6 +58,8 @@ pub struct OwnerConfig {
     /// Sign a credit receipt for every accepted run and send it to its executor
     /// ([`Receipt`](crate::sched::Receipt)).
     pub receipts: bool,
+    /// How results are verified before they are used (default: not at all).
+    pub verify: super::VerifyConfig,
 }
 
 impl Default for OwnerConfig {
@@ -81,6 +83,7 @@ impl Default for OwnerConfig {
             lease_factor: 3.0,
             lease_max: Duration::from_secs(24 * 3600),
             receipts: true,
+            verify: super::VerifyConfig::default(),
         }
     }
 }
@@ -142,6 +145,15 @@ pub enum OwnerEvent {
     TaskDone(TaskIndex),
     /// Two runs of a task disagree on the output hash or the fuel used: a faulty or lying peer.
     Mismatch(TaskIndex),
+    /// Runs of a task on distinct peers disagreed and the disagreement was settled: `losers`
+    /// gave another value than the accepted one; their trust is reset, and their lone accepted
+    /// results in the job are re-made.
+    Disagreement {
+        /// The task.
+        task: TaskIndex,
+        /// The peers whose value lost.
+        losers: Vec<PeerId>,
+    },
     /// A task failed for good.
     TaskFailed(TaskIndex, FailureKind),
     /// Every task is done.
@@ -161,7 +173,7 @@ pub struct Progress {
     pub failed: usize,
     /// Distinct peers that finished at least one task.
     pub peers_used: usize,
-    /// Fuel used by the runs that finished tasks.
+    /// Fuel used by the runs that finished tasks (with verification: every successful run).
     pub fuel_used: u64,
     /// Slot time of those runs (fetching inputs and running), summed over peers.
     pub busy: std::time::Duration,
@@ -169,6 +181,15 @@ pub struct Progress {
     pub refused: crate::sched::Refusals,
     /// Attempts re-issued because their holder was silent past the lease.
     pub leases_expired: u64,
+    /// Peers whose value lost a settled disagreement (one per loser and task).
+    pub disagreements: u64,
+    /// Accepted results discarded because their executor was later caught lying (they and
+    /// what was made from them are re-made).
+    pub discarded: u64,
+    /// Runs made only to verify results (beyond the first successful run of each task).
+    pub verify_runs: u64,
+    /// Their fuel.
+    pub verify_fuel: u64,
 }
 
 /// Why an owner refused a message. Each refusal leaves the owner's state unchanged.
