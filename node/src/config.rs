@@ -6,7 +6,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use shoal_core::sched::{OwnerConfig, PeerConfig, TaskCaps};
+use shoal_core::sched::{OwnerConfig, PeerConfig, TaskCaps, VerifyPolicy};
 use shoal_net::NodeConfig;
 
 /// Everything a [`Peer`](crate::Peer) needs to start.
@@ -35,6 +35,13 @@ pub struct Config {
     /// How long a graceful leave waits for running tasks to finish and report (queued ones are
     /// handed back at once); tasks still running then are re-issued by their owners.
     pub leave_grace: Duration,
+    /// How the results of jobs submitted here are verified when a job does not say (`None`: not
+    /// at all; docs/verification.md).
+    pub verify: Option<VerifyPolicy>,
+    /// Fault injection for tests of verification: this peer lies, consistently, appending a byte
+    /// to every output it makes (and serving those bytes). Never set on a real worker; `shoal`
+    /// has no flag for it.
+    pub corrupt_outputs: bool,
     /// Percent of the wall-clock time each task thread may compute (1..=100; 100: no throttle).
     /// Enforced by duty-cycling in the sandbox ([`shoal_sandbox::Governor`]).
     pub max_cpu_percent: u32,
@@ -55,6 +62,8 @@ impl Config {
             caps: TaskCaps::default(),
             leave_grace: Duration::from_secs(10),
             max_cpu_percent: 100,
+            verify: None,
+            corrupt_outputs: false,
         }
     }
 

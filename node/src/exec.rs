@@ -138,6 +138,8 @@ pub(crate) struct Executor {
     /// Outputs up to this size travel inline in the report.
     inline_max: u64,
     modules: Mutex<HashMap<BlobHash, Arc<TaskModule>>>,
+    /// Fault injection ([`Config::corrupt_outputs`](crate::Config::corrupt_outputs)).
+    corrupt: bool,
 }
 
 impl Executor {
@@ -149,7 +151,22 @@ impl Executor {
         inline_max: u64,
     ) -> std::io::Result<Self> {
         let threads = TaskThreads::new(cores)?;
-        Ok(Executor { node, sandbox, threads, caps, inline_max, modules: Mutex::new(HashMap::new()) })
+        Ok(Executor {
+            node,
+            sandbox,
+            threads,
+            caps,
+            inline_max,
+            modules: Mutex::new(HashMap::new()),
+            corrupt: false,
+        })
+    }
+
+    /// Makes this executor a liar: every output it makes gets one more byte (see
+    /// [`Config::corrupt_outputs`](crate::Config::corrupt_outputs)).
+    pub(crate) fn corrupting(mut self, corrupt: bool) -> Self {
+        self.corrupt = corrupt;
+        self
     }
 
     /// The sandbox's governor (CPU share of task threads, halt of running tasks).
@@ -201,13 +218,17 @@ impl Executor {
         let blobs = self.node.blobs().clone();
         let args = desc.args.clone();
         let inline_max = self.inline_max;
+        let corrupt = self.corrupt;
         let result = self
             .threads
             .run(move || {
                 let inputs: Vec<&[u8]> = inputs.iter().map(Vec::as_slice).collect();
                 let args: Vec<&str> = args.iter().map(String::as_str).collect();
                 match sandbox.run(&module, &inputs, &args, &limits) {
-                    Ok(out) => {
+                    Ok(mut out) => {
+                        if corrupt {
+                            out.output.push(b'!');
+                        }
                         let hash = blobs
                             .put(&out.output)
                             .map_err(|e| FailureKind::Executor(format!("cannot store the output: {e}")))?;

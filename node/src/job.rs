@@ -33,6 +33,12 @@ pub struct JobProgress {
     /// Slot time of those runs (fetching inputs and running) summed over peers: the job's CPU
     /// time.
     pub cpu_time: Duration,
+    /// Verification: runs made only to check another's result, and their fuel.
+    pub verify_runs: u64,
+    /// Fuel of those runs (the cost of verification).
+    pub verify_fuel: u64,
+    /// Tasks whose runs disagreed (some peer returned a wrong result; it lost its trust).
+    pub disagreements: u64,
 }
 
 impl From<Progress> for JobProgress {
@@ -45,6 +51,9 @@ impl From<Progress> for JobProgress {
             peers_used: p.peers_used,
             fuel_used: p.fuel_used,
             cpu_time: p.busy,
+            verify_runs: p.verify_runs,
+            verify_fuel: p.verify_fuel,
+            disagreements: p.disagreements,
         }
     }
 }

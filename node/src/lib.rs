@@ -50,5 +50,5 @@ pub use exec::TaskPriority;
 pub use job::{JobCanceller, JobError, JobHandle, JobOutputs, JobProgress, SubmitError};
 pub use peer::{
     Activity, JobTask, JobView, Monitor, PauseReason, Peer, PeerStatus, RECENT_JOBS, RECENT_RUNS, RunEnd,
-    StartError, TaskPhase, TaskRun, TaskTimes,
+    StartError, TRUST_BOOK, TaskPhase, TaskRun, TaskTimes, read_trust_book,
 };

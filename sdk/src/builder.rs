@@ -168,6 +168,7 @@ pub struct Job {
     names: HashSet<String>,
     blobs: HashMap<BlobHash, Vec<u8>>,
     outputs: Vec<Output>,
+    verify: Option<shoal_core::sched::VerifyPolicy>,
 }
 
 /// An output the submitter marked, by handle or by name (resolved in [`Job::compile`]).
@@ -192,6 +193,7 @@ impl Job {
             names: HashSet::new(),
             blobs: HashMap::new(),
             outputs: Vec::new(),
+            verify: None,
         }
     }
 
@@ -247,10 +249,20 @@ impl Job {
         &self.specs
     }
 
+    /// How the job's results are verified before they are used (default: the submitting peer's,
+    /// `None` unless set; see `docs/verification.md`).
+    pub fn verify(&mut self, policy: shoal_core::sched::VerifyPolicy) -> &mut Self {
+        self.verify = Some(policy);
+        self
+    }
+
     /// Validates the whole job (inputs by name, cycles, at least one task) and returns it with its
     /// blobs and the outputs to fetch.
     pub fn compile(self) -> Result<CompiledJob, BuildError> {
-        let job = shoal_core::job::Job::new(self.specs)?;
+        let mut job = shoal_core::job::Job::new(self.specs)?;
+        if let Some(policy) = self.verify {
+            job = job.with_verify(policy);
+        }
         let mut outputs = Vec::new();
         for o in self.outputs {
             let entry = match o {

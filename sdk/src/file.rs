@@ -181,6 +181,22 @@ impl JobFile {
             }
             job.output_named(o.get_ref().clone());
         }
+        if let Some(v) = &raw.verify {
+            let mut text = v.policy.get_ref().trim().to_owned();
+            if text == "replicate" {
+                let k = v.k.unwrap_or(2);
+                text = match v.quorum {
+                    Some(q) => format!("replicate={k}/{q}"),
+                    None => format!("replicate={k}"),
+                };
+            } else if v.k.is_some() || v.quorum.is_some() {
+                let msg = "k and quorum go with policy = \"replicate\"".to_owned();
+                return Err(cx.invalid(v.policy.span(), None, "verify.policy".into(), msg));
+            }
+            let policy = shoal_core::sched::VerifyPolicy::parse(&text)
+                .map_err(|msg| cx.invalid(v.policy.span(), None, "verify.policy".into(), msg))?;
+            job.verify(policy);
+        }
         Ok(JobFile { path: path.to_owned(), job, text: text.to_owned(), origins })
     }
 
@@ -230,6 +246,17 @@ struct RawFile {
     task: Vec<Spanned<RawTask>>,
     #[serde(default)]
     outputs: Vec<Spanned<String>>,
+    verify: Option<RawVerify>,
+}
+
+/// `[verify]`: how the job's results are checked (docs/verification.md).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawVerify {
+    /// `none`, `adaptive` or `replicate` (then `k` and `quorum`), or `replicate=K[/Q]`.
+    policy: Spanned<String>,
+    k: Option<u32>,
+    quorum: Option<u32>,
 }
 
 #[derive(Debug, Deserialize)]

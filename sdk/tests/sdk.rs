@@ -433,3 +433,39 @@ mod swarm {
         });
     }
 }
+
+#[test]
+fn a_job_file_says_how_its_results_are_verified_and_a_bad_policy_is_located() {
+    use shoal_core::sched::VerifyPolicy;
+    let task = "[[task]]\nname = \"a\"\nmodule = \"echo\"\n";
+    let parse = |verify: &str| {
+        let text = format!("{HEADER}{verify}{task}");
+        JobFile::parse(&text, &example(""), &example("v.toml"))
+            .and_then(JobFile::compile)
+            .map(|c| c.job.verify())
+    };
+    assert_eq!(parse("").unwrap(), None, "the submitting peer decides");
+    assert_eq!(parse("[verify]\npolicy = \"adaptive\"\n\n").unwrap(), Some(VerifyPolicy::Adaptive));
+    assert_eq!(
+        parse("[verify]\npolicy = \"replicate\"\nk = 3\nquorum = 2\n\n").unwrap(),
+        Some(VerifyPolicy::Replicate { k: 3, quorum: 2 })
+    );
+    assert_eq!(
+        parse("[verify]\npolicy = \"replicate=3\"\n\n").unwrap(),
+        Some(VerifyPolicy::Replicate { k: 3, quorum: 2 })
+    );
+    check(
+        "[verify]\npolicy = \"sometimes\"\n\n[[task]]\nname = \"a\"\nmodule = \"echo\"\n",
+        2,
+        None,
+        Some("verify.policy"),
+        "expected none, adaptive",
+    );
+    check(
+        "[verify]\npolicy = \"adaptive\"\nk = 3\n\n[[task]]\nname = \"a\"\nmodule = \"echo\"\n",
+        2,
+        None,
+        Some("verify.policy"),
+        "k and quorum go with",
+    );
+}

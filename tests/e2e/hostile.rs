@@ -390,3 +390,54 @@ async fn honest_jobs_survive_a_misbehaving_peer() {
         p.shutdown().await;
     }
 }
+
+/// A volunteer that lies consistently (every output it makes has one byte more, and it serves
+/// those bytes) changes no output of a job under adaptive verification, is caught, and stays
+/// caught in the owner's trust book on disk.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lying_worker_changes_no_output_and_is_caught() {
+    let mut peers: Vec<Peer> = Vec::new();
+    let mut dirs = Vec::new();
+    for k in 0..4 {
+        let dir = tempfile::tempdir().expect("a temp dir");
+        let mut cfg = Config::new(dir.path());
+        cfg.cores = 1;
+        cfg.memory = 256 << 20;
+        cfg.corrupt_outputs = k == 3;
+        if let Some(first) = peers.first() {
+            cfg.net.bootstrap = vec![first.local_addr()];
+        }
+        peers.push(Peer::start(cfg).await.expect("a peer starts"));
+        dirs.push(dir);
+    }
+    let liar = peers[3].peer_id();
+    tokio::time::timeout(PATIENCE, async {
+        while peers.iter().any(|p| p.node().view().len() < 3) {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("the swarm formed");
+    let mut disagreements = 0;
+    let mut jobs = 0;
+    // Until the liar has run something and been caught (it steals and is placed on like anyone).
+    while disagreements == 0 && jobs < 6 {
+        let (job, blobs) = primes_job(12);
+        let job = job.with_verify(shoal_core::sched::VerifyPolicy::Adaptive);
+        let handle = peers[0].submit_with_outputs(job, blobs, vec![TaskIndex(12)]).await.expect("submitted");
+        let out =
+            tokio::time::timeout(PATIENCE, handle.wait()).await.expect("in time").expect("the job ends well");
+        assert_eq!(out.get("total"), Some(&b"664579\n"[..]), "π(10^7), whoever lied");
+        disagreements += out.progress.disagreements;
+        assert!(out.progress.verify_runs > 0, "results were checked: {:?}", out.progress);
+        jobs += 1;
+    }
+    assert!(disagreements > 0, "the liar ran nothing in {jobs} jobs");
+    let book = shoal_node::read_trust_book(dirs[0].path()).expect("the owner's trust book");
+    let caught: Vec<PeerId> = book.caught().map(|(p, _)| *p).collect();
+    assert_eq!(caught, vec![liar], "only the liar is marked");
+    println!("{jobs} jobs, {disagreements} disagreements; the liar is caught in the owner's book");
+    for p in peers.iter().rev() {
+        p.shutdown().await;
+    }
+}

@@ -139,6 +139,10 @@ fn status_text(s: &Status) -> String {
     if let Some(url) = &s.metrics {
         rows.push(("metrics", url.clone()));
     }
+    if !s.caught_lying.is_empty() {
+        let liars: Vec<String> = s.caught_lying.iter().map(|(p, n)| format!("{p} ({n}x)")).collect();
+        rows.push(("caught lying", liars.join(", ")));
+    }
     let width = rows.iter().map(|(k, _)| k.len()).max().unwrap_or(0) + 1;
     rows.iter().map(|(k, v)| format!("{:<width$} {v}\n", format!("{k}:"))).collect()
 }

@@ -50,6 +50,10 @@ pub(crate) struct SubmitArgs {
     /// trusted_submitters run it.
     #[arg(long, value_name = "FILE", env = "SHOAL_SIGN_KEY")]
     sign_key: Option<PathBuf>,
+    /// How results are verified before they are used: none, adaptive, replicate=K or
+    /// replicate=K/Q (overrides the job file's [verify]; default: none; docs/verification.md).
+    #[arg(long, value_name = "POLICY", value_parser = shoal_core::sched::VerifyPolicy::parse)]
+    verify: Option<shoal_core::sched::VerifyPolicy>,
     /// Serve the submitting peer's live status page at ADDR (`--http` alone: 127.0.0.1:7680);
     /// its address for the job is printed on stderr. Put the job file before a bare `--http`.
     #[arg(long, value_name = "ADDR", num_args = 0..=1, default_missing_value = crate::settings::DEFAULT_HTTP)]
@@ -82,6 +86,9 @@ struct OutputSummary {
 /// Runs the command; returns the process exit status.
 pub(crate) fn run(args: SubmitArgs) -> anyhow::Result<u8> {
     let mut compiled = shoal_sdk::load_job_file(&args.jobfile)?;
+    if let Some(policy) = args.verify {
+        compiled.job = compiled.job.with_verify(policy);
+    }
     if let Some(path) = &args.sign_key {
         let key = shoal_sdk::SigningKey::read(path)?;
         compiled = compiled.sign(&key);

@@ -283,6 +283,7 @@ fn handler(
     metrics: Option<String>,
 ) -> impl Fn(Request) -> Response + Send + Sync + 'static {
     let data_dir = settings.data_dir.display().to_string();
+    let data_path = settings.data_dir.clone();
     let config = settings.config.as_ref().map(|p| p.display().to_string());
     move |request| match request {
         Request::Status => {
@@ -309,6 +310,7 @@ fn handler(
                 paused: s.paused.map(|r| r.name().to_string()),
                 handed_back: s.handed_back,
                 metrics: metrics.clone(),
+                caught_lying: caught_lying(&data_path),
             }))
         }
         Request::Pause | Request::Resume => {
@@ -370,4 +372,12 @@ mod tests {
             worker_args(&["shoal", "worker", "--hours", "22:00-07:00", "--hours", "12:00-13:00"]).is_ok()
         );
     }
+}
+
+/// The peers this worker's jobs caught returning wrong results, from its trust book (an
+/// unreadable book lists none: the worker logged why when it read it).
+fn caught_lying(data_dir: &std::path::Path) -> std::collections::BTreeMap<String, u32> {
+    shoal_node::read_trust_book(data_dir)
+        .map(|book| book.caught().map(|(p, t)| (p.to_string(), t.caught)).collect())
+        .unwrap_or_default()
 }

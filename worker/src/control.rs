@@ -83,6 +83,10 @@ pub(crate) struct Status {
     /// from the data directory's credit log; `shoal credit` lists them).
     #[serde(default)]
     pub(crate) credit_fuel: u64,
+    /// Peers that the jobs owned here caught returning wrong results, with how many times
+    /// (from the data directory's trust book; docs/verification.md).
+    #[serde(default)]
+    pub(crate) caught_lying: std::collections::BTreeMap<String, u32>,
     /// Jobs owned here (submitted through this peer) and not finished.
     pub(crate) jobs: usize,
     /// Peer input refused since start, by reason (the counter names of `shoal_core::sched::Refusals`:
@@ -414,6 +418,7 @@ mod tests {
             tasks_done: 3,
             fuel_used: 4,
             credit_fuel: 4,
+            caught_lying: [("abc".to_string(), 1)].into(),
             jobs: 0,
             refused: [("over_caps".to_string(), 2)].into(),
             sends_dropped: 0,

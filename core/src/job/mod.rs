@@ -18,6 +18,7 @@ use std::sync::Arc;
 use petgraph::graph::{DiGraph, NodeIndex};
 
 use crate::ids::{BlobHash, JobId, TaskIndex};
+use crate::sched::VerifyPolicy;
 
 pub use rank::{CostModel, upward_ranks};
 pub use seal::{JobSeal, Manifest, SealError, SealProof};
@@ -171,6 +172,8 @@ pub struct Job {
     topo: Vec<TaskIndex>,
     /// The submitter's signed manifest, when the job is sealed ([`seal`]).
     manifest: Option<Arc<Manifest>>,
+    /// How its results are verified; `None`: the owning peer's default.
+    verify: Option<VerifyPolicy>,
 }
 
 impl Job {
@@ -229,7 +232,7 @@ impl Job {
         let topo = petgraph::algo::toposort(&graph, None)
             .map_err(|c| JobError::Cycle { task: tasks[c.node_id().index()].name.clone() })?;
         let topo = topo.into_iter().map(|n| TaskIndex(n.index() as u32)).collect();
-        Ok(Job { tasks, graph, parents, children, topo, manifest: None })
+        Ok(Job { tasks, graph, parents, children, topo, manifest: None, verify: None })
     }
 
     /// Number of tasks.
@@ -283,6 +286,17 @@ impl Job {
     pub fn with_seal(mut self, seal: JobSeal) -> Result<Job, SealError> {
         self.manifest = Some(Arc::new(Manifest::check(&self, seal)?));
         Ok(self)
+    }
+
+    /// Sets how the job's results are verified (see [`VerifyPolicy`]).
+    pub fn with_verify(mut self, policy: VerifyPolicy) -> Job {
+        self.verify = Some(policy);
+        self
+    }
+
+    /// How the job's results are verified, if the submitter said; else the owning peer decides.
+    pub fn verify(&self) -> Option<VerifyPolicy> {
+        self.verify
     }
 
     /// The submitter's manifest, if the job is sealed.

@@ -154,7 +154,8 @@ impl Peer {
         let (node, inbox) = Node::start(cfg.net.clone()).await?;
         let me = node.peer_id();
         let exec = Executor::new(node.clone(), sandbox, cfg.cores, cfg.task_caps(), cfg.owner.inline_max)
-            .map_err(StartError::Threads)?;
+            .map_err(StartError::Threads)?
+            .corrupting(cfg.corrupt_outputs);
         let priority = exec.priority();
         exec.governor().set_cpu_percent(cfg.max_cpu_percent);
         let (cmd_tx, cmd_rx) = mpsc::channel(64);
@@ -203,6 +204,8 @@ impl Peer {
             paused: None,
             halt_at: None,
             credit: crate::credit::CreditLog::open(&cfg.net.data_dir, me),
+            default_verify: super::verify::default_policy(cfg.verify),
+            books: super::verify::Books::open(&cfg.net.data_dir),
         };
         let span = info_span!("peer", me = %me.short());
         info!(parent: &span, addr = %node.local_addr(), cores = cfg.cores, ?priority, "peer started");

@@ -42,6 +42,7 @@ mod route;
 mod timers;
 mod times;
 mod track;
+mod verify;
 mod view;
 
 use std::cmp::Reverse;
@@ -69,6 +70,7 @@ pub use monitor::{
 };
 use timers::TimerOf;
 pub use times::TaskTimes;
+pub use verify::{TRUST_BOOK, read_trust_book};
 
 /// Requests from handles to the actor.
 #[derive(Debug)]
@@ -134,6 +136,10 @@ struct Actor {
     sched: PeerSched,
     jobs: HashMap<JobId, JobEntry>,
     owner_cfg: shoal_core::sched::OwnerConfig,
+    /// The verification policy of jobs that do not set one.
+    default_verify: shoal_core::sched::VerifyPolicy,
+    /// The trust book the owners of this peer's jobs share (`verify.rs`).
+    books: verify::Books,
     timers: BinaryHeap<Reverse<(Duration, TimerOf, u64)>>,
     /// Messages this peer sent itself, delivered in order.
     local: VecDeque<SchedMsg>,
@@ -264,7 +270,9 @@ impl Actor {
                 let span = info_span!("job", %id);
                 span.in_scope(|| info!(tasks = job.len(), "job submitted"));
                 let signer = self.node.desc_signer();
-                let owner = Owner::new(id, self.me, *job, self.owner_cfg.clone(), &view, signer, self.now());
+                let cfg = self.owner_cfg_for(&job);
+                let mut owner = Owner::new(id, self.me, *job, cfg, &view, signer, self.now());
+                self.lend_trust(&mut owner);
                 self.jobs.insert(id, JobEntry { owner, tracker });
                 self.drain();
             }

@@ -64,7 +64,8 @@ impl Actor {
         if entry.tracker.finished() {
             let last: Vec<Transmit> = std::iter::from_fn(|| entry.owner.poll_transmit()).collect();
             self.finished_owners_refused.add(&entry.owner.refusals());
-            if let Some(entry) = self.jobs.remove(&job) {
+            if let Some(mut entry) = self.jobs.remove(&job) {
+                self.take_trust(&mut entry.owner);
                 self.note_job_end(job, &entry.owner, &entry.tracker);
             }
             for t in last {
@@ -81,7 +82,8 @@ impl Actor {
             entry.tracker.finish(Err(why));
         }
         self.drain();
-        if let Some(entry) = self.jobs.remove(&id) {
+        if let Some(mut entry) = self.jobs.remove(&id) {
+            self.take_trust(&mut entry.owner);
             self.finished_owners_refused.add(&entry.owner.refusals());
             self.note_job_end(id, &entry.owner, &entry.tracker);
         }

@@ -27,6 +27,9 @@ impl Swarm {
             let mut cfg = Config::new(dir.path());
             cfg.cores = c;
             cfg.memory = u64::from(c.max(1)) * (256 << 20);
+            // Unverified, as Dask and Ray (the bench's baselines) run: an open swarm's default
+            // would be adaptive verification (docs/verification.md measures its cost).
+            cfg.verify = Some(shoal_core::sched::VerifyPolicy::None);
             if let Some(first) = peers.first() {
                 cfg.net.bootstrap = vec![first.local_addr()];
             }
