@@ -339,6 +339,14 @@ fn refusals_by_reason(r: &shoal_core::sched::Refusals) -> std::collections::BTre
     r.by_reason().into_iter().map(|(k, v)| (k.to_string(), v)).collect()
 }
 
+/// The peers this worker's jobs caught returning wrong results, from its trust book (an
+/// unreadable book lists none: the worker logged why when it read it).
+fn caught_lying(data_dir: &std::path::Path) -> std::collections::BTreeMap<String, u32> {
+    shoal_node::read_trust_book(data_dir)
+        .map(|book| book.caught().map(|(p, t)| (p.to_string(), t.caught)).collect())
+        .unwrap_or_default()
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used, reason = "tests fail loudly")]
@@ -372,12 +380,4 @@ mod tests {
             worker_args(&["shoal", "worker", "--hours", "22:00-07:00", "--hours", "12:00-13:00"]).is_ok()
         );
     }
-}
-
-/// The peers this worker's jobs caught returning wrong results, from its trust book (an
-/// unreadable book lists none: the worker logged why when it read it).
-fn caught_lying(data_dir: &std::path::Path) -> std::collections::BTreeMap<String, u32> {
-    shoal_node::read_trust_book(data_dir)
-        .map(|book| book.caught().map(|(p, t)| (p.to_string(), t.caught)).collect())
-        .unwrap_or_default()
 }
