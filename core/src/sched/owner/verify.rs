@@ -284,14 +284,14 @@ impl Owner {
 
     /// Adds to `avoid` the peers a run of `i` in verification must not go to: those that voted
     /// and, under [`VerifyPolicy::Adaptive`] while some peer that can check is there, every peer
-    /// that cannot (the check then waits for a free slot on one that can: `room_only`).
+    /// that cannot (the check then waits for a free slot on one that can: `room_only`); waives
+    /// the distance rule (`checking`) when no peer left for it is near enough.
     pub(super) fn avoid_for_checks(&mut self, i: TaskIndex) {
         let rec = &self.recs[i.0 as usize];
         if rec.votes.is_empty() {
             return;
         }
         self.avoid.extend(rec.votes.iter().map(|v| v.peer));
-        self.checking = true;
         if self.cfg.verify.policy == VerifyPolicy::Adaptive
             && rec.known.is_none()
             && self.fresh_peers(i, true).next().is_some()
@@ -300,6 +300,11 @@ impl Owner {
             self.avoid.extend(weak);
             self.room_only = true;
         }
+        // Distance is waived only when no peer left for the check is near enough (they may all
+        // have voted): a far check delays the task more than waiting for a near peer.
+        let cost = self.costs.estimate(&self.job, i);
+        let near = self.fresh_peers(i, false).any(|p| self.worth(p, cost));
+        self.checking = !near;
     }
 
     /// Whether a trusted peer's lone run (attempt `attempt` of `i`) is drawn for a spot check.
