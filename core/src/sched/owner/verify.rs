@@ -445,13 +445,27 @@ impl Owner {
         let checked = win.len() >= 2
             || win.iter().any(|v| v.peer == self.me)
             || self.recs[i.0 as usize].known == Some(value);
-        let losers: Vec<PeerId> = lose.iter().map(|v| v.peer).collect();
+        let mut losers: Vec<PeerId> = lose.iter().map(|v| v.peer).collect();
         let Some(&last) = win.last() else { return };
+        if let Some((peer, was)) = self.recs[i.0 as usize].lone.take()
+            && was != value
+        {
+            // Re-made (its output was lost), it gives another value than the lone run accepted
+            // before: that peer lied, and the consumers ran on its bytes.
+            if !losers.contains(&peer) {
+                losers.push(peer);
+            }
+            let mut reset = Vec::new();
+            for k in 0..self.job.children(i).len() {
+                let c = self.job.children(i)[k];
+                self.reset_downstream(c, &mut reset);
+            }
+        }
         let holders: Vec<PeerId> =
             win.iter().map(|v| v.peer).filter(|p| !self.dead.contains(p)).take(super::HOLDERS_MAX).collect();
         let rec = &mut self.recs[i.0 as usize];
         rec.known = checked.then_some(value);
-        rec.lone = (!checked).then_some(last.peer);
+        rec.lone = (!checked).then_some((last.peer, value));
         let holders = if holders.is_empty() { vec![last.peer] } else { holders };
         self.accept(i, (last.peer, last.attempt), last.output.clone(), holders, value.1);
         if !losers.is_empty() {
@@ -471,7 +485,7 @@ impl Owner {
     fn discard_lone(&mut self, liar: PeerId) {
         let mut reset = Vec::new();
         for k in 0..self.recs.len() {
-            if self.recs[k].lone == Some(liar) && self.is_task_done(TaskIndex(k as u32)) {
+            if self.recs[k].lone.is_some_and(|(p, _)| p == liar) && self.is_task_done(TaskIndex(k as u32)) {
                 self.discarded = self.discarded.saturating_add(1);
                 self.reset_downstream(TaskIndex(k as u32), &mut reset);
             }
