@@ -97,8 +97,9 @@ struct Rec {
     /// The value accepted with a check (agreeing peers, or the owner's run): a re-made run must
     /// give it again.
     known: Option<(BlobHash, u64)>,
-    /// The trusted peer whose lone, unchecked run was accepted (discarded if it is caught lying).
-    lone: Option<PeerId>,
+    /// The trusted peer whose lone, unchecked run was accepted, with its value: discarded if the
+    /// peer is caught lying, and a re-made run (lineage) that gives another value catches it.
+    lone: Option<(PeerId, (BlobHash, u64))>,
 }
 
 /// Adds `peer` to a task's set of peers to avoid, unless the set is full ([`REFUSED_MAX`]).

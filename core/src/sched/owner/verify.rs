@@ -284,14 +284,14 @@ impl Owner {
 
     /// Adds to `avoid` the peers a run of `i` in verification must not go to: those that voted
     /// and, under [`VerifyPolicy::Adaptive`] while some peer that can check is there, every peer
-    /// that cannot (the check then waits for a free slot on one that can: `room_only`).
+    /// that cannot (the check then waits for a free slot on one that can: `room_only`); waives
+    /// the distance rule (`checking`) when no peer left for it is near enough.
     pub(super) fn avoid_for_checks(&mut self, i: TaskIndex) {
         let rec = &self.recs[i.0 as usize];
         if rec.votes.is_empty() {
             return;
         }
         self.avoid.extend(rec.votes.iter().map(|v| v.peer));
-        self.checking = true;
         if self.cfg.verify.policy == VerifyPolicy::Adaptive
             && rec.known.is_none()
             && self.fresh_peers(i, true).next().is_some()
@@ -300,6 +300,11 @@ impl Owner {
             self.avoid.extend(weak);
             self.room_only = true;
         }
+        // Distance is waived only when no peer left for the check is near enough (they may all
+        // have voted): a far check delays the task more than waiting for a near peer.
+        let cost = self.costs.estimate(&self.job, i);
+        let near = self.fresh_peers(i, false).any(|p| self.worth(p, cost));
+        self.checking = !near;
     }
 
     /// Whether a trusted peer's lone run (attempt `attempt` of `i`) is drawn for a spot check.
@@ -440,17 +445,31 @@ impl Owner {
         let checked = win.len() >= 2
             || win.iter().any(|v| v.peer == self.me)
             || self.recs[i.0 as usize].known == Some(value);
-        let losers: Vec<PeerId> = lose.iter().map(|v| v.peer).collect();
+        let mut losers: Vec<PeerId> = lose.iter().map(|v| v.peer).collect();
         let Some(&last) = win.last() else { return };
         // Every run that gave the accepted value is paid (the losers' are not).
         for v in &win {
             self.grant(i, v.peer, v.attempt, value.0, value.1);
         }
+        if let Some((peer, was)) = self.recs[i.0 as usize].lone.take()
+            && was != value
+        {
+            // Re-made (its output was lost), it gives another value than the lone run accepted
+            // before: that peer lied, and the consumers ran on its bytes.
+            if !losers.contains(&peer) {
+                losers.push(peer);
+            }
+            let mut reset = Vec::new();
+            for k in 0..self.job.children(i).len() {
+                let c = self.job.children(i)[k];
+                self.reset_downstream(c, &mut reset);
+            }
+        }
         let holders: Vec<PeerId> =
             win.iter().map(|v| v.peer).filter(|p| !self.dead.contains(p)).take(super::HOLDERS_MAX).collect();
         let rec = &mut self.recs[i.0 as usize];
         rec.known = checked.then_some(value);
-        rec.lone = (!checked).then_some(last.peer);
+        rec.lone = (!checked).then_some((last.peer, value));
         let holders = if holders.is_empty() { vec![last.peer] } else { holders };
         self.accept(i, (last.peer, last.attempt), last.output.clone(), holders, value.1);
         if !losers.is_empty() {
@@ -470,7 +489,7 @@ impl Owner {
     fn discard_lone(&mut self, liar: PeerId) {
         let mut reset = Vec::new();
         for k in 0..self.recs.len() {
-            if self.recs[k].lone == Some(liar) && self.is_task_done(TaskIndex(k as u32)) {
+            if self.recs[k].lone.is_some_and(|(p, _)| p == liar) && self.is_task_done(TaskIndex(k as u32)) {
                 self.discarded = self.discarded.saturating_add(1);
                 self.reset_downstream(TaskIndex(k as u32), &mut reset);
             }

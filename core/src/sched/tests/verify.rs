@@ -299,3 +299,36 @@ fn without_any_peer_that_can_check_two_agreeing_runs_will_do() {
     assert_eq!(runs.len(), 20, "{runs:?}");
     assert!(o.trust().iter().all(|(_, t)| t.streak == 0));
 }
+
+#[test]
+fn a_remade_result_that_differs_from_a_lone_one_catches_its_liar_and_remakes_the_consumers() {
+    // Peer 1, trusted and not spot-checked, runs `a` alone and lies; `b` and `c` go out on its
+    // bytes. Its output is then lost and `a` re-made elsewhere: the new value differs, so peer 1
+    // lied, and `b`, `c` (and `d`) are made again on the true bytes.
+    let mut c = cfg(VerifyPolicy::Adaptive);
+    c.verify.spot_min = 0.0;
+    c.own_slots = 0;
+    let mut o = Owner::new(JOB, peer(0), diamond(), c, &[hint(1, 0)], signer(), t(0));
+    o.set_trust(book(&[1, 2, 3], 1_000_000_000));
+    let a = assigned(&drain(&mut o));
+    assert_eq!(a, vec![(peer(1), TaskIndex(0), 1)]);
+    let wrong = OutputRef { hash: BlobHash::of(b"lie"), size: 8, inline: None };
+    let msg = SchedMsg::Done {
+        task: TaskId { job: JOB, index: TaskIndex(0) },
+        attempt: 1,
+        output: wrong,
+        fuel: 10,
+        busy_us: 1,
+        load: LoadHint { slots: 1, free_slots: 1, ready_tasks: 0, ready_fuel: 0 },
+        earlier: Vec::new(),
+    };
+    o.handle_msg(t(1), peer(1), msg).unwrap();
+    assert_eq!(assigned(&drain(&mut o)).len(), 2, "b and c went out on the lone result");
+    o.handle_view(t(2), &[hint(1, 0), hint(2, 0), hint(3, 0)]);
+    o.handle_output_lost(t(3), TaskIndex(0)).unwrap();
+    let (_, ok) = drive(&mut o, |_, _| false);
+    assert!(o.is_done() && ok);
+    let ev = events(&mut o);
+    assert!(ev.contains(&OwnerEvent::Disagreement { task: TaskIndex(0), losers: vec![peer(1)] }), "{ev:?}");
+    assert_eq!(o.trust().get(&peer(1)).caught, 1);
+}
