@@ -57,6 +57,8 @@ impl std::fmt::Debug for Signer {
 enum TimerKind {
     /// Re-issue after a fault's backoff.
     Retry,
+    /// A check's wait for a peer to run it is over (`verify.rs`).
+    Starved,
     /// Check the lease of this attempt.
     Lease(u32),
 }
@@ -134,6 +136,8 @@ pub struct Owner {
     leaving: BTreeSet<PeerId>,
     /// Pending timers by token: the task and what for (stale ones are ignored).
     retries: HashMap<u64, (TaskIndex, TimerKind)>,
+    /// Checks waiting for a peer that can run them, with their deadlines (`verify.rs`).
+    starved: BTreeMap<TaskIndex, Time>,
     next_token: u64,
     signer: Signer,
     /// Latest time seen in a `handle_*` call.
@@ -242,6 +246,7 @@ impl Owner {
             dead: BTreeSet::new(),
             leaving: BTreeSet::new(),
             retries: HashMap::new(),
+            starved: BTreeMap::new(),
             next_token: 0,
             signer: Signer(signer),
             now,
@@ -408,6 +413,7 @@ impl Owner {
                 }
             }
             TimerKind::Lease(attempt) => self.lease_timer(i, attempt),
+            TimerKind::Starved => self.feed_starved(Some(i)),
         }
         self.flush();
     }
@@ -759,9 +765,10 @@ impl Owner {
             self.checking = false;
             let Some(p) = p else {
                 if self.short_of_peers(i) {
-                    // A verification run whose last possible peers left while it waited.
+                    // A verification run whose last possible peers left while it waited: it
+                    // waits for others to appear, then is settled.
                     self.parked.pop();
-                    self.settle_exhausted(i);
+                    self.starve(i);
                     continue;
                 }
                 if check {

@@ -44,6 +44,7 @@ impl Owner {
             }
         }
         self.update_near_rtt();
+        self.feed_starved(None);
         self.flush();
     }
 

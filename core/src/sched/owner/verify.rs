@@ -93,11 +93,21 @@ pub struct VerifyConfig {
     /// Seed of the spot-check draws. The driver passes a secret random value: a peer that could
     /// predict the draws could lie only when unchecked.
     pub seed: u64,
+    /// How long a check with no peer left to run it waits for membership to show one (a
+    /// submitter that just joined sees part of the swarm) before it is settled with the runs
+    /// there are, or failed.
+    pub patience: std::time::Duration,
 }
 
 impl Default for VerifyConfig {
     fn default() -> Self {
-        VerifyConfig { policy: VerifyPolicy::None, trust_streak: 16, spot_min: 0.04, seed: 0 }
+        VerifyConfig {
+            policy: VerifyPolicy::None,
+            trust_streak: 16,
+            spot_min: 0.04,
+            seed: 0,
+            patience: std::time::Duration::from_secs(10),
+        }
     }
 }
 
@@ -390,9 +400,50 @@ impl Owner {
             return;
         }
         if self.short_of_peers(i) {
-            self.settle_exhausted(i);
+            self.starve(i);
         } else if self.inputs_ready(i) {
             self.issue(i, None);
+        }
+    }
+
+    /// `i` is in verification and no peer in view can run it again: it waits (state `Waiting`)
+    /// for membership to show one, up to [`VerifyConfig::patience`] from the first time, then is
+    /// settled with the runs there are ([`Owner::settle_exhausted`]).
+    pub(super) fn starve(&mut self, i: TaskIndex) {
+        self.set(i, TaskState::Waiting);
+        let deadline = match self.starved.get(&i) {
+            Some(&at) => at,
+            None => {
+                let at = self.now.saturating_add(self.cfg.verify.patience);
+                self.starved.insert(i, at);
+                self.next_token += 1;
+                let token = self.next_token;
+                self.retries.insert(token, (i, super::TimerKind::Starved));
+                self.timers.push_back(crate::sched::Timer { at, token });
+                at
+            }
+        };
+        if self.now >= deadline {
+            self.starved.remove(&i);
+            self.settle_exhausted(i);
+        }
+    }
+
+    /// Tasks waiting for a peer to check them that the view now offers one are issued; at a
+    /// starving task's deadline (`timer`), it is settled if it still has none.
+    pub(super) fn feed_starved(&mut self, timer: Option<TaskIndex>) {
+        let waiting: Vec<TaskIndex> = self.starved.keys().copied().collect();
+        for i in waiting {
+            if self.recs[i.0 as usize].state != TaskState::Waiting || self.over {
+                self.starved.remove(&i);
+            } else if !self.short_of_peers(i) {
+                self.starved.remove(&i);
+                if self.inputs_ready(i) {
+                    self.issue(i, None);
+                }
+            } else if timer == Some(i) {
+                self.starve(i);
+            }
         }
     }
 

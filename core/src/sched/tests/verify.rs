@@ -77,13 +77,26 @@ fn drive_with(o: &mut Owner, strict: bool, mut liar: impl FnMut(PeerId, TaskInde
     let mut queue: std::collections::VecDeque<(PeerId, TaskDesc)> = Default::default();
     let mut runs = Vec::new();
     let mut now = 1;
+    let mut timers: Vec<Timer> = Vec::new();
     loop {
         for tr in drain(o) {
             if let SchedMsg::Assign { tasks, .. } = tr.msg {
                 queue.extend(tasks.into_iter().map(|d| (tr.to, d)));
             }
         }
-        let Some((p, d)) = queue.pop_front() else { break };
+        timers.extend(std::iter::from_fn(|| o.poll_timer()));
+        let Some((p, d)) = queue.pop_front() else {
+            // Nothing runs: time passes to the next timer (a check waiting for a peer).
+            if o.is_done() || timers.is_empty() {
+                break;
+            }
+            timers.sort_by_key(|tm| std::cmp::Reverse(tm.at));
+            if let Some(tm) = timers.pop() {
+                now = now.max(u64::try_from(tm.at.as_millis()).unwrap_or(u64::MAX));
+                o.handle_timer(tm.at, tm.token);
+            }
+            continue;
+        };
         for input in d.inputs.iter().filter(|_| strict) {
             assert!(
                 truth.contains(&input.hash),
@@ -150,11 +163,12 @@ fn replicate_settles_a_disagreement_with_more_runs_and_reports_the_loser() {
 }
 
 #[test]
-fn replicate_with_too_few_peers_fails_clearly_instead_of_waiting() {
+fn replicate_with_too_few_peers_fails_clearly_after_waiting_for_more() {
     let c = OwnerConfig { own_slots: 0, ..cfg(VerifyPolicy::Replicate { k: 3, quorum: 3 }) };
     let mut o = Owner::new(JOB, peer(0), flat(1), c, &swarm(2), signer(), t(0));
     drive(&mut o, |_, _| false);
     let ev = events(&mut o);
+    assert!(ev.is_empty() || matches!(ev[0], OwnerEvent::TaskFailed(..)), "{ev:?}");
     assert!(
         matches!(&ev[..], [OwnerEvent::TaskFailed(_, FailureKind::Executor(why))] if why.contains("no 3 of them agreed")),
         "{ev:?}"
@@ -331,4 +345,31 @@ fn a_remade_result_that_differs_from_a_lone_one_catches_its_liar_and_remakes_the
     let ev = events(&mut o);
     assert!(ev.contains(&OwnerEvent::Disagreement { task: TaskIndex(0), losers: vec![peer(1)] }), "{ev:?}");
     assert_eq!(o.trust().get(&peer(1)).caught, 1);
+}
+
+#[test]
+fn a_check_short_of_peers_waits_for_membership_to_show_one_before_settling() {
+    // Three runs wanted, two peers in view (a submitter that has just joined sees part of the
+    // swarm): the third run waits, and goes to the peer the view shows next.
+    let c = OwnerConfig { own_slots: 0, ..cfg(VerifyPolicy::Replicate { k: 3, quorum: 3 }) };
+    let mut o = Owner::new(JOB, peer(0), flat(1), c, &swarm(2), signer(), t(0));
+    for step in 1..=2 {
+        let (at, i, attempt) = assigned(&drain(&mut o))[0];
+        o.handle_msg(t(step), at, done(i.0, attempt, 8)).unwrap();
+    }
+    assert!(assigned(&drain(&mut o)).is_empty(), "no third peer yet");
+    let timers: Vec<Timer> = std::iter::from_fn(|| o.poll_timer()).collect();
+    assert!(timers.iter().any(|tm| tm.at >= t(2) + Duration::from_secs(10)), "{timers:?}");
+    assert!(events(&mut o).iter().all(|e| !matches!(e, OwnerEvent::TaskFailed(..))), "not failed yet");
+    o.handle_view(t(3_000), &swarm(3));
+    let third = assigned(&drain(&mut o));
+    assert_eq!(third.len(), 1, "the new peer runs it");
+    assert_eq!(third[0].0, peer(3));
+    o.handle_msg(t(3_001), peer(3), done(0, third[0].2, 8)).unwrap();
+    assert!(o.is_done());
+    // The wait's timer, firing later, changes nothing.
+    for tm in timers {
+        o.handle_timer(tm.at, tm.token);
+    }
+    assert!(o.is_done() && events(&mut o).iter().all(|e| !matches!(e, OwnerEvent::TaskFailed(..))));
 }
