@@ -35,8 +35,8 @@ pub struct Config {
     /// How long a graceful leave waits for running tasks to finish and report (queued ones are
     /// handed back at once); tasks still running then are re-issued by their owners.
     pub leave_grace: Duration,
-    /// How the results of jobs submitted here are verified when a job does not say (`None`: not
-    /// at all; docs/verification.md).
+    /// How the results of jobs submitted here are verified when a job does not say (`None`:
+    /// adaptive in an open swarm, none in a private one; docs/verification.md).
     pub verify: Option<VerifyPolicy>,
     /// Fault injection for tests of verification: this peer lies, consistently, appending a byte
     /// to every output it makes (and serving those bytes). Never set on a real worker; `shoal`

@@ -250,7 +250,8 @@ impl Job {
     }
 
     /// How the job's results are verified before they are used (default: the submitting peer's,
-    /// `None` unless set; see `docs/verification.md`).
+    /// `Adaptive` in a swarm without a swarm secret, `None` in a private one; see
+    /// `docs/verification.md`).
     pub fn verify(&mut self, policy: shoal_core::sched::VerifyPolicy) -> &mut Self {
         self.verify = Some(policy);
         self

@@ -51,7 +51,8 @@ pub(crate) struct SubmitArgs {
     #[arg(long, value_name = "FILE", env = "SHOAL_SIGN_KEY")]
     sign_key: Option<PathBuf>,
     /// How results are verified before they are used: none, adaptive, replicate=K or
-    /// replicate=K/Q (overrides the job file's [verify]; default: none; docs/verification.md).
+    /// replicate=K/Q (overrides the job file's [verify]; default: adaptive in an open swarm,
+    /// none in a private one; docs/verification.md).
     #[arg(long, value_name = "POLICY", value_parser = shoal_core::sched::VerifyPolicy::parse)]
     verify: Option<shoal_core::sched::VerifyPolicy>,
     /// Serve the submitting peer's live status page at ADDR (`--http` alone: 127.0.0.1:7680);
@@ -69,6 +70,10 @@ struct Summary {
     elapsed_ms: f64,
     cpu_ms: f64,
     fuel: u64,
+    /// Runs made only to check another's result (verification), in `fuel` too.
+    verify_runs: u64,
+    /// Tasks whose runs disagreed (a peer returned a wrong result).
+    disagreements: u64,
     outputs: Vec<OutputSummary>,
     #[serde(skip_serializing_if = "Option::is_none")]
     error: Option<String>,
@@ -266,6 +271,8 @@ fn write_results(args: &SubmitArgs, tasks: usize, outcome: Outcome) -> anyhow::R
                     elapsed_ms: 0.0,
                     cpu_ms: 0.0,
                     fuel: 0,
+                    verify_runs: 0,
+                    disagreements: 0,
                     outputs: Vec::new(),
                     error: Some(e.to_string()),
                 };
@@ -306,6 +313,8 @@ fn write_results(args: &SubmitArgs, tasks: usize, outcome: Outcome) -> anyhow::R
             elapsed_ms,
             cpu_ms: out.progress.cpu_time.as_secs_f64() * 1e3,
             fuel: out.progress.fuel_used,
+            verify_runs: out.progress.verify_runs,
+            disagreements: out.progress.disagreements,
             outputs,
             error: None,
         };

@@ -204,7 +204,7 @@ impl Peer {
             paused: None,
             halt_at: None,
             credit: crate::credit::CreditLog::open(&cfg.net.data_dir, me),
-            default_verify: super::verify::default_policy(cfg.verify),
+            default_verify: super::verify::default_policy(cfg.verify, cfg.net.swarm_secret.is_some()),
             books: super::verify::Books::open(&cfg.net.data_dir),
         };
         let span = info_span!("peer", me = %me.short());

@@ -85,10 +85,8 @@ impl Actor {
     }
 }
 
-/// The default policy of a peer's jobs: `configured`, else none. Not yet adaptive in an open
-/// swarm (issue 10's aim): a submitter that has just joined sees only part of the swarm, and a
-/// check finding no other peer in that partial view fails the task at once instead of waiting
-/// for membership to show more (docs/verification.md, "Left open").
-pub(crate) fn default_policy(configured: Option<VerifyPolicy>) -> VerifyPolicy {
-    configured.unwrap_or(VerifyPolicy::None)
+/// The default policy of a peer's jobs: `configured`, else adaptive in an open swarm (anyone
+/// may run its tasks) and none in a private one (its members were let in by its secret).
+pub(crate) fn default_policy(configured: Option<VerifyPolicy>, private: bool) -> VerifyPolicy {
+    configured.unwrap_or(if private { VerifyPolicy::None } else { VerifyPolicy::Adaptive })
 }

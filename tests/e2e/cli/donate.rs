@@ -34,10 +34,13 @@ fn status_until(dir: &Path, what: &str, done: impl Fn(&serde_json::Value) -> boo
 }
 
 /// A submitting peer in this process that donates no cores (so only the workers run tasks),
-/// joined through `workers[0]` and seeing every worker.
+/// joined through `workers[0]` and seeing every worker. Its jobs are not verified: with the
+/// other worker paused, no second peer could check a result (adaptive verification would fail
+/// the job for want of one, as it should).
 async fn submitter(dir: &Path, workers: &[&Worker]) -> shoal_node::Peer {
     let mut cfg = shoal_node::Config::new(dir);
     cfg.cores = 0;
+    cfg.verify = Some(shoal_core::sched::VerifyPolicy::None);
     cfg.net.bootstrap = vec![workers[0].addr];
     let peer = shoal_node::Peer::start(cfg).await.unwrap();
     let ids: Vec<String> = workers.iter().map(|w| w.id.clone()).collect();

@@ -44,13 +44,31 @@ fn a_worker_trusting_key_a_runs_jobs_signed_by_a_and_refuses_b_and_unsigned_ones
     let out = submit(Some(&a));
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert_eq!(out.stdout, b"664579\n", "π(10^7)");
-    let summary = {
-        let mut cmd = shoal();
-        cmd.arg("submit").arg(&job).args(["--json", "--cores", "0", "--bootstrap", &first.addr.to_string()]);
-        let out = cmd.arg("--sign-key").arg(&a).output().unwrap();
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-        serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()
-    };
+    // Twice more with a JSON summary: unverified, then under the open swarm's default (adaptive:
+    // with a submitter donating no cores, two workers agreeing make a result).
+    let summaries: Vec<serde_json::Value> = [&["--verify", "none"][..], &[]]
+        .iter()
+        .map(|extra| {
+            let mut cmd = shoal();
+            cmd.arg("submit").arg(&job).args([
+                "--json",
+                "--cores",
+                "0",
+                "--bootstrap",
+                &first.addr.to_string(),
+            ]);
+            let out = cmd.args(*extra).arg("--sign-key").arg(&a).output().unwrap();
+            assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+            serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()
+        })
+        .collect();
+    let want = blake3::hash(b"664579\n").to_hex().to_string();
+    for s in &summaries {
+        assert_eq!(s["outputs"][0]["blake3"], want.as_str(), "{s}");
+        assert_eq!(s["disagreements"], 0, "{s}");
+    }
+    assert_eq!(summaries[0]["verify_runs"], 0, "{}", summaries[0]);
+    assert!(summaries[1]["verify_runs"].as_u64().unwrap_or(0) > 0, "{}", summaries[1]);
 
     let out = submit(Some(&b));
     let stderr = String::from_utf8_lossy(&out.stderr);
@@ -71,8 +89,8 @@ fn a_worker_trusting_key_a_runs_jobs_signed_by_a_and_refuses_b_and_unsigned_ones
     second.stop();
     first.stop();
 
-    // Credit: every run of the two signed jobs was paid to the worker that made it, once; the
-    // receipts' fuel adds up to what the submitter was told its jobs used.
+    // Credit: every accepted run of the three jobs was paid to the worker that made it, once,
+    // checks included (they agreed); the receipts' fuel adds up.
     let credit = |w: &str| {
         let out = shoal().args(["credit", "--json", "--data-dir"]).arg(dir.path().join(w)).output().unwrap();
         assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
@@ -81,8 +99,13 @@ fn a_worker_trusting_key_a_runs_jobs_signed_by_a_and_refuses_b_and_unsigned_ones
     let (c0, c1) = (credit("w0"), credit("w1"));
     let earned = c0["total_fuel"].as_u64().unwrap() + c1["total_fuel"].as_u64().unwrap();
     let runs = c0["runs"].as_u64().unwrap() + c1["runs"].as_u64().unwrap();
-    assert_eq!(runs, 2 * 11, "two jobs of 11 tasks: {c0} {c1}");
-    assert_eq!(earned, 2 * summary["fuel"].as_u64().unwrap(), "{c0} {c1} {summary}");
+    let fuel = |s: &serde_json::Value| s["fuel"].as_u64().unwrap();
+    // The first and third jobs ran under the open swarm's default (adaptive): with a submitter
+    // that runs nothing, a result stands when both workers agree, so both runs of every task
+    // are paid; the second, unverified, paid one run a task. Fuel is deterministic: each job's
+    // tasks cost what the unverified job reported.
+    assert_eq!(runs, 11 + 2 * 2 * 11, "{c0} {c1}");
+    assert_eq!(earned, 5 * fuel(&summaries[0]), "{c0} {c1} {summaries:?}");
     assert_eq!(c0["bad_records"], 0);
     assert_eq!(c0["receipts"].as_array().unwrap().len() as u64, c0["runs"].as_u64().unwrap());
 }

@@ -498,9 +498,11 @@ impl Owner {
             || self.recs[i.0 as usize].known == Some(value);
         let mut losers: Vec<PeerId> = lose.iter().map(|v| v.peer).collect();
         let Some(&last) = win.last() else { return };
-        // Every run that gave the accepted value is paid (the losers' are not).
+        // Every run that gave the accepted value is paid (the losers' are not), and its peer
+        // counts among the job's.
         for v in &win {
             self.grant(i, v.peer, v.attempt, value.0, value.1);
+            self.peers_used.insert(v.peer);
         }
         if let Some((peer, was)) = self.recs[i.0 as usize].lone.take()
             && was != value
