@@ -391,11 +391,9 @@ async fn honest_jobs_survive_a_misbehaving_peer() {
     }
 }
 
-/// A volunteer that lies consistently (every output it makes has one byte more, and it serves
-/// those bytes) changes no output of a job under adaptive verification, is caught, and stays
-/// caught in the owner's trust book on disk.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_lying_worker_changes_no_output_and_is_caught() {
+/// Four in-process peers of one core each (real QUIC, real wasm) joined through the first, the
+/// last one lying if `liar`; returns once every view holds the others.
+async fn verifying_swarm(liar: bool) -> (Vec<Peer>, Vec<tempfile::TempDir>) {
     let mut peers: Vec<Peer> = Vec::new();
     let mut dirs = Vec::new();
     for k in 0..4 {
@@ -403,14 +401,13 @@ async fn a_lying_worker_changes_no_output_and_is_caught() {
         let mut cfg = Config::new(dir.path());
         cfg.cores = 1;
         cfg.memory = 256 << 20;
-        cfg.corrupt_outputs = k == 3;
+        cfg.corrupt_outputs = liar && k == 3;
         if let Some(first) = peers.first() {
             cfg.net.bootstrap = vec![first.local_addr()];
         }
         peers.push(Peer::start(cfg).await.expect("a peer starts"));
         dirs.push(dir);
     }
-    let liar = peers[3].peer_id();
     tokio::time::timeout(PATIENCE, async {
         while peers.iter().any(|p| p.node().view().len() < 3) {
             tokio::time::sleep(Duration::from_millis(20)).await;
@@ -418,16 +415,32 @@ async fn a_lying_worker_changes_no_output_and_is_caught() {
     })
     .await
     .expect("the swarm formed");
+    (peers, dirs)
+}
+
+/// Runs π(10⁷) in 13 tasks under adaptive verification, owned by `peer`; checks its output.
+async fn verified_primes(peer: &Peer) -> shoal_node::JobOutputs {
+    let (job, blobs) = primes_job(12);
+    let job = job.with_verify(shoal_core::sched::VerifyPolicy::Adaptive);
+    let handle = peer.submit_with_outputs(job, blobs, vec![TaskIndex(12)]).await.expect("submitted");
+    let out =
+        tokio::time::timeout(PATIENCE, handle.wait()).await.expect("in time").expect("the job ends well");
+    assert_eq!(out.get("total"), Some(&b"664579\n"[..]), "π(10^7), whoever lied");
+    out
+}
+
+/// A volunteer that lies consistently (every output it makes has one byte more, and it serves
+/// those bytes) changes no output of a job under adaptive verification, is caught, and stays
+/// caught in the owner's trust book on disk.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lying_worker_changes_no_output_and_is_caught() {
+    let (peers, dirs) = verifying_swarm(true).await;
+    let liar = peers[3].peer_id();
     let mut disagreements = 0;
     let mut jobs = 0;
     // Until the liar has run something and been caught (it steals and is placed on like anyone).
     while disagreements == 0 && jobs < 6 {
-        let (job, blobs) = primes_job(12);
-        let job = job.with_verify(shoal_core::sched::VerifyPolicy::Adaptive);
-        let handle = peers[0].submit_with_outputs(job, blobs, vec![TaskIndex(12)]).await.expect("submitted");
-        let out =
-            tokio::time::timeout(PATIENCE, handle.wait()).await.expect("in time").expect("the job ends well");
-        assert_eq!(out.get("total"), Some(&b"664579\n"[..]), "π(10^7), whoever lied");
+        let out = verified_primes(&peers[0]).await;
         disagreements += out.progress.disagreements;
         assert!(out.progress.verify_runs > 0, "results were checked: {:?}", out.progress);
         jobs += 1;
@@ -437,6 +450,27 @@ async fn a_lying_worker_changes_no_output_and_is_caught() {
     let caught: Vec<PeerId> = book.caught().map(|(p, _)| *p).collect();
     assert_eq!(caught, vec![liar], "only the liar is marked");
     println!("{jobs} jobs, {disagreements} disagreements; the liar is caught in the owner's book");
+    for p in peers.iter().rev() {
+        p.shutdown().await;
+    }
+}
+
+/// With no liar, adaptive verification's cost on a real swarm falls as the owner's trust in the
+/// other peers grows (its book carried from job to job): the share of fuel spent on checks is
+/// printed per job, and the last jobs check less than the first.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn adaptive_verification_checks_less_as_trust_grows_on_a_real_swarm() {
+    let (peers, _dirs) = verifying_swarm(false).await;
+    let mut shares = Vec::new();
+    for _ in 0..12 {
+        let p = verified_primes(&peers[0]).await.progress;
+        assert_eq!(p.disagreements, 0, "{p:?}");
+        shares.push(p.verify_fuel as f64 / (p.fuel_used - p.verify_fuel).max(1) as f64);
+    }
+    let text: Vec<String> = shares.iter().map(|s| format!("{:.0}%", s * 100.0)).collect();
+    println!("extra fuel for checks, job by job: {}", text.join(" "));
+    let (first, last) = (shares[0], shares[shares.len() - 3..].iter().sum::<f64>() / 3.0);
+    assert!(last < first, "checks did not fall as trust grew: {text:?}");
     for p in peers.iter().rev() {
         p.shutdown().await;
     }
