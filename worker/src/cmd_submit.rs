@@ -2,7 +2,8 @@
 //! peer owns the job, waits for it and writes the wanted outputs.
 //!
 //! The submitting peer lives in a fresh directory under the system temp dir (its own identity, so
-//! several submits never share one), removed at the end. On a terminal, a progress bar (tasks
+//! several submits never share one), removed at the end; with `--data-dir DIR` it lives in DIR
+//! (locked while it runs) and keeps its identity and trust book for the next submit. On a terminal, a progress bar (tasks
 //! done, throughput, ETA, running tasks and peers used) is drawn on stderr; the summary line
 //! (tasks, peers, makespan, CPU time, fuel) goes to stderr, a single output without `--out` to
 //! stdout, and with `--json` one JSON line to stdout instead. Ctrl-C cancels the job at every peer
@@ -55,6 +56,11 @@ pub(crate) struct SubmitArgs {
     /// none in a private one; docs/verification.md).
     #[arg(long, value_name = "POLICY", value_parser = shoal_core::sched::VerifyPolicy::parse)]
     verify: Option<shoal_core::sched::VerifyPolicy>,
+    /// Keep the submitting peer in DIR (its identity and its trust book: what its jobs learned of
+    /// which peers agree with its own runs), so later submits from DIR check less; default: a
+    /// fresh directory, removed at the end.
+    #[arg(long, value_name = "DIR")]
+    data_dir: Option<PathBuf>,
     /// Serve the submitting peer's live status page at ADDR (`--http` alone: 127.0.0.1:7680);
     /// its address for the job is printed on stderr. Put the job file before a bare `--http`.
     #[arg(long, value_name = "ADDR", num_args = 0..=1, default_missing_value = crate::settings::DEFAULT_HTTP)]
@@ -101,14 +107,27 @@ pub(crate) fn run(args: SubmitArgs) -> anyhow::Result<u8> {
     if args.out.is_none() && compiled.outputs.len() > 1 {
         anyhow::bail!("the job has {} outputs: give --out DIR to write them", compiled.outputs.len());
     }
-    let dir = std::env::temp_dir().join(format!("shoal-submit-{}", std::process::id()));
+    let kept = args.data_dir.is_some();
+    let dir = match &args.data_dir {
+        Some(d) => d.clone(),
+        None => std::env::temp_dir().join(format!("shoal-submit-{}", std::process::id())),
+    };
+    // A kept directory holds one peer identity: one submit (or worker) at a time uses it.
+    let _lock = if kept {
+        std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+        Some(crate::control::DataDirLock::acquire(&dir)?)
+    } else {
+        None
+    };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
     let result = runtime.block_on(submit(&args, &dir, compiled));
-    let _ = std::fs::remove_dir_all(&dir);
+    if !kept {
+        let _ = std::fs::remove_dir_all(&dir);
+    }
     let (tasks, outcome) = result?;
     write_results(&args, tasks, outcome)
 }

@@ -133,3 +133,49 @@ fn a_worker_outside_a_private_swarm_refuses_unsigned_jobs_by_default_and_bad_lis
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("bad:1") && stderr.contains("shoal key show"), "{stderr}");
 }
+
+#[test]
+fn a_submitter_kept_in_a_directory_keeps_what_it_learned_of_the_workers() {
+    let dir = tempfile::tempdir().unwrap();
+    let first = Worker::start(&dir.path().join("w0"), None);
+    let second = Worker::start(&dir.path().join("w1"), Some(first.addr));
+    let job = primes_job_file(dir.path());
+    let kept = dir.path().join("submitter");
+    let submit = || {
+        let out = shoal()
+            .arg("submit")
+            .arg(&job)
+            .args(["--json", "--bootstrap", &first.addr.to_string(), "--data-dir"])
+            .arg(&kept)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()
+    };
+    // Adaptive by default in this open swarm; the submitter runs tasks too (its runs anchor the
+    // checks), so the workers that agreed with it gain trust, kept in the directory's book.
+    let one = submit();
+    let book = std::fs::read_to_string(kept.join("trust.book")).unwrap();
+    assert!(!book.trim().is_empty(), "{one}");
+    let two = submit();
+    let again = std::fs::read_to_string(kept.join("trust.book")).unwrap();
+    // Lines are `PEER STREAK CAUGHT CONFIRMED`: the second job started from the first's book, so
+    // no peer's count of confirmed results went down (a fresh book would have lost them).
+    let confirmed = |text: &str| -> std::collections::BTreeMap<String, u64> {
+        text.lines()
+            .filter_map(|l| {
+                let f: Vec<&str> = l.split_whitespace().collect();
+                Some((f.first()?.to_string(), f.get(3)?.parse().ok()?))
+            })
+            .collect()
+    };
+    let (before, after) = (confirmed(&book), confirmed(&again));
+    assert!(!before.is_empty(), "{book}");
+    for (peer, n) in &before {
+        assert!(after.get(peer).is_some_and(|m| m >= n), "{book}\n{again}");
+    }
+    assert_eq!(one["outputs"], two["outputs"]);
+    assert_eq!(two["disagreements"], 0);
+    second.stop();
+    first.stop();
+}
