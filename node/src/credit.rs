@@ -100,7 +100,7 @@ impl Credit {
     }
 }
 
-/// The open log of a running peer.
+/// The open log of a running peer: the runs already paid (to count each once) and their total.
 #[derive(Debug)]
 pub(crate) struct CreditLog {
     path: PathBuf,
@@ -118,10 +118,13 @@ impl CreditLog {
         if credit.bad_records > 0 {
             tracing::warn!(path = %path.display(), bad = credit.bad_records, "credit log records skipped");
         }
+        // A running peer needs the runs seen and the total, not the receipts (`shoal credit`
+        // reads them from the file): they are not kept in memory.
+        let credit = Credit { receipts: Vec::new(), ..credit };
         CreditLog { path, credit }
     }
 
-    /// Keeps `r` (already verified by the scheduler) if it pays a new run.
+    /// Appends `r` (already verified by the scheduler) to the log if it pays a new run.
     pub(crate) fn add(&mut self, r: Receipt) {
         if !self.credit.count(&r) {
             return;
@@ -143,7 +146,6 @@ impl CreditLog {
         if let Err(e) = written {
             tracing::warn!(path = %self.path.display(), "cannot append to the credit log: {e}");
         }
-        self.credit.receipts.push(r);
     }
 
     /// Fuel of every distinct paid run so far.

@@ -726,7 +726,8 @@ impl World<'_> {
     /// per its mode.
     fn result(&mut self, p: usize, i: TaskIndex, hash: BlobHash) -> BlobHash {
         let Some(l) = self.cfg.liars.filter(|_| self.liar[p]) else { return hash };
-        let own = || run_hash(i, [hash, BlobHash([p as u8; 32])].into_iter());
+        // Each liar's own wrong bytes (distinct for every peer index, beyond 256 peers too).
+        let own = || run_hash(i, [hash, BlobHash::of(&(p as u64).to_le_bytes())].into_iter());
         match l.mode {
             LieMode::Consistent | LieMode::Turncoat => own(),
             LieMode::Random if self.rng.random_bool(0.5) => own(),

@@ -3,8 +3,9 @@
 //!
 //! The submitting peer lives in a fresh directory under the system temp dir (its own identity, so
 //! several submits never share one), removed at the end; with `--data-dir DIR` it lives in DIR
-//! (locked while it runs) and keeps its identity and trust book for the next submit. On a terminal, a progress bar (tasks
-//! done, throughput, ETA, running tasks and peers used) is drawn on stderr; the summary line
+//! (locked while it runs) and keeps its identity and trust book for the next submit. On a
+//! terminal, a progress bar (tasks done, throughput, ETA, running tasks and peers used) is drawn
+//! on stderr; the summary line
 //! (tasks, peers, makespan, CPU time, fuel) goes to stderr, a single output without `--out` to
 //! stdout, and with `--json` one JSON line to stdout instead. Ctrl-C cancels the job at every peer
 //! holding its tasks. Exit status: 0 when the job succeeded, 1 when it failed or was cancelled

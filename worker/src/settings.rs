@@ -703,6 +703,7 @@ pub(crate) fn resolve(
         };
     }
     let cores = pick!(cores).unwrap_or_else(|| default_cores(available_cores));
+    let swarm_secret = pick!(swarm_secret);
     let listen = match pick!(listen) {
         Some(a) => a,
         None => DEFAULT_LISTEN.parse().context("the default listen address")?,
@@ -713,7 +714,7 @@ pub(crate) fn resolve(
         cores,
         memory: pick!(memory).unwrap_or(u64::from(cores.max(1)).saturating_mul(DEFAULT_MEMORY_PER_CORE)),
         data_dir: pick!(data_dir).unwrap_or_else(|| default_data_dir(env)),
-        swarm_secret: pick!(swarm_secret),
+        swarm_secret: swarm_secret.clone(),
         join_timeout: pick!(join_timeout).unwrap_or(DEFAULT_JOIN_TIMEOUT),
         leave_grace: pick!(leave_grace).unwrap_or(DEFAULT_LEAVE_GRACE),
         mdns: pick!(mdns).unwrap_or(false),
@@ -741,7 +742,7 @@ pub(crate) fn resolve(
         trust: TrustSettings {
             trusted_submitters: pick!(trusted_submitters),
             allowed_modules: pick!(allowed_modules),
-            accept_unsigned: pick!(accept_unsigned).unwrap_or(pick!(swarm_secret).is_some()),
+            accept_unsigned: pick!(accept_unsigned).unwrap_or(swarm_secret.is_some()),
         },
     })
 }

@@ -28,17 +28,10 @@ pub(crate) struct Books {
 impl Books {
     pub(crate) fn open(data_dir: &Path) -> Books {
         let path = data_dir.join(TRUST_BOOK);
-        let book = match std::fs::read(&path) {
-            Ok(bytes) => TrustBook::from_bytes(&bytes).unwrap_or_else(|e| {
-                warn!(path = %path.display(), "cannot read the trust book: {e}; starting a new one");
-                TrustBook::new()
-            }),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => TrustBook::new(),
-            Err(e) => {
-                warn!(path = %path.display(), "cannot read the trust book: {e}; starting a new one");
-                TrustBook::new()
-            }
-        };
+        let book = read_trust_book(data_dir).unwrap_or_else(|e| {
+            warn!(path = %path.display(), "cannot read the trust book: {e}; starting a new one");
+            TrustBook::new()
+        });
         Books { path, book }
     }
 

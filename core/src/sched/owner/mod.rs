@@ -6,8 +6,8 @@
 //! (no live holder, not inline) while a consumer still needs it is re-made by re-running its
 //! producer (lineage); every attempt's report is kept ([`Owner::reports`]), and under a
 //! [`VerifyPolicy`] other than `None` a task is done only once runs on distinct peers satisfy it
-//! (`verify.rs`; consumers never start on an unchecked input). A task's own deterministic failure ends the job after
-//! [`OwnerConfig::failure_confirmations`] distinct peers report it; peer faults are retried with
+//! (`verify.rs`; consumers never start on an unchecked input). A task's own deterministic
+//! failure ends the job after [`OwnerConfig::failure_confirmations`] distinct peers report it; peer faults are retried with
 //! exponential backoff up to [`OwnerConfig::max_attempts`] faulty runs; runs lost with their peer
 //! are re-issued at once, up to [`OwnerConfig::max_losses`]. Every message is acted on only if its
 //! sender is entitled to it (`auth.rs`: the holder of the live attempt), every placed attempt has

@@ -200,12 +200,12 @@ impl TrustBook {
         t.caught = t.caught.saturating_add(1);
     }
 
-    /// The book as text: one line per peer, `PEER_HEX STREAK CAUGHT CONFIRMED`.
+    /// The book as text: one line per peer, `PEER STREAK CAUGHT CONFIRMED` (the peer id as
+    /// everywhere else: `shoal status`, `shoal peers`).
     pub fn to_bytes(&self) -> Vec<u8> {
         let mut s = String::new();
         for (p, t) in &self.peers {
-            let hex = data_encoding::HEXLOWER.encode(&p.0);
-            s.push_str(&format!("{hex} {} {} {}\n", t.streak, t.caught, t.confirmed));
+            s.push_str(&format!("{p} {} {} {}\n", t.streak, t.caught, t.confirmed));
         }
         s.into_bytes()
     }
@@ -220,18 +220,17 @@ impl TrustBook {
             if f.is_empty() {
                 continue;
             }
-            let [hex, streak, caught, confirmed] = f[..] else {
+            let [id, streak, caught, confirmed] = f[..] else {
                 return Err(err(format!("expected 4 fields, got {}", f.len())));
             };
-            let raw = data_encoding::HEXLOWER.decode(hex.as_bytes()).map_err(|e| err(e.to_string()))?;
-            let id: [u8; 32] = raw.try_into().map_err(|_| err("peer id is not 32 bytes".into()))?;
+            let id: PeerId = id.parse().map_err(|e: crate::ids::ParseIdError| err(e.to_string()))?;
             let num = |x: &str| x.parse::<u64>().map_err(|e| err(format!("{x:?}: {e}")));
             let trust = Trust {
                 streak: u32::try_from(num(streak)?).map_err(|e| err(e.to_string()))?,
                 caught: u32::try_from(num(caught)?).map_err(|e| err(e.to_string()))?,
                 confirmed: num(confirmed)?,
             };
-            book.peers.insert(PeerId(id), trust);
+            book.peers.insert(id, trust);
         }
         Ok(book)
     }
@@ -411,6 +410,12 @@ impl Owner {
     /// settled with the runs there are ([`Owner::settle_exhausted`]).
     pub(super) fn starve(&mut self, i: TaskIndex) {
         self.set(i, TaskState::Waiting);
+        if self.recs[i.0 as usize].votes.len() >= VOTES_MAX {
+            // No peer that membership may show can add a vote.
+            self.starved.remove(&i);
+            self.settle_exhausted(i);
+            return;
+        }
         let deadline = match self.starved.get(&i) {
             Some(&at) => at,
             None => {

@@ -13,11 +13,11 @@ use super::{PeerSched, resolve};
 use crate::ids::{JobId, PeerId, TaskId};
 use crate::sched::msg::{FailureKind, SchedMsg, TaskDesc, Transmit};
 use crate::sched::receipt::Receipt;
+use crate::sched::stats::Refusals;
+use crate::sched::{Refusal, Time};
 
 /// Most receipts held for the driver between two `poll_receipt` drains.
 const RECEIPTS_HELD_MAX: usize = 1 << 16;
-use crate::sched::stats::Refusals;
-use crate::sched::{Refusal, Time};
 
 impl PeerSched {
     /// The descriptors of an `Assign` from `from` that `from` owns (the others are refused).
@@ -47,8 +47,8 @@ impl PeerSched {
             || self.finished.iter().any(|(t, a, _)| *t == task && *a == attempt)
     }
 
-    /// Takes in assigned or stolen tasks that passed the sender checks: refuses duplicates and
-    /// tasks over the caps, hands back what does not fit; then ready ones go into the ready queue,
+    /// Takes in assigned or stolen tasks that passed the sender checks: refuses duplicates,
+    /// tasks the trust policy does not take and tasks over the caps, hands back what does not fit; then ready ones go into the ready queue,
     /// continuations wait for their producer here (filled in at once if it just ran here); a
     /// continuation whose producer is not here (stolen or failed meanwhile) goes back to its owner.
     pub(super) fn accept(&mut self, now: Time, tasks: Vec<TaskDesc>) {
@@ -66,15 +66,12 @@ impl PeerSched {
             } else {
                 self.cfg.trust.check(&t, now, &mut self.seals).map_err(Refusal::Trust)
             };
-            if let Err(r) = trusted {
-                Refusals::bump(&mut self.stats.refused.untrusted);
-                let msg =
-                    SchedMsg::Failed { task: t.task, attempt: t.attempt, kind: FailureKind::Refused(r) };
-                self.out.push_back(Transmit { to: t.owner, msg });
-                continue;
-            }
-            if let Err(r) = self.cfg.caps.check(&t.limits, t.input_bytes()) {
-                Refusals::bump(&mut self.stats.refused.over_caps);
+            if let Err(r) = trusted.and_then(|()| self.cfg.caps.check(&t.limits, t.input_bytes())) {
+                let counter = match r {
+                    Refusal::Trust(_) => &mut self.stats.refused.untrusted,
+                    Refusal::OverCap { .. } => &mut self.stats.refused.over_caps,
+                };
+                Refusals::bump(counter);
                 let msg =
                     SchedMsg::Failed { task: t.task, attempt: t.attempt, kind: FailureKind::Refused(r) };
                 self.out.push_back(Transmit { to: t.owner, msg });

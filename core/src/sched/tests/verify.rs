@@ -23,10 +23,7 @@ fn flat(n: u32) -> Job {
 
 /// A book in which each of `peers` has `streak` checked agreements.
 fn book(peers: &[u8], streak: u32) -> TrustBook {
-    let text: String = peers
-        .iter()
-        .map(|&p| format!("{} {streak} 0 {streak}\n", data_encoding::HEXLOWER.encode(&peer(p).0)))
-        .collect();
+    let text: String = peers.iter().map(|&p| format!("{} {streak} 0 {streak}\n", peer(p))).collect();
     TrustBook::from_bytes(text.as_bytes()).unwrap()
 }
 
