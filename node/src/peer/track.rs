@@ -59,6 +59,8 @@ impl Actor {
                 .map(|(i, b)| (names[i.0 as usize].name.clone(), b));
             let result = JobOutputs { outputs: outputs.collect(), progress, elapsed: t.started.elapsed() };
             info!(%job, elapsed = ?result.elapsed, peers = progress.peers_used, "job done");
+            // What the job learned of its executors is saved before its submitter hears it ended.
+            self.books.merge(&entry.owner.take_trust());
             t.finish(Ok(result));
         }
         if entry.tracker.finished() {

@@ -35,8 +35,12 @@ impl Books {
         Books { path, book }
     }
 
-    /// Merges a finished owner's book and saves.
-    fn merge(&mut self, book: &TrustBook) {
+    /// Merges a finished owner's book and saves (nothing to do for an empty one: an owner whose
+    /// book was already taken back).
+    pub(super) fn merge(&mut self, book: &TrustBook) {
+        if book.iter().next().is_none() {
+            return;
+        }
         self.book.merge(book);
         let tmp = self.path.with_extension("book.tmp");
         let saved =

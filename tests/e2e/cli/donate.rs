@@ -70,9 +70,10 @@ fn a_paused_worker_hands_its_queued_tasks_back_and_runs_none_until_resumed() {
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
     rt.block_on(async {
         let peer = submitter(&dir.path().join("submitter"), &[&w0, &w1]).await;
-        // π(10^7) = 664,579, in 24 ranges: more than two one-core workers run at once, so both
+        // 24 ranges of 4,166,667 cover [0, 100,000,008): π(10^8) = 5,761,455, and 100,000,007 is
+        // prime. More than two one-core workers run at once, so both
         // hold queued tasks.
-        let (job, blobs) = primes_job(24, 10_000_000 / 24 + 1);
+        let (job, blobs) = primes_job(24, 100_000_000 / 24 + 1);
         let handle = peer.submit(job, blobs).await.unwrap();
         let d1c = d1.clone();
         let before = tokio::task::spawn_blocking(move || {
@@ -104,7 +105,7 @@ fn a_paused_worker_hands_its_queued_tasks_back_and_runs_none_until_resumed() {
         let done_while_paused = count(&idle, "tasks_done");
 
         let out = tokio::time::timeout(Duration::from_secs(180), handle.wait()).await.unwrap().unwrap();
-        assert_eq!(out.get("total"), Some(&b"664579\n"[..]), "the job completes on the other worker");
+        assert_eq!(out.get("total"), Some(&b"5761456\n"[..]), "the job completes on the other worker");
         let after = status(&d1);
         println!("w1 when the job was done: {after}");
         assert_eq!(after["paused"], "user");
