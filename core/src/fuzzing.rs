@@ -259,6 +259,7 @@ fn desc(b: &mut Bytes<'_>, owner: u8, attempt: u32) -> TaskDesc {
     let mut d = TaskDesc {
         task: TaskId { job: JobId(u128::from(b.below(2))), index },
         owner: peer(owner),
+        term: 0,
         attempt,
         hops: b.num32(),
         priority: b.num(),

@@ -195,6 +195,7 @@ impl Central {
         TaskDesc {
             task: TaskId { job: self.id, index: i },
             owner: self.ids[0],
+            term: 0,
             attempt: 1,
             hops: 0,
             priority: if self.random { 0 } else { self.ranks[i.0 as usize] },

@@ -240,6 +240,7 @@ async fn run_attack(
                                 index: TaskIndex(i),
                             },
                             owner,
+                            term: 0,
                             attempt: 1,
                             hops: 0,
                             priority: u64::MAX,

@@ -82,6 +82,14 @@ pub enum Refusal {
     },
     /// The volunteer does not run this submitter's or this module's tasks.
     Trust(TrustRefusal),
+    /// The descriptor comes from an owner the job has moved on from: the peer has seen `owner`
+    /// own the job in the later `term`.
+    Superseded {
+        /// The newest term seen.
+        term: u32,
+        /// Its owner.
+        owner: crate::ids::PeerId,
+    },
 }
 
 impl std::fmt::Display for Refusal {
@@ -92,6 +100,9 @@ impl std::fmt::Display for Refusal {
                 write!(f, "asks for {asked}{unit} but the peer's {} is {cap}{unit}", what.setting())
             }
             Refusal::Trust(t) => t.fmt(f),
+            Refusal::Superseded { term, owner } => {
+                write!(f, "comes from a former owner of its job (peer {owner} owns it now, term {term})")
+            }
         }
     }
 }

@@ -27,6 +27,7 @@
 //! (`handle_view`); when membership says a peer is gone, call `handle_peer_down` on both.
 
 mod caps;
+pub mod deputy;
 mod msg;
 mod owner;
 mod peer;
@@ -40,7 +41,7 @@ mod trust;
 pub use caps::{CapKind, Refusal, TaskCaps};
 pub use msg::{
     DescSigner, DoneReport, FailureKind, InputLoc, InputSource, LoadHint, OutputRef, PeerAddr, SchedMsg,
-    TaskDesc, Transmit, key_signer,
+    TaskDesc, Transmit, cancel_digest, key_signer,
 };
 pub use owner::{
     DagView, Owner, OwnerConfig, OwnerError, OwnerEvent, Progress, Report, TaskState, Trust, TrustBook,

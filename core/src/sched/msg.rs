@@ -9,6 +9,7 @@
 //! different runs of one task (re-issues after faults, or replicas for verification) never mix.
 
 use super::caps::Refusal;
+use super::deputy::{Change, JobRecord, JobReport};
 use super::receipt::Receipt;
 use crate::ids::{BlobHash, JobId, PeerId, TaskId, TaskIndex};
 use crate::job::{Limits, SealProof};
@@ -56,6 +57,10 @@ pub struct TaskDesc {
     pub task: TaskId,
     /// The peer owning the task's job: reports and claims go there.
     pub owner: PeerId,
+    /// The owner's term: 0 for the submitter's own, one more at each takeover by a deputy or
+    /// resumption after a restart ([`crate::sched::deputy`]). A peer refuses a descriptor whose
+    /// `(term, owner)` is below the highest it has seen for the job (a stale owner).
+    pub term: u32,
     /// Which run of the task this is (unique per task, chosen by the owner).
     pub attempt: u32,
     /// How many times this attempt has been stolen (orders claims that race each other).
@@ -120,6 +125,7 @@ impl TaskDesc {
         h.update(&self.task.job.0.to_le_bytes());
         h.update(&self.task.index.0.to_le_bytes());
         h.update(&self.owner.0);
+        h.update(&self.term.to_le_bytes());
         h.update(&self.attempt.to_le_bytes());
         h.update(&self.priority.to_le_bytes());
         h.update(&self.cost.to_le_bytes());
@@ -354,6 +360,79 @@ pub enum SchedMsg {
         /// The receipts, each naming the receiver as executor.
         receipts: Vec<Receipt>,
     },
+    /// Owner → deputy: keep a replica of `job` (see [`crate::sched::deputy`]): the job itself,
+    /// the owner's term, its deputies in takeover order, and every change so far.
+    Deputize {
+        /// The job, as submitted.
+        record: JobRecord,
+        /// The owner's term.
+        term: u32,
+        /// The deputies, in takeover order (the receiver among them).
+        deputies: Vec<PeerId>,
+        /// Every change of the owner's journal so far, in order.
+        changes: Vec<Change>,
+    },
+    /// Owner → deputy: the next changes of `job`'s journal, the first being change number `seq`.
+    Journal {
+        /// The job.
+        job: JobId,
+        /// The owner's term.
+        term: u32,
+        /// The number of the first change (the count of changes before it).
+        seq: u64,
+        /// The changes, in order.
+        changes: Vec<Change>,
+    },
+    /// Deputy → owner: the deputy holds `job` (its modules and literal inputs too) and its
+    /// journal up to `seq` changes. Sent for a `Deputize` once the blobs are stored, and for a
+    /// `Journal` that does not follow on (a gap: the owner sends the journal again from `seq`).
+    Deputized {
+        /// The job.
+        job: JobId,
+        /// The term acknowledged.
+        term: u32,
+        /// Changes held.
+        seq: u64,
+    },
+    /// New owner → the job's deputies (and the owner it replaces): `term` of `job` is owned by
+    /// the sender now; a deputy follows it, an owner with a lower `(term, id)` steps down. An
+    /// owner or deputy also says it to a peer that spoke for a lower term, naming the owner it
+    /// knows (`owner`).
+    NewOwner {
+        /// The job.
+        job: JobId,
+        /// The new term.
+        term: u32,
+        /// The owner of that term.
+        owner: PeerId,
+    },
+    /// Any peer → a job's owner or deputies: how is `job`? Answered with [`SchedMsg::JobStatus`]
+    /// (by owners and deputies; others stay silent).
+    JobQuery {
+        /// The job.
+        job: JobId,
+        /// Ask for the outputs' locations too (for `shoal job wait`).
+        outputs: bool,
+    },
+    /// The answer to a [`SchedMsg::JobQuery`].
+    JobStatus(JobReport),
+    /// Submitter → a job's owner: cancel the job. `sig` is the ed25519 signature of
+    /// [`cancel_digest`] by the job's submitter key (the seal's) or, for an unsigned job, by the
+    /// peer that submitted it.
+    CancelJob {
+        /// The job.
+        job: JobId,
+        /// The signature.
+        sig: Vec<u8>,
+    },
+}
+
+/// The digest a submitter signs to cancel `job`.
+pub fn cancel_digest(job: JobId) -> [u8; 32] {
+    let mut h = blake3::Hasher::new();
+    h.update(b"shoal/cancel-job/1");
+    h.update(&job.0.to_le_bytes());
+    *h.finalize().as_bytes()
 }
 
 impl SchedMsg {
@@ -364,12 +443,33 @@ impl SchedMsg {
                 Some(*job)
             }
             SchedMsg::Done { task, .. } | SchedMsg::Failed { task, .. } => Some(task.job),
+            SchedMsg::Deputized { job, .. } => Some(*job),
+            SchedMsg::Deputize { .. }
+            | SchedMsg::Journal { .. }
+            | SchedMsg::NewOwner { .. }
+            | SchedMsg::JobQuery { .. }
+            | SchedMsg::JobStatus(_)
+            | SchedMsg::CancelJob { .. } => None,
             SchedMsg::Assign { .. }
             | SchedMsg::Steal { .. }
             | SchedMsg::Stolen { .. }
             | SchedMsg::Cancel { .. }
             | SchedMsg::Receipts { .. } => None,
         }
+    }
+
+    /// Whether the driver handles this message itself (job replicas, takeovers, queries and
+    /// cancels: see [`crate::sched::deputy`]), rather than an owner or the peer scheduler.
+    pub fn for_driver(&self) -> bool {
+        matches!(
+            self,
+            SchedMsg::Deputize { .. }
+                | SchedMsg::Journal { .. }
+                | SchedMsg::NewOwner { .. }
+                | SchedMsg::JobQuery { .. }
+                | SchedMsg::JobStatus(_)
+                | SchedMsg::CancelJob { .. }
+        )
     }
 
     /// The rkyv-serialised form (what goes in a frame).

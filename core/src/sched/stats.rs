@@ -36,6 +36,8 @@ pub struct Refusals {
     /// Peer: receipts that name another executor, come from a peer other than the owner they
     /// name, or do not verify.
     pub bad_receipt: u64,
+    /// Peer: descriptors from a former owner of their job (a later term is known).
+    pub superseded: u64,
 }
 
 impl Refusals {
@@ -59,6 +61,7 @@ impl Refusals {
             (&mut self.over_caps, other.over_caps),
             (&mut self.untrusted, other.untrusted),
             (&mut self.bad_receipt, other.bad_receipt),
+            (&mut self.superseded, other.superseded),
         ];
         for (mine, theirs) in pairs {
             *mine = mine.saturating_add(theirs);
@@ -66,7 +69,7 @@ impl Refusals {
     }
 
     /// Every counter with its field's name, in declaration order (for display and JSON).
-    pub fn by_reason(&self) -> [(&'static str, u64); 12] {
+    pub fn by_reason(&self) -> [(&'static str, u64); 13] {
         [
             ("not_holder", self.not_holder),
             ("stale", self.stale),
@@ -80,6 +83,7 @@ impl Refusals {
             ("over_caps", self.over_caps),
             ("untrusted", self.untrusted),
             ("bad_receipt", self.bad_receipt),
+            ("superseded", self.superseded),
         ]
     }
 

@@ -253,6 +253,7 @@ fn desc(i: u32, priority: u64) -> TaskDesc {
     TaskDesc {
         task: TaskId { job: JOB, index: TaskIndex(i) },
         owner: peer(0),
+        term: 0,
         attempt: 1,
         hops: 0,
         priority,
@@ -728,6 +729,7 @@ fn a_consumer_keeps_a_copy_so_its_producer_is_not_remade_when_the_producer_dies(
     assert!(assigned(&drain(&mut o)).iter().all(|x| x.1 != TaskIndex(0)), "a is not re-run");
 }
 
+mod deputy;
 mod hardening;
 mod pause;
 mod trust;

@@ -142,11 +142,18 @@ impl Owner {
                     Standing::Duplicate | Standing::Stale => Refusals::bump(&mut self.refused.stale),
                 }
             }
+            SchedMsg::Deputized { term, seq, .. } => self.on_deputized(from, term, seq),
             SchedMsg::Assign { .. }
             | SchedMsg::Steal { .. }
             | SchedMsg::Stolen { .. }
             | SchedMsg::Cancel { .. }
-            | SchedMsg::Receipts { .. } => {
+            | SchedMsg::Receipts { .. }
+            | SchedMsg::Deputize { .. }
+            | SchedMsg::Journal { .. }
+            | SchedMsg::NewOwner { .. }
+            | SchedMsg::JobQuery { .. }
+            | SchedMsg::JobStatus(_)
+            | SchedMsg::CancelJob { .. } => {
                 return Err(OwnerError::NotForOwner);
             }
         }

@@ -16,6 +16,7 @@
 
 mod auth;
 mod credit;
+mod journal;
 mod lease;
 mod place;
 mod recover;
@@ -190,6 +191,20 @@ pub struct Owner {
     out: VecDeque<Transmit>,
     timers: VecDeque<Timer>,
     events: VecDeque<OwnerEvent>,
+    /// This owner's term (0: the submitter's; see [`crate::sched::deputy`]).
+    term: u32,
+    /// Every change so far (`journal.rs`): what the driver persists and deputies replicate.
+    journal: Vec<crate::sched::deputy::Change>,
+    /// The job as deputies receive it; `None`: no deputies (the simulator's and tests' default).
+    record: Option<Box<crate::sched::deputy::JobRecord>>,
+    /// Deputies wanted.
+    want_deputies: usize,
+    /// Deputies, in takeover order, with the journal length each acknowledged (`None`: not yet).
+    deputies: Vec<(PeerId, Option<u64>)>,
+    /// Journal entries already streamed to the deputies.
+    streamed: u64,
+    /// A newer owner took the job over: `(term, owner)`. Nothing more is placed here.
+    superseded: Option<(u32, PeerId)>,
 }
 
 impl Owner {
@@ -205,6 +220,20 @@ impl Owner {
         signer: Box<dyn DescSigner>,
         now: Time,
     ) -> Self {
+        let mut o = Owner::build(id, me, job, cfg, signer, now);
+        o.set_cap(me, o.cfg.own_slots);
+        o.note_view(view);
+        for i in 0..o.job.len() as u32 {
+            if o.job.parents(TaskIndex(i)).is_empty() {
+                o.issue(TaskIndex(i), None);
+            }
+        }
+        o.flush();
+        o
+    }
+
+    /// An owner with every task waiting and nothing placed.
+    fn build(id: JobId, me: PeerId, job: Job, cfg: OwnerConfig, signer: Box<dyn DescSigner>, now: Time) -> Self {
         let costs = CostModel::default();
         let ranks = if cfg.ranked { upward_ranks(&job, &costs) } else { vec![0; job.len()] };
         let recs = (0..job.len())
@@ -229,7 +258,7 @@ impl Owner {
                 lone: None,
             })
             .collect();
-        let mut o = Owner {
+        Owner {
             id,
             me,
             job,
@@ -275,16 +304,14 @@ impl Owner {
             out: VecDeque::new(),
             timers: VecDeque::new(),
             events: VecDeque::new(),
-        };
-        o.set_cap(me, o.cfg.own_slots);
-        o.note_view(view);
-        for i in 0..o.job.len() as u32 {
-            if o.job.parents(TaskIndex(i)).is_empty() {
-                o.issue(TaskIndex(i), None);
-            }
+            term: 0,
+            journal: Vec::new(),
+            record: None,
+            want_deputies: 0,
+            deputies: Vec::new(),
+            streamed: 0,
+            superseded: None,
         }
-        o.flush();
-        o
     }
 
     /// The job.
@@ -379,6 +406,9 @@ impl Owner {
     /// that still arrive are harmless; the driver may drop the owner once this was drained.
     pub fn handle_cancel(&mut self, now: Time) {
         self.tick(now);
+        if !self.over && self.superseded.is_none() {
+            self.journal.push(crate::sched::deputy::Change::Cancelled);
+        }
         self.over = true;
         let mut holders = BTreeSet::new();
         for k in 0..self.recs.len() {
@@ -509,6 +539,13 @@ impl Owner {
             output.inline = None;
         }
         self.recs[i.0 as usize].done_by = Some(by);
+        self.journal.push(crate::sched::deputy::Change::Done {
+            task: i,
+            output: output.clone(),
+            holders: holders.clone(),
+            fuel,
+            executor: from,
+        });
         self.set(i, TaskState::Done { output, holders });
         self.done += 1;
         self.peers_used.insert(from);
@@ -658,6 +695,7 @@ impl Owner {
         let mut desc = TaskDesc {
             task: TaskId { job: self.id, index: i },
             owner: self.me,
+            term: self.term,
             attempt,
             hops: 0,
             priority: self.priority(i),
@@ -783,6 +821,7 @@ impl Owner {
             self.send_to(i, p, None);
         }
         self.parked.extend(skipped);
+        self.replicate();
         for (to, tasks) in std::mem::take(&mut self.pending) {
             self.out.push_back(Transmit { to, msg: SchedMsg::Assign { tasks, addrs: Vec::new() } });
         }

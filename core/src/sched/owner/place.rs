@@ -79,6 +79,11 @@ impl Owner {
             self.add_load(at, 1);
         }
         let ended = was_placed && !matches!(state, TaskState::Placed { .. } | TaskState::Done { .. });
+        if matches!(self.recs[i.0 as usize].state, TaskState::Done { .. })
+            && !matches!(state, TaskState::Done { .. })
+        {
+            self.journal.push(crate::sched::deputy::Change::Undone { task: i });
+        }
         self.recs[i.0 as usize].state = state;
         if ended {
             for k in 0..self.job.children(i).len() {

@@ -23,6 +23,7 @@ impl Owner {
         }
         self.by_load.remove(&self.load_key(peer));
         self.dead.insert(peer);
+        self.deputy_down(peer);
         self.update_near_rtt();
         for k in 0..self.recs.len() {
             match &mut self.recs[k].state {
@@ -160,6 +161,7 @@ impl Owner {
     }
 
     pub(super) fn fail(&mut self, i: TaskIndex, kind: FailureKind) {
+        self.journal.push(crate::sched::deputy::Change::Failed { task: i, kind: kind.clone() });
         self.set(i, TaskState::Failed(kind.clone()));
         self.failed += 1;
         self.events.push_back(OwnerEvent::TaskFailed(i, kind));

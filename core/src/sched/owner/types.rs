@@ -158,6 +158,16 @@ pub enum OwnerEvent {
     TaskFailed(TaskIndex, FailureKind),
     /// Every task is done.
     JobDone,
+    /// The deputies changed (one chosen, one acknowledged the job, one lost).
+    Deputies,
+    /// A newer owner took the job over (a deputy, after a handover or this owner's silence):
+    /// this owner places nothing more; the driver may drop it.
+    Superseded {
+        /// The new term.
+        term: u32,
+        /// Its owner.
+        owner: PeerId,
+    },
 }
 
 /// Progress counts.

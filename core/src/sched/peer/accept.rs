@@ -18,6 +18,9 @@ use crate::sched::{Refusal, Time};
 
 /// Most receipts held for the driver between two `poll_receipt` drains.
 const RECEIPTS_HELD_MAX: usize = 1 << 16;
+/// Most jobs whose owner's term a peer remembers (beyond it the table starts afresh: a stale
+/// owner of a long-forgotten job is caught by its own deputies instead).
+pub(super) const TERMS_MAX: usize = 1 << 14;
 
 impl PeerSched {
     /// The descriptors of an `Assign` from `from` that `from` owns (the others are refused).
@@ -61,6 +64,13 @@ impl PeerSched {
                 Refusals::bump(&mut self.stats.refused.duplicate);
                 continue;
             }
+            if let Err(r) = self.check_term(&t) {
+                Refusals::bump(&mut self.stats.refused.superseded);
+                let msg =
+                    SchedMsg::Failed { task: t.task, attempt: t.attempt, kind: FailureKind::Refused(r) };
+                self.out.push_back(Transmit { to: t.owner, msg });
+                continue;
+            }
             let trusted = if t.owner == self.me {
                 Ok(())
             } else {
@@ -69,7 +79,7 @@ impl PeerSched {
             if let Err(r) = trusted.and_then(|()| self.cfg.caps.check(&t.limits, t.input_bytes())) {
                 let counter = match r {
                     Refusal::Trust(_) => &mut self.stats.refused.untrusted,
-                    Refusal::OverCap { .. } => &mut self.stats.refused.over_caps,
+                    Refusal::OverCap { .. } | Refusal::Superseded { .. } => &mut self.stats.refused.over_caps,
                 };
                 Refusals::bump(counter);
                 let msg =
@@ -102,6 +112,34 @@ impl PeerSched {
         }
         self.release(&orphans, false);
         self.release(&full, false);
+    }
+
+    /// Refuses a descriptor from an owner below the highest `(term, owner)` seen for its job; a
+    /// higher one becomes the job's known owner, and what an older owner queued here is dropped
+    /// (its reports would go to an owner the job has left).
+    fn check_term(&mut self, t: &TaskDesc) -> Result<(), Refusal> {
+        let job = t.task.job;
+        let key = (t.term, t.owner);
+        match self.terms.get(&job).copied() {
+            Some(known) if key < known => Err(Refusal::Superseded { term: known.0, owner: known.1 }),
+            Some(known) if key == known => Ok(()),
+            known => {
+                if known.is_none() && self.terms.len() >= TERMS_MAX {
+                    self.terms.clear();
+                }
+                self.terms.insert(job, key);
+                if known.is_some() {
+                    let older = |d: &TaskDesc| d.task.job == job && (d.term, d.owner) < key;
+                    self.ready.retain(|d| !older(d));
+                    self.waiting.retain(|_, cs| {
+                        cs.retain(|d| !older(d));
+                        !cs.is_empty()
+                    });
+                    self.leases.retain(|k, h| k.0.job != job || h.owner == t.owner);
+                }
+                Ok(())
+            }
+        }
     }
 
     /// Keeps the receipts `from` signed for runs of this peer's; counts and drops the others.

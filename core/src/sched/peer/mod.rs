@@ -184,6 +184,8 @@ pub struct PeerSched {
     stats: PeerStats,
     /// Seals whose signature verified here.
     seals: SealCache,
+    /// The highest `(term, owner)` seen per job (see `accept.rs`), at most [`TERMS_MAX`] jobs.
+    terms: HashMap<JobId, (u32, PeerId)>,
     /// Verified receipts for runs of this peer's, for the driver to keep ([`PeerSched::poll_receipt`]).
     receipts: VecDeque<Receipt>,
     /// [`PeerSched::handle_leave`] was called.
@@ -233,6 +235,7 @@ impl PeerSched {
             timers: VecDeque::new(),
             stats: PeerStats::default(),
             seals: SealCache::default(),
+            terms: HashMap::new(),
             receipts: VecDeque::new(),
             leaving: false,
             paused: false,
@@ -441,7 +444,15 @@ impl PeerSched {
             | SchedMsg::Done { .. }
             | SchedMsg::Failed { .. }
             | SchedMsg::Release { .. }
-            | SchedMsg::Renew { .. } => {}
+            | SchedMsg::Renew { .. }
+            | SchedMsg::Deputized { .. } => {}
+            // The driver's (job replicas and queries: see `SchedMsg::for_driver`).
+            SchedMsg::Deputize { .. }
+            | SchedMsg::Journal { .. }
+            | SchedMsg::NewOwner { .. }
+            | SchedMsg::JobQuery { .. }
+            | SchedMsg::JobStatus(_)
+            | SchedMsg::CancelJob { .. } => {}
         }
         self.pump(now, rng);
     }
