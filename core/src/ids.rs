@@ -162,6 +162,20 @@ impl fmt::Display for JobId {
     }
 }
 
+impl FromStr for JobId {
+    type Err = ParseIdError;
+
+    /// The 32 hexadecimal digits [`JobId`]'s `Display` prints.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        const EXPECTED: &str = "32 hexadecimal digits";
+        let s = s.trim();
+        if s.len() != 32 {
+            return Err(invalid("job id", EXPECTED, s));
+        }
+        u128::from_str_radix(s, 16).map(JobId).map_err(|_| invalid("job id", EXPECTED, s))
+    }
+}
+
 impl fmt::Debug for JobId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "JobId({:08x})", (self.0 >> 96) as u32)

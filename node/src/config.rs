@@ -45,6 +45,15 @@ pub struct Config {
     /// Percent of the wall-clock time each task thread may compute (1..=100; 100: no throttle).
     /// Enforced by duty-cycling in the sandbox ([`shoal_sandbox::Governor`]).
     pub max_cpu_percent: u32,
+    /// Deputies each job owned here keeps: peers holding a replica of the job, one of which
+    /// takes it over if this peer goes (0: none; docs/owners.md).
+    pub deputies: usize,
+    /// Journal the jobs owned and deputized here to `<data_dir>/jobs/`, so a restarted peer
+    /// resumes them.
+    pub persist_jobs: bool,
+    /// How long the outputs of a job that ended here stay fetchable (`shoal job wait`), unless
+    /// the job says otherwise.
+    pub retention: Duration,
 }
 
 impl Config {
@@ -64,6 +73,9 @@ impl Config {
             max_cpu_percent: 100,
             verify: None,
             corrupt_outputs: false,
+            deputies: 2,
+            persist_jobs: true,
+            retention: Duration::from_secs(24 * 3600),
         }
     }
 

@@ -39,6 +39,13 @@ pub struct JobProgress {
     pub verify_fuel: u64,
     /// Tasks whose runs disagreed (some peer returned a wrong result; it lost its trust).
     pub disagreements: u64,
+    /// Deputies holding the job (a replica each, ready to take it over).
+    pub deputies: u32,
+    /// As many deputies as wanted hold the job (or every other peer known, if fewer): it
+    /// survives this peer (see [`JobHandle::detach`]).
+    pub deputies_ready: bool,
+    /// The owner's term (0 until a deputy takes the job over).
+    pub term: u32,
 }
 
 impl From<Progress> for JobProgress {
@@ -54,6 +61,9 @@ impl From<Progress> for JobProgress {
             verify_runs: p.verify_runs,
             verify_fuel: p.verify_fuel,
             disagreements: p.disagreements,
+            deputies: 0,
+            deputies_ready: false,
+            term: 0,
         }
     }
 }
@@ -96,6 +106,15 @@ pub enum JobError {
     /// The peer owning the job stopped before the job finished.
     #[error("the peer owning the job stopped before it finished")]
     PeerStopped,
+    /// The job moved to another owner (a deputy took it over after this peer handed it over
+    /// or was thought gone): follow it with `shoal job wait`.
+    #[error("the job moved to peer {owner} (term {term}); follow it with `shoal job wait`")]
+    Moved {
+        /// The new owner.
+        owner: shoal_core::ids::PeerId,
+        /// Its term.
+        term: u32,
+    },
     /// A job with the same id (the same signed job) is already running on this peer.
     #[error("job {0} is already running here (a signed job is submitted once; sign it again to rerun it)")]
     AlreadyRunning(JobId),
@@ -174,11 +193,42 @@ impl JobHandle {
         let _ = self.cmd.send(Cmd::Cancel(self.id)).await;
     }
 
+    /// Detaches the submitter from the job: waits (up to `patience`) until its deputies hold
+    /// it, then hands it to the first of them, which owns it from then on; the job runs on
+    /// without this peer. Returns the new owner. Fails with [`DetachError`] if no deputy holds
+    /// the job in time (the job stays owned here) or the job ended first.
+    pub async fn detach(self, patience: Duration) -> Result<shoal_core::ids::PeerId, DetachError> {
+        let mut progress = self.progress.clone();
+        let ready = tokio::time::timeout(patience, progress.wait_for(|p| p.deputies_ready)).await;
+        match ready {
+            Err(_) => return Err(DetachError::NoDeputies(self.progress())),
+            Ok(Err(_)) => return Err(DetachError::Ended),
+            Ok(Ok(_)) => {}
+        }
+        let (tx, rx) = oneshot::channel();
+        self.cmd.send(Cmd::Detach(self.id, tx)).await.map_err(|_| DetachError::Ended)?;
+        rx.await.ok().flatten().ok_or(DetachError::Ended)
+    }
+
     /// A handle that cancels this job from elsewhere (another task or thread) while the job
     /// handle itself waits in [`JobHandle::wait`].
     pub fn canceller(&self) -> JobCanceller {
         JobCanceller { id: self.id, cmd: self.cmd.clone() }
     }
+}
+
+/// Why [`JobHandle::detach`] failed.
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
+pub enum DetachError {
+    /// No deputy acknowledged the job in time (too few peers, or they refuse its submitter).
+    #[error(
+        "no deputy took the job in time ({} of the wanted deputies hold it): the swarm needs at least one other peer that accepts this job",
+        .0.deputies
+    )]
+    NoDeputies(JobProgress),
+    /// The job ended (or the peer stopped) first.
+    #[error("the job ended before it could be handed over")]
+    Ended,
 }
 
 /// Cancels one job (see [`JobHandle::canceller`]); cheap to clone.

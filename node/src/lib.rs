@@ -43,12 +43,13 @@ mod config;
 pub mod credit;
 mod exec;
 mod job;
+pub mod journal;
 mod peer;
 
 pub use config::Config;
 pub use exec::TaskPriority;
-pub use job::{JobCanceller, JobError, JobHandle, JobOutputs, JobProgress, SubmitError};
+pub use job::{DetachError, JobCanceller, JobError, JobHandle, JobOutputs, JobProgress, SubmitError};
 pub use peer::{
     Activity, JobTask, JobView, Monitor, PauseReason, Peer, PeerStatus, RECENT_JOBS, RECENT_RUNS, RunEnd,
-    StartError, TRUST_BOOK, TaskPhase, TaskRun, TaskTimes, read_trust_book,
+    StartError, TRUST_BOOK, TaskPhase, TaskRun, TaskTimes, best_report, read_trust_book,
 };

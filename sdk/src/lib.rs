@@ -71,6 +71,7 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
+pub mod attach;
 mod builder;
 mod file;
 pub mod local;
@@ -79,9 +80,10 @@ mod template;
 
 mod sign;
 
+pub use attach::{AttachError, Attached, JobPhase, JobReport};
 pub use builder::{BuildError, CompiledJob, Job, Module, TaskBuilder, TaskHandle};
 pub use file::{JobFile, JobFileError, JobFileErrorKind, load_job_file, parse_duration, parse_size};
 pub use shoal_core::sched::TrustPolicy;
-pub use shoal_node::{JobCanceller, JobError, JobOutputs, JobProgress, Peer, SubmitError};
+pub use shoal_node::{DetachError, JobCanceller, JobError, JobOutputs, JobProgress, Peer, SubmitError};
 pub use sign::{DEFAULT_VALIDITY, KeyError, SigningKey, SubmitterKey};
 pub use swarm::{ProgressStream, Submission, Swarm, SwarmConfig, SwarmError};

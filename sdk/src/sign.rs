@@ -49,6 +49,12 @@ pub enum KeyError {
 }
 
 impl SigningKey {
+    /// The ed25519 signature of `digest` with this key (a cancel of one of its jobs).
+    pub fn sign_digest(&self, digest: &[u8; 32]) -> Vec<u8> {
+        use ed25519_dalek::Signer as _;
+        self.0.sign(digest).to_bytes().to_vec()
+    }
+
     /// A new random key.
     pub fn generate() -> SigningKey {
         SigningKey(ed25519_dalek::SigningKey::from_bytes(&rand::random::<[u8; 32]>()))

@@ -287,6 +287,18 @@ impl Swarm {
         Ok(Submission { handle, tasks })
     }
 
+    /// Follows job `id` (submitted from anywhere, maybe detached): its status, its outputs once
+    /// it ends, or a signed cancel. See [`crate::attach`].
+    pub fn attach(&self, id: JobId) -> crate::Attached<'_> {
+        crate::Attached::new(self.peer(), id)
+    }
+
+    /// Every job the peers in view own, deputize for or finished recently (the freshest
+    /// report of each).
+    pub async fn jobs(&self) -> Vec<crate::JobReport> {
+        crate::attach::list(self.peer()).await
+    }
+
     /// Leaves the swarm gracefully (each peer hands its queued tasks back, see
     /// [`Peer::shutdown`]); jobs still running end with [`JobError::PeerStopped`]. Removes the
     /// data directories this `Swarm` created.
@@ -309,6 +321,16 @@ impl Submission {
     /// The job's id.
     pub fn id(&self) -> JobId {
         self.handle.id()
+    }
+
+    /// Detaches from the job: waits (up to `patience`) until its deputies hold it, then hands it
+    /// to one of them, which owns it from then on. The submitter may then shut its `Swarm` down;
+    /// anyone can follow the job with [`Swarm::attach`]. Returns the new owner.
+    pub async fn detach(
+        self,
+        patience: Duration,
+    ) -> Result<shoal_core::ids::PeerId, shoal_node::DetachError> {
+        self.handle.detach(patience).await
     }
 
     /// Tasks in the job.

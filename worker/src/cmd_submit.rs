@@ -66,6 +66,11 @@ pub(crate) struct SubmitArgs {
     /// its address for the job is printed on stderr. Put the job file before a bare `--http`.
     #[arg(long, value_name = "ADDR", num_args = 0..=1, default_missing_value = crate::settings::DEFAULT_HTTP)]
     http: Option<SocketAddr>,
+    /// Submit, wait until the job's deputies hold it, hand it to one of them and exit: the job
+    /// runs on without this process. The job id is printed alone on the last line of stdout
+    /// (`job_id` with --json); follow it with `shoal job wait ID`.
+    #[arg(long, conflicts_with_all = ["out", "http"])]
+    detach: bool,
 }
 
 /// The `--json` summary.
@@ -105,7 +110,12 @@ pub(crate) fn run(args: SubmitArgs) -> anyhow::Result<u8> {
         let key = shoal_sdk::SigningKey::read(path)?;
         compiled = compiled.sign(&key);
     }
-    if args.out.is_none() && compiled.outputs.len() > 1 {
+    if args.detach {
+        anyhow::ensure!(
+            !args.bootstrap.is_empty(),
+            "--detach hands the job to other peers: give --bootstrap ADDR of a swarm to run it"
+        );
+    } else if args.out.is_none() && compiled.outputs.len() > 1 {
         anyhow::bail!("the job has {} outputs: give --out DIR to write them", compiled.outputs.len());
     }
     let kept = args.data_dir.is_some();
@@ -125,6 +135,26 @@ pub(crate) fn run(args: SubmitArgs) -> anyhow::Result<u8> {
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
+    if args.detach {
+        let result = runtime.block_on(submit_detached(&args, &dir, compiled));
+        if !kept {
+            let _ = std::fs::remove_dir_all(&dir);
+        }
+        let (id, owner) = result?;
+        if args.json {
+            println!(
+                "{}",
+                serde_json::json!({"status": "detached", "job_id": id.to_string(), "owner": owner.to_string()})
+            );
+        } else {
+            eprintln!(
+                "job handed to peer {}; follow it with: shoal job wait {id} --bootstrap ADDR",
+                owner.short()
+            );
+            println!("{id}");
+        }
+        return Ok(0);
+    }
     let result = runtime.block_on(submit(&args, &dir, compiled));
     if !kept {
         let _ = std::fs::remove_dir_all(&dir);
@@ -152,6 +182,35 @@ async fn submit(
         swarm_secret: args.swarm_secret.as_deref().map(read_swarm_secret).transpose()?,
     };
     submit_compiled(&how, dir, compiled).await
+}
+
+/// How long `--detach` waits for the job's deputies to hold it.
+const DETACH_PATIENCE: Duration = Duration::from_secs(60);
+
+/// Submits the job, waits for its deputies, hands it over and leaves; returns the job's id and
+/// its new owner.
+async fn submit_detached(
+    args: &SubmitArgs,
+    dir: &Path,
+    compiled: shoal_sdk::CompiledJob,
+) -> anyhow::Result<(shoal_core::ids::JobId, shoal_core::ids::PeerId)> {
+    let mut cfg = SwarmConfig { data_dir: Some(dir.to_path_buf()), ..SwarmConfig::default() };
+    cfg.cores = args.cores;
+    cfg.bootstrap.clone_from(&args.bootstrap);
+    cfg.join_timeout = args.join_timeout;
+    cfg.swarm_secret = args.swarm_secret.as_deref().map(read_swarm_secret).transpose()?;
+    let swarm = Swarm::join(cfg).await?;
+    let submission = match swarm.submit(compiled).await {
+        Ok(s) => s,
+        Err(e) => {
+            swarm.shutdown().await;
+            return Err(e.into());
+        }
+    };
+    let id = submission.id();
+    let owner = submission.detach(DETACH_PATIENCE).await;
+    swarm.shutdown().await;
+    Ok((id, owner.context("cannot detach from the job; it was cancelled")?))
 }
 
 /// How [`submit_compiled`] joins the swarm.
@@ -205,6 +264,9 @@ pub(crate) async fn submit_compiled(
             return Err(e.into());
         }
     };
+    // Its id, before anything else can happen to this process: the job outlives it
+    // (`shoal job wait ID` from anywhere).
+    eprintln!("job {} submitted", submission.id());
     if let Some(page) = &page {
         eprintln!("status page: {}#job={}", page.url(), submission.id());
     }

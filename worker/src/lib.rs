@@ -7,6 +7,7 @@
 mod cgroup;
 mod cmd_credit;
 mod cmd_demo;
+mod cmd_job;
 mod cmd_key;
 mod cmd_new;
 mod cmd_run;
@@ -47,8 +48,10 @@ enum Command {
     Status(cmd_status::StatusArgs),
     /// List the peers the worker running in a data directory knows.
     Peers(cmd_status::StatusArgs),
-    /// Submit a job file to the swarm, wait for it and write its outputs.
+    /// Submit a job file to the swarm, wait for it and write its outputs (or detach).
     Submit(cmd_submit::SubmitArgs),
+    /// Follow jobs from anywhere: status, wait for outputs, cancel, list.
+    Job(cmd_job::JobArgs),
     /// Start a swarm of worker processes on this machine and compute a Mandelbrot PNG with it (or
     /// run any job file on it with --job).
     Demo(cmd_demo::DemoArgs),
@@ -73,6 +76,7 @@ pub fn main() -> ExitCode {
         Command::Status(args) => cmd_status::status(args),
         Command::Peers(args) => cmd_status::peers(args),
         Command::Submit(args) => cmd_submit::run(args),
+        Command::Job(args) => cmd_job::run(args),
         Command::Demo(args) => cmd_demo::run(args),
         Command::Sim(args) => cmd_sim::run(args),
         Command::New(args) => cmd_new::run(args),

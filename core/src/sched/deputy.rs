@@ -422,7 +422,13 @@ impl Deputy {
     }
 
     /// A journal batch from `from`.
-    pub fn handle_journal(&mut self, from: PeerId, term: u32, seq: u64, changes: Vec<Change>) -> JournalOutcome {
+    pub fn handle_journal(
+        &mut self,
+        from: PeerId,
+        term: u32,
+        seq: u64,
+        changes: Vec<Change>,
+    ) -> JournalOutcome {
         if from != self.owner || term != self.term {
             return JournalOutcome::Ignored;
         }
@@ -460,10 +466,41 @@ impl Deputy {
         self.deputies.iter().take_while(|&&d| d != me).all(is_down)
     }
 
-    /// How the job stands, as this replica knows it.
-    pub fn report(&self, me: PeerId) -> JobReport {
+    /// How the job stands, as this replica knows it; with `outputs`, where each wanted output
+    /// that is done lives.
+    pub fn report(&self, me: PeerId, outputs: bool) -> JobReport {
         let r = Replayed::of(self.job.len(), &self.changes);
-        report_of(&self.record, &self.job, &r, self.term, self.owner, me == self.owner, &self.deputies, 0)
+        let mut report = report_of(
+            &self.record,
+            &self.job,
+            &r,
+            self.term,
+            self.owner,
+            me == self.owner,
+            &self.deputies,
+            0,
+        );
+        if outputs {
+            for &i in &self.record.wanted {
+                if let Some(Some((output, holders, _, _))) = r.done.get(i.0 as usize) {
+                    report.outputs.push(WantedOutput {
+                        task: i,
+                        name: self.job.task(i).name.clone(),
+                        output: output.clone(),
+                        holders: holders.clone(),
+                    });
+                }
+            }
+        }
+        report
+    }
+
+    /// Follows `owner` in `term` (learnt from that owner's own report), keeping the journal.
+    pub fn follow(&mut self, term: u32, owner: PeerId) {
+        if (term, owner) > (self.term, self.owner) {
+            self.term = term;
+            self.owner = owner;
+        }
     }
 
     /// The term a takeover starts: one above the one followed.

@@ -407,10 +407,11 @@ pub enum SchedMsg {
         owner: PeerId,
     },
     /// Any peer → a job's owner or deputies: how is `job`? Answered with [`SchedMsg::JobStatus`]
-    /// (by owners and deputies; others stay silent).
+    /// (by owners and deputies; others stay silent). `job: None` asks for every job the
+    /// receiver owns, deputizes for or finished (one answer each).
     JobQuery {
-        /// The job.
-        job: JobId,
+        /// The job (`None`: all).
+        job: Option<JobId>,
         /// Ask for the outputs' locations too (for `shoal job wait`).
         outputs: bool,
     },

@@ -114,6 +114,27 @@ impl SealCache {
 }
 
 impl TrustPolicy {
+    /// Whether this peer would hold (and may come to own) a whole job: sealed by `seal`
+    /// (already checked against the job) and running `modules`. The same rules as for one
+    /// task, but for every module at once; expiry is checked task by task when they run.
+    pub fn admits_job(
+        &self,
+        seal: Option<&crate::job::JobSeal>,
+        modules: &[BlobHash],
+    ) -> Result<(), TrustRefusal> {
+        if let Some(allowed) = &self.allowed_modules
+            && let Some(m) = modules.iter().find(|m| !allowed.contains(m))
+        {
+            return Err(TrustRefusal::Module(*m));
+        }
+        match seal.map(|s| s.submitter) {
+            Some(key) if self.trusted_submitters.contains(&key) => Ok(()),
+            _ if self.accept_unsigned => Ok(()),
+            Some(key) => Err(TrustRefusal::Untrusted(key)),
+            None => Err(TrustRefusal::Unsigned),
+        }
+    }
+
     /// Whether this peer takes `desc` at time `now`.
     pub fn check(&self, desc: &TaskDesc, now: Time, seals: &mut SealCache) -> Result<(), TrustRefusal> {
         let signer = match &desc.seal {

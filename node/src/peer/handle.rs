@@ -161,6 +161,7 @@ impl Peer {
         let (cmd_tx, cmd_rx) = mpsc::channel(64);
         let (done_tx, done_rx) = mpsc::unbounded_channel();
         let (fetch_tx, fetch_rx) = mpsc::unbounded_channel();
+        let (replica_tx, replica_rx) = mpsc::unbounded_channel();
         let cancel = CancellationToken::new();
         let (status_tx, status_rx) = watch::channel(PeerStatus::default());
         let epoch = Instant::now();
@@ -170,7 +171,17 @@ impl Peer {
             me,
             PeerConfig { slots: cfg.cores, caps: cfg.task_caps(), trust, ..cfg.sched.clone() },
         );
-        let actor = Actor {
+        let mut actor = Actor {
+            replicas: HashMap::new(),
+            ended: HashMap::new(),
+            queries: Vec::new(),
+            replica_tx,
+            gone: std::collections::HashSet::new(),
+            data_dir: cfg.net.data_dir.clone(),
+            persist: cfg.persist_jobs,
+            deputies_wanted: cfg.deputies,
+            retention: cfg.retention,
+            trust: cfg.sched.trust.clone(),
             me,
             node: node.clone(),
             epoch,
@@ -209,7 +220,15 @@ impl Peer {
         };
         let span = info_span!("peer", me = %me.short());
         info!(parent: &span, addr = %node.local_addr(), cores = cfg.cores, ?priority, "peer started");
-        let io = Io { inbox, events: node.subscribe(), cmd: cmd_rx, done: done_rx, fetched: fetch_rx };
+        span.in_scope(|| actor.load_journals());
+        let io = Io {
+            inbox,
+            events: node.subscribe(),
+            cmd: cmd_rx,
+            done: done_rx,
+            fetched: fetch_rx,
+            replicated: replica_rx,
+        };
         let handle = tokio::spawn(actor.run(io, cancel.clone(), cfg.view_refresh).instrument(span));
         Ok(Peer {
             node,
@@ -376,11 +395,90 @@ impl Peer {
         let _ = self.cmd.send(Cmd::Pause(reason)).await;
     }
 
+    /// Asks every peer in view (and this one) about job `job` (`None`: every job they own,
+    /// deputize for or finished), waiting `patience` for answers; with `outputs`, the answers
+    /// say where each wanted output lives. Returns every answer with the peer that gave it.
+    pub async fn query_jobs(
+        &self,
+        job: Option<JobId>,
+        outputs: bool,
+        patience: Duration,
+    ) -> Vec<(PeerId, shoal_core::sched::deputy::JobReport)> {
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        if self.cmd.send(Cmd::Query { job, outputs, tx }).await.is_err() {
+            return Vec::new();
+        }
+        let mut answers = Vec::new();
+        let deadline = tokio::time::Instant::now() + patience;
+        while let Ok(Some(a)) = tokio::time::timeout_at(deadline, rx.recv()).await {
+            answers.push(a);
+        }
+        answers
+    }
+
+    /// The freshest word on job `id`: the answer of the owner of the highest term any peer
+    /// knows (a deputy's, if that owner did not answer). `None` if nobody knows the job.
+    pub async fn job_report(
+        &self,
+        id: JobId,
+        outputs: bool,
+        patience: Duration,
+    ) -> Option<shoal_core::sched::deputy::JobReport> {
+        let answers = self.query_jobs(Some(id), outputs, patience).await;
+        best_report(answers.into_iter().map(|a| a.1))
+    }
+
+    /// Sends job `id`'s owner `to` a cancel signed by the job's submitter (`sig`: the ed25519
+    /// signature of [`shoal_core::sched::cancel_digest`]).
+    pub async fn cancel_remote(&self, id: JobId, to: PeerId, sig: Vec<u8>) {
+        let _ = self.cmd.send(Cmd::CancelRemote { job: id, to, sig }).await;
+    }
+
+    /// This peer's signature of `digest` with its own key (a cancel of an unsigned job it
+    /// submitted).
+    pub fn sign_digest(&self, digest: &[u8; 32]) -> Vec<u8> {
+        self.node.desc_signer().sign(digest).to_vec()
+    }
+
+    /// Fetches the outputs a report lists (inline ones are in it), by task name.
+    pub async fn fetch_outputs(
+        &self,
+        report: &shoal_core::sched::deputy::JobReport,
+    ) -> Result<std::collections::BTreeMap<String, Vec<u8>>, String> {
+        let mut out = std::collections::BTreeMap::new();
+        for o in &report.outputs {
+            let bytes = match &o.output.inline {
+                Some(b) => b.clone(),
+                None => {
+                    self.node
+                        .fetch_blob(o.output.hash, &o.holders)
+                        .await
+                        .map_err(|e| format!("output of task {:?} unavailable: {e}", o.name))?;
+                    self.node
+                        .blobs()
+                        .get(&o.output.hash)
+                        .map_err(|e| e.to_string())?
+                        .ok_or_else(|| format!("output of task {:?} was evicted", o.name))?
+                }
+            };
+            out.insert(o.name.clone(), bytes);
+        }
+        Ok(out)
+    }
+
     /// Stops at once without saying goodbye, as a crash would (for fault tests).
     pub async fn kill(&self) {
         self.stop_actor().await;
         self.node.shutdown().await;
     }
+}
+
+/// The answer of the owner of the highest `(term, owner)` among `reports` (a deputy's if that
+/// owner did not answer).
+pub fn best_report(
+    reports: impl IntoIterator<Item = shoal_core::sched::deputy::JobReport>,
+) -> Option<shoal_core::sched::deputy::JobReport> {
+    reports.into_iter().max_by_key(|r| (r.term, r.owner, r.by_owner, r.done))
 }
 
 /// Milliseconds since the Unix epoch by the system clock (0 if the clock is before it).

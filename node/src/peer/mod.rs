@@ -33,6 +33,7 @@
 //! - [`monitor`]: runs and jobs recorded for displays ([`Monitor`]).
 
 mod addrs;
+mod deputies;
 mod fetch;
 mod handle;
 mod leave;
@@ -64,7 +65,7 @@ use crate::exec::Executor;
 use crate::job::{JobError, Tracker};
 
 use fetch::Fetched;
-pub use handle::{PauseReason, Peer, PeerStatus, StartError};
+pub use handle::{PauseReason, Peer, PeerStatus, StartError, best_report};
 pub use monitor::{
     Activity, JobTask, JobView, Monitor, RECENT_JOBS, RECENT_RUNS, RunEnd, TaskPhase, TaskRun,
 };
@@ -87,6 +88,21 @@ pub(crate) enum Cmd {
     Pause(Option<handle::PauseReason>),
     /// Send what the peer is doing ([`Monitor::activity`]).
     Activity(tokio::sync::oneshot::Sender<Activity>),
+    /// Hand job `id` over to a deputy and stop owning it; answers the new owner (`None`: no
+    /// deputy holds the job yet).
+    Detach(JobId, tokio::sync::oneshot::Sender<Option<PeerId>>),
+    /// Ask every peer in view (and this one) about a job (`None`: every job); answers stream in.
+    Query {
+        job: Option<JobId>,
+        outputs: bool,
+        tx: mpsc::UnboundedSender<(PeerId, shoal_core::sched::deputy::JobReport)>,
+    },
+    /// Send a signed cancel of `job` to its owner `to`.
+    CancelRemote {
+        job: JobId,
+        to: PeerId,
+        sig: Vec<u8>,
+    },
 }
 
 /// What the actor waits on.
@@ -97,6 +113,7 @@ struct Io {
     cmd: mpsc::Receiver<Cmd>,
     done: mpsc::UnboundedReceiver<Finished>,
     fetched: mpsc::UnboundedReceiver<Fetched>,
+    replicated: mpsc::UnboundedReceiver<deputies::BlobsFetched>,
 }
 
 /// A run that ended.
@@ -113,6 +130,8 @@ struct Finished {
 struct JobEntry {
     owner: Owner,
     tracker: Tracker,
+    /// Its journal on disk (`deputies.rs`).
+    journal: deputies::OwnedJournal,
 }
 
 #[derive(Debug)]
@@ -159,6 +178,24 @@ struct Actor {
     finished_owners_refused: Refusals,
     /// Runs under way and recent, jobs finished (for [`Monitor::activity`]).
     record: monitor::Record,
+    /// Replicas of other owners' jobs this peer is a deputy for (`deputies.rs`).
+    replicas: HashMap<JobId, deputies::Replica>,
+    /// Jobs that ended here, kept for queries during their retention time.
+    ended: HashMap<JobId, deputies::Ended>,
+    /// Queries waiting for answers: the job asked about (`None`: all) and where answers go.
+    queries: Vec<(Option<JobId>, mpsc::UnboundedSender<(PeerId, shoal_core::sched::deputy::JobReport)>)>,
+    replica_tx: mpsc::UnboundedSender<deputies::BlobsFetched>,
+    /// Peers membership reported gone (until it shows them again), at most a view's worth.
+    gone: std::collections::HashSet<PeerId>,
+    data_dir: std::path::PathBuf,
+    /// Jobs are journalled to disk.
+    persist: bool,
+    /// Deputies each job owned here keeps.
+    deputies_wanted: usize,
+    /// How long outputs of ended jobs stay fetchable here.
+    retention: Duration,
+    /// The volunteer's trust policy (also checked for jobs it deputizes for).
+    trust: shoal_core::sched::TrustPolicy,
 }
 
 impl Actor {
@@ -220,6 +257,7 @@ impl Actor {
                 },
                 Some(cmd) = io.cmd.recv() => self.on_cmd(cmd),
                 Some(f) = io.fetched.recv() => self.on_fetched(f),
+                Some(f) = io.replicated.recv() => self.on_blobs_fetched(f),
                 () = sleep, if next.is_some() => self.fire_timers(),
                 _ = tick.tick() => self.refresh_view().await,
             }
@@ -273,7 +311,9 @@ impl Actor {
                 let cfg = self.owner_cfg_for(&job);
                 let mut owner = Owner::new(id, self.me, *job, cfg, &view, signer, self.now());
                 self.lend_trust(&mut owner);
-                self.jobs.insert(id, JobEntry { owner, tracker });
+                let mut entry = JobEntry { owner, tracker, journal: deputies::OwnedJournal::default() };
+                self.start_journal(id, &mut entry);
+                self.jobs.insert(id, entry);
                 self.drain();
             }
             Cmd::Cancel(id) => {
@@ -286,6 +326,20 @@ impl Actor {
             Cmd::Pause(reason) => self.set_paused(reason),
             Cmd::Activity(tx) => {
                 let _ = tx.send(self.activity());
+            }
+            Cmd::Detach(id, tx) => {
+                let now = self.now();
+                let new = self.jobs.get_mut(&id).and_then(|e| e.owner.handover(now));
+                let _ = tx.send(new);
+                self.drain();
+            }
+            Cmd::Query { job, outputs, tx } => {
+                self.start_query(job, outputs, tx);
+                self.drain();
+            }
+            Cmd::CancelRemote { job, to, sig } => {
+                self.transmit(shoal_core::sched::Transmit { to, msg: SchedMsg::CancelJob { job, sig } });
+                self.drain();
             }
         }
     }
@@ -307,6 +361,8 @@ impl Actor {
             }
             let mut events = Vec::new();
             let mut transmits = Vec::new();
+            // What the owners journalled is on disk before their messages leave.
+            self.persist_owned();
             for (&id, entry) in &mut self.jobs {
                 transmits.extend(std::iter::from_fn(|| entry.owner.poll_transmit()));
                 while let Some(t) = entry.owner.poll_timer() {

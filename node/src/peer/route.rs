@@ -32,6 +32,10 @@ impl Actor {
 
     /// Routes one scheduling message to the owner of its job or to the peer scheduler.
     pub(super) fn dispatch(&mut self, from: PeerId, msg: SchedMsg) {
+        if msg.for_driver() {
+            self.on_job_msg(from, msg);
+            return;
+        }
         let now = self.now();
         match msg.owner_job() {
             Some(job) => match self.jobs.get_mut(&job) {

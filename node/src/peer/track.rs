@@ -10,10 +10,13 @@ use shoal_core::sched::{FailureKind, OwnerEvent, Transmit};
 use tracing::{info, info_span, warn};
 
 use super::Actor;
-use crate::job::{JobError, JobOutputs, JobProgress};
+use crate::job::{JobError, JobOutputs};
 
 impl Actor {
     pub(super) fn on_event(&mut self, job: JobId, event: OwnerEvent) {
+        if self.on_owner_change(job, &event) {
+            return;
+        }
         let Some(entry) = self.jobs.get_mut(&job) else { return };
         let span = info_span!("job", %job);
         let _enter = span.enter();
@@ -41,6 +44,7 @@ impl Actor {
                 entry.owner.handle_cancel(self.epoch.elapsed());
             }
             OwnerEvent::JobDone => entry.tracker.all_done = true,
+            OwnerEvent::Deputies | OwnerEvent::Superseded { .. } => {}
         }
         drop(_enter);
         self.settle(job);
@@ -49,7 +53,7 @@ impl Actor {
     /// Updates the job's progress; sends its result and forgets it once it is over.
     pub(super) fn settle(&mut self, job: JobId) {
         let Some(entry) = self.jobs.get_mut(&job) else { return };
-        let progress = JobProgress::from(entry.owner.progress());
+        let progress = super::deputies::progress_of(entry);
         entry.tracker.progress.send_if_modified(|old| std::mem::replace(old, progress) != progress);
         let t = &mut entry.tracker;
         if !t.finished() && t.all_done && t.fetching == 0 {
@@ -69,6 +73,7 @@ impl Actor {
             if let Some(mut entry) = self.jobs.remove(&job) {
                 self.take_trust(&mut entry.owner);
                 self.note_job_end(job, &entry.owner, &entry.tracker);
+                self.note_ended(job, &mut entry);
             }
             for t in last {
                 self.transmit(t);
@@ -88,6 +93,7 @@ impl Actor {
             self.take_trust(&mut entry.owner);
             self.finished_owners_refused.add(&entry.owner.refusals());
             self.note_job_end(id, &entry.owner, &entry.tracker);
+            self.note_ended(id, &mut entry);
         }
     }
 }

@@ -12,7 +12,6 @@ use shoal_core::sched::PeerHint;
 use tracing::info;
 
 use super::Actor;
-use crate::job::JobProgress;
 
 impl Actor {
     /// The membership view as scheduler hints. Membership gossips free slots and ready tasks;
@@ -37,12 +36,18 @@ impl Actor {
         let now = self.now();
         for entry in self.jobs.values_mut() {
             entry.owner.handle_view(now, &view);
-            let p = JobProgress::from(entry.owner.progress());
+            let p = super::deputies::progress_of(entry);
             entry.tracker.progress.send_if_modified(|old| std::mem::replace(old, p) != p);
         }
         self.drain();
         self.sched.handle_view(now, view, &mut self.rng);
         self.drain();
+        if !self.gone.is_empty() {
+            let in_view: std::collections::HashSet<PeerId> = self.node.view().iter().map(|e| e.id).collect();
+            self.gone.retain(|p| !in_view.contains(p));
+        }
+        self.check_takeovers();
+        self.prune_ended();
         let hints = self.sched.load();
         if self.hints != Some(hints) {
             self.hints = Some(hints);
@@ -62,5 +67,9 @@ impl Actor {
             }
             self.drain();
         }
+        if self.gone.len() < 1 << 16 {
+            self.gone.insert(peer);
+        }
+        self.check_takeovers();
     }
 }

@@ -99,7 +99,9 @@ impl Owner {
     /// other live peer the owner knows, if fewer) hold it, and at least one does.
     pub fn deputies_ready(&self) -> bool {
         let acked = self.deputies.iter().filter(|d| d.1.is_some()).count();
-        acked > 0 && acked == self.deputies.len() && (acked >= self.want_deputies || self.candidates().is_empty())
+        acked > 0
+            && acked == self.deputies.len()
+            && (acked >= self.want_deputies || self.candidates().is_empty())
     }
 
     /// This owner's term.
@@ -142,7 +144,9 @@ impl Owner {
         }
         if outputs {
             for &i in &record.wanted {
-                if let Some(TaskState::Done { output, holders }) = self.recs.get(i.0 as usize).map(|r| &r.state) {
+                if let Some(TaskState::Done { output, holders }) =
+                    self.recs.get(i.0 as usize).map(|r| &r.state)
+                {
                     report.outputs.push(WantedOutput {
                         task: i,
                         name: self.job.task(i).name.clone(),
@@ -234,6 +238,7 @@ impl Owner {
             .iter()
             .filter(|(p, _)| {
                 **p != self.me
+                    && self.in_view.contains(p)
                     && !self.dead.contains(p)
                     && !self.leaving.contains(p)
                     && !self.deputies.iter().any(|d| d.0 == **p)
@@ -266,8 +271,12 @@ impl Owner {
             let from = usize::try_from(self.streamed).unwrap_or(usize::MAX);
             let changes = self.journal.get(from..).map(<[Change]>::to_vec).unwrap_or_default();
             for k in 0..self.deputies.len() {
-                let msg =
-                    SchedMsg::Journal { job: self.id, term: self.term, seq: self.streamed, changes: changes.clone() };
+                let msg = SchedMsg::Journal {
+                    job: self.id,
+                    term: self.term,
+                    seq: self.streamed,
+                    changes: changes.clone(),
+                };
                 self.out.push_back(Transmit { to: self.deputies[k].0, msg });
             }
             self.streamed = len;

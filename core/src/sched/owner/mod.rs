@@ -205,6 +205,8 @@ pub struct Owner {
     streamed: u64,
     /// A newer owner took the job over: `(term, owner)`. Nothing more is placed here.
     superseded: Option<(u32, PeerId)>,
+    /// The peers of the latest membership view (deputies are chosen among them).
+    in_view: BTreeSet<PeerId>,
 }
 
 impl Owner {
@@ -233,7 +235,14 @@ impl Owner {
     }
 
     /// An owner with every task waiting and nothing placed.
-    fn build(id: JobId, me: PeerId, job: Job, cfg: OwnerConfig, signer: Box<dyn DescSigner>, now: Time) -> Self {
+    fn build(
+        id: JobId,
+        me: PeerId,
+        job: Job,
+        cfg: OwnerConfig,
+        signer: Box<dyn DescSigner>,
+        now: Time,
+    ) -> Self {
         let costs = CostModel::default();
         let ranks = if cfg.ranked { upward_ranks(&job, &costs) } else { vec![0; job.len()] };
         let recs = (0..job.len())
@@ -311,6 +320,7 @@ impl Owner {
             deputies: Vec::new(),
             streamed: 0,
             superseded: None,
+            in_view: BTreeSet::new(),
         }
     }
 
@@ -427,6 +437,7 @@ impl Owner {
         for to in holders {
             self.out.push_back(Transmit { to, msg: SchedMsg::Cancel { job: self.id } });
         }
+        self.replicate();
     }
 
     /// A timer fired; stale tokens are ignored.

@@ -19,6 +19,7 @@ impl Owner {
             .collect();
         idle.sort_by_key(|h| (std::cmp::Reverse(h.rtt), h.peer));
         self.view_idle = idle.iter().map(|h| h.peer).collect();
+        self.in_view = view.iter().map(|h| h.peer).collect();
         for h in view {
             if h.peer != self.me && self.dead.remove(&h.peer) {
                 // Membership shows it again (a healed partition): usable, its old work written off.

@@ -70,7 +70,9 @@ fn the_owner_journals_results_streams_them_to_its_deputies_and_replaces_a_lost_o
         })
         .collect();
     assert_eq!(journals.len(), 2, "each deputy hears of the result: {journals:?}");
-    assert!(journals.iter().all(|j| j.1 == 0 && matches!(j.2[..], [Change::Done { task: TaskIndex(0), .. }])));
+    assert!(
+        journals.iter().all(|j| j.1 == 0 && matches!(j.2[..], [Change::Done { task: TaskIndex(0), .. }]))
+    );
     assert_eq!(o.journal().len(), 1);
     // A deputy dies: another peer is deputized with the whole journal.
     o.handle_peer_down(t(3), deputies[0]);
@@ -152,8 +154,10 @@ fn peers_refuse_a_stale_owner_and_drop_what_it_queued_when_a_newer_term_arrives(
     assert_eq!(p.stats().refused.superseded, 1);
     let out = transmits(&mut p);
     assert!(
-        out.iter().any(|tr| matches!(&tr.msg,
-            SchedMsg::Failed { kind: FailureKind::Refused(Refusal::Superseded { term: 1, .. }), .. })),
+        out.iter().any(|tr| matches!(
+            &tr.msg,
+            SchedMsg::Failed { kind: FailureKind::Refused(Refusal::Superseded { term: 1, .. }), .. }
+        )),
         "{out:?}"
     );
 }
@@ -168,7 +172,9 @@ fn a_handover_makes_a_deputy_owner_of_the_next_term_and_the_old_owner_steps_down
     o.handle_msg(t(1), d[0].0, SchedMsg::Deputized { job: JOB, term: 0, seq: 0 }).unwrap();
     assert_eq!(o.handover(t(2)), Some(d[0].0));
     let out = drain(&mut o);
-    assert!(out.iter().all(|tr| matches!(tr.msg, SchedMsg::NewOwner { term: 1, owner, .. } if owner == d[0].0)));
+    assert!(
+        out.iter().all(|tr| matches!(tr.msg, SchedMsg::NewOwner { term: 1, owner, .. } if owner == d[0].0))
+    );
     let events: Vec<_> = std::iter::from_fn(|| o.poll_event()).collect();
     assert!(events.contains(&OwnerEvent::Superseded { term: 1, owner: d[0].0 }));
     assert_eq!(o.report(false).owner, d[0].0, "queries are sent on to the new owner");
@@ -192,13 +198,34 @@ fn a_journal_replays_failures_and_cancels_into_the_restored_owner() {
         },
         Change::Failed { task: TaskIndex(1), kind: FailureKind::Task("exit 1".into()) },
     ];
-    let mut o =
-        Owner::restore(job.clone(), record(&job), 2, &changes, vec![], peer(0), cfg(), &swarm(2), signer(), t(0));
+    let mut o = Owner::restore(
+        job.clone(),
+        record(&job),
+        2,
+        &changes,
+        vec![],
+        peer(0),
+        cfg(),
+        &swarm(2),
+        signer(),
+        t(0),
+    );
     let events: Vec<_> = std::iter::from_fn(|| o.poll_event()).collect();
     assert!(matches!(events[..], [OwnerEvent::TaskFailed(TaskIndex(1), _)]), "{events:?}");
     assert!(assigned(&drain(&mut o)).is_empty(), "a failed job places nothing");
     assert!(matches!(o.report(false).phase, JobPhase::Failed(ref s) if s.contains("exit 1")));
     let cancelled = [changes[0].clone(), Change::Cancelled];
-    let o = Owner::restore(job.clone(), record(&job), 2, &cancelled, vec![], peer(0), cfg(), &swarm(2), signer(), t(0));
+    let o = Owner::restore(
+        job.clone(),
+        record(&job),
+        2,
+        &cancelled,
+        vec![],
+        peer(0),
+        cfg(),
+        &swarm(2),
+        signer(),
+        t(0),
+    );
     assert_eq!(o.report(false).phase, JobPhase::Cancelled);
 }
