@@ -54,6 +54,9 @@ pub struct Config {
     /// How long the outputs of a job that ended here stay fetchable (`shoal job wait`), unless
     /// the job says otherwise.
     pub retention: Duration,
+    /// How long a restarted peer waits before it resumes a job it owned (a deputy may answer
+    /// that it owns the job now), and a replica waits for an owner membership never showed.
+    pub takeover_grace: Duration,
 }
 
 impl Config {
@@ -76,6 +79,7 @@ impl Config {
             deputies: 2,
             persist_jobs: true,
             retention: Duration::from_secs(24 * 3600),
+            takeover_grace: Duration::from_secs(6),
         }
     }
 

@@ -11,6 +11,7 @@ mod donate;
 mod examples;
 mod metrics;
 mod netns;
+mod owners;
 mod page;
 mod trust;
 

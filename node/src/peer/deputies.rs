@@ -14,7 +14,7 @@
 //!   the wanted outputs are brought here when the job ends, where they stay for the job's
 //!   retention time.
 //! - A restarted peer reads its journals: a job it owned is resumed in a new term unless a
-//!   deputy answers for a newer owner within [`TAKEOVER_GRACE`]; a job it deputized for is
+//!   deputy answers for a newer owner within `Config::takeover_grace`; a job it deputized for is
 //!   followed again.
 //!
 //! Invariants: a replica takes over only once it holds the job's blobs; an owner that hears of
@@ -34,9 +34,6 @@ use super::{Actor, JobEntry};
 use crate::job::{JobProgress, Tracker};
 use crate::journal::{Entry, Journal};
 
-/// How long a replica waits, from its creation, for an owner that membership never showed (a
-/// restarted peer's jobs) before it counts the owner as gone.
-pub(crate) const TAKEOVER_GRACE: Duration = Duration::from_secs(6);
 /// Most replicas kept for other owners.
 pub(crate) const REPLICAS_MAX: usize = 1024;
 /// Most ended jobs remembered for queries.
@@ -431,7 +428,7 @@ impl Actor {
                     self.outbox.send(p, shoal_core::wire::Message::Sched(msg));
                 }
             }
-            let patient = r.created.elapsed() < TAKEOVER_GRACE;
+            let patient = r.created.elapsed() < self.takeover_grace;
             let me = self.me;
             let gone = &self.gone;
             let is_down = |p: &PeerId| {
@@ -553,7 +550,7 @@ impl Actor {
 
     /// Loads the journals a previous run of this peer left: ended jobs are remembered for
     /// queries, the others become replicas (a job owned here is resumed after
-    /// [`TAKEOVER_GRACE`] unless someone else owns it now).
+    /// `Config::takeover_grace` unless someone else owns it now).
     pub(super) fn load_journals(&mut self) {
         if !self.persist {
             return;

@@ -181,6 +181,7 @@ impl Peer {
             persist: cfg.persist_jobs,
             deputies_wanted: cfg.deputies,
             retention: cfg.retention,
+            takeover_grace: cfg.takeover_grace,
             trust: cfg.sched.trust.clone(),
             me,
             node: node.clone(),

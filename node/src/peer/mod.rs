@@ -194,6 +194,8 @@ struct Actor {
     deputies_wanted: usize,
     /// How long outputs of ended jobs stay fetchable here.
     retention: Duration,
+    /// See [`crate::Config::takeover_grace`].
+    takeover_grace: Duration,
     /// The volunteer's trust policy (also checked for jobs it deputizes for).
     trust: shoal_core::sched::TrustPolicy,
 }
