@@ -189,7 +189,10 @@ pub fn read(path: &Path) -> Result<Stored, JournalError> {
             bad_tail = true;
             break;
         }
-        let Ok(entry) = rkyv::from_bytes::<Entry, rkyv::rancor::Error>(body) else {
+        // rkyv reads archives from aligned memory only.
+        let mut aligned = rkyv::util::AlignedVec::<16>::with_capacity(body.len());
+        aligned.extend_from_slice(body);
+        let Ok(entry) = rkyv::from_bytes::<Entry, rkyv::rancor::Error>(&aligned) else {
             bad_tail = true;
             break;
         };

@@ -321,3 +321,88 @@ async fn the_monitor_shows_the_runs_and_the_owned_jobs_dag() {
     }
     assert!(monitor.activity().await.is_none(), "a stopped peer answers nothing");
 }
+
+/// The crash-safety test of persisted owners: an owner peer (no deputies, so only its own
+/// journal can bring the job back) is killed at seeded random instants of a job and restarted
+/// on the same data directory, again and again. Every restart must keep every result its
+/// journal held when it died, and the job must end with the right output.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_owner_resumes_from_its_journal_wherever_it_was_killed() {
+    use rand::{Rng, SeedableRng};
+    use shoal_core::sched::deputy::{JobPhase, Replayed};
+
+    let s = swarm(3).await;
+    let dir = tempfile::tempdir().unwrap();
+    let owner_cfg = || {
+        let mut cfg = Config::new(dir.path());
+        cfg.cores = 0;
+        cfg.deputies = 0;
+        cfg.takeover_grace = Duration::from_millis(200);
+        cfg.verify = Some(shoal_core::sched::VerifyPolicy::None);
+        cfg.net.bootstrap = vec![s.peers[0].local_addr()];
+        cfg
+    };
+    let mut rng = rand::rngs::StdRng::seed_from_u64(12);
+    for round in 0..6 {
+        let owner = Peer::start(owner_cfg()).await.unwrap();
+        let (job, blobs) = primes_job(400_000_000, 16);
+        let handle = owner.submit(job, blobs).await.unwrap();
+        let id = handle.id();
+        let journal = shoal_node::journal::path_of(dir.path(), id);
+        let mut owner = Some(owner);
+        let mut kills = 0;
+        // Kill and restart until the job is done: each life is a random 250..1250 ms (the grace, 200 ms, included).
+        let report = tokio::time::timeout(PATIENCE, async {
+            loop {
+                tokio::time::sleep(Duration::from_millis(rng.random_range(250..1250))).await;
+                let alive = owner.take().unwrap();
+                if let Some(r) = alive.job_report(id, true, Duration::from_millis(50)).await
+                    && r.phase == JobPhase::Done
+                    && r.by_owner
+                {
+                    owner = Some(alive);
+                    return r;
+                }
+                alive.kill().await;
+                kills += 1;
+                let stored = shoal_node::journal::read(&journal).unwrap();
+                let held = Replayed::of(stored.record.tasks.len(), &stored.changes);
+                let restarted = Peer::start(owner_cfg()).await.unwrap();
+                // The resumed owner (after its grace) still holds every result the file held.
+                let resumed = loop {
+                    match restarted.job_report(id, false, Duration::from_millis(50)).await {
+                        Some(r) if r.by_owner && r.owner == restarted.peer_id() && r.term > stored.term => {
+                            break r;
+                        }
+                        _ => tokio::time::sleep(Duration::from_millis(20)).await,
+                    }
+                };
+                assert!(
+                    resumed.done as usize >= held.done_count(),
+                    "round {round}: a restart lost results ({} done, the journal held {})",
+                    resumed.done,
+                    held.done_count()
+                );
+                println!(
+                    "round {round}: killed with {} done on disk, resumed in term {} with {}",
+                    held.done_count(),
+                    resumed.term,
+                    resumed.done
+                );
+                owner = Some(restarted);
+            }
+        })
+        .await
+        .unwrap();
+        let owner = owner.unwrap();
+        let outputs = owner.fetch_outputs(&report).await.unwrap();
+        // π(4·10^8) = 21,336,326.
+        assert_eq!(outputs.get("total").map(Vec::as_slice), Some(&b"21336326\n"[..]), "round {round}");
+        println!("round {round}: done after {kills} kills, term {}", report.term);
+        owner.shutdown().await;
+        std::fs::remove_file(&journal).ok();
+    }
+    for p in &s.peers {
+        p.shutdown().await;
+    }
+}

@@ -40,7 +40,8 @@ impl Swarm {
         (0..self.0.len())
             .filter(|&k| self.0[k].is_some())
             .map(|k| {
-                let out = shoal().args(["status", "--json", "--data-dir"]).arg(dir.join(format!("w{k}"))).output();
+                let out =
+                    shoal().args(["status", "--json", "--data-dir"]).arg(dir.join(format!("w{k}"))).output();
                 let out = out.unwrap();
                 let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
                 v["tasks_done"].as_u64().unwrap_or(0)
@@ -238,7 +239,11 @@ fn cancel_needs_the_submitters_key_and_an_unknown_job_is_a_clear_error() {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let id = String::from_utf8(out.stdout).unwrap().lines().last().unwrap().to_string();
     let cancel = |k: &Path| {
-        shoal().args(["job", "cancel", &id, "--bootstrap", &addr, "--json", "--sign-key"]).arg(k).output().unwrap()
+        shoal()
+            .args(["job", "cancel", &id, "--bootstrap", &addr, "--json", "--sign-key"])
+            .arg(k)
+            .output()
+            .unwrap()
     };
     let refused = cancel(&other);
     assert_eq!(refused.status.code(), Some(1), "{}", String::from_utf8_lossy(&refused.stderr));
@@ -250,7 +255,8 @@ fn cancel_needs_the_submitters_key_and_an_unknown_job_is_a_clear_error() {
     assert!(ok && status["status"] == "cancelled", "{status}");
     let (ok, v) = job_json(&["wait", &id], &addr);
     assert!(!ok && v["status"] == "cancelled", "{v}");
-    let unknown = shoal().args(["job", "status", "0123456789abcdef0123456789abcdef", "--bootstrap", &addr]).output();
+    let unknown =
+        shoal().args(["job", "status", "0123456789abcdef0123456789abcdef", "--bootstrap", &addr]).output();
     let unknown = unknown.unwrap();
     assert_eq!(unknown.status.code(), Some(2));
     let err = String::from_utf8_lossy(&unknown.stderr);

@@ -285,16 +285,38 @@ impl PeerSched {
     }
 
     /// A peer left: forget it, drop steals waiting on it and tasks whose owner it was.
+    ///
+    /// The tasks `peer` owns that are queued here are dropped, and handed back to it in one
+    /// `Release` per job, with the reports held for it: if membership was wrong (the owner
+    /// restarted under the same identity and resumed its jobs, see `deputy.rs`), the owner
+    /// places them again at once instead of waiting out their leases; if it is gone, the
+    /// messages go nowhere.
     pub fn handle_peer_down(&mut self, now: Time, peer: PeerId, rng: &mut dyn RngCore) {
         self.leases.retain(|_, h| h.owner != peer);
         self.view.retain(|h| h.peer != peer);
         self.steals.retain(|s| s.victim != peer);
-        self.ready.retain(|d| d.owner != peer);
+        let mut dropped = Vec::new();
+        self.ready.retain(|d| {
+            if d.owner == peer {
+                dropped.push(d.clone());
+            }
+            d.owner != peer
+        });
         self.waiting.retain(|_, cs| {
-            cs.retain(|d| d.owner != peer);
+            cs.retain(|d| {
+                if d.owner == peer {
+                    dropped.push(d.clone());
+                }
+                d.owner != peer
+            });
             !cs.is_empty()
         });
-        self.held.retain(|_, (owner, _)| *owner != peer);
+        let held: Vec<(TaskId, u32)> =
+            self.held.iter().filter(|(_, (owner, _))| *owner == peer).map(|(k, _)| *k).collect();
+        for (task, attempt) in held {
+            self.flush_held(task, attempt);
+        }
+        self.release(&dropped, false);
         self.pump(now, rng);
     }
 
