@@ -16,9 +16,9 @@ pub mod report;
 pub mod wfcommons;
 mod world;
 
-pub use metrics::Metrics;
+pub use metrics::{Metrics, Recovery};
 pub use world::{
-    Kill, Liars, LieMode, NetFaults, Partition, SchedulerKind, SimConfig, SimError, simulate,
+    Kill, KillOwner, Liars, LieMode, NetFaults, Partition, SchedulerKind, SimConfig, SimError, simulate,
     simulate_with_trust,
 };
 /// The scheduler settings a [`SimConfig`] carries, re-exported for callers tuning them.

@@ -34,6 +34,19 @@ pub struct Metrics {
     pub bytes_per_task: f64,
     /// Credit receipt batches (owner → executor) per task, not counted in `messages`.
     pub receipt_messages_per_task: f64,
+    /// Replication messages (`Deputize`, `Journal`, `Deputized`, `NewOwner`) between distinct
+    /// peers, not counted in `messages`.
+    pub replication_messages: u64,
+    /// Their total rkyv-serialised size, not counted in `bytes`.
+    pub replication_bytes: u64,
+    /// `replication_messages / tasks`.
+    pub replication_messages_per_task: f64,
+    /// `replication_bytes / tasks`.
+    pub replication_bytes_per_task: f64,
+    /// Owners killed (`--kill-owner`).
+    pub owners_killed: u64,
+    /// Deputies that took a job over.
+    pub takeovers: u64,
     /// Steal requests sent.
     pub steals_tried: u64,
     /// Steal requests that got tasks.
@@ -50,9 +63,9 @@ pub struct Metrics {
     pub events: u64,
     /// Fingerprint of the whole event sequence (equal runs ⇒ equal fingerprints).
     pub fingerprint: u64,
-    /// Messages the injected faults lost.
+    /// Messages the injected faults lost (replication messages not counted).
     pub messages_lost: u64,
-    /// Messages the injected faults delivered twice.
+    /// Messages the injected faults delivered twice (replication messages not counted).
     pub messages_duplicated: u64,
     /// Attempts the owner re-issued because their lease ran out.
     pub leases_expired: u64,
@@ -78,6 +91,24 @@ pub struct Metrics {
     pub discarded: u64,
     /// Runs made only to verify results.
     pub verify_runs: u64,
+    /// With `--kill-owner`: the overhead of recovery, against the same seed without kills.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub recovery: Option<Recovery>,
+    /// Per task, when the owner was killed: `None` not done yet; `Some(lost)` done, `lost` when
+    /// its output (not inline) lived only on the owner's peer as far as the journal knows (the
+    /// journal names the executor as holder; copies consumers made later are not journalled).
+    /// Empty if the owner was not killed.
+    #[serde(skip)]
+    pub done_at_owner_kill: Vec<Option<bool>>,
+    /// Times each task had been started when the owner was killed (empty if it was not).
+    #[serde(skip)]
+    pub runs_at_owner_kill: Vec<u32>,
+    /// The owner's deputies (peer indices, in takeover order) when it was killed.
+    #[serde(skip)]
+    pub deputies_at_owner_kill: Vec<usize>,
+    /// The peers (indices) that owned the job, in turn: peer 0, then each that took it over.
+    #[serde(skip)]
+    pub owner_peers: Vec<usize>,
     /// Each task's output hash, if done.
     #[serde(skip)]
     pub outputs: Vec<Option<BlobHash>>,
@@ -87,6 +118,49 @@ pub struct Metrics {
     /// For a run that did not finish: the owner's view of up to 20 unfinished tasks.
     #[serde(skip)]
     pub unfinished: Vec<String>,
+}
+
+/// What killing the owner cost: a run with the kills against the same seed without them.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize)]
+pub struct Recovery {
+    /// Makespan of the run with the kills.
+    pub killed_makespan_s: f64,
+    /// Makespan of the same seed without any kill.
+    pub clean_makespan_s: f64,
+    /// `killed_makespan_s / clean_makespan_s`.
+    pub makespan_ratio: f64,
+    /// Fuel executed beyond the clean run's (runs whose results were lost and re-made, or that
+    /// were cut short), over the job's fuel (one run of each task).
+    pub lost_share: f64,
+    /// The bound on `makespan_ratio`: `1 + lost_share + 0.10`.
+    pub bound: f64,
+    /// `makespan_ratio <= bound`.
+    pub holds: bool,
+    /// The failure-detection delay (no deputy can act before it), over the clean makespan: the
+    /// part of the overhead the bound leaves out, large for short jobs.
+    pub detect_share: f64,
+}
+
+impl Recovery {
+    /// The recovery figures of `killed` against `clean` (the same seed and settings, no kills),
+    /// with failures detected after `detect` (per killed owner).
+    pub fn of(killed: &Metrics, clean: &Metrics, detect: std::time::Duration) -> Recovery {
+        let makespan_ratio =
+            if clean.makespan_s > 0.0 { killed.makespan_s / clean.makespan_s } else { f64::INFINITY };
+        let extra = killed.fuel_executed.saturating_sub(clean.fuel_executed);
+        let lost_share = extra as f64 / killed.fuel_unverified.max(1) as f64;
+        let bound = 1.0 + lost_share + 0.10;
+        Recovery {
+            killed_makespan_s: killed.makespan_s,
+            clean_makespan_s: clean.makespan_s,
+            makespan_ratio,
+            lost_share,
+            bound,
+            holds: makespan_ratio <= bound,
+            detect_share: detect.as_secs_f64() * killed.owners_killed as f64
+                / clean.makespan_s.max(f64::MIN_POSITIVE),
+        }
+    }
 }
 
 impl Metrics {
@@ -115,6 +189,12 @@ impl Metrics {
         self.bytes += m.bytes;
         self.messages_per_task = self.messages as f64 / self.tasks.max(1) as f64;
         self.bytes_per_task = self.bytes as f64 / self.tasks.max(1) as f64;
+        self.replication_messages += m.replication_messages;
+        self.replication_bytes += m.replication_bytes;
+        self.replication_messages_per_task = self.replication_messages as f64 / self.tasks.max(1) as f64;
+        self.replication_bytes_per_task = self.replication_bytes as f64 / self.tasks.max(1) as f64;
+        self.owners_killed += m.owners_killed;
+        self.takeovers += m.takeovers;
         self.steals_tried += m.steals_tried;
         self.steals_won += m.steals_won;
         self.runs += m.runs;

@@ -4,16 +4,19 @@
 //! them `makespan_s`, `lower_bound_s`, `ratio`, `tasks`, `tasks_completed`, `peers`,
 //! `messages_per_task`, `bytes_per_task`, `messages_lost`, `leases_expired`, and for verified
 //! runs `jobs`, `jobs_completed`, `wrong_outputs_accepted`, `verification_overhead`,
-//! `disagreements`).
+//! `disagreements`; `replication_messages_per_task`, `replication_bytes_per_task`,
+//! `owners_killed`, `takeovers`, and with a killed owner `recovery`: the same seed is run a
+//! second time without any kill, and the report gives makespan(killed) ÷ makespan(clean), the
+//! share of work lost and re-made, the bound `1 + lost + 0.10` and whether it holds).
 
 use std::io::Write;
 use std::path::PathBuf;
 
 use crate::dag::{DagError, KINDS, SimDag, generate};
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, Recovery};
 use crate::net::Topology;
 use crate::world::{
-    Kill, Liars, LieMode, NetFaults, SchedulerKind, SimConfig, SimError, simulate_with_trust,
+    Kill, KillOwner, Liars, LieMode, NetFaults, SchedulerKind, SimConfig, SimError, simulate_with_trust,
 };
 use shoal_core::sched::{TrustBook, VerifyPolicy};
 
@@ -36,6 +39,11 @@ pub struct RunSpec {
     pub scheduler: SchedulerKind,
     /// Kill a fraction of the peers at some progress.
     pub kill: Option<Kill>,
+    /// Kill the job's owner at some progress (a deputy takes over); the report then compares
+    /// the run with the same seed run without any kill.
+    pub kill_owner: Option<KillOwner>,
+    /// Deputies each job's owner keeps (0: none).
+    pub deputies: usize,
     /// Message loss, duplication and reordering between peers.
     pub faults: NetFaults,
     /// End with one line of JSON holding every metric.
@@ -62,6 +70,8 @@ impl RunSpec {
             seed: 1,
             scheduler: SchedulerKind::Shoal,
             kill: None,
+            kill_owner: None,
+            deputies: 2,
             faults: NetFaults::default(),
             json: false,
             jobs: 1,
@@ -99,6 +109,15 @@ pub fn parse_kill(s: &str) -> Result<Kill, String> {
     Ok(Kill { fraction, progress })
 }
 
+/// Parses a share of the tasks done, `0 <= PROGRESS <= 1` (`--kill-owner`).
+pub fn parse_progress(s: &str) -> Result<f64, String> {
+    let p = s.trim().parse::<f64>().map_err(|e| format!("{s:?}: {e}"))?;
+    if !(0.0..=1.0).contains(&p) {
+        return Err(format!("need 0 <= PROGRESS <= 1, got {s:?}"));
+    }
+    Ok(p)
+}
+
 /// Parses `FRACTION[:MODE]`, MODE one of `consistent` (the default), `random`, `collude`,
 /// `turncoat`.
 pub fn parse_liars(s: &str) -> Result<Liars, String> {
@@ -117,6 +136,35 @@ pub fn parse_liars(s: &str) -> Result<Liars, String> {
     Ok(Liars { fraction, mode })
 }
 
+/// Runs every job of `args` (with its kills, or, `kills` false, without any), summed.
+fn series(args: &RunSpec, kills: bool) -> Result<Metrics, RunError> {
+    let mut trust = TrustBook::new();
+    let mut total: Option<Metrics> = None;
+    for job in 0..args.jobs.max(1) {
+        let dag = workload(args, job)?;
+        let mut cfg = SimConfig::new(args.peers, args.topology, args.seed.wrapping_add(job as u64));
+        cfg.swarm_seed = Some(args.seed);
+        cfg.peer.slots = args.slots.max(1);
+        cfg.scheduler = args.scheduler;
+        cfg.deputies = args.deputies;
+        if kills {
+            cfg.kill = args.kill;
+            cfg.kill_owner = args.kill_owner;
+        }
+        cfg.faults = args.faults;
+        // Turncoats lie from the middle job on.
+        cfg.liars = args.liars.filter(|l| l.mode != LieMode::Turncoat || job >= args.jobs / 2);
+        cfg.owner.verify.policy = args.verify;
+        cfg.owner.verify.seed = args.seed;
+        let m = simulate_with_trust(&dag, &cfg, &mut trust)?;
+        match &mut total {
+            Some(t) => t.absorb(&m),
+            None => total = Some(m),
+        }
+    }
+    total.ok_or(RunError::NoWorkload)
+}
+
 /// Loads the workload `args` names (for job `job` of the run: its seed, and its DAG of a
 /// `+`-separated list).
 pub fn workload(args: &RunSpec, job: usize) -> Result<SimDag, RunError> {
@@ -133,27 +181,13 @@ pub fn workload(args: &RunSpec, job: usize) -> Result<SimDag, RunError> {
 
 /// Runs `args`, writing a report (and with `--json`, a final JSON line) to `out`.
 pub fn run(args: &RunSpec, out: &mut dyn Write) -> Result<Metrics, RunError> {
-    let mut trust = TrustBook::new();
-    let mut total: Option<Metrics> = None;
-    for job in 0..args.jobs.max(1) {
-        let dag = workload(args, job)?;
-        let mut cfg = SimConfig::new(args.peers, args.topology, args.seed.wrapping_add(job as u64));
-        cfg.swarm_seed = Some(args.seed);
-        cfg.peer.slots = args.slots.max(1);
-        cfg.scheduler = args.scheduler;
-        cfg.kill = args.kill;
-        cfg.faults = args.faults;
-        // Turncoats lie from the middle job on.
-        cfg.liars = args.liars.filter(|l| l.mode != LieMode::Turncoat || job >= args.jobs / 2);
-        cfg.owner.verify.policy = args.verify;
-        cfg.owner.verify.seed = args.seed;
-        let m = simulate_with_trust(&dag, &cfg, &mut trust)?;
-        match &mut total {
-            Some(t) => t.absorb(&m),
-            None => total = Some(m),
-        }
+    let mut m = series(args, true)?;
+    if args.kill_owner.is_some() {
+        // The clean makespan is not known inside a run: the same seeds again, without kills.
+        let clean = series(args, false)?;
+        let detect = SimConfig::new(args.peers, args.topology, args.seed).detect;
+        m.recovery = Some(Recovery::of(&m, &clean, detect));
     }
-    let Some(m) = total else { return Err(RunError::NoWorkload) };
     writeln!(
         out,
         "{} tasks on {} peers x {} slots ({:?}, {}): makespan {:.3} s, bound {:.3} s, ratio {:.3}",
@@ -192,6 +226,33 @@ pub fn run(args: &RunSpec, out: &mut dyn Write) -> Result<Metrics, RunError> {
             m.verification_overhead * 100.0,
             m.disagreements,
             m.discarded
+        )?;
+    }
+    if m.replication_messages > 0 || m.owners_killed > 0 {
+        writeln!(
+            out,
+            "replication: {} deputies, replication messages/task {:.2}, replication bytes/task {:.0}; \
+             owners killed {}, takeovers {}",
+            args.deputies,
+            m.replication_messages_per_task,
+            m.replication_bytes_per_task,
+            m.owners_killed,
+            m.takeovers
+        )?;
+    }
+    if let Some(r) = &m.recovery {
+        writeln!(
+            out,
+            "recovery: makespan {:.3} s killed / {:.3} s clean = {:.3}, lost work {:.1}%, \
+             bound 1 + {:.3} + 0.10 = {:.3}: {} (failure detection alone: {:.1}% of the clean makespan)",
+            r.killed_makespan_s,
+            r.clean_makespan_s,
+            r.makespan_ratio,
+            r.lost_share * 100.0,
+            r.lost_share,
+            r.bound,
+            if r.holds { "holds" } else { "exceeded" },
+            r.detect_share * 100.0
         )?;
     }
     for u in m.unfinished.iter().take(5) {

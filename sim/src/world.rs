@@ -9,8 +9,24 @@
 //!
 //! Membership is modelled, not simulated: every `gossip` period each live peer gets a fresh random
 //! partial view (up to `view_size` peers it has not been told are down) with their current load,
-//! standing in for a gossip protocol's hints (its messages are not counted here). Peer 0, the
-//! job's owner, is never killed (owner replication is future work).
+//! standing in for a gossip protocol's hints (its messages are not counted here).
+//!
+//! The job's owner starts on peer 0 and, with [`SimConfig::deputies`] > 0, keeps that many
+//! deputies ([`Owner::set_deputies`]): the world holds each peer's [`Deputy`] replicas (per job)
+//! and plays the driver's part for the messages [`SchedMsg::for_driver`] names (`Deputize`,
+//! `Journal`, `NewOwner`): a `Deputize` is answered with `Deputized` at once (there are no blobs
+//! to fetch here), a journal gap with `Deputized { seq: have }`. These replication messages go
+//! through the network model like any other, but are counted apart (`replication_messages`,
+//! `replication_bytes`), draw their delays and faults from a random stream of their own, and are
+//! left out of `events` and the fingerprint, so a run whose owner lives is the same event for
+//! event with deputies or without. With [`SimConfig::kill_owner`] the owner's peer dies like a
+//! killed peer when that share of the tasks is done (and the first deputy with it, if asked);
+//! once membership tells a live deputy of it (after `detect`) and [`Deputy::should_take_over`]
+//! says so, that deputy takes the job over in the next term ([`Deputy::take_over`], with the
+//! same owner settings), learns every peer membership says is down (the old owner among them),
+//! makes up its deputies, and from then on the job's owner-bound messages are handled on its
+//! peer. The run ends when the current owner has every task done. A group kill or a partition
+//! never picks the current owner.
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
@@ -21,6 +37,7 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use shoal_core::ids::{BlobHash, JobId, PeerId, TaskId, TaskIndex};
 use shoal_core::job::Input;
+use shoal_core::sched::deputy::{Deputy, JobRecord, JournalOutcome, Replayed};
 use shoal_core::sched::{
     FailureKind, InputSource, LoadHint, Owner, OwnerConfig, PeerConfig, PeerHint, PeerSched, SchedMsg,
     TaskDesc, TaskOutcome, TaskState, Transmit, TrustBook, key_signer,
@@ -49,6 +66,17 @@ pub struct Kill {
     pub fraction: f64,
     /// Fraction of tasks done.
     pub progress: f64,
+}
+
+/// Kill the job's owner when `progress` of the tasks are done (its peer dies like a killed one:
+/// its queued and running work and the outputs it held are lost); with `first_deputy`, the first
+/// of its deputies dies at the same moment, so the second takes over.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct KillOwner {
+    /// Fraction of tasks done.
+    pub progress: f64,
+    /// Kill the first deputy too.
+    pub first_deputy: bool,
 }
 
 /// Cut `fraction` of the peers (never the owner) off from the rest when `progress` of the tasks
@@ -116,6 +144,10 @@ pub struct SimConfig {
     pub scheduler: SchedulerKind,
     /// Failure injection.
     pub kill: Option<Kill>,
+    /// Kill the job's owner (a deputy takes over).
+    pub kill_owner: Option<KillOwner>,
+    /// Deputies the owner keeps (0: none; the job dies with its owner).
+    pub deputies: usize,
     /// A network partition that heals.
     pub partition: Option<Partition>,
     /// Peer scheduler settings (slots included).
@@ -147,6 +179,8 @@ impl SimConfig {
             seed,
             scheduler: SchedulerKind::Shoal,
             kill: None,
+            kill_owner: None,
+            deputies: 2,
             partition: None,
             peer: PeerConfig {
                 backoff_min: if wan { Duration::from_millis(20) } else { Duration::from_millis(1) },
@@ -173,11 +207,20 @@ impl SimConfig {
 #[derive(Debug, thiserror::Error)]
 pub enum SimError {
     /// Failure injection needs the Shoal scheduler.
-    #[error("--kill and partitions need --scheduler shoal: the baselines do not recover from failures")]
+    #[error(
+        "--kill, --kill-owner and partitions need --scheduler shoal: the baselines do not recover from failures"
+    )]
     KillNeedsShoal,
+    /// Killing the owner needs deputies to take over.
+    #[error("--kill-owner needs --deputies 1 or more: without a deputy the job dies with its owner")]
+    KillOwnerNeedsDeputies,
 }
 
 #[derive(Debug)]
+#[allow(
+    clippy::large_enum_variant,
+    reason = "Deliver, the big one (a SchedMsg), is most events: boxing it would allocate per message"
+)]
 enum Ev {
     Deliver {
         from: usize,
@@ -190,6 +233,8 @@ enum Ev {
     },
     OwnerTimer {
         token: u64,
+        /// Which owner armed it (a takeover's owner starts a new generation).
+        generation: u32,
     },
     Finish {
         peer: usize,
@@ -211,7 +256,7 @@ impl Ev {
         match self {
             Ev::Deliver { from, to, .. } => (1, (*from as u64) << 32 | *to as u64),
             Ev::PeerTimer { peer, token } => (2, (*peer as u64) << 32 ^ token),
-            Ev::OwnerTimer { token } => (3, *token),
+            Ev::OwnerTimer { token, .. } => (3, *token),
             Ev::Finish { peer, task, .. } => (4, (*peer as u64) << 32 | u64::from(task.index.0)),
             Ev::Down { peer } => (5, *peer as u64),
             Ev::Gossip => (6, 0),
@@ -244,6 +289,27 @@ impl Ord for Item {
     }
 }
 
+/// What owners replaced by a takeover counted (the metrics add it to the last owner's).
+#[derive(Debug, Default)]
+struct Former {
+    leases_expired: u64,
+    refused: u64,
+    disagreements: u64,
+    discarded: u64,
+    verify_runs: u64,
+}
+
+/// Whether `msg` replicates a job to its deputies (counted apart, with its own randomness).
+fn replication(msg: &SchedMsg) -> bool {
+    matches!(
+        msg,
+        SchedMsg::Deputize { .. }
+            | SchedMsg::Journal { .. }
+            | SchedMsg::Deputized { .. }
+            | SchedMsg::NewOwner { .. }
+    )
+}
+
 #[derive(Debug)]
 enum Coord {
     Shoal(Box<Owner>),
@@ -272,10 +338,38 @@ struct World<'a> {
     kill_done: bool,
     peers: Vec<PeerSched>,
     coord: Coord,
+    /// The peer the coordinator runs on (the job's current owner).
+    owner_at: usize,
+    /// Bumped at each takeover (older owner timers are dropped).
+    generation: u32,
+    /// Each peer's job replicas (as a deputy).
+    replicas: Vec<HashMap<JobId, Deputy>>,
+    /// Peers' signing keys (a deputy that takes over signs with its own).
+    keys: Vec<ed25519_dalek::SigningKey>,
+    /// The owner's settings (a deputy takes over with the same).
+    owner_cfg: OwnerConfig,
+    /// Random stream of replication messages (their delays and faults), apart from `rng`.
+    rep_rng: ChaCha8Rng,
+    owner_killed: bool,
+    takeovers: u64,
+    /// Counts of owners that were replaced.
+    former: Former,
+    /// Per task at the owner's kill: `None` not done; `Some(lost)` done, `lost` if its output
+    /// lived only on the owner's peer (not inline).
+    done_at_owner_kill: Vec<Option<bool>>,
+    runs_at_owner_kill: Vec<u32>,
+    /// The owner's deputies, in takeover order, when it was killed.
+    deputies_at_owner_kill: Vec<usize>,
+    /// The peers that owned the job, in turn.
+    owner_peers: Vec<usize>,
     killed: usize,
     messages: u64,
     /// Credit receipt batches sent (not counted in `messages`).
     receipt_messages: u64,
+    /// Replication messages (`Deputize`, `Journal`, `Deputized`, `NewOwner`) sent, and their
+    /// bytes (not counted in `messages` and `bytes`).
+    replication_messages: u64,
+    replication_bytes: u64,
     bytes: u64,
     /// Messages the injected faults lost, and duplicated.
     lost: u64,
@@ -310,8 +404,13 @@ pub fn simulate_with_trust(
     cfg: &SimConfig,
     trust: &mut TrustBook,
 ) -> Result<Metrics, SimError> {
-    if (cfg.kill.is_some() || cfg.partition.is_some()) && cfg.scheduler != SchedulerKind::Shoal {
+    if (cfg.kill.is_some() || cfg.kill_owner.is_some() || cfg.partition.is_some())
+        && cfg.scheduler != SchedulerKind::Shoal
+    {
         return Err(SimError::KillNeedsShoal);
+    }
+    if cfg.kill_owner.is_some() && cfg.deputies == 0 {
+        return Err(SimError::KillOwnerNeedsDeputies);
     }
     let n = cfg.peers;
     let swarm = cfg.swarm_seed.unwrap_or(cfg.seed);
@@ -333,16 +432,20 @@ pub fn simulate_with_trust(
     }
     let peers: Vec<PeerSched> = ids.iter().map(|&id| PeerSched::new(id, peer_cfg.clone())).collect();
     let mut rng = ChaCha8Rng::seed_from_u64(cfg.seed);
+    let mut owner_cfg = cfg.owner.clone();
+    owner_cfg.verify.seed ^= cfg.seed.wrapping_mul(0x9e37_79b9_7f4a_7c15);
     let coord = match cfg.scheduler {
         SchedulerKind::Shoal => {
             let loads: Vec<LoadHint> = peers.iter().map(PeerSched::load).collect();
             let known: Vec<usize> = (0..n).collect();
             let view = make_view(0, &known, &loads, cfg.view_size, &ids, &net, &mut rng);
             let signer = key_signer(keys[0].clone());
-            let mut owner_cfg = cfg.owner.clone();
-            owner_cfg.verify.seed ^= cfg.seed.wrapping_mul(0x9e37_79b9_7f4a_7c15);
             let mut owner =
-                Owner::new(job_id, ids[0], dag.job.clone(), owner_cfg, &view, signer, Duration::ZERO);
+                Owner::new(job_id, ids[0], dag.job.clone(), owner_cfg.clone(), &view, signer, Duration::ZERO);
+            if cfg.deputies > 0 {
+                let record = JobRecord::of(job_id, &dag.job, dag.job.sinks().collect(), ids[0], 0);
+                owner.set_deputies(record, cfg.deputies);
+            }
             owner.set_trust(std::mem::take(trust));
             Coord::Shoal(Box::new(owner))
         }
@@ -374,9 +477,24 @@ pub fn simulate_with_trust(
         kill_done: false,
         peers,
         coord,
+        owner_at: 0,
+        generation: 0,
+        replicas: vec![HashMap::new(); n],
+        keys,
+        owner_cfg,
+        rep_rng: ChaCha8Rng::seed_from_u64(cfg.seed ^ 0x5245_504c_4943_4153),
+        owner_killed: false,
+        takeovers: 0,
+        former: Former::default(),
+        done_at_owner_kill: Vec::new(),
+        runs_at_owner_kill: Vec::new(),
+        deputies_at_owner_kill: Vec::new(),
+        owner_peers: vec![0],
         killed: 0,
         messages: 0,
         receipt_messages: 0,
+        replication_messages: 0,
+        replication_bytes: 0,
         bytes: 0,
         lost: 0,
         duplicated: 0,
@@ -488,13 +606,16 @@ impl World<'_> {
                 break;
             }
             self.now = item.at;
-            self.events += 1;
-            let (a, b) = item.ev.tag();
-            for x in [item.at.as_nanos() as u64, a, b] {
-                self.fingerprint = (self.fingerprint ^ x).wrapping_mul(0x100_0000_01b3);
-            }
-            if !matches!(item.ev, Ev::Gossip | Ev::PeerTimer { .. } | Ev::OwnerTimer { .. }) {
-                self.dirty = true;
+            // Replication is counted apart (see the module doc).
+            if !matches!(&item.ev, Ev::Deliver { msg, .. } if replication(msg)) {
+                self.events += 1;
+                let (a, b) = item.ev.tag();
+                for x in [item.at.as_nanos() as u64, a, b] {
+                    self.fingerprint = (self.fingerprint ^ x).wrapping_mul(0x100_0000_01b3);
+                }
+                if !matches!(item.ev, Ev::Gossip | Ev::PeerTimer { .. } | Ev::OwnerTimer { .. }) {
+                    self.dirty = true;
+                }
             }
             self.step(item.ev);
         }
@@ -508,7 +629,13 @@ impl World<'_> {
                 if !self.alive[to] {
                     return;
                 }
-                if msg.owner_job().is_some() {
+                if msg.for_driver() {
+                    self.driver_msg(from, to, msg);
+                } else if msg.owner_job().is_some() {
+                    if to != self.owner_at {
+                        return; // Not the job's owner (any more).
+                    }
+                    let progress = !replication(&msg);
                     match &mut self.coord {
                         Coord::Shoal(o) => {
                             // Every owner-bound message the simulator routes names this job.
@@ -516,12 +643,18 @@ impl World<'_> {
                         }
                         Coord::Central(c) => c.handle_msg(from, msg, &mut self.rng),
                     }
-                    self.maybe_kill();
-                    self.maybe_partition();
+                    if progress {
+                        self.maybe_kill();
+                        self.maybe_partition();
+                    }
+                    self.drain(to);
+                    if progress {
+                        self.maybe_kill_owner();
+                    }
                 } else {
                     self.peers[to].handle_msg(now, self.ids[from], msg, &mut self.rng);
+                    self.drain(to);
                 }
-                self.drain(to);
             }
             Ev::PeerTimer { peer, token } => {
                 if self.alive[peer] {
@@ -529,11 +662,14 @@ impl World<'_> {
                     self.drain(peer);
                 }
             }
-            Ev::OwnerTimer { token } => {
+            Ev::OwnerTimer { token, generation } => {
+                if generation != self.generation || !self.alive[self.owner_at] {
+                    return; // Armed by an owner that is gone.
+                }
                 if let Coord::Shoal(o) = &mut self.coord {
                     o.handle_timer(now, token);
                 }
-                self.drain(0);
+                self.drain(self.owner_at);
             }
             Ev::Finish { peer, task, attempt, outcome } => {
                 if self.alive[peer] {
@@ -550,10 +686,14 @@ impl World<'_> {
                         self.drain(q);
                     }
                 }
-                if let Coord::Shoal(o) = &mut self.coord {
-                    o.handle_peer_down(now, self.ids[peer]);
+                if self.alive[self.owner_at] {
+                    if let Coord::Shoal(o) = &mut self.coord {
+                        o.handle_peer_down(now, self.ids[peer]);
+                    }
+                    self.drain(self.owner_at);
+                } else {
+                    self.maybe_take_over();
                 }
-                self.drain(0);
             }
             Ev::Split => {
                 self.split = true;
@@ -567,7 +707,7 @@ impl World<'_> {
                             continue;
                         }
                         self.peers[p].handle_peer_down(now, self.ids[q], &mut self.rng);
-                        if p == 0
+                        if p == self.owner_at
                             && let Coord::Shoal(o) = &mut self.coord
                         {
                             o.handle_peer_down(now, self.ids[q]);
@@ -598,7 +738,8 @@ impl World<'_> {
             return;
         }
         self.partitioned = true;
-        let mut far: Vec<usize> = (1..self.peers.len()).collect();
+        let owner = self.owner_at;
+        let mut far: Vec<usize> = (0..self.peers.len()).filter(|&p| p != owner).collect();
         far.shuffle(&mut self.rng);
         let k = ((part.fraction * self.peers.len() as f64).round() as usize).max(1).min(far.len());
         for &p in far.iter().take(k) {
@@ -612,23 +753,24 @@ impl World<'_> {
         self.push(self.now + part.duration, Ev::Heal);
     }
 
-    /// Sends everything peer `p` (and, on peer 0, the coordinator) wants sent, started or armed.
+    /// Sends everything peer `p` (and, on the owner's peer, the coordinator) wants sent, started
+    /// or armed.
     fn drain(&mut self, p: usize) {
-        if p == 0 {
+        if p == self.owner_at {
             loop {
                 let t = match &mut self.coord {
                     Coord::Shoal(o) => o.poll_transmit(),
                     Coord::Central(c) => c.poll_transmit(),
                 };
                 let Some(t) = t else { break };
-                self.send(0, t);
+                self.send(p, t);
             }
             let mut timers = Vec::new();
             if let Coord::Shoal(o) = &mut self.coord {
                 timers.extend(std::iter::from_fn(|| o.poll_timer()));
             }
             for t in timers {
-                self.push(t.at.max(self.now), Ev::OwnerTimer { token: t.token });
+                self.push(t.at.max(self.now), Ev::OwnerTimer { token: t.token, generation: self.generation });
             }
         }
         while let Some(t) = self.peers[p].poll_transmit() {
@@ -648,25 +790,33 @@ impl World<'_> {
             Duration::ZERO
         } else {
             let size = t.msg.to_bytes().len() as u64;
-            // Credit receipts are not scheduling messages: counted apart.
+            let replicating = replication(&t.msg);
+            // Credit receipts and replication are not scheduling messages: counted apart.
             if matches!(t.msg, SchedMsg::Receipts { .. }) {
                 self.receipt_messages += 1;
+            } else if replicating {
+                self.replication_messages += 1;
+                self.replication_bytes += size;
             } else {
                 self.messages += 1;
                 self.bytes += size;
             }
-            let mut delay = self.net.delay(from, to, size, &mut self.rng);
+            // Replication draws from its own stream, so it leaves the rest of the run as it was.
+            let rng = if replicating { &mut self.rep_rng } else { &mut self.rng };
+            let mut delay = self.net.delay(from, to, size, rng);
             let faults = self.cfg.faults;
             if faults.reorder {
-                delay += self.net.rtt(from, to).mul_f64(self.rng.random_range(0.0..1.0));
+                delay += self.net.rtt(from, to).mul_f64(rng.random_range(0.0..1.0));
             }
-            if faults.loss > 0.0 && self.rng.random_bool(faults.loss.min(1.0)) {
-                self.lost += 1;
+            // Faults are counted for scheduling messages (and receipts) only.
+            let counted = u64::from(!replicating);
+            if faults.loss > 0.0 && rng.random_bool(faults.loss.min(1.0)) {
+                self.lost += counted;
                 return;
             }
-            if faults.duplicate > 0.0 && self.rng.random_bool(faults.duplicate.min(1.0)) {
-                self.duplicated += 1;
-                let again = delay + self.net.rtt(from, to).mul_f64(self.rng.random_range(0.0..1.0));
+            if faults.duplicate > 0.0 && rng.random_bool(faults.duplicate.min(1.0)) {
+                self.duplicated += counted;
+                let again = delay + self.net.rtt(from, to).mul_f64(rng.random_range(0.0..1.0));
                 self.push(self.now + again, Ev::Deliver { from, to, msg: t.msg.clone() });
             }
             match self.crossing(from, to) {
@@ -759,7 +909,7 @@ impl World<'_> {
             }
             let known = if self.split { &sides[usize::from(self.side[p])] } else { &known };
             let view = make_view(p, known, &loads, self.cfg.view_size, &self.ids, &self.net, &mut self.rng);
-            if p == 0
+            if p == self.owner_at
                 && let Coord::Shoal(o) = &mut self.coord
             {
                 o.handle_view(self.now, &view);
@@ -776,7 +926,8 @@ impl World<'_> {
             return;
         }
         self.kill_done = true;
-        let mut victims: Vec<usize> = (1..self.peers.len()).collect();
+        let owner = self.owner_at;
+        let mut victims: Vec<usize> = (0..self.peers.len()).filter(|&p| p != owner).collect();
         victims.shuffle(&mut self.rng);
         let k = ((kill.fraction * self.peers.len() as f64).round() as usize).max(1).min(victims.len());
         for &v in &victims[..k] {
@@ -784,7 +935,163 @@ impl World<'_> {
             let at = self.now + self.cfg.detect;
             self.push(at, Ev::Down { peer: v });
         }
-        self.killed = k;
+        self.killed += k;
+    }
+
+    /// Kills the owner's peer (and its first deputy, if asked) once its share of tasks is done.
+    fn maybe_kill_owner(&mut self) {
+        let Some(kill) = self.cfg.kill_owner else { return };
+        let total = self.dag.job.len() as f64;
+        let done = self.done();
+        // A job already done has no owner left to kill.
+        if self.owner_killed || (done as f64) < kill.progress * total || done == self.dag.job.len() {
+            return;
+        }
+        let Coord::Shoal(o) = &self.coord else { return };
+        self.owner_killed = true;
+        // What the deputies know of each done task's output: the journal's holders (its
+        // executor; copies made later are not journalled).
+        let me = self.ids[self.owner_at];
+        let journal = Replayed::of(self.dag.job.len(), o.journal());
+        self.done_at_owner_kill = (0..self.dag.job.len())
+            .map(|i| match (o.state(TaskIndex(i as u32)), &journal.done[i]) {
+                (TaskState::Done { .. }, Some((output, holders, _, _))) => {
+                    Some(output.inline.is_none() && holders.iter().all(|&h| h == me))
+                }
+                (TaskState::Done { .. }, None) => Some(true),
+                _ => None,
+            })
+            .collect();
+        self.runs_at_owner_kill = self.runs.clone();
+        self.deputies_at_owner_kill =
+            o.deputies().iter().filter_map(|(d, _)| self.index.get(d).copied()).collect();
+        let mut victims = vec![self.owner_at];
+        if kill.first_deputy
+            && let Some(&d) = self.deputies_at_owner_kill.first()
+        {
+            victims.push(d);
+        }
+        for v in victims {
+            if self.alive[v] {
+                self.alive[v] = false;
+                self.killed += 1;
+                let at = self.now + self.cfg.detect;
+                self.push(at, Ev::Down { peer: v });
+            }
+        }
+    }
+
+    /// With the owner dead: the live deputy that should take over (now that membership told it
+    /// the owner, and every deputy ranked before it, are down) becomes the job's owner.
+    fn maybe_take_over(&mut self) {
+        let Coord::Shoal(_) = &self.coord else { return };
+        let job = self.job_id();
+        let down = |p: &PeerId| self.index.get(p).is_none_or(|&q| self.told_down[q]);
+        // Should two claim it (replicas that missed a list change), the higher (term, peer) wins,
+        // as it would supersede the other.
+        let heir = (0..self.peers.len())
+            .filter(|&d| self.alive[d])
+            .filter_map(|d| self.replicas[d].get(&job).map(|r| (d, r)))
+            .filter(|(d, r)| r.should_take_over(self.ids[*d], &down))
+            .max_by_key(|(d, r)| (r.next_term(), self.ids[*d]))
+            .map(|(d, _)| d);
+        let Some(d) = heir else { return };
+        let Some(replica) = self.replicas[d].remove(&job) else { return };
+        let now = self.now;
+        let n = self.peers.len();
+        let loads: Vec<_> =
+            (0..n).map(|q| if self.alive[q] { self.peers[q].load() } else { LoadHint::default() }).collect();
+        let known: Vec<usize> = (0..n).filter(|&q| !self.told_down[q]).collect();
+        let view = make_view(d, &known, &loads, self.cfg.view_size, &self.ids, &self.net, &mut self.rng);
+        let signer = key_signer(self.keys[d].clone());
+        let mut owner =
+            replica.take_over(self.ids[d], replica.next_term(), self.owner_cfg.clone(), &view, signer, now);
+        if let Coord::Shoal(old) = &mut self.coord {
+            // The swarm's trust book stays with whoever owns its jobs.
+            owner.set_trust(old.take_trust());
+            let p = old.progress();
+            self.former.leases_expired += p.leases_expired;
+            self.former.refused += p.refused.total();
+            self.former.disagreements += p.disagreements;
+            self.former.discarded += p.discarded;
+            self.former.verify_runs += p.verify_runs;
+        }
+        // Membership tells it who is down: the old owner, and any other peer.
+        for q in 0..n {
+            if self.told_down[q] {
+                owner.handle_peer_down(now, self.ids[q]);
+            }
+        }
+        owner.set_deputies(replica.record().clone(), self.cfg.deputies);
+        self.coord = Coord::Shoal(Box::new(owner));
+        self.owner_at = d;
+        self.owner_peers.push(d);
+        self.generation += 1;
+        self.takeovers += 1;
+        self.drain(d);
+    }
+
+    fn job_id(&self) -> JobId {
+        match &self.coord {
+            Coord::Shoal(o) => o.id(),
+            Coord::Central(_) => JobId(0),
+        }
+    }
+
+    /// A message the driver handles on peer `to` (replicas, takeovers); queries, statuses and
+    /// cancels are not modelled.
+    fn driver_msg(&mut self, from: usize, to: usize, msg: SchedMsg) {
+        let now = self.now;
+        let sender = self.ids[from];
+        let owner_here = to == self.owner_at && self.alive[to];
+        match msg {
+            SchedMsg::Deputize { record, term, deputies, changes } => {
+                let job = record.id;
+                if owner_here
+                    && let Coord::Shoal(o) = &mut self.coord
+                    && o.id() == job
+                {
+                    // A peer that thinks it owns the job.
+                    o.handle_new_owner(now, sender, term, sender);
+                    self.drain(to);
+                    return;
+                }
+                let seq = changes.len() as u64;
+                let held = match self.replicas[to].get_mut(&job) {
+                    Some(r) => r.handle_deputize(sender, term, deputies, changes),
+                    None => match Deputy::new(record, term, sender, deputies, changes) {
+                        Ok(r) => {
+                            self.replicas[to].insert(job, r);
+                            true
+                        }
+                        Err(_) => false,
+                    },
+                };
+                if held {
+                    let msg = SchedMsg::Deputized { job, term, seq };
+                    self.send(to, Transmit { to: sender, msg });
+                }
+            }
+            SchedMsg::Journal { job, term, seq, changes } => {
+                let Some(r) = self.replicas[to].get_mut(&job) else { return };
+                if let JournalOutcome::Gap(have) = r.handle_journal(sender, term, seq, changes) {
+                    let msg = SchedMsg::Deputized { job, term, seq: have };
+                    self.send(to, Transmit { to: sender, msg });
+                }
+            }
+            SchedMsg::NewOwner { job, term, owner } => {
+                if owner_here
+                    && let Coord::Shoal(o) = &mut self.coord
+                    && o.id() == job
+                {
+                    o.handle_new_owner(now, sender, term, owner);
+                    self.drain(to);
+                } else if let Some(r) = self.replicas[to].get_mut(&job) {
+                    r.handle_new_owner(sender, term, owner);
+                }
+            }
+            _ => {}
+        }
     }
 
     fn metrics(&self) -> Metrics {
@@ -826,6 +1133,17 @@ impl World<'_> {
             bytes: self.bytes,
             messages_per_task: self.messages as f64 / tasks as f64,
             receipt_messages_per_task: self.receipt_messages as f64 / tasks as f64,
+            replication_messages: self.replication_messages,
+            replication_bytes: self.replication_bytes,
+            replication_messages_per_task: self.replication_messages as f64 / tasks as f64,
+            replication_bytes_per_task: self.replication_bytes as f64 / tasks as f64,
+            owners_killed: u64::from(self.owner_killed),
+            takeovers: self.takeovers,
+            recovery: None,
+            done_at_owner_kill: self.done_at_owner_kill.clone(),
+            runs_at_owner_kill: self.runs_at_owner_kill.clone(),
+            deputies_at_owner_kill: self.deputies_at_owner_kill.clone(),
+            owner_peers: self.owner_peers.clone(),
             bytes_per_task: self.bytes as f64 / tasks as f64,
             steals_tried: tried,
             steals_won: won,
@@ -840,11 +1158,12 @@ impl World<'_> {
             leases_expired: match &self.coord {
                 Coord::Shoal(o) => o.progress().leases_expired,
                 Coord::Central(_) => 0,
-            },
+            } + self.former.leases_expired,
             refused: match &self.coord {
                 Coord::Shoal(o) => o.progress().refused.total(),
                 Coord::Central(_) => 0,
-            } + self.peers.iter().map(|p| p.stats().refused.total()).sum::<u64>(),
+            } + self.former.refused
+                + self.peers.iter().map(|p| p.stats().refused.total()).sum::<u64>(),
             liars: self.liar.iter().filter(|&&l| l).count(),
             jobs: 1,
             jobs_completed: u64::from(self.done() == tasks),
@@ -852,9 +1171,9 @@ impl World<'_> {
             fuel_executed: self.executed,
             fuel_unverified: work,
             verification_overhead: self.executed as f64 / work.max(1) as f64 - 1.0,
-            disagreements: progress.disagreements,
-            discarded: progress.discarded,
-            verify_runs: progress.verify_runs,
+            disagreements: progress.disagreements + self.former.disagreements,
+            discarded: progress.discarded + self.former.discarded,
+            verify_runs: progress.verify_runs + self.former.verify_runs,
             outputs,
             runs_per_task: self.runs.clone(),
             unfinished: match &self.coord {

@@ -3,9 +3,9 @@
 use std::path::PathBuf;
 
 use shoal_sim::net::Topology;
-use shoal_sim::report::{RunSpec, parse_kill, parse_liars};
+use shoal_sim::report::{RunSpec, parse_kill, parse_liars, parse_progress};
 use shoal_sim::sched_config::VerifyPolicy;
-use shoal_sim::{Kill, Liars, NetFaults, SchedulerKind};
+use shoal_sim::{Kill, KillOwner, Liars, NetFaults, SchedulerKind};
 
 /// Network topology.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -56,6 +56,17 @@ pub(crate) struct SimArgs {
     /// Kill FRACTION of the peers when PROGRESS of the tasks are done, e.g. 0.125@0.5.
     #[arg(long, value_parser = parse_kill)]
     kill: Option<Kill>,
+    /// Kill the job's owner when PROGRESS (0..1) of the tasks are done: a deputy takes the job
+    /// over. The same seed also runs without kills, and the report gives the recovery overhead.
+    #[arg(long, value_name = "PROGRESS", value_parser = parse_progress)]
+    kill_owner: Option<f64>,
+    /// With --kill-owner: kill the owner's first deputy at the same moment (the second takes over).
+    #[arg(long, requires = "kill_owner")]
+    kill_deputy: bool,
+    /// Deputies the job's owner keeps, replicating its journal (0: none; the job then dies with
+    /// its owner).
+    #[arg(long, default_value_t = 2)]
+    deputies: usize,
     /// Probability that a message between peers is lost for good, e.g. 0.01.
     #[arg(long, default_value_t = 0.0, value_parser = probability)]
     loss: f64,
@@ -105,6 +116,10 @@ impl SimArgs {
                 Sched::Random => SchedulerKind::Random,
             },
             kill: self.kill,
+            kill_owner: self
+                .kill_owner
+                .map(|progress| KillOwner { progress, first_deputy: self.kill_deputy }),
+            deputies: self.deputies,
             faults: NetFaults { loss: self.loss, duplicate: self.duplicate, reorder: self.reorder },
             json: self.json,
             jobs: self.jobs,
@@ -181,5 +196,43 @@ mod tests {
         let both = ["shoal-sim", "--dag", "tree:8", "--workflow", "w.json"];
         assert!(Cli::try_parse_from(both).is_err(), "--dag and --workflow exclude each other");
         assert!(Cli::try_parse_from(["shoal-sim", "--dag", "tree:8", "--loss", "2"]).is_err());
+        assert_eq!((a.kill_owner, a.deputies), (None, 2), "deputies by default, the owner lives");
+    }
+
+    #[test]
+    fn parses_the_owner_kill_flags() {
+        let cli = Cli::try_parse_from([
+            "shoal-sim",
+            "--dag",
+            "cholesky:12",
+            "--kill-owner",
+            "0.5",
+            "--kill-deputy",
+            "--deputies",
+            "3",
+            "--kill",
+            "0.125@0.5",
+        ])
+        .unwrap();
+        let a = cli.sim.spec();
+        assert_eq!(a.kill_owner, Some(KillOwner { progress: 0.5, first_deputy: true }));
+        assert_eq!(a.deputies, 3);
+        assert_eq!(a.kill, Some(Kill { fraction: 0.125, progress: 0.5 }));
+        let a =
+            Cli::try_parse_from(["shoal-sim", "--dag", "tree:8", "--kill-owner", "0.1"]).unwrap().sim.spec();
+        assert_eq!((a.kill_owner, a.deputies), (Some(KillOwner { progress: 0.1, first_deputy: false }), 2));
+        let off =
+            Cli::try_parse_from(["shoal-sim", "--dag", "tree:8", "--deputies", "0"]).unwrap().sim.spec();
+        assert_eq!(off.deputies, 0);
+        for bad in ["1.5", "-0.1", "half"] {
+            assert!(
+                Cli::try_parse_from(["shoal-sim", "--dag", "tree:8", "--kill-owner", bad]).is_err(),
+                "{bad}"
+            );
+        }
+        assert!(
+            Cli::try_parse_from(["shoal-sim", "--dag", "tree:8", "--kill-deputy"]).is_err(),
+            "--kill-deputy needs --kill-owner"
+        );
     }
 }
