@@ -955,8 +955,8 @@ impl World<'_> {
         let journal = Replayed::of(self.dag.job.len(), o.journal());
         self.done_at_owner_kill = (0..self.dag.job.len())
             .map(|i| match (o.state(TaskIndex(i as u32)), &journal.done[i]) {
-                (TaskState::Done { .. }, Some((output, holders, _, _))) => {
-                    Some(output.inline.is_none() && holders.iter().all(|&h| h == me))
+                (TaskState::Done { .. }, Some(d)) => {
+                    Some(d.output.inline.is_none() && d.holders.iter().all(|&h| h == me))
                 }
                 (TaskState::Done { .. }, None) => Some(true),
                 _ => None,
@@ -1059,7 +1059,7 @@ impl World<'_> {
                 let seq = changes.len() as u64;
                 let held = match self.replicas[to].get_mut(&job) {
                     Some(r) => r.handle_deputize(sender, term, deputies, changes),
-                    None => match Deputy::new(record, term, sender, deputies, changes) {
+                    None => match Deputy::new(*record, term, sender, deputies, changes) {
                         Ok(r) => {
                             self.replicas[to].insert(job, r);
                             true
@@ -1072,9 +1072,9 @@ impl World<'_> {
                     self.send(to, Transmit { to: sender, msg });
                 }
             }
-            SchedMsg::Journal { job, term, seq, changes } => {
+            SchedMsg::Journal { job, term, seq, changes, deputies } => {
                 let Some(r) = self.replicas[to].get_mut(&job) else { return };
-                if let JournalOutcome::Gap(have) = r.handle_journal(sender, term, seq, changes) {
+                if let JournalOutcome::Gap(have) = r.handle_journal(sender, term, seq, changes, deputies) {
                     let msg = SchedMsg::Deputized { job, term, seq: have };
                     self.send(to, Transmit { to: sender, msg });
                 }

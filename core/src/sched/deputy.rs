@@ -47,6 +47,13 @@ pub enum Change {
         /// The peer whose run was accepted.
         executor: PeerId,
     },
+    /// `peer` holds a copy of done task `task`'s output too (a consumer fetched it).
+    Holder {
+        /// The task.
+        task: TaskIndex,
+        /// The new holder.
+        peer: PeerId,
+    },
     /// Task `task` is no longer done (its output was lost, or its result discarded).
     Undone {
         /// The task.
@@ -287,11 +294,24 @@ impl JobPhase {
     }
 }
 
+/// A done task as the journal has it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DoneTask {
+    /// Its output.
+    pub output: OutputRef,
+    /// Peers holding it.
+    pub holders: Vec<PeerId>,
+    /// Fuel of the accepted run.
+    pub fuel: u64,
+    /// Who ran it.
+    pub executor: PeerId,
+}
+
 /// The state a journal leaves each task in (`None`: not done).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Replayed {
-    /// Per task: `(output, holders, fuel, executor)` if done.
-    pub done: Vec<Option<(OutputRef, Vec<PeerId>, u64, PeerId)>>,
+    /// Per task: how it was done, if it is.
+    pub done: Vec<Option<DoneTask>>,
     /// The first task failure, if any.
     pub failed: Option<(TaskIndex, FailureKind)>,
     /// The job was cancelled.
@@ -306,7 +326,19 @@ impl Replayed {
             match c {
                 Change::Done { task, output, holders, fuel, executor } => {
                     if let Some(slot) = r.done.get_mut(task.0 as usize) {
-                        *slot = Some((output.clone(), holders.clone(), *fuel, *executor));
+                        *slot = Some(DoneTask {
+                            output: output.clone(),
+                            holders: holders.clone(),
+                            fuel: *fuel,
+                            executor: *executor,
+                        });
+                    }
+                }
+                Change::Holder { task, peer } => {
+                    if let Some(Some(d)) = r.done.get_mut(task.0 as usize)
+                        && !d.holders.contains(peer)
+                    {
+                        d.holders.push(*peer);
                     }
                 }
                 Change::Undone { task } => {
@@ -421,16 +453,20 @@ impl Deputy {
         true
     }
 
-    /// A journal batch from `from`.
+    /// A journal batch from `from`, with the deputies' takeover order as the owner has it now.
     pub fn handle_journal(
         &mut self,
         from: PeerId,
         term: u32,
         seq: u64,
         changes: Vec<Change>,
+        deputies: Vec<PeerId>,
     ) -> JournalOutcome {
         if from != self.owner || term != self.term {
             return JournalOutcome::Ignored;
+        }
+        if !deputies.is_empty() {
+            self.deputies = deputies;
         }
         let have = self.changes.len() as u64;
         if seq > have {
@@ -482,12 +518,12 @@ impl Deputy {
         );
         if outputs {
             for &i in &self.record.wanted {
-                if let Some(Some((output, holders, _, _))) = r.done.get(i.0 as usize) {
+                if let Some(Some(d)) = r.done.get(i.0 as usize) {
                     report.outputs.push(WantedOutput {
                         task: i,
                         name: self.job.task(i).name.clone(),
-                        output: output.clone(),
-                        holders: holders.clone(),
+                        output: d.output.clone(),
+                        holders: d.holders.clone(),
                     });
                 }
             }
@@ -538,7 +574,7 @@ impl Deputy {
 }
 
 /// A report of `record` in the state `r`.
-#[allow(clippy::too_many_arguments)]
+#[allow(clippy::too_many_arguments, reason = "one call site each, all parts of one report")]
 pub(crate) fn report_of(
     record: &JobRecord,
     job: &Job,
@@ -570,7 +606,7 @@ pub(crate) fn report_of(
         total: job.len() as u32,
         done: done as u32,
         running,
-        fuel_used: r.done.iter().flatten().map(|d| d.2).fold(0u64, u64::saturating_add),
+        fuel_used: r.done.iter().flatten().map(|d| d.fuel).fold(0u64, u64::saturating_add),
         phase,
         outputs: Vec::new(),
     }

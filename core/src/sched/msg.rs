@@ -364,7 +364,7 @@ pub enum SchedMsg {
     /// the owner's term, its deputies in takeover order, and every change so far.
     Deputize {
         /// The job, as submitted.
-        record: JobRecord,
+        record: Box<JobRecord>,
         /// The owner's term.
         term: u32,
         /// The deputies, in takeover order (the receiver among them).
@@ -382,6 +382,8 @@ pub enum SchedMsg {
         seq: u64,
         /// The changes, in order.
         changes: Vec<Change>,
+        /// The deputies in takeover order now (those holding the job first).
+        deputies: Vec<PeerId>,
     },
     /// Deputy → owner: the deputy holds `job` (its modules and literal inputs too) and its
     /// journal up to `seq` changes. Sent for a `Deputize` once the blobs are stored, and for a
@@ -416,7 +418,7 @@ pub enum SchedMsg {
         outputs: bool,
     },
     /// The answer to a [`SchedMsg::JobQuery`].
-    JobStatus(JobReport),
+    JobStatus(Box<JobReport>),
     /// Submitter → a job's owner: cancel the job. `sig` is the ed25519 signature of
     /// [`cancel_digest`] by the job's submitter key (the seal's) or, for an unsigned job, by the
     /// peer that submitted it.

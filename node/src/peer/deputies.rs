@@ -179,11 +179,11 @@ impl Actor {
         let now = self.now();
         match msg {
             SchedMsg::Deputize { record, term, deputies, changes } => {
-                self.on_deputize(from, record, term, deputies, changes);
+                self.on_deputize(from, *record, term, deputies, changes);
             }
-            SchedMsg::Journal { job, term, seq, changes } => {
+            SchedMsg::Journal { job, term, seq, changes, deputies } => {
                 let Some(r) = self.replicas.get_mut(&job) else { return };
-                match r.deputy.handle_journal(from, term, seq, changes) {
+                match r.deputy.handle_journal(from, term, seq, changes, deputies) {
                     JournalOutcome::Applied(have) => {
                         if let Some(file) = &mut r.journal {
                             let from_seq = usize::try_from(seq).unwrap_or(usize::MAX);
@@ -237,7 +237,7 @@ impl Actor {
                 };
                 for id in ids {
                     if let Some(report) = self.report_of(id, outputs) {
-                        self.transmit(Transmit { to: from, msg: SchedMsg::JobStatus(report) });
+                        self.transmit(Transmit { to: from, msg: SchedMsg::JobStatus(Box::new(report)) });
                     }
                 }
             }
@@ -251,7 +251,7 @@ impl Actor {
                 }
                 self.queries.retain(|(want, tx)| {
                     if want.is_none_or(|w| w == report.job) {
-                        tx.send((from, report.clone())).is_ok()
+                        tx.send((from, (*report).clone())).is_ok()
                     } else {
                         !tx.is_closed()
                     }

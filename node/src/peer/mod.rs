@@ -73,6 +73,9 @@ use timers::TimerOf;
 pub use times::TaskTimes;
 pub use verify::{TRUST_BOOK, read_trust_book};
 
+/// Where the answers to a job query go: each report with the peer that gave it.
+pub(crate) type ReportTx = mpsc::UnboundedSender<(PeerId, shoal_core::sched::deputy::JobReport)>;
+
 /// Requests from handles to the actor.
 #[derive(Debug)]
 pub(crate) enum Cmd {
@@ -95,7 +98,7 @@ pub(crate) enum Cmd {
     Query {
         job: Option<JobId>,
         outputs: bool,
-        tx: mpsc::UnboundedSender<(PeerId, shoal_core::sched::deputy::JobReport)>,
+        tx: ReportTx,
     },
     /// Send a signed cancel of `job` to its owner `to`.
     CancelRemote {
@@ -183,7 +186,7 @@ struct Actor {
     /// Jobs that ended here, kept for queries during their retention time.
     ended: HashMap<JobId, deputies::Ended>,
     /// Queries waiting for answers: the job asked about (`None`: all) and where answers go.
-    queries: Vec<(Option<JobId>, mpsc::UnboundedSender<(PeerId, shoal_core::sched::deputy::JobReport)>)>,
+    queries: Vec<(Option<JobId>, ReportTx)>,
     replica_tx: mpsc::UnboundedSender<deputies::BlobsFetched>,
     /// Peers membership reported gone (until it shows them again), at most a view's worth.
     gone: std::collections::HashSet<PeerId>,

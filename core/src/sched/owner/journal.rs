@@ -17,13 +17,21 @@ use crate::sched::deputy::{
 use crate::sched::msg::{DescSigner, SchedMsg, Transmit};
 use crate::sched::{OwnerConfig, PeerHint, Time};
 
+/// A deputy that has not acknowledged the job is sent it again this often.
+const DEPUTIZE_RESEND: std::time::Duration = std::time::Duration::from_secs(5);
+/// A deputy that has not acknowledged the job this long after it was first asked is replaced.
+const DEPUTIZE_PATIENCE: std::time::Duration = std::time::Duration::from_secs(30);
+
 impl Owner {
     /// Rebuilds the owner of `job` (described by `record`) for `term` from its journal
     /// `changes`, on peer `me`: journalled results stay done, a journalled failure or cancel ends
     /// the job again, and every other task is issued anew (attempt numbers start at
     /// `term << 16`). `deputies` are told of the new term; more are chosen to make up
     /// [`OwnerConfig`]'s count once [`Owner::set_deputies`] or the record asks for them.
-    #[allow(clippy::too_many_arguments)]
+    #[allow(
+        clippy::too_many_arguments,
+        reason = "an owner's parts as `Owner::new` takes them, plus the journal's"
+    )]
     pub fn restore(
         job: Job,
         record: JobRecord,
@@ -41,17 +49,18 @@ impl Owner {
         o.journal = changes.to_vec();
         o.streamed = o.journal.len() as u64;
         o.record = Some(Box::new(record));
-        o.deputies = deputies.into_iter().map(|p| (p, None)).collect();
+        o.deputies = deputies.into_iter().map(|p| (p, None, now)).collect();
+        o.deputies_since = o.deputies.iter().map(|d| (d.0, now)).collect();
         let r = Replayed::of(o.job.len(), changes);
         let base = term.checked_shl(ATTEMPT_TERM_SHIFT).unwrap_or(u32::MAX - (1 << ATTEMPT_TERM_SHIFT));
         for (k, done) in r.done.into_iter().enumerate() {
             o.recs[k].attempts = base;
-            if let Some((output, holders, fuel, executor)) = done {
-                o.recs[k].state = TaskState::Done { output, holders };
+            if let Some(d) = done {
+                o.recs[k].state = TaskState::Done { output: d.output, holders: d.holders };
                 o.done += 1;
-                o.fuel_used = o.fuel_used.saturating_add(fuel);
-                o.peers_used.insert(executor);
-                o.costs.learn(o.job.tasks()[k].module, fuel);
+                o.fuel_used = o.fuel_used.saturating_add(d.fuel);
+                o.peers_used.insert(d.executor);
+                o.costs.learn(o.job.tasks()[k].module, d.fuel);
             }
         }
         o.set_cap(me, o.cfg.own_slots);
@@ -92,7 +101,7 @@ impl Owner {
 
     /// The deputies, in takeover order, each with whether it acknowledged the job.
     pub fn deputies(&self) -> Vec<(PeerId, bool)> {
-        self.deputies.iter().map(|&(p, acked)| (p, acked.is_some())).collect()
+        self.deputies.iter().map(|&(p, acked, _)| (p, acked.is_some())).collect()
     }
 
     /// Whether the job is safe from this owner's loss: as many deputies as wanted (or every
@@ -223,10 +232,15 @@ impl Owner {
         if seq < self.streamed.min(len) {
             let from_seq = usize::try_from(seq).unwrap_or(usize::MAX);
             let changes = self.journal.get(from_seq..).map(<[Change]>::to_vec).unwrap_or_default();
-            let msg = SchedMsg::Journal { job: self.id, term: self.term, seq, changes };
+            let deputies = self.deputy_order();
+            let msg = SchedMsg::Journal { job: self.id, term: self.term, seq, changes, deputies };
             self.out.push_back(Transmit { to: from, msg });
         }
         if first {
+            // Deputies holding the job come first in the takeover order (one that never got
+            // it must not hold back the others), and every deputy hears the new order.
+            self.deputies.sort_by_key(|d| d.1.is_none());
+            self.order_changed = true;
             self.events.push_back(OwnerEvent::Deputies);
         }
     }
@@ -241,6 +255,7 @@ impl Owner {
                     && self.in_view.contains(p)
                     && !self.dead.contains(p)
                     && !self.leaving.contains(p)
+                    && !self.deputies_refused.contains(p)
                     && !self.deputies.iter().any(|d| d.0 == **p)
             })
             .map(|(p, rtt)| (*rtt, *p))
@@ -252,8 +267,12 @@ impl Owner {
     /// Sends `to` the job and the whole journal.
     fn deputize(&mut self, to: PeerId) {
         let Some(record) = self.record.as_deref() else { return };
+        let now = self.now;
+        if let Some(d) = self.deputies.iter_mut().find(|d| d.0 == to) {
+            d.2 = now;
+        }
         let msg = SchedMsg::Deputize {
-            record: record.clone(),
+            record: Box::new(record.clone()),
             term: self.term,
             deputies: self.deputies.iter().map(|d| d.0).collect(),
             changes: self.journal.clone(),
@@ -267,25 +286,57 @@ impl Owner {
             return;
         }
         let len = self.journal.len() as u64;
-        if self.streamed < len {
+        if self.streamed < len || self.order_changed {
             let from = usize::try_from(self.streamed).unwrap_or(usize::MAX);
             let changes = self.journal.get(from..).map(<[Change]>::to_vec).unwrap_or_default();
+            let deputies = self.deputy_order();
             for k in 0..self.deputies.len() {
                 let msg = SchedMsg::Journal {
                     job: self.id,
                     term: self.term,
                     seq: self.streamed,
                     changes: changes.clone(),
+                    deputies: deputies.clone(),
                 };
                 self.out.push_back(Transmit { to: self.deputies[k].0, msg });
             }
             self.streamed = len;
+            self.order_changed = false;
+        }
+        // A deputy that has not acknowledged the job is sent it again every
+        // `DEPUTIZE_RESEND` (the message may have been lost), and given up after
+        // `DEPUTIZE_PATIENCE` (it refuses the job, or cannot fetch its blobs from here).
+        let now = self.now;
+        let mut gave_up = false;
+        for k in (0..self.deputies.len()).rev() {
+            let (p, acked, sent) = self.deputies[k];
+            if acked.is_some() {
+                continue;
+            }
+            let first = self.deputies_first_sent(p).unwrap_or(sent);
+            if now.saturating_sub(first) >= DEPUTIZE_PATIENCE {
+                self.deputies.remove(k);
+                self.deputies_refused.insert(p);
+                gave_up = true;
+            } else if now.saturating_sub(sent) >= DEPUTIZE_RESEND {
+                self.deputize(p);
+            }
+        }
+        if gave_up {
+            for k in 0..self.deputies.len() {
+                self.deputize(self.deputies[k].0);
+            }
+            self.events.push_back(OwnerEvent::Deputies);
         }
         if self.deputies.len() < self.want_deputies {
             let fresh: Vec<PeerId> =
                 self.candidates().into_iter().take(self.want_deputies - self.deputies.len()).collect();
             if !fresh.is_empty() {
-                self.deputies.extend(fresh.iter().map(|&p| (p, None)));
+                let now = self.now;
+                self.deputies.extend(fresh.iter().map(|&p| (p, None, now)));
+                for &p in &fresh {
+                    self.deputies_since.insert(p, now);
+                }
                 // Every deputy learns the new list (the order is the takeover order).
                 for k in 0..self.deputies.len() {
                     self.deputize(self.deputies[k].0);
@@ -293,6 +344,16 @@ impl Owner {
                 self.events.push_back(OwnerEvent::Deputies);
             }
         }
+    }
+
+    /// The deputies in takeover order.
+    fn deputy_order(&self) -> Vec<PeerId> {
+        self.deputies.iter().map(|d| d.0).collect()
+    }
+
+    /// When `p` was first asked to be a deputy (for the patience above).
+    fn deputies_first_sent(&self, p: PeerId) -> Option<Time> {
+        self.deputies_since.get(&p).copied()
     }
 
     /// `peer` is gone: if it was a deputy, it is replaced at the end of this step.

@@ -199,8 +199,16 @@ pub struct Owner {
     record: Option<Box<crate::sched::deputy::JobRecord>>,
     /// Deputies wanted.
     want_deputies: usize,
-    /// Deputies, in takeover order, with the journal length each acknowledged (`None`: not yet).
-    deputies: Vec<(PeerId, Option<u64>)>,
+    /// Deputies, in takeover order, with the journal length each acknowledged (`None`: not yet)
+    /// and when the job was last sent to it.
+    deputies: Vec<(PeerId, Option<u64>, Time)>,
+    /// Peers that never acknowledged the job in time (they refuse it, or cannot reach this
+    /// owner): not chosen again.
+    deputies_refused: BTreeSet<PeerId>,
+    /// The takeover order changed since the deputies last heard it.
+    order_changed: bool,
+    /// When each deputy was first asked.
+    deputies_since: HashMap<PeerId, Time>,
     /// Journal entries already streamed to the deputies.
     streamed: u64,
     /// A newer owner took the job over: `(term, owner)`. Nothing more is placed here.
@@ -318,6 +326,9 @@ impl Owner {
             record: None,
             want_deputies: 0,
             deputies: Vec::new(),
+            deputies_refused: BTreeSet::new(),
+            deputies_since: HashMap::new(),
+            order_changed: false,
             streamed: 0,
             superseded: None,
             in_view: BTreeSet::new(),
@@ -604,6 +615,7 @@ impl Owner {
                 && !holders.contains(&from)
             {
                 holders.push(from);
+                self.journal.push(crate::sched::deputy::Change::Holder { task: p, peer: from });
             }
         }
     }

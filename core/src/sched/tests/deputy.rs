@@ -95,15 +95,15 @@ fn a_deputy_takes_over_in_the_next_term_keeps_done_results_and_reissues_the_rest
     let (first, second) = (d[0].0, d[1].0);
     let mut dep = Deputy::new(record(&job), 0, peer(0), vec![first, second], Vec::new()).unwrap();
     for tr in drain(&mut o) {
-        if let SchedMsg::Journal { term, seq, changes, .. } = tr.msg
+        if let SchedMsg::Journal { term, seq, changes, deputies, .. } = tr.msg
             && tr.to == first
         {
-            assert_eq!(dep.handle_journal(peer(0), term, seq, changes), JournalOutcome::Applied(1));
+            assert_eq!(dep.handle_journal(peer(0), term, seq, changes, deputies), JournalOutcome::Applied(1));
         }
     }
     // A journal from anyone but the owner, or one that skips ahead, is not applied.
-    assert_eq!(dep.handle_journal(second, 0, 1, vec![Change::Cancelled]), JournalOutcome::Ignored);
-    assert_eq!(dep.handle_journal(peer(0), 0, 5, vec![Change::Cancelled]), JournalOutcome::Gap(1));
+    assert_eq!(dep.handle_journal(second, 0, 1, vec![Change::Cancelled], vec![]), JournalOutcome::Ignored);
+    assert_eq!(dep.handle_journal(peer(0), 0, 5, vec![Change::Cancelled], vec![]), JournalOutcome::Gap(1));
     // The owner is gone: the first deputy takes over, the second waits for it.
     let down = |p: &PeerId| *p == peer(0);
     assert!(dep.should_take_over(first, &down));
