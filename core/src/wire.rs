@@ -25,11 +25,13 @@ use rkyv::util::AlignedVec;
 use crate::ids::BlobHash;
 pub use crate::membership::MemberMsg;
 
-/// The protocol version carried in [`Hello`]. Bumped whenever [`Message`] gains a variant.
-pub const PROTOCOL_VERSION: u16 = 1;
+/// The protocol version carried in [`Hello`]. Bumped whenever [`Message`] gains a variant or a
+/// message's layout changes (2: task descriptors carry their owner's term, and the job-replica
+/// messages of `docs/owners.md`).
+pub const PROTOCOL_VERSION: u16 = 2;
 
 /// The oldest protocol version this build still talks to.
-pub const MIN_PROTOCOL_VERSION: u16 = 1;
+pub const MIN_PROTOCOL_VERSION: u16 = 2;
 
 /// Size of the length prefix of a frame, in bytes.
 pub const LEN_PREFIX: usize = 4;

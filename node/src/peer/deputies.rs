@@ -205,7 +205,14 @@ impl Actor {
                         let msg = SchedMsg::Deputized { job, term, seq: have };
                         self.transmit(Transmit { to: from, msg });
                     }
-                    JournalOutcome::Ignored => {}
+                    JournalOutcome::Ignored => {
+                        // An owner of an older term: tell it who owns the job now.
+                        let known = (r.deputy.term(), r.deputy.owner());
+                        if (term, from) < known {
+                            let msg = SchedMsg::NewOwner { job, term: known.0, owner: known.1 };
+                            self.transmit(Transmit { to: from, msg });
+                        }
+                    }
                 }
             }
             SchedMsg::NewOwner { job, term, owner } => {
