@@ -52,6 +52,8 @@ struct Opts {
     shoal_bin: PathBuf,
     /// Only these measurements (comma-separated names), for profiling one at a time.
     only: Option<Vec<String>>,
+    /// Jobs journalled to disk with deputies (the default), or neither (`--no-durable`).
+    durable: bool,
 }
 
 const HELP: &str = "swarm bench options:
@@ -59,7 +61,9 @@ const HELP: &str = "swarm bench options:
   --cores LIST         cores of each peer, e.g. 1,1,0,0 (default 1,1,0,0: four peers, two slots)
   --peers FILE         Dask/Ray JSON lines from run_peers.py, printed beside Shoal's figures
   --shoal-bin PATH     the shoal binary for the idle-memory figure (default target/release/shoal)
-  --only LIST          only these: baseline,throughput,latency,fine,tree,cholesky,memory";
+  --only LIST          only these: baseline,throughput,latency,fine,tree,cholesky,memory
+  --no-durable         jobs are neither journalled to disk nor given deputies (docs/owners.md),
+                       to measure what durability costs: run it beside a default run";
 
 fn opts() -> Opts {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
@@ -69,11 +73,13 @@ fn opts() -> Opts {
         peers: None,
         shoal_bin: root.join("target/release/shoal"),
         only: None,
+        durable: true,
     };
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         match a.as_str() {
             "--quick" => o.quick = true,
+            "--no-durable" => o.durable = false,
             "--cores" => {
                 let v = args.next().expect("--cores LIST");
                 o.cores = v.split(',').map(|c| c.trim().parse().expect("--cores: numbers")).collect();
@@ -707,11 +713,12 @@ fn main() {
     let cores = machine_cores();
     let quick = o.quick;
     println!(
-        "shoal swarm bench: {} peers with cores {:?} ({} slots) on a {cores}-core machine{}",
+        "shoal swarm bench: {} peers with cores {:?} ({} slots) on a {cores}-core machine{}{}",
         o.cores.len(),
         o.cores,
         o.slots(),
-        if quick { ", --quick" } else { "" }
+        if quick { ", --quick" } else { "" },
+        if o.durable { "" } else { ", --no-durable (no journal, no deputies)" }
     );
     let mut t = Table::default();
     let local = Local::new();
@@ -742,12 +749,19 @@ fn main() {
 
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
     let rss0 = rss_kib(std::process::id());
-    let mut s = rt.block_on(Swarm::start(&o.cores, PATIENCE));
+    let durable = o.durable;
+    let tweak = move |cfg: &mut shoal_node::Config| {
+        if !durable {
+            cfg.persist_jobs = false;
+            cfg.deputies = 0;
+        }
+    };
+    let mut s = rt.block_on(Swarm::start_with(&o.cores, PATIENCE, tweak));
     if std::env::var("SHOAL_BENCH_REMOTE_FIRST").is_ok() {
         // Debugging aid: peer 1 sorts before the owner on the owner's placement ties.
         while s.peers[1].peer_id() > s.peers[0].peer_id() {
             rt.block_on(s.shutdown());
-            s = rt.block_on(Swarm::start(&o.cores, PATIENCE));
+            s = rt.block_on(Swarm::start_with(&o.cores, PATIENCE, tweak));
         }
     }
     let rss1 = rss_kib(std::process::id());

@@ -264,19 +264,24 @@ pub(crate) async fn submit_compiled(
             return Err(e.into());
         }
     };
-    // Its id, before anything else can happen to this process: the job outlives it
-    // (`shoal job wait ID` from anywhere).
-    eprintln!("job {} submitted", submission.id());
     if let Some(page) = &page {
         eprintln!("status page: {}#job={}", page.url(), submission.id());
     }
+    // Its id, before anything else can happen to this process: the job outlives it
+    // (`shoal job wait ID` from anywhere).
+    eprintln!("job {} submitted", submission.id());
     let bar = how.show_progress.then(|| progress_bar(tasks));
     let mut stream = submission.progress_stream();
     let reporter = bar.clone().map(|bar| {
         tokio::spawn(async move {
             while let Some(p) = stream.next().await {
                 bar.set_position(p.done as u64);
-                bar.set_message(format!("{} running, {} used", p.running, peers(p.peers_used)));
+                let deputies = match p.deputies {
+                    0 => String::new(),
+                    1 => ", 1 deputy holds it".to_string(),
+                    n => format!(", {n} deputies hold it"),
+                };
+                bar.set_message(format!("{} running, {} used{deputies}", p.running, peers(p.peers_used)));
             }
         })
     });

@@ -20,6 +20,11 @@ impl Swarm {
     /// Starts one peer per entry of `cores` (that many cores and 256 MiB of task memory per
     /// core), each joined through the first, and waits up to `patience` for the swarm to form.
     pub(crate) async fn start(cores: &[u32], patience: Duration) -> Swarm {
+        Swarm::start_with(cores, patience, |_| {}).await
+    }
+
+    /// [`Swarm::start`] with `tweak` applied to every peer's configuration.
+    pub(crate) async fn start_with(cores: &[u32], patience: Duration, tweak: impl Fn(&mut Config)) -> Swarm {
         let mut peers: Vec<Peer> = Vec::new();
         let mut dirs = Vec::new();
         for &c in cores {
@@ -33,6 +38,7 @@ impl Swarm {
             if let Some(first) = peers.first() {
                 cfg.net.bootstrap = vec![first.local_addr()];
             }
+            tweak(&mut cfg);
             peers.push(Peer::start(cfg).await.unwrap());
             dirs.push(dir);
         }
