@@ -169,6 +169,7 @@ pub struct Job {
     blobs: HashMap<BlobHash, Vec<u8>>,
     outputs: Vec<Output>,
     verify: Option<shoal_core::sched::VerifyPolicy>,
+    retention: Option<std::time::Duration>,
 }
 
 /// An output the submitter marked, by handle or by name (resolved in [`Job::compile`]).
@@ -194,6 +195,7 @@ impl Job {
             blobs: HashMap::new(),
             outputs: Vec::new(),
             verify: None,
+            retention: None,
         }
     }
 
@@ -257,12 +259,22 @@ impl Job {
         self
     }
 
+    /// Sets how long the job's outputs stay fetchable from the swarm after it ended (default: the
+    /// owning peer's, a day), for `shoal job wait` and [`crate::Swarm::attach`].
+    pub fn retention(&mut self, retention: std::time::Duration) -> &mut Self {
+        self.retention = Some(retention);
+        self
+    }
+
     /// Validates the whole job (inputs by name, cycles, at least one task) and returns it with its
     /// blobs and the outputs to fetch.
     pub fn compile(self) -> Result<CompiledJob, BuildError> {
         let mut job = shoal_core::job::Job::new(self.specs)?;
         if let Some(policy) = self.verify {
             job = job.with_verify(policy);
+        }
+        if let Some(r) = self.retention {
+            job = job.with_retention(r);
         }
         let mut outputs = Vec::new();
         for o in self.outputs {

@@ -197,6 +197,11 @@ impl JobFile {
                 .map_err(|msg| cx.invalid(v.policy.span(), None, "verify.policy".into(), msg))?;
             job.verify(policy);
         }
+        if let Some(r) = &raw.retention {
+            let d = parse_duration(r.get_ref())
+                .map_err(|msg| cx.invalid(r.span(), None, "retention".into(), msg))?;
+            job.retention(d);
+        }
         Ok(JobFile { path: path.to_owned(), job, text: text.to_owned(), origins })
     }
 
@@ -247,6 +252,8 @@ struct RawFile {
     #[serde(default)]
     outputs: Vec<Spanned<String>>,
     verify: Option<RawVerify>,
+    /// How long the outputs stay fetchable after the job ended (`"2h"`).
+    retention: Option<Spanned<String>>,
 }
 
 /// `[verify]`: how the job's results are checked (docs/verification.md).

@@ -469,3 +469,20 @@ fn a_job_file_says_how_its_results_are_verified_and_a_bad_policy_is_located() {
         "k and quorum go with",
     );
 }
+
+#[test]
+fn a_job_file_says_how_long_its_outputs_are_kept_and_a_bad_duration_is_located() {
+    let task = "[[task]]\nname = \"a\"\nmodule = \"echo\"\n";
+    let parse = |top: &str| {
+        // Top-level keys come before the first table.
+        let text = format!("{top}{HEADER}{task}");
+        JobFile::parse(&text, &example(""), &example("r.toml"))
+            .and_then(JobFile::compile)
+            .map(|c| c.job.retention())
+    };
+    assert_eq!(parse("").unwrap(), None, "the owning peer decides (a day)");
+    assert_eq!(parse("retention = \"2h\"\n").unwrap(), Some(Duration::from_secs(7200)));
+    let e = parse("retention = \"soon\"\n").unwrap_err();
+    assert_eq!((e.line, e.field.as_deref()), (Some(1), Some("retention")), "{e}");
+    assert!(e.to_string().contains("is not a duration"), "{e}");
+}

@@ -174,6 +174,8 @@ pub struct Job {
     manifest: Option<Arc<Manifest>>,
     /// How its results are verified; `None`: the owning peer's default.
     verify: Option<VerifyPolicy>,
+    /// How long its outputs stay fetchable once it ended; `None`: the owning peer's default.
+    retention: Option<std::time::Duration>,
 }
 
 impl Job {
@@ -232,7 +234,7 @@ impl Job {
         let topo = petgraph::algo::toposort(&graph, None)
             .map_err(|c| JobError::Cycle { task: tasks[c.node_id().index()].name.clone() })?;
         let topo = topo.into_iter().map(|n| TaskIndex(n.index() as u32)).collect();
-        Ok(Job { tasks, graph, parents, children, topo, manifest: None, verify: None })
+        Ok(Job { tasks, graph, parents, children, topo, manifest: None, verify: None, retention: None })
     }
 
     /// Number of tasks.
@@ -292,6 +294,18 @@ impl Job {
     pub fn with_verify(mut self, policy: VerifyPolicy) -> Job {
         self.verify = Some(policy);
         self
+    }
+
+    /// Sets how long the job's outputs stay fetchable after it ended (`shoal job wait`; see
+    /// docs/owners.md).
+    pub fn with_retention(mut self, retention: std::time::Duration) -> Job {
+        self.retention = Some(retention);
+        self
+    }
+
+    /// How long the job's outputs stay fetchable after it ended, if the submitter said.
+    pub fn retention(&self) -> Option<std::time::Duration> {
+        self.retention
     }
 
     /// How the job's results are verified, if the submitter said; else the owning peer decides.

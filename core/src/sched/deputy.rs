@@ -126,7 +126,7 @@ pub enum RecordError {
 
 impl JobRecord {
     /// The record of `job` submitted as `id` by `submitter`, whose results are the outputs of
-    /// `wanted`, kept `retention_ms` after it ends.
+    /// `wanted`, kept after it ends for the job's own retention time, else `retention_ms`.
     pub fn of(id: JobId, job: &Job, wanted: Vec<TaskIndex>, submitter: PeerId, retention_ms: u64) -> Self {
         let tasks = job
             .tasks()
@@ -152,7 +152,9 @@ impl JobRecord {
             verify,
             wanted,
             submitter,
-            retention_ms,
+            retention_ms: job
+                .retention()
+                .map_or(retention_ms, |r| u64::try_from(r.as_millis()).unwrap_or(u64::MAX)),
         }
     }
 
@@ -198,7 +200,7 @@ impl JobRecord {
         if self.wanted.iter().any(|w| w.0 as usize >= n) {
             return Err(RecordError::Malformed("a wanted output names no task"));
         }
-        Ok(job)
+        Ok(job.with_retention(std::time::Duration::from_millis(self.retention_ms)))
     }
 
     /// Every blob a deputy must hold to run the job alone: modules and literal inputs.

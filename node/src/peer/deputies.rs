@@ -355,9 +355,35 @@ impl Actor {
     /// answer queries for the job's retention time; it never takes over.
     fn retire_if_ended(&mut self, job: JobId) {
         let Some(r) = self.replicas.get(&job) else { return };
-        let report = r.deputy.report(self.me, true);
+        let mut report = r.deputy.report(self.me, true);
         if !report.phase.ended() {
             return;
+        }
+        // A done job's outputs are fetched here too: held by the owner, their executors and
+        // this deputy for the job's retention time.
+        if report.phase == JobPhase::Done {
+            let wanted: Vec<_> = report
+                .outputs
+                .iter()
+                .filter(|o| o.output.inline.is_none())
+                .map(|o| (o.output.hash, o.holders.clone()))
+                .collect();
+            for o in &mut report.outputs {
+                if o.output.inline.is_none() && !o.holders.contains(&self.me) {
+                    o.holders.insert(0, self.me);
+                }
+            }
+            let node = self.node.clone();
+            tokio::spawn(
+                async move {
+                    for (hash, holders) in wanted {
+                        if let Err(e) = node.fetch_blob(hash, &holders).await {
+                            debug!("a deputy could not keep an output of its ended job: {e}");
+                        }
+                    }
+                }
+                .instrument(info_span!("deputy", %job)),
+            );
         }
         let retention = Duration::from_millis(r.deputy.record().retention_ms);
         if let Some(mut r) = self.replicas.remove(&job)
@@ -532,8 +558,12 @@ impl Actor {
         if let Some(file) = &mut entry.journal.file {
             let _ = file.append(&Entry::Ended { at_unix_ms: super::handle::unix_ms_now() }, true);
         }
-        let retention =
-            entry.owner.record().map_or(self.retention, |r| Duration::from_millis(r.retention_ms));
+        let retention = entry
+            .owner
+            .record()
+            .map(|r| Duration::from_millis(r.retention_ms))
+            .or(entry.owner.job().retention())
+            .unwrap_or(self.retention);
         if self.ended.len() >= ENDED_MAX
             && let Some(oldest) = self.ended.iter().min_by_key(|(_, e)| e.until).map(|(k, _)| *k)
         {
