@@ -750,11 +750,18 @@ fn main() {
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
     let rss0 = rss_kib(std::process::id());
     let durable = o.durable;
+    // SHOAL_BENCH_DEPUTIES=N / SHOAL_BENCH_PERSIST=0: one part of durability at a time.
+    let deputies: Option<usize> = std::env::var("SHOAL_BENCH_DEPUTIES").ok().and_then(|v| v.parse().ok());
+    let persist = std::env::var("SHOAL_BENCH_PERSIST").map_or(true, |v| v != "0");
     let tweak = move |cfg: &mut shoal_node::Config| {
         if !durable {
             cfg.persist_jobs = false;
             cfg.deputies = 0;
         }
+        if let Some(d) = deputies {
+            cfg.deputies = d;
+        }
+        cfg.persist_jobs &= persist;
     };
     let mut s = rt.block_on(Swarm::start_with(&o.cores, PATIENCE, tweak));
     if std::env::var("SHOAL_BENCH_REMOTE_FIRST").is_ok() {

@@ -67,7 +67,14 @@ impl Config {
             cores: 1,
             memory: 256 << 20,
             sched: PeerConfig::default(),
-            owner: OwnerConfig::default(),
+            // Jobs done within 500 ms never replicate (their journal on disk still survives a
+            // restart), and deputies hear of changes in batches at most every 50 ms: what
+            // durability costs the no-op bench stays small (docs/owners.md).
+            owner: OwnerConfig {
+                deputize_after: Duration::from_millis(500),
+                journal_every: Duration::from_millis(50),
+                ..OwnerConfig::default()
+            },
             view_refresh: Duration::from_millis(100),
             module_cache: None,
             module_cache_budget: 1 << 30,

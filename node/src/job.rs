@@ -198,6 +198,7 @@ impl JobHandle {
     /// without this peer. Returns the new owner. Fails with [`DetachError`] if no deputy holds
     /// the job in time (the job stays owned here) or the job ended first.
     pub async fn detach(self, patience: Duration) -> Result<shoal_core::ids::PeerId, DetachError> {
+        let _ = self.cmd.send(Cmd::DeputizeNow(self.id)).await;
         let mut progress = self.progress.clone();
         let ready = tokio::time::timeout(patience, progress.wait_for(|p| p.deputies_ready)).await;
         match ready {

@@ -7,12 +7,14 @@
 //! [`Entry::Changes`] as the owner's journal grows. Reading stops at the first record that is
 //! cut short or does not hash right (a crash mid-write), keeping everything before it: a change
 //! is on disk as soon as its `write` returns, so killing the process at any instant loses no
-//! change already written. `fsync` is called when the job's term changes and when it ends
-//! (surviving power loss is promised only at those points; see `docs/owners.md`).
+//! change already written. `fsync` is called only when the job's owner changes (a takeover, a
+//! step-down): surviving a power cut is the deputies' job, on other machines (`docs/owners.md`).
 //!
 //! Invariants: a file is written by one peer at a time (the data directory is locked); a file
 //! rewritten whole (a deputy resynced by its owner) is written to a temporary name and renamed
-//! over the old one, so a reader sees the old file or the new, never a mix.
+//! over the old one, so a reader sees the old file or the new, never a mix; a new file is
+//! written in place (a crash mid-write leaves a torn first record: no job, which a restart skips
+//! with a warning, as nothing of it was sent anywhere yet).
 
 use std::fs::{File, OpenOptions};
 use std::io::Write as _;
@@ -127,18 +129,22 @@ impl Journal {
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir).map_err(io)?;
         }
-        let tmp = path.with_extension("journal.tmp");
         let mut bytes = frame(&Entry::Job(record.clone()));
         bytes.extend(frame(&Entry::Term { term, owner, deputies: deputies.to_vec() }));
         if !changes.is_empty() {
             bytes.extend(frame(&Entry::Changes(changes.to_vec())));
         }
-        {
+        if path.exists() {
+            // Replaced whole: a reader (a restart) sees the old file or the new one.
+            let tmp = path.with_extension("journal.tmp");
             let mut f = File::create(&tmp).map_err(io)?;
             f.write_all(&bytes).map_err(io)?;
-            f.sync_all().map_err(io)?;
+            std::fs::rename(&tmp, &path).map_err(io)?;
+        } else {
+            let mut file = OpenOptions::new().append(true).create_new(true).open(&path).map_err(io)?;
+            file.write_all(&bytes).map_err(io)?;
+            return Ok(Journal { path, file });
         }
-        std::fs::rename(&tmp, &path).map_err(io)?;
         let file = OpenOptions::new().append(true).open(&path).map_err(io)?;
         Ok(Journal { path, file })
     }

@@ -385,6 +385,11 @@ pub struct Deputy {
     owner: PeerId,
     deputies: Vec<PeerId>,
     changes: Vec<Change>,
+    /// Kept as changes arrive, so [`Deputy::ended`] costs nothing: tasks done, and whether
+    /// the job failed or was cancelled.
+    done: Vec<bool>,
+    done_count: usize,
+    over: bool,
 }
 
 impl Deputy {
@@ -398,7 +403,59 @@ impl Deputy {
         changes: Vec<Change>,
     ) -> Result<Deputy, RecordError> {
         let job = record.to_job()?;
-        Ok(Deputy { record, job, term, owner, deputies, changes })
+        let n = job.len();
+        let mut d = Deputy {
+            record,
+            job,
+            term,
+            owner,
+            deputies,
+            changes,
+            done: vec![false; n],
+            done_count: 0,
+            over: false,
+        };
+        d.recount();
+        Ok(d)
+    }
+
+    /// Rebuilds the running tallies from the whole journal.
+    fn recount(&mut self) {
+        self.done = vec![false; self.job.len()];
+        self.done_count = 0;
+        self.over = false;
+        for k in 0..self.changes.len() {
+            let c = self.changes[k].clone();
+            self.tally(&c);
+        }
+    }
+
+    fn tally(&mut self, c: &Change) {
+        match c {
+            Change::Done { task, .. } => {
+                if let Some(d) = self.done.get_mut(task.0 as usize)
+                    && !*d
+                {
+                    *d = true;
+                    self.done_count += 1;
+                }
+            }
+            Change::Undone { task } => {
+                if let Some(d) = self.done.get_mut(task.0 as usize)
+                    && *d
+                {
+                    *d = false;
+                    self.done_count -= 1;
+                }
+            }
+            Change::Failed { .. } | Change::Cancelled => self.over = true,
+            Change::Holder { .. } => {}
+        }
+    }
+
+    /// Whether the journal says the job ended (every task done, a task failed, or cancelled).
+    pub fn ended(&self) -> bool {
+        self.over || self.done_count == self.job.len()
     }
 
     /// The job's id.
@@ -452,6 +509,7 @@ impl Deputy {
         self.owner = from;
         self.deputies = deputies;
         self.changes = changes;
+        self.recount();
         true
     }
 
@@ -476,7 +534,10 @@ impl Deputy {
         }
         // Overlap with what is held is skipped (a resend after a gap).
         let skip = usize::try_from(have - seq).unwrap_or(usize::MAX);
-        self.changes.extend(changes.into_iter().skip(skip));
+        for c in changes.into_iter().skip(skip) {
+            self.tally(&c);
+            self.changes.push(c);
+        }
         JournalOutcome::Applied(self.changes.len() as u64)
     }
 

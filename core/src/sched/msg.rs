@@ -385,6 +385,21 @@ pub enum SchedMsg {
         /// The deputies in takeover order now (those holding the job first).
         deputies: Vec<PeerId>,
     },
+    /// [`SchedMsg::Deputize`] as a node sends it: the job's record and the journal so far are
+    /// blobs (rkyv forms of a `JobRecord` and a `Vec<Change>`) held by the sender, for the
+    /// deputy to fetch: a big job's record does not fit in a frame.
+    DeputizeBlobs {
+        /// The job.
+        job: JobId,
+        /// The owner's term.
+        term: u32,
+        /// The deputies, in takeover order.
+        deputies: Vec<PeerId>,
+        /// The record's blob.
+        record: crate::ids::BlobHash,
+        /// The journal's blob.
+        changes: crate::ids::BlobHash,
+    },
     /// Deputy → owner: the deputy holds `job` (its modules and literal inputs too) and its
     /// journal up to `seq` changes. Sent for a `Deputize` once the blobs are stored, and for a
     /// `Journal` that does not follow on (a gap: the owner sends the journal again from `seq`).
@@ -448,6 +463,7 @@ impl SchedMsg {
             SchedMsg::Done { task, .. } | SchedMsg::Failed { task, .. } => Some(task.job),
             SchedMsg::Deputized { job, .. } => Some(*job),
             SchedMsg::Deputize { .. }
+            | SchedMsg::DeputizeBlobs { .. }
             | SchedMsg::Journal { .. }
             | SchedMsg::NewOwner { .. }
             | SchedMsg::JobQuery { .. }
@@ -467,6 +483,7 @@ impl SchedMsg {
         matches!(
             self,
             SchedMsg::Deputize { .. }
+                | SchedMsg::DeputizeBlobs { .. }
                 | SchedMsg::Journal { .. }
                 | SchedMsg::NewOwner { .. }
                 | SchedMsg::JobQuery { .. }

@@ -60,19 +60,72 @@ pub(super) struct Ended {
     until: Instant,
 }
 
-/// The blobs of a replica were fetched (or not).
+/// What the background fetches of the deputy side bring back to the actor.
 #[derive(Debug)]
-pub(super) struct BlobsFetched {
-    job: JobId,
-    result: Result<(), String>,
+pub(super) enum ReplicaEvent {
+    /// The modules and literal inputs of a replica were fetched (or not).
+    Blobs { job: JobId, result: Result<(), String> },
+    /// A `DeputizeBlobs`'s record and journal, fetched and decoded.
+    Deputize { from: PeerId, record: Box<JobRecord>, term: u32, deputies: Vec<PeerId>, changes: Vec<Change> },
+}
+
+/// Reads an rkyv value from untrusted bytes (validated, from aligned memory).
+fn decode<T>(bytes: &[u8]) -> Result<T, String>
+where
+    T: rkyv::Archive,
+    T::Archived: for<'a> rkyv::bytecheck::CheckBytes<rkyv::api::high::HighValidator<'a, rkyv::rancor::Error>>
+        + rkyv::Deserialize<T, rkyv::api::high::HighDeserializer<rkyv::rancor::Error>>,
+{
+    let mut aligned = rkyv::util::AlignedVec::<16>::with_capacity(bytes.len());
+    aligned.extend_from_slice(bytes);
+    rkyv::from_bytes::<T, rkyv::rancor::Error>(&aligned).map_err(|e| e.to_string())
 }
 
 /// The journal state of a job owned here.
 #[derive(Debug, Default)]
 pub(super) struct OwnedJournal {
     file: Option<Journal>,
+    /// The job, until its file is written: a job's file is created at the first step that
+    /// sends a message to another peer (a job that never leaves this peer dies with it, and
+    /// its submitter with it, so it needs no file).
+    pending: Option<Box<JobRecord>>,
     /// Changes of the owner's journal already written.
     written: usize,
+}
+
+impl OwnedJournal {
+    /// Writes what the owner journalled since the last call; `remote`: this step sends
+    /// messages to other peers (the file is created then, if it was not).
+    pub(super) fn persist(
+        &mut self,
+        data_dir: &std::path::Path,
+        me: PeerId,
+        owner: &shoal_core::sched::Owner,
+        remote: bool,
+    ) {
+        let changes = owner.journal();
+        if remote && let Some(record) = self.pending.take() {
+            match Journal::create(data_dir, &record, owner.term(), me, &[], changes) {
+                Ok(j) => self.file = Some(j),
+                Err(e) => warn!(job = %record.id, "the job is not persisted: {e}"),
+            }
+            self.written = changes.len();
+            return;
+        }
+        if changes.len() <= self.written {
+            return;
+        }
+        if let Some(file) = &mut self.file {
+            let new = Entry::Changes(changes[self.written..].to_vec());
+            if let Err(e) = file.append(&new, false) {
+                warn!(job = %owner.id(), "the job's journal cannot be written; it is no longer persisted: {e}");
+                self.file = None;
+            }
+        }
+        if self.pending.is_none() {
+            self.written = changes.len();
+        }
+    }
 }
 
 impl Actor {
@@ -85,34 +138,12 @@ impl Actor {
             entry.owner.set_deputies(record.clone(), self.deputies_wanted);
         }
         if self.persist {
-            match Journal::create(&self.data_dir, &record, 0, self.me, &[], &[]) {
-                Ok(j) => entry.journal.file = Some(j),
-                Err(e) => warn!(job = %id, "the job is not persisted: {e}"),
-            }
+            entry.journal.pending = Some(Box::new(record));
         }
     }
 
     fn retention_ms(&self) -> u64 {
         u64::try_from(self.retention.as_millis()).unwrap_or(u64::MAX)
-    }
-
-    /// Appends what the owners journalled since the last step (called before their messages
-    /// leave).
-    pub(super) fn persist_owned(&mut self) {
-        for (id, entry) in &mut self.jobs {
-            let changes = entry.owner.journal();
-            if changes.len() <= entry.journal.written {
-                continue;
-            }
-            if let Some(file) = &mut entry.journal.file {
-                let new = Entry::Changes(changes[entry.journal.written..].to_vec());
-                if let Err(e) = file.append(&new, false) {
-                    warn!(job = %id, "the job's journal cannot be written; it is no longer persisted: {e}");
-                    entry.journal.file = None;
-                }
-            }
-            entry.journal.written = changes.len();
-        }
     }
 
     /// Owner events about deputies and takeovers; `true` if the event was one of those.
@@ -123,7 +154,7 @@ impl Actor {
                     let deputies: Vec<PeerId> = entry.owner.deputies().into_iter().map(|d| d.0).collect();
                     let term = entry.owner.term();
                     if let Some(file) = &mut entry.journal.file {
-                        let _ = file.append(&Entry::Term { term, owner: self.me, deputies }, true);
+                        let _ = file.append(&Entry::Term { term, owner: self.me, deputies }, false);
                     }
                     let p = progress_of(entry);
                     entry.tracker.progress.send_if_modified(|old| std::mem::replace(old, p) != p);
@@ -181,6 +212,7 @@ impl Actor {
             SchedMsg::Deputize { record, term, deputies, changes } => {
                 self.on_deputize(from, *record, term, deputies, changes);
             }
+            msg @ SchedMsg::DeputizeBlobs { .. } => self.on_deputize_blobs(from, msg),
             SchedMsg::Journal { job, term, seq, changes, deputies } => {
                 let Some(r) = self.replicas.get_mut(&job) else { return };
                 match r.deputy.handle_journal(from, term, seq, changes, deputies) {
@@ -355,6 +387,9 @@ impl Actor {
     /// answer queries for the job's retention time; it never takes over.
     fn retire_if_ended(&mut self, job: JobId) {
         let Some(r) = self.replicas.get(&job) else { return };
+        if !r.deputy.ended() {
+            return;
+        }
         let mut report = r.deputy.report(self.me, true);
         if !report.phase.ended() {
             return;
@@ -389,7 +424,7 @@ impl Actor {
         if let Some(mut r) = self.replicas.remove(&job)
             && let Some(file) = &mut r.journal
         {
-            let _ = file.append(&Entry::Ended { at_unix_ms: super::handle::unix_ms_now() }, true);
+            let _ = file.append(&Entry::Ended { at_unix_ms: super::handle::unix_ms_now() }, false);
         }
         debug!(%job, phase = report.phase.name(), "the job a replica followed ended");
         self.ended.insert(job, Ended { report, until: Instant::now() + retention });
@@ -418,25 +453,100 @@ impl Actor {
                         break;
                     }
                 }
-                let _ = tx.send(BlobsFetched { job, result });
+                let _ = tx.send(ReplicaEvent::Blobs { job, result });
             }
             .instrument(info_span!("deputy", %job)),
         );
     }
 
-    pub(super) fn on_blobs_fetched(&mut self, f: BlobsFetched) {
-        let Some(r) = self.replicas.get_mut(&f.job) else { return };
+    pub(super) fn on_replica_event(&mut self, e: ReplicaEvent) {
+        match e {
+            ReplicaEvent::Blobs { job, result } => self.on_blobs_fetched(job, result),
+            ReplicaEvent::Deputize { from, record, term, deputies, changes } => {
+                self.on_deputize(from, *record, term, deputies, changes);
+                self.drain();
+            }
+        }
+    }
+
+    /// A `Deputize` leaves as a `DeputizeBlobs`: its record and journal go into this peer's
+    /// blob store, for the deputy to fetch.
+    pub(super) fn deputize_by_blobs(&mut self, msg: SchedMsg) -> SchedMsg {
+        let SchedMsg::Deputize { record, term, deputies, changes } = msg else { return msg };
+        let job = record.id;
+        let stored = (|| -> Result<_, shoal_net::BlobError> {
+            let r = rkyv::to_bytes::<rkyv::rancor::Error>(&*record).map(|b| b.into_vec()).unwrap_or_default();
+            let c = rkyv::to_bytes::<rkyv::rancor::Error>(&changes).map(|b| b.into_vec()).unwrap_or_default();
+            Ok((self.node.blobs().put(&r)?, self.node.blobs().put(&c)?))
+        })();
+        match stored {
+            Ok((record, changes)) => SchedMsg::DeputizeBlobs { job, term, deputies, record, changes },
+            Err(e) => {
+                // Sent whole instead: small jobs still fit in a frame.
+                warn!(%job, "cannot store the job for its deputies: {e}");
+                SchedMsg::Deputize { record, term, deputies, changes }
+            }
+        }
+    }
+
+    /// A `DeputizeBlobs` from `from`: its blobs are fetched and decoded in the background.
+    fn on_deputize_blobs(&mut self, from: PeerId, msg: SchedMsg) {
+        let SchedMsg::DeputizeBlobs { job, term, deputies, record, changes } = msg else { return };
+        let now = self.now();
+        if let Some(entry) = self.jobs.get_mut(&job) {
+            entry.owner.handle_new_owner(now, from, term, from);
+            return;
+        }
+        if let Some(r) = self.replicas.get(&job)
+            && (term, from) < (r.deputy.term(), r.deputy.owner())
+        {
+            let msg = SchedMsg::NewOwner { job, term: r.deputy.term(), owner: r.deputy.owner() };
+            self.transmit(Transmit { to: from, msg });
+            return;
+        }
+        let node = self.node.clone();
+        let tx = self.replica_tx.clone();
+        tokio::spawn(
+            async move {
+                let fetched = async {
+                    let mut parts = Vec::with_capacity(2);
+                    for hash in [record, changes] {
+                        node.fetch_blob(hash, &[from]).await.map_err(|e| e.to_string())?;
+                        let bytes = node.blobs().get(&hash).map_err(|e| e.to_string())?;
+                        parts.push(bytes.ok_or("evicted from the blob store")?);
+                    }
+                    let record: JobRecord = decode(&parts[0])?;
+                    let changes: Vec<Change> = decode(&parts[1])?;
+                    if record.id != job {
+                        return Err("the record is for another job".to_string());
+                    }
+                    Ok::<_, String>((record, changes))
+                };
+                match fetched.await {
+                    Ok((record, changes)) => {
+                        let record = Box::new(record);
+                        let _ = tx.send(ReplicaEvent::Deputize { from, record, term, deputies, changes });
+                    }
+                    Err(e) => warn!(peer = %from.short(), "a job to deputize for could not be fetched: {e}"),
+                }
+            }
+            .instrument(info_span!("deputy", %job)),
+        );
+    }
+
+    fn on_blobs_fetched(&mut self, job: JobId, result: Result<(), String>) {
+        let Some(r) = self.replicas.get_mut(&job) else { return };
         r.fetching = false;
-        match f.result {
+        match result {
             Ok(()) => {
                 r.held = true;
                 let (to, term, seq) = (r.deputy.owner(), r.deputy.term(), r.deputy.changes().len() as u64);
-                self.transmit(Transmit { to, msg: SchedMsg::Deputized { job: f.job, term, seq } });
+                self.transmit(Transmit { to, msg: SchedMsg::Deputized { job: job, term, seq } });
                 self.drain();
             }
             Err(e) => {
-                warn!(job = %f.job, "a deputy could not fetch the job's blobs ({e}); it drops the job");
-                self.replicas.remove(&f.job);
+                warn!(job = %job, "a deputy could not fetch the job's blobs ({e}); it drops the job");
+                self.replicas.remove(&job);
             }
         }
     }
@@ -505,7 +615,7 @@ impl Actor {
         let (progress, _) = watch::channel(JobProgress::default());
         let (result, _) = oneshot::channel();
         let tracker = Tracker::new(r.deputy.record().wanted.clone(), progress, result);
-        let journal = OwnedJournal { file: r.journal.take(), written: owner.journal().len() };
+        let journal = OwnedJournal { file: r.journal.take(), pending: None, written: owner.journal().len() };
         let wanted = r.deputy.record().wanted.clone();
         self.jobs.insert(job, JobEntry { owner, tracker, journal });
         // Wanted outputs done before the takeover are brought here too (no TaskDone comes).
@@ -556,7 +666,7 @@ impl Actor {
             }
         }
         if let Some(file) = &mut entry.journal.file {
-            let _ = file.append(&Entry::Ended { at_unix_ms: super::handle::unix_ms_now() }, true);
+            let _ = file.append(&Entry::Ended { at_unix_ms: super::handle::unix_ms_now() }, false);
         }
         let retention = entry
             .owner

@@ -94,6 +94,8 @@ pub(crate) enum Cmd {
     /// Hand job `id` over to a deputy and stop owning it; answers the new owner (`None`: no
     /// deputy holds the job yet).
     Detach(JobId, tokio::sync::oneshot::Sender<Option<PeerId>>),
+    /// Choose job `id`'s deputies now (a detach is coming).
+    DeputizeNow(JobId),
     /// Ask every peer in view (and this one) about a job (`None`: every job); answers stream in.
     Query {
         job: Option<JobId>,
@@ -116,7 +118,7 @@ struct Io {
     cmd: mpsc::Receiver<Cmd>,
     done: mpsc::UnboundedReceiver<Finished>,
     fetched: mpsc::UnboundedReceiver<Fetched>,
-    replicated: mpsc::UnboundedReceiver<deputies::BlobsFetched>,
+    replicated: mpsc::UnboundedReceiver<deputies::ReplicaEvent>,
 }
 
 /// A run that ended.
@@ -187,7 +189,7 @@ struct Actor {
     ended: HashMap<JobId, deputies::Ended>,
     /// Queries waiting for answers: the job asked about (`None`: all) and where answers go.
     queries: Vec<(Option<JobId>, ReportTx)>,
-    replica_tx: mpsc::UnboundedSender<deputies::BlobsFetched>,
+    replica_tx: mpsc::UnboundedSender<deputies::ReplicaEvent>,
     /// Peers membership reported gone (until it shows them again), at most a view's worth.
     gone: std::collections::HashSet<PeerId>,
     data_dir: std::path::PathBuf,
@@ -262,7 +264,7 @@ impl Actor {
                 },
                 Some(cmd) = io.cmd.recv() => self.on_cmd(cmd),
                 Some(f) = io.fetched.recv() => self.on_fetched(f),
-                Some(f) = io.replicated.recv() => self.on_blobs_fetched(f),
+                Some(e) = io.replicated.recv() => self.on_replica_event(e),
                 () = sleep, if next.is_some() => self.fire_timers(),
                 _ = tick.tick() => self.refresh_view().await,
             }
@@ -338,6 +340,13 @@ impl Actor {
                 let _ = tx.send(new);
                 self.drain();
             }
+            Cmd::DeputizeNow(id) => {
+                let now = self.now();
+                if let Some(e) = self.jobs.get_mut(&id) {
+                    e.owner.deputize_now(now);
+                }
+                self.drain();
+            }
             Cmd::Query { job, outputs, tx } => {
                 self.start_query(job, outputs, tx);
                 self.drain();
@@ -367,9 +376,12 @@ impl Actor {
             let mut events = Vec::new();
             let mut transmits = Vec::new();
             // What the owners journalled is on disk before their messages leave.
-            self.persist_owned();
+            let (me, dir) = (self.me, &self.data_dir);
             for (&id, entry) in &mut self.jobs {
+                let before = transmits.len();
                 transmits.extend(std::iter::from_fn(|| entry.owner.poll_transmit()));
+                let remote = transmits[before..].iter().any(|t| t.to != me);
+                entry.journal.persist(dir, me, &entry.owner, remote);
                 while let Some(t) = entry.owner.poll_timer() {
                     self.timers.push(Reverse((t.at, TimerOf::Owner(id), t.token)));
                 }

@@ -138,6 +138,8 @@ enum Sent {
     Written,
     GaveUp,
     Shutdown,
+    /// The message is larger than a frame may be: dropped alone (the peer is fine).
+    TooLarge,
 }
 
 impl SendingTask {
@@ -164,6 +166,10 @@ impl SendingTask {
             match self.write(&msg).await {
                 Sent::Written => {}
                 Sent::Shutdown => return,
+                Sent::TooLarge => {
+                    self.dropped.fetch_add(1, Ordering::Relaxed);
+                    warn!(peer = %self.to.short(), "a message larger than a frame may be was dropped");
+                }
                 Sent::GaveUp => {
                     let mut lost = 1u64;
                     while self.rx.try_recv().is_ok() {
@@ -181,6 +187,11 @@ impl SendingTask {
             match self.node.send(self.to, msg).await {
                 Ok(()) => return Sent::Written,
                 Err(NodeError::Shutdown) => return Sent::Shutdown,
+                Err(NodeError::Stream(shoal_net::frame::FrameError::Wire(
+                    shoal_core::wire::WireError::TooLarge { .. },
+                ))) => {
+                    return Sent::TooLarge;
+                }
                 Err(e) => {
                     debug!(peer = %self.to.short(), attempt, "send failed: {e}");
                     if attempt < SEND_TRIES {

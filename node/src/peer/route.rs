@@ -55,6 +55,9 @@ impl Actor {
             self.local.push_back(t.msg);
             return;
         }
+        if matches!(t.msg, SchedMsg::Deputize { .. }) {
+            t.msg = self.deputize_by_blobs(t.msg);
+        }
         self.attach_addresses(t.to, &mut t.msg);
         self.outbox.send(t.to, Message::Sched(t.msg));
     }

@@ -149,6 +149,7 @@ impl Owner {
             | SchedMsg::Cancel { .. }
             | SchedMsg::Receipts { .. }
             | SchedMsg::Deputize { .. }
+            | SchedMsg::DeputizeBlobs { .. }
             | SchedMsg::Journal { .. }
             | SchedMsg::NewOwner { .. }
             | SchedMsg::JobQuery { .. }

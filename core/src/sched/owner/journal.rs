@@ -17,6 +17,9 @@ use crate::sched::deputy::{
 use crate::sched::msg::{DescSigner, SchedMsg, Transmit};
 use crate::sched::{OwnerConfig, PeerHint, Time};
 
+/// Most changes in one `Journal` message (a batch of more goes in several, well under a frame).
+const JOURNAL_BATCH_MAX: usize = 1024;
+
 /// A deputy that has not acknowledged the job is sent it again this often.
 const DEPUTIZE_RESEND: std::time::Duration = std::time::Duration::from_secs(5);
 /// A deputy that has not acknowledged the job this long after it was first asked is replaced.
@@ -96,7 +99,26 @@ impl Owner {
     pub fn set_deputies(&mut self, record: JobRecord, count: usize) {
         self.record = Some(Box::new(record));
         self.want_deputies = count;
+        if self.cfg.deputize_after.is_zero() || !self.deputies.is_empty() {
+            self.deputize_due = true;
+        } else {
+            self.arm(self.now + self.cfg.deputize_after, super::TimerKind::Deputize);
+        }
         self.flush();
+    }
+
+    /// Chooses deputies now, whatever `deputize_after` says (the submitter detaches).
+    pub fn deputize_now(&mut self, now: Time) {
+        self.tick(now);
+        self.deputize_due = true;
+        self.flush();
+    }
+
+    fn arm(&mut self, at: Time, kind: super::TimerKind) {
+        self.next_token += 1;
+        let token = self.next_token;
+        self.retries.insert(token, (crate::ids::TaskIndex(0), kind));
+        self.timers.push_back(crate::sched::Timer { at, token });
     }
 
     /// The deputies, in takeover order, each with whether it acknowledged the job.
@@ -200,6 +222,8 @@ impl Owner {
         if self.superseded.is_some() || self.over {
             return None;
         }
+        // Everything journalled goes out before the handover.
+        self.streamed_at = Time::ZERO;
         self.replicate();
         let next = self.deputies.iter().find(|d| d.1.is_some()).map(|d| d.0)?;
         let term = self.term.saturating_add(1);
@@ -232,9 +256,7 @@ impl Owner {
         if seq < self.streamed.min(len) {
             let from_seq = usize::try_from(seq).unwrap_or(usize::MAX);
             let changes = self.journal.get(from_seq..).map(<[Change]>::to_vec).unwrap_or_default();
-            let deputies = self.deputy_order();
-            let msg = SchedMsg::Journal { job: self.id, term: self.term, seq, changes, deputies };
-            self.out.push_back(Transmit { to: from, msg });
+            self.send_journal(from, seq, &changes);
         }
         if first {
             // Deputies holding the job come first in the takeover order (one that never got
@@ -286,19 +308,23 @@ impl Owner {
             return;
         }
         let len = self.journal.len() as u64;
-        if self.streamed < len || self.order_changed {
+        let pending = self.streamed < len || self.order_changed;
+        let next = self.streamed_at.saturating_add(self.cfg.journal_every);
+        // The job's end goes out at once: the driver drops an ended owner, and a deputy that
+        // never heard of the end would take the job over when this peer leaves.
+        let ended = self.over || self.is_done();
+        if pending && self.now < next && !self.deputies.is_empty() && !ended {
+            // Not yet: one batch when the interval is over.
+            if !self.stream_armed {
+                self.stream_armed = true;
+                self.arm(next, super::TimerKind::Stream);
+            }
+        } else if pending {
+            self.streamed_at = self.now;
             let from = usize::try_from(self.streamed).unwrap_or(usize::MAX);
             let changes = self.journal.get(from..).map(<[Change]>::to_vec).unwrap_or_default();
-            let deputies = self.deputy_order();
             for k in 0..self.deputies.len() {
-                let msg = SchedMsg::Journal {
-                    job: self.id,
-                    term: self.term,
-                    seq: self.streamed,
-                    changes: changes.clone(),
-                    deputies: deputies.clone(),
-                };
-                self.out.push_back(Transmit { to: self.deputies[k].0, msg });
+                self.send_journal(self.deputies[k].0, self.streamed, &changes);
             }
             self.streamed = len;
             self.order_changed = false;
@@ -328,7 +354,7 @@ impl Owner {
             }
             self.events.push_back(OwnerEvent::Deputies);
         }
-        if self.deputies.len() < self.want_deputies {
+        if self.deputies.len() < self.want_deputies && self.deputize_due {
             let fresh: Vec<PeerId> =
                 self.candidates().into_iter().take(self.want_deputies - self.deputies.len()).collect();
             if !fresh.is_empty() {
@@ -343,6 +369,30 @@ impl Owner {
                 }
                 self.events.push_back(OwnerEvent::Deputies);
             }
+        }
+    }
+
+    /// Sends `changes` (numbered from `seq`) to deputy `to`, in messages of at most
+    /// [`JOURNAL_BATCH_MAX`] changes (one empty message if there are none: the order travels).
+    fn send_journal(&mut self, to: PeerId, seq: u64, changes: &[Change]) {
+        let deputies = self.deputy_order();
+        let mut at = seq;
+        let mut chunks = changes.chunks(JOURNAL_BATCH_MAX).peekable();
+        if chunks.peek().is_none() {
+            let msg = SchedMsg::Journal { job: self.id, term: self.term, seq, changes: Vec::new(), deputies };
+            self.out.push_back(Transmit { to, msg });
+            return;
+        }
+        for chunk in chunks {
+            let msg = SchedMsg::Journal {
+                job: self.id,
+                term: self.term,
+                seq: at,
+                changes: chunk.to_vec(),
+                deputies: deputies.clone(),
+            };
+            self.out.push_back(Transmit { to, msg });
+            at += chunk.len() as u64;
         }
     }
 

@@ -62,6 +62,10 @@ enum TimerKind {
     Starved,
     /// Check the lease of this attempt.
     Lease(u32),
+    /// Time to choose deputies (`journal.rs`).
+    Deputize,
+    /// Time to stream the journal to the deputies (`journal.rs`).
+    Stream,
 }
 
 #[derive(Debug)]
@@ -207,6 +211,11 @@ pub struct Owner {
     deputies_refused: BTreeSet<PeerId>,
     /// The takeover order changed since the deputies last heard it.
     order_changed: bool,
+    /// `deputize_after` has passed: deputies may be chosen.
+    deputize_due: bool,
+    /// When the journal last went to the deputies, and whether a timer to send it again is set.
+    streamed_at: Time,
+    stream_armed: bool,
     /// When each deputy was first asked.
     deputies_since: HashMap<PeerId, Time>,
     /// Journal entries already streamed to the deputies.
@@ -329,6 +338,9 @@ impl Owner {
             deputies_refused: BTreeSet::new(),
             deputies_since: HashMap::new(),
             order_changed: false,
+            deputize_due: false,
+            streamed_at: Duration::ZERO,
+            stream_armed: false,
             streamed: 0,
             superseded: None,
             in_view: BTreeSet::new(),
@@ -466,6 +478,8 @@ impl Owner {
             }
             TimerKind::Lease(attempt) => self.lease_timer(i, attempt),
             TimerKind::Starved => self.feed_starved(Some(i)),
+            TimerKind::Deputize => self.deputize_due = true,
+            TimerKind::Stream => self.stream_armed = false,
         }
         self.flush();
     }

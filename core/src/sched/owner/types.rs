@@ -60,6 +60,12 @@ pub struct OwnerConfig {
     pub receipts: bool,
     /// How results are verified before they are used (default: not at all).
     pub verify: super::VerifyConfig,
+    /// Deputies are chosen this long after the job starts (a job done sooner never replicates:
+    /// its journal on the owner's disk still survives a restart). Zero: at once.
+    pub deputize_after: Duration,
+    /// The journal goes to the deputies at most this often (changes in between travel in one
+    /// batch). Zero: after every step.
+    pub journal_every: Duration,
 }
 
 impl Default for OwnerConfig {
@@ -84,6 +90,8 @@ impl Default for OwnerConfig {
             lease_max: Duration::from_secs(24 * 3600),
             receipts: true,
             verify: super::VerifyConfig::default(),
+            deputize_after: Duration::ZERO,
+            journal_every: Duration::ZERO,
         }
     }
 }

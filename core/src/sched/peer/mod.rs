@@ -470,6 +470,7 @@ impl PeerSched {
             | SchedMsg::Deputized { .. } => {}
             // The driver's (job replicas and queries: see `SchedMsg::for_driver`).
             SchedMsg::Deputize { .. }
+            | SchedMsg::DeputizeBlobs { .. }
             | SchedMsg::Journal { .. }
             | SchedMsg::NewOwner { .. }
             | SchedMsg::JobQuery { .. }

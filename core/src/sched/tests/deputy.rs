@@ -237,3 +237,63 @@ fn a_journal_replays_failures_and_cancels_into_the_restored_owner() {
     );
     assert_eq!(o.report(false).phase, JobPhase::Cancelled);
 }
+
+#[test]
+fn deputies_come_after_deputize_after_and_the_journal_travels_in_batches() {
+    let job = diamond();
+    let cfg = OwnerConfig {
+        deputize_after: std::time::Duration::from_millis(200),
+        journal_every: std::time::Duration::from_millis(50),
+        ..self::cfg()
+    };
+    let mut o = Owner::new(JOB, peer(0), job.clone(), cfg, &swarm(3), signer(), t(0));
+    o.set_deputies(record(&job), 2);
+    let out = drain(&mut o);
+    assert!(deputized(&out).is_empty(), "no deputies before 200 ms");
+    let timers: Vec<_> = std::iter::from_fn(|| o.poll_timer()).collect();
+    let at_200 = timers.iter().find(|tm| tm.at == t(200)).expect("a timer at 200 ms").token;
+    o.handle_timer(t(200), at_200);
+    let d = deputized(&drain(&mut o));
+    assert_eq!(d.len(), 2, "{d:?}");
+    for x in &d {
+        o.handle_msg(t(201), x.0, SchedMsg::Deputized { job: JOB, term: 0, seq: 0 }).unwrap();
+    }
+    let _ = drain(&mut o);
+    // Two results 10 ms apart, after a batch went out at 201 ms: they wait for 251 ms and go
+    // out together.
+    let (at, _, attempt) = assigned(&out)[0];
+    o.handle_msg(t(210), at, done(0, attempt, 10)).unwrap();
+    let journals = |out: &[Transmit]| {
+        out.iter()
+            .filter(|tr| matches!(&tr.msg, SchedMsg::Journal { changes, .. } if !changes.is_empty()))
+            .count()
+    };
+    assert_eq!(journals(&drain(&mut o)), 0, "held until the interval is over");
+    let timers: Vec<_> = std::iter::from_fn(|| o.poll_timer()).collect();
+    let stream =
+        timers.iter().filter(|tm| tm.at == t(251)).map(|tm| tm.token).next().expect("a stream timer");
+    o.handle_timer(t(251), stream);
+    let out = drain(&mut o);
+    assert_eq!(journals(&out), 2, "one batch per deputy: {out:?}");
+}
+
+#[test]
+fn the_jobs_end_reaches_the_deputies_at_once_whatever_the_interval() {
+    let job = Job::new(vec![TaskSpec::new("only", BlobHash::of(b"m")).cost(10)]).unwrap();
+    let cfg = OwnerConfig { journal_every: std::time::Duration::from_secs(10), ..self::cfg() };
+    let mut o = Owner::new(JOB, peer(0), job.clone(), cfg, &swarm(3), signer(), t(0));
+    o.set_deputies(record(&job), 2);
+    let out = drain(&mut o);
+    for x in deputized(&out) {
+        o.handle_msg(t(1), x.0, SchedMsg::Deputized { job: JOB, term: 0, seq: 0 }).unwrap();
+    }
+    let _ = drain(&mut o);
+    let (at, _, attempt) = assigned(&out)[0];
+    o.handle_msg(t(2), at, done(0, attempt, 10)).unwrap();
+    assert!(o.is_done());
+    let sent = drain(&mut o)
+        .iter()
+        .filter(|tr| matches!(&tr.msg, SchedMsg::Journal { changes, .. } if !changes.is_empty()))
+        .count();
+    assert_eq!(sent, 2, "both deputies hear the last result in the same step");
+}
