@@ -541,7 +541,7 @@ impl Actor {
             Ok(()) => {
                 r.held = true;
                 let (to, term, seq) = (r.deputy.owner(), r.deputy.term(), r.deputy.changes().len() as u64);
-                self.transmit(Transmit { to, msg: SchedMsg::Deputized { job: job, term, seq } });
+                self.transmit(Transmit { to, msg: SchedMsg::Deputized { job, term, seq } });
                 self.drain();
             }
             Err(e) => {
