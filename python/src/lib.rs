@@ -87,6 +87,8 @@ fn job_error(py: Python<'_>, e: sdk::JobError) -> PyErr {
         sdk::JobError::PeerStopped => error(py, "PeerStopped", (message,)),
         // Only a signed job can repeat an id, and Python does not sign jobs yet.
         sdk::JobError::AlreadyRunning(_) => error(py, "SwarmError", (message,)),
+        // The job moved to a deputy (its owner here stepped down); Python cannot follow it yet.
+        sdk::JobError::Moved { .. } => error(py, "SwarmError", (message,)),
     }
 }
 
