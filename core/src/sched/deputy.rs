@@ -505,9 +505,15 @@ impl Deputy {
         if (term, from) < (self.term, self.owner) {
             return false;
         }
+        self.deputies = deputies;
+        // The same owner's journal only grows: a snapshot shorter than what is held is an old
+        // one that arrived late (a node's deputize travels as blobs, fetched while newer
+        // batches arrive), and must not undo them.
+        if (term, from) == (self.term, self.owner) && changes.len() < self.changes.len() {
+            return true;
+        }
         self.term = term;
         self.owner = from;
-        self.deputies = deputies;
         self.changes = changes;
         self.recount();
         true

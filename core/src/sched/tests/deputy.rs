@@ -297,3 +297,24 @@ fn the_jobs_end_reaches_the_deputies_at_once_whatever_the_interval() {
         .count();
     assert_eq!(sent, 2, "both deputies hear the last result in the same step");
 }
+
+#[test]
+fn a_late_snapshot_from_the_same_owner_does_not_undo_newer_journal_batches() {
+    let job = diamond();
+    let done0 = Change::Done {
+        task: TaskIndex(0),
+        output: OutputRef { hash: BlobHash::of(b"a"), size: 1, inline: Some(b"a".to_vec()) },
+        holders: vec![peer(1)],
+        fuel: 10,
+        executor: peer(1),
+    };
+    let mut dep = Deputy::new(record(&job), 0, peer(0), vec![peer(2)], vec![]).unwrap();
+    assert_eq!(dep.handle_journal(peer(0), 0, 0, vec![done0.clone()], vec![]), JournalOutcome::Applied(1));
+    // The snapshot the owner sent before that batch arrives after it.
+    assert!(dep.handle_deputize(peer(0), 0, vec![peer(2), peer(3)], vec![]));
+    assert_eq!(dep.changes(), [done0], "the newer batch is kept");
+    assert_eq!(dep.deputies(), [peer(2), peer(3)], "the deputies' order is taken");
+    // A snapshot of a newer term replaces the replica.
+    assert!(dep.handle_deputize(peer(2), 1, vec![peer(3)], vec![]));
+    assert!(dep.changes().is_empty() && dep.term() == 1 && dep.owner() == peer(2));
+}
