@@ -108,6 +108,19 @@ fn frame(entry: &Entry) -> Vec<u8> {
     out
 }
 
+/// Reads an rkyv value from untrusted bytes (validated, from aligned memory: rkyv reads
+/// archives only there).
+pub(crate) fn decode<T>(bytes: &[u8]) -> Result<T, String>
+where
+    T: rkyv::Archive,
+    T::Archived: for<'a> rkyv::bytecheck::CheckBytes<rkyv::api::high::HighValidator<'a, rkyv::rancor::Error>>
+        + rkyv::Deserialize<T, rkyv::api::high::HighDeserializer<rkyv::rancor::Error>>,
+{
+    let mut aligned = rkyv::util::AlignedVec::<16>::with_capacity(bytes.len());
+    aligned.extend_from_slice(bytes);
+    rkyv::from_bytes::<T, rkyv::rancor::Error>(&aligned).map_err(|e| e.to_string())
+}
+
 /// The journal file of `job` under `data_dir`.
 pub fn path_of(data_dir: &Path, job: JobId) -> PathBuf {
     data_dir.join(JOBS_DIR).join(format!("{job}.journal"))
@@ -195,10 +208,7 @@ pub fn read(path: &Path) -> Result<Stored, JournalError> {
             bad_tail = true;
             break;
         }
-        // rkyv reads archives from aligned memory only.
-        let mut aligned = rkyv::util::AlignedVec::<16>::with_capacity(body.len());
-        aligned.extend_from_slice(body);
-        let Ok(entry) = rkyv::from_bytes::<Entry, rkyv::rancor::Error>(&aligned) else {
+        let Ok(entry) = decode::<Entry>(body) else {
             bad_tail = true;
             break;
         };

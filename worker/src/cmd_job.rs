@@ -99,7 +99,6 @@ pub(crate) fn run(args: JobArgs) -> anyhow::Result<u8> {
 
 async fn run_async(args: JobArgs) -> anyhow::Result<u8> {
     let s = &args.swarm;
-    let kept = s.data_dir.is_some();
     let _lock = match &s.data_dir {
         Some(d) => {
             std::fs::create_dir_all(d).with_context(|| format!("cannot create {}", d.display()))?;
@@ -116,7 +115,6 @@ async fn run_async(args: JobArgs) -> anyhow::Result<u8> {
     settle_view(&swarm).await;
     let result = command(&args, &swarm).await;
     swarm.shutdown().await;
-    let _ = kept;
     result
 }
 

@@ -32,7 +32,7 @@ use tracing::{Instrument, debug, info, info_span, warn};
 
 use super::{Actor, JobEntry};
 use crate::job::{JobProgress, Tracker};
-use crate::journal::{Entry, Journal};
+use crate::journal::{Entry, Journal, decode};
 
 /// Most replicas kept for other owners.
 pub(crate) const REPLICAS_MAX: usize = 1024;
@@ -67,18 +67,6 @@ pub(super) enum ReplicaEvent {
     Blobs { job: JobId, result: Result<(), String> },
     /// A `DeputizeBlobs`'s record and journal, fetched and decoded.
     Deputize { from: PeerId, record: Box<JobRecord>, term: u32, deputies: Vec<PeerId>, changes: Vec<Change> },
-}
-
-/// Reads an rkyv value from untrusted bytes (validated, from aligned memory).
-fn decode<T>(bytes: &[u8]) -> Result<T, String>
-where
-    T: rkyv::Archive,
-    T::Archived: for<'a> rkyv::bytecheck::CheckBytes<rkyv::api::high::HighValidator<'a, rkyv::rancor::Error>>
-        + rkyv::Deserialize<T, rkyv::api::high::HighDeserializer<rkyv::rancor::Error>>,
-{
-    let mut aligned = rkyv::util::AlignedVec::<16>::with_capacity(bytes.len());
-    aligned.extend_from_slice(bytes);
-    rkyv::from_bytes::<T, rkyv::rancor::Error>(&aligned).map_err(|e| e.to_string())
 }
 
 /// The journal state of a job owned here.
@@ -264,16 +252,7 @@ impl Actor {
                 }
             }
             SchedMsg::JobQuery { job, outputs } => {
-                let ids: Vec<JobId> = match job {
-                    Some(id) => vec![id],
-                    None => self
-                        .jobs
-                        .keys()
-                        .chain(self.replicas.keys())
-                        .chain(self.ended.keys())
-                        .copied()
-                        .collect(),
-                };
+                let ids = self.asked_about(job);
                 for id in ids {
                     if let Some(report) = self.report_of(id, outputs) {
                         self.transmit(Transmit { to: from, msg: SchedMsg::JobStatus(Box::new(report)) });
@@ -631,6 +610,14 @@ impl Actor {
         self.drain();
     }
 
+    /// The jobs a query about `job` covers (`None`: every job owned, followed or ended here).
+    fn asked_about(&self, job: Option<JobId>) -> Vec<JobId> {
+        match job {
+            Some(id) => vec![id],
+            None => self.jobs.keys().chain(self.replicas.keys()).chain(self.ended.keys()).copied().collect(),
+        }
+    }
+
     /// A report of `id` as this peer knows it: the owner's, an ended job's, or a replica's.
     pub(super) fn report_of(&self, id: JobId, outputs: bool) -> Option<JobReport> {
         if let Some(entry) = self.jobs.get(&id) {
@@ -756,11 +743,7 @@ impl Actor {
         outputs: bool,
         tx: mpsc::UnboundedSender<(PeerId, JobReport)>,
     ) {
-        let ids: Vec<JobId> = match job {
-            Some(id) => vec![id],
-            None => self.jobs.keys().chain(self.replicas.keys()).chain(self.ended.keys()).copied().collect(),
-        };
-        for id in ids {
+        for id in self.asked_about(job) {
             if let Some(report) = self.report_of(id, outputs) {
                 let _ = tx.send((self.me, report));
             }

@@ -6,7 +6,7 @@
 //! transmits (cancels) are taken.
 
 use shoal_core::ids::JobId;
-use shoal_core::sched::{FailureKind, OwnerEvent, Transmit};
+use shoal_core::sched::{OwnerEvent, Transmit};
 use tracing::{info, info_span, warn};
 
 use super::Actor;
@@ -32,12 +32,7 @@ impl Actor {
             }
             OwnerEvent::TaskFailed(i, kind) => {
                 let name = entry.owner.job().task(i).name.clone();
-                let reason = match kind {
-                    FailureKind::Task(s) => s,
-                    FailureKind::InputLost { input } => format!("input {input} was lost on every holder"),
-                    FailureKind::Executor(s) => format!("no peer could run it: {s}"),
-                    FailureKind::Refused(r) => format!("no peer accepts it: it {r}"),
-                };
+                let reason = shoal_core::sched::deputy::failure_text(&kind);
                 warn!(task = %name, "job failed: {reason}");
                 entry.tracker.finish(Err(JobError::TaskFailed { name, index: i.0, reason }));
                 // Free the holders of its other tasks (`settle` sends this and drops the owner).
