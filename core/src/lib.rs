@@ -12,6 +12,7 @@ pub mod fuzzing;
 pub mod ids;
 pub mod job;
 pub mod membership;
+pub mod nat;
 pub mod sansio;
 pub mod sched;
 pub mod wire;

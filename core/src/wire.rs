@@ -27,11 +27,11 @@ pub use crate::membership::MemberMsg;
 
 /// The protocol version carried in [`Hello`]. Bumped whenever [`Message`] gains a variant or a
 /// message's layout changes (2: task descriptors carry their owner's term, and the job-replica
-/// messages of `docs/owners.md`).
-pub const PROTOCOL_VERSION: u16 = 2;
+/// messages of `docs/owners.md`; 3: [`Message::Net`], see `docs/nat.md`).
+pub const PROTOCOL_VERSION: u16 = 3;
 
 /// The oldest protocol version this build still talks to.
-pub const MIN_PROTOCOL_VERSION: u16 = 2;
+pub const MIN_PROTOCOL_VERSION: u16 = 3;
 
 /// Size of the length prefix of a frame, in bytes.
 pub const LEN_PREFIX: usize = 4;
@@ -58,6 +58,9 @@ pub enum Message {
     Pong(u64),
     /// Scheduling protocol (assign, steal, claim, done, …); see [`crate::sched`].
     Sched(crate::sched::SchedMsg),
+    /// The network layer's own messages: observed addresses, dial-backs, hole punching (see
+    /// [`crate::nat`]).
+    Net(crate::nat::NetMsg),
     // Append new variants here only (see the module docs).
 }
 
@@ -235,6 +238,20 @@ mod tests {
                 .prop_map(|(h, size)| Message::BlobResponse(BlobResponse { hash: BlobHash(h), size })),
             any::<u64>().prop_map(Message::Ping),
             any::<u64>().prop_map(Message::Pong),
+            arb_net().prop_map(Message::Net),
+        ]
+    }
+
+    fn arb_net() -> impl Strategy<Value = crate::nat::NetMsg> {
+        use crate::nat::NetMsg;
+        let v6 = (any::<[u8; 16]>(), any::<u16>()).prop_map(|(ip, port)| SocketAddr::from((ip, port)));
+        prop_oneof![
+            prop_oneof![arb_addr(), v6.clone()].prop_map(|addr| NetMsg::Observed { addr }),
+            Just(NetMsg::DialBack),
+            any::<bool>().prop_map(|reached| NetMsg::DialBackResult { reached }),
+            any::<[u8; 32]>().prop_map(|t| NetMsg::Punch { target: PeerId(t) }),
+            proptest::option::of(v6.clone()).prop_map(|target_addr| NetMsg::PunchReply { target_addr }),
+            (any::<[u8; 32]>(), arb_addr()).prop_map(|(p, addr)| NetMsg::PunchNow { peer: PeerId(p), addr }),
         ]
     }
 

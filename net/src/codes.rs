@@ -18,6 +18,8 @@ pub const HANDSHAKE_TIMEOUT: VarInt = VarInt::from_u32(5);
 pub const NOT_A_PEER: VarInt = VarInt::from_u32(6);
 /// The peer dialled itself.
 pub const SELF_DIAL: VarInt = VarInt::from_u32(7);
+/// A dial-back: the dialler only checked that the handshake completes (see `docs/nat.md`).
+pub const DIAL_BACK: VarInt = VarInt::from_u32(8);
 
 /// A human-readable name for a close code, for errors and logs.
 pub fn name(code: VarInt) -> &'static str {
@@ -30,6 +32,7 @@ pub fn name(code: VarInt) -> &'static str {
         5 => "handshake timeout",
         6 => "not a shoal peer",
         7 => "self dial",
+        8 => "dial-back",
         _ => "unknown",
     }
 }

@@ -161,6 +161,7 @@ pub(crate) async fn dial(
     match result {
         Ok(peer) => {
             let conn = register(inner, peer, conn);
+            inner.note_dialled(peer);
             Ok((peer, conn))
         }
         Err(e) => {
@@ -210,6 +211,11 @@ pub(crate) async fn accept(inner: Arc<Inner>, incoming: quinn::Incoming) {
         Ok(peer) => {
             register(&inner, peer, conn);
         }
+        Err(HandshakeError::Connection(quinn::ConnectionError::ApplicationClosed(c)))
+            if c.error_code == codes::DIAL_BACK =>
+        {
+            debug!(%remote, "dial-back reached us");
+        }
         Err(e) => {
             warn!(%remote, "refused inbound connection: {e}");
             if let Some((code, why)) = e.close_code() {
@@ -229,7 +235,8 @@ fn register(inner: &Arc<Inner>, peer: PeerId, conn: Connection) -> Connection {
     inner.conns.lock().unwrap_or_else(std::sync::PoisonError::into_inner).insert(peer, conn.clone());
     let span = tracing::info_span!("conn", peer = %peer.short(), remote = %conn.remote_address());
     let actor_inner = inner.clone();
-    inner.tasks.spawn(run_actor(actor_inner, peer, conn.clone()).instrument(span));
+    inner.tasks.spawn(run_actor(actor_inner, peer, conn.clone()).instrument(span.clone()));
+    span.in_scope(|| crate::nat::send_observed(inner, peer, &conn));
     conn
 }
 
@@ -273,7 +280,7 @@ async fn run_actor(inner: Arc<Inner>, peer: PeerId, conn: Connection) {
             },
             bi = conn.accept_bi() => match bi {
                 Ok((send, recv)) => {
-                    streams.spawn(handle_bi(inner.clone(), peer, bucket.clone(), send, recv));
+                    streams.spawn(handle_bi(inner.clone(), peer, conn.clone(), bucket.clone(), send, recv));
                 }
                 Err(e) => { debug!("connection closed: {e}"); break false; }
             },
@@ -325,6 +332,7 @@ async fn handle_uni(
                 let _ = inner.driver.send(cmd).await;
             }
             Message::Hello(_) => return unexpected("Hello"),
+            Message::Net(m) => crate::nat::on_one_way(&inner, peer, &conn, m),
             Message::BlobRequest(_) | Message::BlobResponse(_) => {
                 return unexpected("blob message on a one-way stream");
             }
@@ -343,6 +351,7 @@ async fn handle_uni(
 async fn handle_bi(
     inner: Arc<Inner>,
     peer: PeerId,
+    conn: Connection,
     bucket: Arc<Bucket>,
     mut send: SendStream,
     mut recv: RecvStream,
@@ -359,6 +368,19 @@ async fn handle_bi(
             None
         }
         Message::Hello(_) => unexpected("Hello"),
+        Message::Net(m) => match crate::nat::on_request(&inner, peer, &conn, m).await {
+            crate::nat::Answer::Reply(reply) => {
+                if write_frame(&mut send, &Message::Net(reply), inner.limits.max_frame).await.is_ok() {
+                    let _ = send.finish();
+                }
+                None
+            }
+            crate::nat::Answer::Silence => {
+                let _ = send.reset(codes::NORMAL);
+                None
+            }
+            crate::nat::Answer::NotARequest => unexpected("one-way network message on a request stream"),
+        },
         Message::Membership(_) => unexpected("membership message on a request stream"),
         Message::BlobResponse(_) => unexpected("BlobResponse as a request"),
         other => {

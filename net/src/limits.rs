@@ -29,6 +29,9 @@ pub struct Limits {
     pub request_timeout: Duration,
     /// A connection with no traffic for this long is closed.
     pub idle_timeout: Duration,
+    /// Connections this peer dialled send a keep-alive when idle this long, so they (and the
+    /// NAT mappings under them) stay up while the peer needs them as mediators; `None` for none.
+    pub keep_alive: Option<Duration>,
     /// QUIC flow-control window per stream (bytes a peer may send ahead of our reading).
     pub stream_window: u32,
     /// QUIC flow-control window per connection: the most one peer can make us buffer.
@@ -46,6 +49,7 @@ impl Default for Limits {
             handshake_timeout: Duration::from_secs(5),
             request_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(10),
+            keep_alive: Some(Duration::from_secs(4)),
             stream_window: 8 << 20,
             connection_window: 16 << 20,
         }

@@ -20,6 +20,7 @@ use shoal_core::ids::{BlobHash, PeerId};
 use shoal_core::membership::{
     self, Entry, Event, LoadHint, MemberMsg, Membership, Target, Timer, TimerToken,
 };
+use shoal_core::nat::NatObserver;
 use shoal_core::wire::Message;
 use tokio::sync::{broadcast, mpsc, oneshot};
 use tokio::time::Instant;
@@ -33,6 +34,7 @@ use crate::conn::{self, FetchFromError, HandshakeError};
 use crate::frame::{FrameError, read_frame, write_frame};
 use crate::identity::{Identity, IdentityError};
 use crate::limits::Limits;
+use crate::nat::{self, Reachability};
 use crate::stats::{Counters, NetStats};
 use crate::tls::{self, SwarmSecret, TlsError};
 
@@ -212,6 +214,21 @@ pub(crate) struct Inner {
     pub(crate) counters: Counters,
     /// Each peer's application lane (see [`Inner::send_app`]).
     lanes: Mutex<HashMap<PeerId, Arc<tokio::sync::Mutex<Option<Lane>>>>>,
+    /// The client side of TLS, for dials from other endpoints (dial-backs).
+    pub(crate) client_config: quinn::ClientConfig,
+    /// What other peers observe of our address (see [`crate::nat`]).
+    pub(crate) nat: Mutex<NatObserver>,
+    /// Dial-backs served at once.
+    pub(crate) dial_backs: tokio::sync::Semaphore,
+    /// Punch dials running at once.
+    pub(crate) punch_dials: Arc<tokio::sync::Semaphore>,
+    /// Our punches, per target.
+    pub(crate) punches: nat::Gate<PeerId>,
+    /// Punches we mediated, per (asker, target).
+    pub(crate) mediated: nat::Gate<(PeerId, PeerId)>,
+    /// Peers we reached by dialling them: reachable ones, which NATed peers keep connections
+    /// to, so they are the first asked to mediate a punch.
+    dialled: Mutex<std::collections::HashSet<PeerId>>,
 }
 
 /// The open stream carrying application messages to one peer.
@@ -265,9 +282,12 @@ impl Node {
             .map_err(|_| TlsError::NoInitialCipherSuite)?;
         let mut server = quinn::ServerConfig::with_crypto(Arc::new(quic));
         let transport = Arc::new(transport(&cfg.limits));
-        server.transport_config(transport.clone());
+        server.transport_config(transport);
         let mut client = quinn_client_config(&identity, vec![tls::ALPN.to_vec()])?;
-        client.transport_config(transport);
+        let mut dialled = self::transport(&cfg.limits);
+        dialled.keep_alive_interval(cfg.limits.keep_alive);
+        client.transport_config(Arc::new(dialled));
+        let client_config = client.clone();
         let mut endpoint = quinn::Endpoint::server(server, cfg.listen)
             .map_err(|source| NodeError::Bind { addr: cfg.listen, source })?;
         endpoint.set_default_client_config(client);
@@ -297,6 +317,13 @@ impl Node {
             tasks: TaskTracker::new(),
             counters: Counters::default(),
             lanes: Mutex::new(HashMap::new()),
+            client_config,
+            nat: Mutex::new(NatObserver::new()),
+            dial_backs: tokio::sync::Semaphore::new(nat::MAX_DIAL_BACKS),
+            punch_dials: Arc::new(tokio::sync::Semaphore::new(nat::MAX_PUNCH_DIALS)),
+            punches: nat::Gate::new(),
+            mediated: nat::Gate::new(),
+            dialled: Mutex::new(std::collections::HashSet::new()),
         });
         let span = tracing::info_span!("node", me = %peer_id.short());
         info!(parent: &span, %local_addr, "node started");
@@ -343,8 +370,14 @@ impl Node {
 
     /// The round-trip time QUIC currently estimates to `peer`, if connected.
     pub fn rtt_of(&self, peer: PeerId) -> Option<Duration> {
-        let conns = self.inner.conns.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        conns.get(&peer).filter(|c| c.close_reason().is_none()).map(Connection::rtt)
+        self.inner.live_connection(peer).map(|c| c.rtt())
+    }
+
+    /// How this peer is reached, as far as other peers' observations and dial-backs tell
+    /// (see `docs/nat.md`).
+    pub fn reachability(&self) -> Reachability {
+        let nat = self.inner.nat.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        Reachability { kind: nat.kind(), observed: nat.addresses(), dial_backs: nat.dial_backs() }
     }
 
     /// What this node has sent and received so far.
@@ -462,10 +495,71 @@ impl Inner {
             return Ok(c);
         }
         let addr = self.addr_of(peer).ok_or(NodeError::UnknownPeer(peer))?;
-        let (_, c) = conn::dial(self, Some(peer), addr)
-            .await
-            .map_err(|source| NodeError::Connect { peer: peer.to_string(), source })?;
-        Ok(c)
+        let dial = conn::dial(self, Some(peer), addr);
+        tokio::pin!(dial);
+        // A dial that is slow may be blocked by the peer's NAT: ask mediators to have the peer
+        // dial us at the same time, and take whichever connection comes up first (ours, or the
+        // peer's arriving as an inbound one).
+        let failed = |source| NodeError::Connect { peer: peer.to_string(), source };
+        tokio::select! {
+            r = &mut dial => return r.map(|(_, c)| c).map_err(failed),
+            () = tokio::time::sleep(nat::PUNCH_AFTER) => {}
+        }
+        self.tasks.spawn(nat::punch(self.clone(), peer, addr).in_current_span());
+        let mut tick = tokio::time::interval(Duration::from_millis(25));
+        loop {
+            tokio::select! {
+                r = &mut dial => {
+                    return match r {
+                        Ok((_, c)) => Ok(c),
+                        Err(source) => self.live_connection(peer).ok_or_else(|| failed(source)),
+                    };
+                }
+                _ = tick.tick() => {
+                    if let Some(c) = self.live_connection(peer) {
+                        return Ok(c);
+                    }
+                }
+            }
+        }
+    }
+
+    /// The registered connection to `peer`, if it is still open.
+    pub(crate) fn live_connection(&self, peer: PeerId) -> Option<Connection> {
+        let conns = self.conns.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        conns.get(&peer).filter(|c| c.close_reason().is_none()).cloned()
+    }
+
+    /// Whether we may punch towards `peer` now (one punch per peer per [`nat::PUNCH_EVERY`]).
+    pub(crate) fn may_punch(&self, peer: PeerId) -> bool {
+        self.punches.allow(peer, nat::PUNCH_EVERY)
+    }
+
+    /// Records that we reached `peer` by dialling it.
+    pub(crate) fn note_dialled(&self, peer: PeerId) {
+        let mut d = self.dialled.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if d.len() > 65_536 {
+            d.clear();
+        }
+        d.insert(peer);
+    }
+
+    /// Up to `n` live connections (other than to `target`) to ask to mediate a punch towards
+    /// `target`: peers we reached by dialling first, nearest first within each group.
+    pub(crate) fn mediators(&self, target: PeerId, n: usize) -> Vec<(PeerId, Connection)> {
+        let live: Vec<(PeerId, Connection)> = {
+            let conns = self.conns.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            conns
+                .iter()
+                .filter(|(p, c)| **p != target && c.close_reason().is_none())
+                .map(|(p, c)| (*p, c.clone()))
+                .collect()
+        };
+        let dialled = self.dialled.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut live = live;
+        live.sort_by_key(|(p, c)| (!dialled.contains(p), c.rtt()));
+        live.truncate(n);
+        live
     }
 
     /// Writes an application message on the peer's lane: one unidirectional stream per

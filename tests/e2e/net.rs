@@ -18,6 +18,7 @@ use tempfile::TempDir;
 
 mod discovery;
 mod faults;
+mod nat;
 
 const EVENTUALLY: Duration = Duration::from_secs(60);
 
