@@ -15,6 +15,12 @@
 //!   and both dial each other at once, so each one's outgoing packets open its own NAT for the
 //!   other's.
 //!
+//! - **Relays.** A peer that cannot be reached unsolicited keeps a reservation
+//!   ([`NetMsg::Reserve`]) at one or two peers that offer to relay; a mediator that holds the
+//!   target's reservation says so in its [`NetMsg::PunchReply`], and a peer whose punch fails
+//!   sends its QUIC datagrams for the target through that relay ([`NetMsg::RelayOut`],
+//!   [`NetMsg::RelayIn`]).
+//!
 //! Invariant: the classifier only ever counts one observation per observing peer (its latest),
 //! and only observers at distinct IP addresses vote on the mapping, so one peer (or many peers
 //! behind one address) cannot make a peer believe its mapping is endpoint-independent.
@@ -51,6 +57,9 @@ pub enum NetMsg {
         /// Where the mediator sees `target` (it told `target` to dial); `None` if it has no live
         /// connection to `target`.
         target_addr: Option<SocketAddr>,
+        /// Whether `target` holds a relay reservation at the mediator (so the asker can reach
+        /// it through the mediator if the punch fails).
+        relay: bool,
     },
     /// One-way, mediator to target: `peer`, seen at `addr`, is dialling you; dial it now.
     PunchNow {
@@ -59,6 +68,22 @@ pub enum NetMsg {
         /// Where the mediator sees it.
         addr: SocketAddr,
     },
+    /// Request to a relay: keep a reservation for me (peers may reach me through you);
+    /// answered by [`NetMsg::Reserved`]. Renewed before it expires.
+    Reserve,
+    /// Answer to [`NetMsg::Reserve`].
+    Reserved {
+        /// Whether the relay holds a reservation for the asker now.
+        ok: bool,
+        /// Seconds the reservation lasts unless renewed.
+        ttl_secs: u32,
+    },
+    /// The first frame of a stream of datagrams for a relay to forward. Each datagram follows as
+    /// raw bytes: a 2-byte little-endian length, the 32-byte id of the destination, the datagram.
+    RelayOut,
+    /// The first frame of a stream of datagrams a relay forwards to us, in the same layout, with
+    /// the id of the source peer instead of the destination.
+    RelayIn,
 }
 
 /// What kind of network address translation stands between a peer and the internet, as far as
@@ -208,6 +233,20 @@ impl NatObserver {
         self.reached_by.get(&peer) != Some(&addr) && self.missed_by.get(&peer) != Some(&addr)
     }
 
+    /// Whether other peers cannot reach us unsolicited, as far as we know: a filtering NAT
+    /// ([`NatKind::Cone`], [`NatKind::Symmetric`]), or too few observers to tell the kind but a
+    /// dial-back that missed and none that reached (one public peer is enough to learn that).
+    pub fn filtered(&self) -> bool {
+        match self.kind() {
+            NatKind::Cone | NatKind::Symmetric => true,
+            NatKind::Public => false,
+            NatKind::Unknown => {
+                let current = self.addresses();
+                self.missed_by.values().any(|a| current.contains(a))
+            }
+        }
+    }
+
     /// How many peers' dial-backs answered, reached or not, for the addresses they observe now.
     pub fn dial_backs(&self) -> usize {
         let current = self.addresses();
@@ -284,6 +323,19 @@ mod tests {
         n.observed(peer(1), ip("1.1.1.1"), sa("9.9.9.9:7700"));
         assert_eq!(n.kind(), NatKind::Unknown);
         assert!(n.wants_dial_back_from(peer(1)));
+    }
+
+    #[test]
+    fn one_missed_dial_back_is_enough_to_know_we_are_filtered() {
+        let mut n = NatObserver::new();
+        assert!(!n.filtered(), "nothing known");
+        n.observed(peer(1), ip("1.1.1.1"), sa("9.9.9.9:7600"));
+        assert!(!n.filtered(), "no dial-back yet");
+        n.dial_back(peer(1), sa("9.9.9.9:7600"), false);
+        assert_eq!(n.kind(), NatKind::Unknown);
+        assert!(n.filtered());
+        n.dial_back(peer(1), sa("9.9.9.9:7600"), true);
+        assert!(!n.filtered());
     }
 
     #[test]

@@ -250,7 +250,12 @@ mod tests {
             Just(NetMsg::DialBack),
             any::<bool>().prop_map(|reached| NetMsg::DialBackResult { reached }),
             any::<[u8; 32]>().prop_map(|t| NetMsg::Punch { target: PeerId(t) }),
-            proptest::option::of(v6.clone()).prop_map(|target_addr| NetMsg::PunchReply { target_addr }),
+            (proptest::option::of(v6.clone()), any::<bool>())
+                .prop_map(|(target_addr, relay)| NetMsg::PunchReply { target_addr, relay }),
+            Just(NetMsg::Reserve),
+            (any::<bool>(), any::<u32>()).prop_map(|(ok, ttl_secs)| NetMsg::Reserved { ok, ttl_secs }),
+            Just(NetMsg::RelayOut),
+            Just(NetMsg::RelayIn),
             (any::<[u8; 32]>(), arb_addr()).prop_map(|(p, addr)| NetMsg::PunchNow { peer: PeerId(p), addr }),
         ]
     }

@@ -16,6 +16,7 @@ use std::time::Duration;
 
 use quinn::{Connection, RecvStream, SendStream, VarInt};
 use shoal_core::ids::PeerId;
+use shoal_core::nat::NetMsg;
 use shoal_core::wire::{BlobRequest, BlobResponse, Hello, MIN_PROTOCOL_VERSION, Message, PROTOCOL_VERSION};
 use tokio::sync::oneshot;
 use tokio::task::JoinSet;
@@ -129,6 +130,11 @@ fn identify(inner: &Inner, conn: &Connection) -> Result<PeerId, HandshakeError> 
     if peer == inner.peer_id {
         return Err(HandshakeError::SelfDial);
     }
+    // A relayed path stands for one peer: a relay naming another source is caught here.
+    if !inner.relays.admits(conn.remote_address(), peer) {
+        let expected = inner.relays.path_of(conn.remote_address()).map_or(peer, |(_, p)| p);
+        return Err(HandshakeError::WrongPeer { expected, actual: peer });
+    }
     Ok(peer)
 }
 
@@ -161,7 +167,6 @@ pub(crate) async fn dial(
     match result {
         Ok(peer) => {
             let conn = register(inner, peer, conn);
-            inner.note_dialled(peer);
             Ok((peer, conn))
         }
         Err(e) => {
@@ -232,7 +237,27 @@ pub(crate) async fn accept(inner: Arc<Inner>, incoming: quinn::Incoming) {
 /// actor, so anything the peer still sends on it is served.
 fn register(inner: &Arc<Inner>, peer: PeerId, conn: Connection) -> Connection {
     inner.note_addr(peer, conn.remote_address());
-    inner.conns.lock().unwrap_or_else(std::sync::PoisonError::into_inner).insert(peer, conn.clone());
+    let relayed = crate::tunnel::is_virtual(conn.remote_address());
+    // A relayed connection never displaces a live direct one; a direct one retires a relayed one.
+    let (current, displaced) = {
+        let mut conns = inner.conns.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let old = conns.get(&peer).filter(|c| c.close_reason().is_none()).cloned();
+        let old_relayed = old.as_ref().is_some_and(|c| crate::tunnel::is_virtual(c.remote_address()));
+        if relayed && old.is_some() && !old_relayed {
+            (false, None)
+        } else {
+            conns.insert(peer, conn.clone());
+            (true, old.filter(|_| old_relayed && !relayed))
+        }
+    };
+    if let Some(old) = displaced {
+        crate::relay::retire(inner, old);
+    }
+    if !current {
+        crate::relay::retire(inner, conn.clone());
+    } else if relayed {
+        inner.tasks.spawn(crate::relay::upgrade(inner.clone(), peer, inner.addr_of(peer)));
+    }
     let span = tracing::info_span!("conn", peer = %peer.short(), remote = %conn.remote_address());
     let actor_inner = inner.clone();
     inner.tasks.spawn(run_actor(actor_inner, peer, conn.clone()).instrument(span.clone()));
@@ -332,6 +357,14 @@ async fn handle_uni(
                 let _ = inner.driver.send(cmd).await;
             }
             Message::Hello(_) => return unexpected("Hello"),
+            Message::Net(NetMsg::RelayOut) => {
+                crate::relay::serve_stream(inner, peer, false, recv).await;
+                return None;
+            }
+            Message::Net(NetMsg::RelayIn) => {
+                crate::relay::serve_stream(inner, peer, true, recv).await;
+                return None;
+            }
             Message::Net(m) => crate::nat::on_one_way(&inner, peer, &conn, m),
             Message::BlobRequest(_) | Message::BlobResponse(_) => {
                 return unexpected("blob message on a one-way stream");

@@ -68,8 +68,10 @@ pub mod identity;
 pub mod limits;
 mod nat;
 mod node;
+mod relay;
 mod stats;
 pub mod tls;
+mod tunnel;
 
 pub use blobs::{BlobError, BlobStore, BlobWriter};
 pub use conn::{FetchFromError, HandshakeError};
@@ -78,6 +80,7 @@ pub use identity::Identity;
 pub use limits::Limits;
 pub use nat::Reachability;
 pub use node::{FetchError, Inbound, Inbox, Node, NodeConfig, NodeError, Replier, quinn_client_config};
+pub use relay::{Path, RelayConfig};
 pub use shoal_core::ids::{BlobHash, PeerId};
 pub use shoal_core::membership::{Entry, Event, LoadHint, RemoveReason};
 pub use shoal_core::nat::NatKind;

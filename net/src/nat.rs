@@ -101,7 +101,12 @@ async fn send_one(inner: &Inner, conn: &Connection, msg: &Message) -> Result<(),
 }
 
 /// Sends a request on `conn` and waits up to `wait` for its answer.
-async fn ask(inner: &Inner, conn: &Connection, msg: &Message, wait: Duration) -> Result<Message, String> {
+pub(crate) async fn ask(
+    inner: &Inner,
+    conn: &Connection,
+    msg: &Message,
+    wait: Duration,
+) -> Result<Message, String> {
     let asked = async {
         let (mut send, mut recv) = conn.open_bi().await.map_err(|e| FrameError::Read(e.into()))?;
         let n = write_frame(&mut send, msg, inner.limits.max_frame).await?;
@@ -117,6 +122,9 @@ async fn ask(inner: &Inner, conn: &Connection, msg: &Message, wait: Duration) ->
 
 /// Tells the peer of a fresh connection where we see it, on that connection.
 pub(crate) fn send_observed(inner: &Arc<Inner>, peer: PeerId, conn: &Connection) {
+    if crate::tunnel::is_virtual(conn.remote_address()) {
+        return; // Over a relay we see a virtual address: nothing the peer could use.
+    }
     let msg = Message::Net(NetMsg::Observed { addr: conn.remote_address() });
     let (inner2, conn) = (inner.clone(), conn.clone());
     inner.tasks.spawn(
@@ -132,6 +140,9 @@ pub(crate) fn send_observed(inner: &Arc<Inner>, peer: PeerId, conn: &Connection)
 /// Handles a one-way [`NetMsg`] from `peer`, received on `conn`.
 pub(crate) fn on_one_way(inner: &Arc<Inner>, peer: PeerId, conn: &Connection, msg: NetMsg) {
     match msg {
+        NetMsg::Observed { .. } if crate::tunnel::is_virtual(conn.remote_address()) => {
+            debug!(peer = %peer.short(), "ignoring an observation over a relayed path");
+        }
         NetMsg::Observed { addr } => {
             let (news, before, after) = {
                 let mut nat = inner.nat.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
@@ -170,8 +181,11 @@ pub(crate) async fn on_request(inner: &Arc<Inner>, peer: PeerId, conn: &Connecti
             Some(reached) => Answer::Reply(NetMsg::DialBackResult { reached }),
             None => Answer::Silence,
         },
+        NetMsg::Reserve => Answer::Reply(inner.relays.reserve(peer)),
         NetMsg::Punch { target } => {
-            Answer::Reply(NetMsg::PunchReply { target_addr: serve_punch(inner, peer, conn, target) })
+            let target_addr = serve_punch(inner, peer, conn, target);
+            let relay = target_addr.is_some() && inner.relays.holds_reservation(target);
+            Answer::Reply(NetMsg::PunchReply { target_addr, relay })
         }
         _ => Answer::NotARequest,
     }
@@ -216,6 +230,9 @@ async fn serve_dial_back(inner: &Arc<Inner>, peer: PeerId, conn: &Connection) ->
         return None;
     };
     let target = conn.remote_address();
+    if crate::tunnel::is_virtual(target) {
+        return Some(false); // Reached over a relay: not reachable unsolicited, as far as we know.
+    }
     let bind: SocketAddr = if target.is_ipv4() {
         (std::net::Ipv4Addr::UNSPECIFIED, 0).into()
     } else {
@@ -301,13 +318,14 @@ fn punch_now(inner: &Arc<Inner>, mediator: PeerId, asker: PeerId, addr: SocketAd
 
 /// The dialler's part: asks up to [`MEDIATORS`] connected peers to have `target` dial us; a
 /// mediator that sees `target` elsewhere than `known` makes us dial that address too.
-pub(crate) async fn punch(inner: Arc<Inner>, target: PeerId, known: SocketAddr) {
+pub(crate) async fn punch(inner: Arc<Inner>, target: PeerId, known: Option<SocketAddr>) {
     if !inner.may_punch(target) {
         return;
     }
     let mediators = inner.mediators(target, MAX_MEDIATORS);
     debug!(peer = %target.short(), candidates = mediators.len(), "asking for a hole punch");
-    let mut dialled = vec![known];
+    let mut dialled: Vec<SocketAddr> = known.into_iter().collect();
+    let mut relays = Vec::new();
     for wave in mediators.chunks(MEDIATORS) {
         let mut asks = tokio::task::JoinSet::new();
         for (mediator, conn) in wave {
@@ -315,7 +333,9 @@ pub(crate) async fn punch(inner: Arc<Inner>, target: PeerId, known: SocketAddr) 
             asks.spawn(async move {
                 let msg = Message::Net(NetMsg::Punch { target });
                 match ask(&inner, &conn, &msg, inner.limits.request_timeout).await {
-                    Ok(Message::Net(NetMsg::PunchReply { target_addr })) => target_addr,
+                    Ok(Message::Net(NetMsg::PunchReply { target_addr: Some(a), relay })) => {
+                        Some((mediator, a, relay))
+                    }
                     Ok(_) => None,
                     Err(e) => {
                         debug!(mediator = %mediator.short(), "punch request failed: {e}");
@@ -326,8 +346,11 @@ pub(crate) async fn punch(inner: Arc<Inner>, target: PeerId, known: SocketAddr) 
         }
         let mut mediated = false;
         while let Some(done) = asks.join_next().await {
-            let Ok(Some(addr)) = done else { continue };
+            let Ok(Some((mediator, addr, relay))) = done else { continue };
             mediated = true;
+            if relay {
+                relays.push(mediator);
+            }
             let addr = shoal_core::nat::canonical(addr);
             if dialled.contains(&addr) || inner.live_connection(target).is_some() {
                 continue;
@@ -343,9 +366,17 @@ pub(crate) async fn punch(inner: Arc<Inner>, target: PeerId, known: SocketAddr) 
                 .in_current_span(),
             );
         }
-        if mediated || inner.live_connection(target).is_some() {
-            return;
+        // Later waves only while no mediator reached the target, or none holds its relay.
+        if (mediated && !relays.is_empty()) || inner.live_connection(target).is_some() {
+            break;
         }
     }
-    debug!(peer = %target.short(), "no mediator is connected to the peer");
+    if relays.is_empty() {
+        if inner.live_connection(target).is_none() {
+            debug!(peer = %target.short(), "no mediator holds a relay reservation of the peer");
+        }
+        return;
+    }
+    // If the punch does not bring a connection up soon, go through a relay of the target's.
+    crate::relay::dial_via(inner, target, relays).await;
 }

@@ -35,6 +35,7 @@ use crate::frame::{FrameError, read_frame, write_frame};
 use crate::identity::{Identity, IdentityError};
 use crate::limits::Limits;
 use crate::nat::{self, Reachability};
+use crate::relay::{Path, RelayConfig, Relays};
 use crate::stats::{Counters, NetStats};
 use crate::tls::{self, SwarmSecret, TlsError};
 
@@ -58,6 +59,8 @@ pub struct NodeConfig {
     /// Advertise this peer and find others on the LAN over mDNS (`docs/membership.md`); needs a
     /// listen address on a LAN interface (not loopback).
     pub mdns: bool,
+    /// Whether and how much this peer relays for peers that cannot be reached (`docs/nat.md`).
+    pub relay: RelayConfig,
 }
 
 impl NodeConfig {
@@ -72,6 +75,7 @@ impl NodeConfig {
             membership: membership::Config::default(),
             blob_budget: 1 << 30,
             mdns: false,
+            relay: RelayConfig::default(),
         }
     }
 }
@@ -229,6 +233,8 @@ pub(crate) struct Inner {
     /// Peers we reached by dialling them: reachable ones, which NATed peers keep connections
     /// to, so they are the first asked to mediate a punch.
     dialled: Mutex<std::collections::HashSet<PeerId>>,
+    /// Relayed paths, reservations, and (when offered) the relay's own state.
+    pub(crate) relays: Relays,
 }
 
 /// The open stream carrying application messages to one peer.
@@ -288,8 +294,19 @@ impl Node {
         dialled.keep_alive_interval(cfg.limits.keep_alive);
         client.transport_config(Arc::new(dialled));
         let client_config = client.clone();
-        let mut endpoint = quinn::Endpoint::server(server, cfg.listen)
-            .map_err(|source| NodeError::Bind { addr: cfg.listen, source })?;
+        let bind_err = |source| NodeError::Bind { addr: cfg.listen, source };
+        let socket = std::net::UdpSocket::bind(cfg.listen).map_err(bind_err)?;
+        let runtime: Arc<dyn quinn::Runtime> = Arc::new(quinn::TokioRuntime);
+        let (socket, relay_out, deliver) =
+            crate::tunnel::TunnelSocket::new(runtime.wrap_udp_socket(socket).map_err(bind_err)?)
+                .map_err(bind_err)?;
+        let mut endpoint = quinn::Endpoint::new_with_abstract_socket(
+            quinn::EndpointConfig::default(),
+            Some(server),
+            socket,
+            runtime,
+        )
+        .map_err(bind_err)?;
         endpoint.set_default_client_config(client);
         let local_addr =
             endpoint.local_addr().map_err(|source| NodeError::Bind { addr: cfg.listen, source })?;
@@ -324,10 +341,13 @@ impl Node {
             punches: nat::Gate::new(),
             mediated: nat::Gate::new(),
             dialled: Mutex::new(std::collections::HashSet::new()),
+            relays: Relays::new(cfg.relay.clone(), deliver),
         });
         let span = tracing::info_span!("node", me = %peer_id.short());
         info!(parent: &span, %local_addr, "node started");
         inner.tasks.spawn(accept_loop(inner.clone()).instrument(span.clone()));
+        inner.tasks.spawn(crate::relay::pump(inner.clone(), relay_out).instrument(span.clone()));
+        inner.tasks.spawn(crate::relay::maintain(inner.clone()).instrument(span.clone()));
         let m = Membership::new(peer_id, cfg.membership.clone());
         inner.tasks.spawn(run_driver(inner.clone(), m, driver_rx, cfg.bootstrap.clone()).instrument(span));
         let node = Node { inner, _guard: Arc::new(cancel.drop_guard()) };
@@ -380,9 +400,32 @@ impl Node {
         Reachability { kind: nat.kind(), observed: nat.addresses(), dial_backs: nat.dial_backs() }
     }
 
+    /// How the current connection to `peer` runs, if there is one.
+    pub fn path_of(&self, peer: PeerId) -> Option<Path> {
+        let c = self.inner.live_connection(peer)?;
+        let addr = c.remote_address();
+        Some(match self.inner.relays.path_of(addr) {
+            Some((relay, _)) if crate::tunnel::is_virtual(addr) => Path::Relayed(relay),
+            _ => Path::Direct(shoal_core::nat::canonical(addr)),
+        })
+    }
+
+    /// The relays holding a reservation for this peer.
+    pub fn relays(&self) -> Vec<PeerId> {
+        self.inner.relays.reserved_at()
+    }
+
     /// What this node has sent and received so far.
     pub fn stats(&self) -> NetStats {
-        self.inner.counters.snapshot()
+        let get = |c: &std::sync::atomic::AtomicU64| c.load(std::sync::atomic::Ordering::Relaxed);
+        let relay = &self.inner.relays.counters;
+        NetStats {
+            relayed_bytes_sent: get(&relay.sent),
+            relayed_bytes_received: get(&relay.received),
+            relay_bytes_forwarded: get(&relay.forwarded),
+            relay_refused: get(&relay.refused),
+            ..self.inner.counters.snapshot()
+        }
     }
 
     /// The local blob store.
@@ -473,6 +516,9 @@ impl Node {
 
 impl Inner {
     pub(crate) fn note_addr(&self, peer: PeerId, addr: SocketAddr) {
+        if crate::tunnel::is_virtual(addr) {
+            return; // A relayed path is not an address to dial later.
+        }
         let mut a = self.addrs.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         if a.len() > 65_536 {
             a.clear();
@@ -480,7 +526,7 @@ impl Inner {
         a.insert(peer, addr);
     }
 
-    fn addr_of(&self, peer: PeerId) -> Option<SocketAddr> {
+    pub(crate) fn addr_of(&self, peer: PeerId) -> Option<SocketAddr> {
         self.addrs.lock().unwrap_or_else(std::sync::PoisonError::into_inner).get(&peer).copied()
     }
 
@@ -502,10 +548,15 @@ impl Inner {
         // peer's arriving as an inbound one).
         let failed = |source| NodeError::Connect { peer: peer.to_string(), source };
         tokio::select! {
-            r = &mut dial => return r.map(|(_, c)| c).map_err(failed),
+            r = &mut dial => {
+                if r.is_ok() {
+                    self.note_dialled(peer);
+                }
+                return r.map(|(_, c)| c).map_err(failed);
+            }
             () = tokio::time::sleep(nat::PUNCH_AFTER) => {}
         }
-        self.tasks.spawn(nat::punch(self.clone(), peer, addr).in_current_span());
+        self.tasks.spawn(nat::punch(self.clone(), peer, Some(addr)).in_current_span());
         let mut tick = tokio::time::interval(Duration::from_millis(25));
         loop {
             tokio::select! {
@@ -535,7 +586,7 @@ impl Inner {
         self.punches.allow(peer, nat::PUNCH_EVERY)
     }
 
-    /// Records that we reached `peer` by dialling it.
+    /// Records that we reached `peer` by dialling its address directly (no punch, no relay).
     pub(crate) fn note_dialled(&self, peer: PeerId) {
         let mut d = self.dialled.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         if d.len() > 65_536 {
@@ -545,7 +596,8 @@ impl Inner {
     }
 
     /// Up to `n` live connections (other than to `target`) to ask to mediate a punch towards
-    /// `target`: peers we reached by dialling first, nearest first within each group.
+    /// `target`: our own relays first, then peers we reached by dialling them directly, nearest
+    /// first within each group.
     pub(crate) fn mediators(&self, target: PeerId, n: usize) -> Vec<(PeerId, Connection)> {
         let live: Vec<(PeerId, Connection)> = {
             let conns = self.conns.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
@@ -555,9 +607,10 @@ impl Inner {
                 .map(|(p, c)| (*p, c.clone()))
                 .collect()
         };
+        let relays = self.relays.reserved_at();
         let dialled = self.dialled.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         let mut live = live;
-        live.sort_by_key(|(p, c)| (!dialled.contains(p), c.rtt()));
+        live.sort_by_key(|(p, c)| (!relays.contains(p), !dialled.contains(p), c.rtt()));
         live.truncate(n);
         live
     }
@@ -645,7 +698,10 @@ async fn transmit(inner: Arc<Inner>, to: Target, msg: MemberMsg, wait_ack: bool)
         }
         Target::Addr(addr) if addr == inner.local_addr => return,
         Target::Addr(addr) => match conn::dial(&inner, None, addr).await {
-            Ok((peer, _)) => (Some(peer), send_member(&inner, peer, &framed, wait_ack).await),
+            Ok((peer, _)) => {
+                inner.note_dialled(peer);
+                (Some(peer), send_member(&inner, peer, &framed, wait_ack).await)
+            }
             Err(e) => {
                 debug!(%addr, "bootstrap dial failed: {e}");
                 return;
@@ -665,6 +721,7 @@ async fn join_discovered(inner: Arc<Inner>, peer: PeerId, addr: SocketAddr, join
         debug!(peer = %peer.short(), %addr, "discovered peer: dial failed: {e}");
         return;
     }
+    inner.note_dialled(peer);
     if let Err(e) = send_member(&inner, peer, &Message::Membership(join), false).await {
         debug!(peer = %peer.short(), "discovered peer: join failed: {e}");
     }

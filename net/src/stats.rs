@@ -33,6 +33,14 @@ pub struct NetStats {
     pub udp_bytes_sent: u64,
     /// Bytes received in UDP datagrams on the connections to other peers.
     pub udp_bytes_received: u64,
+    /// Datagram bytes this peer sent to others through relays (`docs/nat.md`).
+    pub relayed_bytes_sent: u64,
+    /// Datagram bytes this peer received from others through relays.
+    pub relayed_bytes_received: u64,
+    /// Datagram bytes this peer forwarded as a relay.
+    pub relay_bytes_forwarded: u64,
+    /// Datagrams this peer refused to forward as a relay (no reservation, or over a cap).
+    pub relay_refused: u64,
 }
 
 /// The live counters behind [`NetStats`].
@@ -123,6 +131,7 @@ impl Counters {
             blob_bytes_fetched: get(&self.blob_bytes_fetched),
             udp_bytes_sent,
             udp_bytes_received,
+            ..NetStats::default()
         }
     }
 }

@@ -10,6 +10,7 @@ mod control;
 mod donate;
 mod examples;
 mod metrics;
+mod nat;
 mod netns;
 mod owners;
 mod page;

@@ -63,11 +63,7 @@ pub fn bridged(
     subnet: u8,
 ) -> Result<(Netns, Vec<(String, Ipv4Addr)>), String> {
     let mut guard = Netns::default();
-    let hub = format!("{prefix}h{tag}");
-    ip(&["netns", "add", &hub])?;
-    guard.names.push(hub.clone());
-    ip(&["-n", &hub, "link", "add", "br0", "type", "bridge"])?;
-    ip(&["-n", &hub, "link", "set", "br0", "up"])?;
+    let hub = hub(&mut guard, prefix, tag)?;
     let mut machines = Vec::new();
     for i in 0..n {
         let ns = format!("{prefix}m{tag}{i}");
@@ -86,6 +82,16 @@ pub fn bridged(
         machines.push((ns, addr));
     }
     Ok((guard, machines))
+}
+
+/// Creates the hub namespace `{prefix}h{tag}` with a bridge `br0`, recorded in `guard`.
+fn hub(guard: &mut Netns, prefix: &str, tag: &str) -> Result<String, String> {
+    let hub = format!("{prefix}h{tag}");
+    ip(&["netns", "add", &hub])?;
+    guard.names.push(hub.clone());
+    ip(&["-n", &hub, "link", "add", "br0", "type", "bridge"])?;
+    ip(&["-n", &hub, "link", "set", "br0", "up"])?;
+    Ok(hub)
 }
 
 /// Drops one in `one_in` inbound UDP packets in namespace `ns` (nftables `numgen random`),
@@ -202,11 +208,7 @@ pub fn nat_lab(
     port: u16,
 ) -> Result<(Netns, Vec<LabMachine>), String> {
     let mut guard = Netns::default();
-    let hub = format!("{prefix}h{tag}");
-    ip(&["netns", "add", &hub])?;
-    guard.names.push(hub.clone());
-    ip(&["-n", &hub, "link", "add", "br0", "type", "bridge"])?;
-    ip(&["-n", &hub, "link", "set", "br0", "up"])?;
+    let hub = hub(&mut guard, prefix, tag)?;
     let mut machines = Vec::new();
     for (i, &nat) in nats.iter().enumerate() {
         let n = u8::try_from(i + 1).map_err(|e| e.to_string())?;

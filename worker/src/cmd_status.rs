@@ -134,6 +134,7 @@ fn status_text(s: &Status) -> String {
         ("sends dropped", s.sends_dropped.to_string()),
         ("handed back", s.handed_back.to_string()),
         ("peers known", s.peers.to_string()),
+        ("reachability", reachability_text(&s.reachability)),
         ("uptime", duration_text(s.uptime_s)),
     ];
     if let Some(url) = &s.metrics {
@@ -145,6 +146,21 @@ fn status_text(s: &Status) -> String {
     }
     let width = rows.iter().map(|(k, _)| k.len()).max().unwrap_or(0) + 1;
     rows.iter().map(|(k, v)| format!("{:<width$} {v}\n", format!("{k}:"))).collect()
+}
+
+/// `cone at 203.0.113.7:7600, 2 relays, relaying` from a status's `reachability`.
+fn reachability_text(r: &crate::control::Reachability) -> String {
+    let mut parts = vec![match r.observed.first() {
+        Some(a) => format!("{} at {a}", r.nat),
+        None => r.nat.clone(),
+    }];
+    if !r.relays.is_empty() {
+        parts.push(format!("{} relay{}", r.relays.len(), if r.relays.len() == 1 { "" } else { "s" }));
+    }
+    if r.relaying {
+        parts.push("relaying for others".into());
+    }
+    parts.join(", ")
 }
 
 /// `yes`, or `no: <why> (<reason>)` from a status's `paused`.
@@ -171,17 +187,23 @@ fn peers_text(peers: &[PeerInfo]) -> String {
     if peers.is_empty() {
         return "no peers known yet\n".to_string();
     }
-    let mut rows = vec![["PEER", "ADDR", "FREE", "READY", "AGE"].map(String::from)];
+    let mut rows = vec![["PEER", "ADDR", "FREE", "READY", "AGE", "PATH"].map(String::from)];
     for p in peers {
+        let path = match (&p.path, &p.relay) {
+            (Some(path), Some(relay)) => format!("{path} via {}", relay.chars().take(10).collect::<String>()),
+            (Some(path), None) => path.clone(),
+            (None, _) => "-".into(),
+        };
         rows.push([
             p.peer_id.clone(),
             p.addr.to_string(),
             p.free_slots.to_string(),
             p.ready_tasks.to_string(),
             p.age.to_string(),
+            path,
         ]);
     }
-    let widths: Vec<usize> = (0..5).map(|c| rows.iter().map(|r| r[c].len()).max().unwrap_or(0)).collect();
+    let widths: Vec<usize> = (0..6).map(|c| rows.iter().map(|r| r[c].len()).max().unwrap_or(0)).collect();
     rows.iter()
         .map(|r| {
             let cells: Vec<String> = r.iter().zip(&widths).map(|(cell, w)| format!("{cell:<w$}")).collect();
@@ -225,19 +247,26 @@ mod tests {
 
     #[test]
     fn peers_are_an_aligned_table() {
-        let p = |id: &str, addr: &str, free| PeerInfo {
+        let p = |id: &str, addr: &str, free, path: Option<&str>, relay: Option<&str>| PeerInfo {
             peer_id: id.into(),
             addr: addr.parse().unwrap(),
             free_slots: free,
             ready_tasks: 0,
             age: 1,
+            path: path.map(Into::into),
+            relay: relay.map(Into::into),
         };
-        let text = peers_text(&[p("aaaa", "127.0.0.1:7600", 12), p("bb", "10.0.0.1:1", 3)]);
+        let text = peers_text(&[
+            p("aaaa", "127.0.0.1:7600", 12, Some("direct"), None),
+            p("bb", "10.0.0.1:1", 3, None, None),
+            p("cc", "10.0.0.2:1", 0, Some("relayed"), Some("relaypeer0123")),
+        ]);
         assert_eq!(
             text,
-            "PEER  ADDR            FREE  READY  AGE\n\
-             aaaa  127.0.0.1:7600  12    0      1\n\
-             bb    10.0.0.1:1      3     0      1\n"
+            "PEER  ADDR            FREE  READY  AGE  PATH\n\
+             aaaa  127.0.0.1:7600  12    0      1    direct\n\
+             bb    10.0.0.1:1      3     0      1    -\n\
+             cc    10.0.0.2:1      0     0      1    relayed via relaypeer0\n"
         );
         assert_eq!(peers_text(&[]), "no peers known yet\n");
     }

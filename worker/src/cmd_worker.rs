@@ -91,6 +91,7 @@ async fn serve(args: Settings) -> anyhow::Result<u8> {
     cfg.net.listen = args.listen;
     cfg.net.bootstrap = args.bootstrap.clone();
     cfg.net.mdns = args.mdns;
+    cfg.net.relay = args.relay.clone();
     cfg.net.blob_budget = args.blob_store_budget;
     cfg.module_cache_budget = args.module_cache_budget;
     cfg.caps = args.caps;
@@ -285,6 +286,7 @@ fn handler(
     let data_dir = settings.data_dir.display().to_string();
     let data_path = settings.data_dir.clone();
     let config = settings.config.as_ref().map(|p| p.display().to_string());
+    let relaying = settings.relay.enabled;
     move |request| match request {
         Request::Status => {
             let s = peer.status();
@@ -311,6 +313,20 @@ fn handler(
                 handed_back: s.handed_back,
                 metrics: metrics.clone(),
                 caught_lying: caught_lying(&data_path),
+                reachability: {
+                    let node = peer.node();
+                    let (r, stats) = (node.reachability(), node.stats());
+                    control::Reachability {
+                        nat: r.kind.to_string(),
+                        observed: r.observed,
+                        relays: node.relays().iter().map(ToString::to_string).collect(),
+                        relaying,
+                        relayed_bytes_sent: stats.relayed_bytes_sent,
+                        relayed_bytes_received: stats.relayed_bytes_received,
+                        relay_bytes_forwarded: stats.relay_bytes_forwarded,
+                        relay_refused: stats.relay_refused,
+                    }
+                },
             }))
         }
         Request::Pause | Request::Resume => {
@@ -322,12 +338,26 @@ fn handler(
             peer.node()
                 .view()
                 .iter()
-                .map(|e| PeerInfo {
-                    peer_id: e.id.to_string(),
-                    addr: e.addr,
-                    free_slots: e.hints.free_slots,
-                    ready_tasks: e.hints.ready_tasks,
-                    age: e.age,
+                .map(|e| {
+                    let path = peer.node().path_of(e.id);
+                    PeerInfo {
+                        peer_id: e.id.to_string(),
+                        addr: e.addr,
+                        free_slots: e.hints.free_slots,
+                        ready_tasks: e.hints.ready_tasks,
+                        age: e.age,
+                        path: path.map(|p| {
+                            match p {
+                                shoal_net::Path::Direct(_) => "direct",
+                                shoal_net::Path::Relayed(_) => "relayed",
+                            }
+                            .to_string()
+                        }),
+                        relay: match path {
+                            Some(shoal_net::Path::Relayed(r)) => Some(r.to_string()),
+                            _ => None,
+                        },
+                    }
                 })
                 .collect(),
         ),

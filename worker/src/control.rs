@@ -112,6 +112,36 @@ pub(crate) struct Status {
     /// The URL of its Prometheus metrics (`--metrics`), if it serves them.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(crate) metrics: Option<String>,
+    /// How other peers reach it (docs/nat.md).
+    #[serde(default)]
+    pub(crate) reachability: Reachability,
+}
+
+/// How a worker is reached, as other peers observe it (`shoal status --json`'s `reachability`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct Reachability {
+    /// `public` (reachable unsolicited), `cone` (behind a NAT that hole punching gets through),
+    /// `symmetric` (behind a NAT that needs a relay for some peers) or `unknown` (too few
+    /// observations yet).
+    pub(crate) nat: String,
+    /// The addresses other peers see it at, most recent first.
+    pub(crate) observed: Vec<SocketAddr>,
+    /// The relays holding a reservation for it (peer ids).
+    pub(crate) relays: Vec<String>,
+    /// Whether it offers to relay for others.
+    pub(crate) relaying: bool,
+    /// Datagram bytes it sent to other peers through relays.
+    #[serde(default)]
+    pub(crate) relayed_bytes_sent: u64,
+    /// Datagram bytes it received from other peers through relays.
+    #[serde(default)]
+    pub(crate) relayed_bytes_received: u64,
+    /// Datagram bytes it forwarded as a relay.
+    #[serde(default)]
+    pub(crate) relay_bytes_forwarded: u64,
+    /// Datagrams it refused to forward as a relay (no reservation, or over a cap).
+    #[serde(default)]
+    pub(crate) relay_refused: u64,
 }
 
 /// One entry of `{"cmd":"peers"}` (and `shoal peers --json`).
@@ -127,6 +157,13 @@ pub(crate) struct PeerInfo {
     pub(crate) ready_tasks: u32,
     /// Shuffle rounds since it vouched for this entry itself (0 = first-hand).
     pub(crate) age: u32,
+    /// How this worker's connection to it runs now: `direct`, `relayed`, or `null` when not
+    /// connected.
+    #[serde(default)]
+    pub(crate) path: Option<String>,
+    /// The relay's peer id, when `path` is `relayed`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) relay: Option<String>,
 }
 
 /// A response line.
@@ -427,6 +464,13 @@ mod tests {
             paused: Some("user".into()),
             handed_back: 2,
             metrics: None,
+            reachability: Reachability {
+                nat: "cone".into(),
+                observed: vec!["203.0.113.7:7600".parse().unwrap()],
+                relays: vec!["r".into()],
+                relaying: false,
+                ..Reachability::default()
+            },
         }
     }
 

@@ -101,6 +101,25 @@ pub(crate) struct WorkerFlags {
     /// [env: SHOAL_MDNS] (default: off).
     #[arg(long, value_name = "BOOL", num_args = 0..=1, require_equals = true, default_missing_value = "true")]
     pub(crate) mdns: Option<bool>,
+    /// Offer to relay for peers behind NATs that cannot be reached otherwise (only sensible on a
+    /// publicly reachable worker); `--relay=false` turns it off [env: SHOAL_RELAY] (default: off).
+    #[arg(long, value_name = "BOOL", num_args = 0..=1, require_equals = true, default_missing_value = "true")]
+    pub(crate) relay: Option<bool>,
+    /// As a relay: pairs of peers relayed at once [env: SHOAL_RELAY_CIRCUITS] (default: 256).
+    #[arg(long, value_name = "N", value_parser = parse_count)]
+    pub(crate) relay_circuits: Option<u64>,
+    /// As a relay: bytes one circuit may carry, e.g. 64MiB [env: SHOAL_RELAY_CIRCUIT_BYTES]
+    /// (default: 64MiB).
+    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+    pub(crate) relay_circuit_bytes: Option<u64>,
+    /// As a relay: how long one circuit may last, e.g. 10m [env: SHOAL_RELAY_CIRCUIT_TIME]
+    /// (default: 10m).
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub(crate) relay_circuit_time: Option<Duration>,
+    /// As a relay: bytes per second forwarded in all, e.g. 8MiB [env: SHOAL_RELAY_RATE]
+    /// (default: 8MiB).
+    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+    pub(crate) relay_rate: Option<u64>,
     /// The most fuel one task may ask for, e.g. 1e12; a task asking more is refused and placed on
     /// another peer [env: SHOAL_MAX_TASK_FUEL] (default: 1e13).
     #[arg(long, value_name = "N", value_parser = parse_count)]
@@ -216,6 +235,8 @@ pub(crate) struct Settings {
     pub(crate) join_timeout: Duration,
     pub(crate) leave_grace: Duration,
     pub(crate) mdns: bool,
+    /// Whether and how much this worker relays.
+    pub(crate) relay: shoal_net::RelayConfig,
     /// The volunteer's caps on one task.
     pub(crate) caps: TaskCaps,
     /// Disk budget of the blob store, bytes.
@@ -257,6 +278,11 @@ struct Layer {
     join_timeout: Option<Duration>,
     leave_grace: Option<Duration>,
     mdns: Option<bool>,
+    relay: Option<bool>,
+    relay_circuits: Option<u64>,
+    relay_circuit_bytes: Option<u64>,
+    relay_circuit_time: Option<Duration>,
+    relay_rate: Option<u64>,
     max_task_fuel: Option<u64>,
     max_task_time: Option<Duration>,
     max_task_output: Option<u64>,
@@ -288,6 +314,11 @@ impl Layer {
             join_timeout: f.join_timeout,
             leave_grace: f.leave_grace,
             mdns: f.mdns,
+            relay: f.relay,
+            relay_circuits: f.relay_circuits,
+            relay_circuit_bytes: f.relay_circuit_bytes,
+            relay_circuit_time: f.relay_circuit_time,
+            relay_rate: f.relay_rate,
             max_task_fuel: f.max_task_fuel,
             max_task_time: f.max_task_time,
             max_task_output: f.max_task_output,
@@ -323,6 +354,11 @@ impl Layer {
             join_timeout: env_parsed(env, "SHOAL_JOIN_TIMEOUT", parse_duration)?,
             leave_grace: env_parsed(env, "SHOAL_LEAVE_GRACE", parse_duration)?,
             mdns: env_parsed(env, "SHOAL_MDNS", parse_bool)?,
+            relay: env_parsed(env, "SHOAL_RELAY", parse_bool)?,
+            relay_circuits: env_parsed(env, "SHOAL_RELAY_CIRCUITS", parse_count)?,
+            relay_circuit_bytes: env_parsed(env, "SHOAL_RELAY_CIRCUIT_BYTES", parse_size)?,
+            relay_circuit_time: env_parsed(env, "SHOAL_RELAY_CIRCUIT_TIME", parse_duration)?,
+            relay_rate: env_parsed(env, "SHOAL_RELAY_RATE", parse_size)?,
             max_task_fuel: env_parsed(env, "SHOAL_MAX_TASK_FUEL", parse_count)?,
             max_task_time: env_parsed(env, "SHOAL_MAX_TASK_TIME", parse_duration)?,
             max_task_output: env_parsed(env, "SHOAL_MAX_TASK_OUTPUT", parse_size)?,
@@ -359,6 +395,11 @@ impl Layer {
             join_timeout: raw.join_timeout.map(|d| d.0),
             leave_grace: raw.leave_grace.map(|d| d.0),
             mdns: raw.mdns,
+            relay: raw.relay,
+            relay_circuits: raw.relay_circuits.map(|n| n.0),
+            relay_circuit_bytes: raw.relay_circuit_bytes.map(|m| m.0),
+            relay_circuit_time: raw.relay_circuit_time.map(|d| d.0),
+            relay_rate: raw.relay_rate.map(|m| m.0),
             max_task_fuel: raw.max_task_fuel.map(|n| n.0),
             max_task_time: raw.max_task_time.map(|d| d.0),
             max_task_output: raw.max_task_output.map(|m| m.0),
@@ -393,6 +434,11 @@ struct FileSettings {
     join_timeout: Option<FileDuration>,
     leave_grace: Option<FileDuration>,
     mdns: Option<bool>,
+    relay: Option<bool>,
+    relay_circuits: Option<FileCount>,
+    relay_circuit_bytes: Option<FileSize>,
+    relay_circuit_time: Option<FileDuration>,
+    relay_rate: Option<FileSize>,
     max_task_fuel: Option<FileCount>,
     max_task_time: Option<FileDuration>,
     max_task_output: Option<FileSize>,
@@ -718,6 +764,18 @@ pub(crate) fn resolve(
         join_timeout: pick!(join_timeout).unwrap_or(DEFAULT_JOIN_TIMEOUT),
         leave_grace: pick!(leave_grace).unwrap_or(DEFAULT_LEAVE_GRACE),
         mdns: pick!(mdns).unwrap_or(false),
+        relay: {
+            let d = shoal_net::RelayConfig::default();
+            shoal_net::RelayConfig {
+                enabled: pick!(relay).unwrap_or(false),
+                max_circuits: pick!(relay_circuits)
+                    .map_or(d.max_circuits, |n| usize::try_from(n).unwrap_or(usize::MAX)),
+                circuit_bytes: pick!(relay_circuit_bytes).unwrap_or(d.circuit_bytes),
+                circuit_time: pick!(relay_circuit_time).unwrap_or(d.circuit_time),
+                bytes_per_sec: pick!(relay_rate).unwrap_or(d.bytes_per_sec),
+                ..d
+            }
+        },
         caps: TaskCaps {
             max_fuel: Some(pick!(max_task_fuel).unwrap_or(DEFAULT_MAX_TASK_FUEL)),
             max_time_ms: Some(millis(pick!(max_task_time).unwrap_or(DEFAULT_MAX_TASK_TIME))),

@@ -10,7 +10,7 @@ use std::time::Duration;
 use shoal_tests::netns::{Netns, bridged, drop_inbound_udp, unavailable};
 
 /// Worker processes of one run, killed on drop (before the namespaces go).
-struct Workers(Vec<Child>);
+pub(super) struct Workers(pub(super) Vec<Child>);
 
 impl Drop for Workers {
     fn drop(&mut self) {
@@ -21,8 +21,27 @@ impl Drop for Workers {
     }
 }
 
+impl Workers {
+    /// Starts `cmd` (its stdout piped) as one more worker; returns its stdout, line by line.
+    pub(super) fn spawn(&mut self, cmd: &mut Command) -> std::sync::mpsc::Receiver<String> {
+        let mut child = cmd.spawn().unwrap();
+        let stdout = child.stdout.take().unwrap();
+        self.0.push(child);
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            use std::io::BufRead;
+            for line in std::io::BufReader::new(stdout).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    return;
+                }
+            }
+        });
+        rx
+    }
+}
+
 /// `shoal ARGS…` run inside namespace `ns`.
-fn shoal_in(ns: &str) -> Command {
+pub(super) fn shoal_in(ns: &str) -> Command {
     let mut cmd = Command::new("ip");
     cmd.args(["netns", "exec", ns, env!("CARGO_BIN_EXE_shoal-e2e")]);
     cmd.env_remove("SHOAL_CONFIG").env("XDG_CONFIG_HOME", "/nonexistent");
@@ -71,18 +90,7 @@ fn workers_in_separate_network_namespaces_run_a_job() {
         // Their logs go to files, shown if the test fails (debug: placements, steals, claims).
         let log = std::fs::File::create(dir.path().join(format!("w{i}.log"))).unwrap();
         cmd.env("RUST_LOG", "info,shoal_node=debug,shoal_core=debug");
-        let mut child = cmd.stdout(Stdio::piped()).stderr(log).spawn().unwrap();
-        let stdout = child.stdout.take().unwrap();
-        workers.0.push(child);
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            use std::io::BufRead;
-            for line in std::io::BufReader::new(stdout).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    return;
-                }
-            }
-        });
+        let rx = workers.spawn(cmd.stdout(Stdio::piped()).stderr(log));
         let next = || rx.recv_timeout(Duration::from_secs(60)).unwrap();
         ids.push(next().strip_prefix("peer ").unwrap().to_string());
         assert_eq!(next(), format!("listening {addr}:7600"));

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use shoal_core::membership;
 use shoal_core::wire::Message;
-use shoal_net::{NatKind, Node, NodeConfig, PeerId, Reachability};
+use shoal_net::{NatKind, Node, NodeConfig, Path, PeerId, Reachability, RelayConfig};
 use shoal_tests::netns::{self, Nat};
 
 use super::echo;
@@ -20,7 +20,16 @@ const PORT: u16 = 7600;
 /// it opens lives in its namespace).
 enum Cmd {
     Reach(std_mpsc::Sender<Reachability>),
-    Ping(PeerId, SocketAddr, std_mpsc::Sender<(Result<(), String>, Duration, bool)>),
+    Ping(PeerId, SocketAddr, std_mpsc::Sender<Pinged>),
+    Stats(std_mpsc::Sender<shoal_net::NetStats>),
+}
+
+/// The outcome of one [`Cmd::Ping`].
+struct Pinged {
+    result: Result<(), String>,
+    took: Duration,
+    connected_before: bool,
+    path: Option<Path>,
 }
 
 /// Membership that leaves peers alone: joins at once, then no shuffles or probes during the
@@ -38,6 +47,7 @@ fn run_peer(
     ns: String,
     listen: SocketAddr,
     bootstrap: Vec<SocketAddr>,
+    relay: bool,
     ready: std_mpsc::Sender<Result<(PeerId, tokio::sync::mpsc::UnboundedSender<Cmd>), String>>,
 ) {
     let failed = ready.clone();
@@ -51,6 +61,7 @@ fn run_peer(
             cfg.listen = listen;
             cfg.bootstrap = bootstrap;
             cfg.membership = quiet_membership();
+            cfg.relay = RelayConfig { enabled: relay, ..RelayConfig::default() };
             let (node, inbox) = Node::start(cfg).await.map_err(|e| e.to_string())?;
             tokio::spawn(echo(inbox));
             let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
@@ -64,8 +75,13 @@ fn run_peer(
                         let connected_before = node.rtt_of(peer).is_some();
                         node.add_address(peer, addr);
                         let started = Instant::now();
-                        let r = ping(&node, peer).await;
-                        let _ = reply.send((r, started.elapsed(), connected_before));
+                        let result = ping(&node, peer).await;
+                        let took = started.elapsed();
+                        let path = node.path_of(peer);
+                        let _ = reply.send(Pinged { result, took, connected_before, path });
+                    }
+                    Cmd::Stats(reply) => {
+                        let _ = reply.send(node.stats());
                     }
                 }
             }
@@ -92,11 +108,15 @@ fn reach(tx: &tokio::sync::mpsc::UnboundedSender<Cmd>) -> Reachability {
     rrx.recv_timeout(Duration::from_secs(10)).expect("peer thread hung")
 }
 
-/// Two public peers and one peer behind each kind of router. Every NATed peer classifies its
-/// own router right; every pair connects directly (hole punched where a NAT filters) except a
-/// home NAT with a symmetric one, which needs a relay (not built yet: `docs/nat.md`).
+/// Two public peers (which offer to relay), and two peers behind each kind of router. Every
+/// peer classifies its own router right; every pair connects: directly (hole punched where a
+/// NAT filters) unless a symmetric NAT faces one that filters by port, and through a relay then.
 #[test]
 fn peers_behind_every_kind_of_nat_reach_each_other() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_test_writer()
+        .try_init();
     if let Some(why) = netns::unavailable().or_else(netns::nft_unavailable) {
         println!("skipped: {why}");
         return;
@@ -119,7 +139,8 @@ fn peers_behind_every_kind_of_nat_reach_each_other() {
             _ => publics.clone(),
         };
         let (ns, listen) = (m.ns.clone(), SocketAddr::from((m.addr, PORT)));
-        threads.push(std::thread::spawn(move || run_peer(ns, listen, bootstrap, ready_tx)));
+        // The two bootstrap peers offer to relay.
+        threads.push(std::thread::spawn(move || run_peer(ns, listen, bootstrap, i < 2, ready_tx)));
         let (id, tx) = ready_rx.recv_timeout(Duration::from_secs(30)).expect("peer did not start").unwrap();
         peers.push((id, tx));
     }
@@ -170,41 +191,46 @@ fn peers_behind_every_kind_of_nat_reach_each_other() {
             let addr = observed[j].first().copied().expect("peer has an observed address");
             let (rtx, rrx) = std_mpsc::channel();
             peers[i].1.send(Cmd::Ping(*target, addr, rtx)).expect("peer thread gone");
-            let (result, took, before) = rrx.recv_timeout(Duration::from_secs(60)).expect("ping hung");
+            let p = rrx.recv_timeout(Duration::from_secs(60)).expect("ping hung");
             let (a, b) = (machines[i].nat, machines[j].nat);
-            println!(
-                "  {:<9} -> {:<9}: {} in {took:?}{}",
-                a.name(),
-                b.name(),
-                if result.is_ok() { "direct" } else { "NOT CONNECTED" },
-                if before { " (was already connected)" } else { "" }
-            );
-            if let Err(e) = &result {
+            let how = match (&p.result, p.path) {
+                (Err(_), _) => "NOT CONNECTED".to_string(),
+                (Ok(()), Some(Path::Direct(_))) => "direct".to_string(),
+                (Ok(()), Some(Path::Relayed(r))) => format!("relayed by {}", r.short()),
+                (Ok(()), None) => "connected, then lost".to_string(),
+            };
+            let before = if p.connected_before { " (was already connected)" } else { "" };
+            println!("  {:<9} -> {:<9}: {how} in {:?}{before}", a.name(), b.name(), p.took);
+            if let Err(e) = &p.result {
                 println!("      ({e})");
             }
-            if result.is_ok() && !before {
-                times.push(took);
+            let direct = matches!(p.path, Some(Path::Direct(_)));
+            if p.result.is_ok() && direct && !p.connected_before {
+                times.push(p.took);
             }
-            rows.push((a, b, result.is_ok()));
+            rows.push((a, b, p.result.is_ok(), direct));
         }
     }
     times.sort();
     if let (Some(p50), Some(max)) = (times.get(times.len() / 2), times.last()) {
         println!("time to a direct path over {} pairs: p50 {p50:?}, max {max:?}", times.len());
     }
-    for (a, b, ok) in rows {
+    for (a, b, ok, direct) in rows {
+        assert!(ok, "{} -> {} did not connect", a.name(), b.name());
+        // A symmetric NAT facing anything that filters by port needs a relay; all else punches.
         let needs_relay = matches!((a, b), (Home, Symmetric) | (Symmetric, Home | Symmetric));
-        if needs_relay {
-            println!(
-                "  {} with {}: {} (a relay is what connects them; not built yet)",
-                a.name(),
-                b.name(),
-                ok
-            );
-        } else {
-            assert!(ok, "{} -> {} did not connect", a.name(), b.name());
-        }
+        assert_eq!(!direct, needs_relay, "{} -> {}: direct {direct}", a.name(), b.name());
     }
+    let relayed: u64 = peers[..2]
+        .iter()
+        .map(|(_, tx)| {
+            let (rtx, rrx) = std_mpsc::channel();
+            tx.send(Cmd::Stats(rtx)).expect("peer thread gone");
+            rrx.recv_timeout(Duration::from_secs(10)).expect("peer thread hung").relay_bytes_forwarded
+        })
+        .sum();
+    println!("bytes forwarded by the two relays: {relayed}");
+    assert!(relayed > 0, "the relayed pairs went through the relays");
     drop(peers);
     for t in threads {
         t.join().expect("peer thread panicked");
