@@ -353,7 +353,8 @@ async fn handle_uni(
         };
         match msg {
             Message::Membership(m) => {
-                let cmd = DriverCmd::Msg { from: peer, addr: conn.remote_address(), msg: m };
+                let addr = shoal_core::nat::canonical(conn.remote_address());
+                let cmd = DriverCmd::Msg { from: peer, addr, msg: m };
                 let _ = inner.driver.send(cmd).await;
             }
             Message::Hello(_) => return unexpected("Hello"),

@@ -79,7 +79,9 @@ pub use discovery::DiscoveryError;
 pub use identity::Identity;
 pub use limits::Limits;
 pub use nat::Reachability;
-pub use node::{FetchError, Inbound, Inbox, Node, NodeConfig, NodeError, Replier, quinn_client_config};
+pub use node::{
+    Bootstrap, FetchError, Inbound, Inbox, Node, NodeConfig, NodeError, Replier, quinn_client_config,
+};
 pub use relay::{Path, RelayConfig};
 pub use shoal_core::ids::{BlobHash, PeerId};
 pub use shoal_core::membership::{Entry, Event, LoadHint, RemoveReason};

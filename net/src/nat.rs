@@ -23,7 +23,7 @@ use std::time::Duration;
 
 use quinn::Connection;
 use shoal_core::ids::PeerId;
-use shoal_core::nat::{NatKind, NetMsg};
+use shoal_core::nat::{NatKind, NetMsg, canonical};
 use shoal_core::wire::Message;
 use tokio::time::Instant;
 use tracing::{Instrument, debug, info};
@@ -125,7 +125,7 @@ pub(crate) fn send_observed(inner: &Arc<Inner>, peer: PeerId, conn: &Connection)
     if crate::tunnel::is_virtual(conn.remote_address()) {
         return; // Over a relay we see a virtual address: nothing the peer could use.
     }
-    let msg = Message::Net(NetMsg::Observed { addr: conn.remote_address() });
+    let msg = Message::Net(NetMsg::Observed { addr: canonical(conn.remote_address()) });
     let (inner2, conn) = (inner.clone(), conn.clone());
     inner.tasks.spawn(
         async move {
@@ -277,8 +277,8 @@ fn serve_punch(inner: &Arc<Inner>, asker: PeerId, conn: &Connection, target: Pee
         return None;
     }
     let to_target = inner.live_connection(target)?;
-    let target_addr = to_target.remote_address();
-    let msg = Message::Net(NetMsg::PunchNow { peer: asker, addr: conn.remote_address() });
+    let target_addr = canonical(to_target.remote_address());
+    let msg = Message::Net(NetMsg::PunchNow { peer: asker, addr: canonical(conn.remote_address()) });
     let inner2 = inner.clone();
     inner.tasks.spawn(
         async move {
@@ -351,7 +351,7 @@ pub(crate) async fn punch(inner: Arc<Inner>, target: PeerId, known: Option<Socke
             if relay {
                 relays.push(mediator);
             }
-            let addr = shoal_core::nat::canonical(addr);
+            let addr = canonical(addr);
             if dialled.contains(&addr) || inner.live_connection(target).is_some() {
                 continue;
             }

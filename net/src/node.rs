@@ -46,6 +46,8 @@ pub struct NodeConfig {
     pub listen: SocketAddr,
     /// Addresses of peers to join through; empty for the first peer of a swarm.
     pub bootstrap: Vec<SocketAddr>,
+    /// `host:port` names of peers to join through, resolved at every join attempt.
+    pub bootstrap_names: Vec<String>,
     /// Directory for the identity key and the blob store (created if missing).
     pub data_dir: PathBuf,
     /// Private swarm secret; `None` for a public swarm.
@@ -69,6 +71,7 @@ impl NodeConfig {
         NodeConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 0)),
             bootstrap: Vec::new(),
+            bootstrap_names: Vec::new(),
             data_dir: data_dir.into(),
             swarm_secret: None,
             limits: Limits::default(),
@@ -194,6 +197,8 @@ pub(crate) enum DriverCmd {
     Leave(oneshot::Sender<()>),
     /// A peer announced on the LAN (mDNS): join through it.
     Discovered(PeerId, SocketAddr),
+    /// A bootstrap name resolved to this address: join through it.
+    JoinAddr(SocketAddr),
 }
 
 /// State shared by the node's handles and tasks.
@@ -295,7 +300,7 @@ impl Node {
         client.transport_config(Arc::new(dialled));
         let client_config = client.clone();
         let bind_err = |source| NodeError::Bind { addr: cfg.listen, source };
-        let socket = std::net::UdpSocket::bind(cfg.listen).map_err(bind_err)?;
+        let socket = bind_udp(cfg.listen).map_err(bind_err)?;
         let runtime: Arc<dyn quinn::Runtime> = Arc::new(quinn::TokioRuntime);
         let (socket, relay_out, deliver) =
             crate::tunnel::TunnelSocket::new(runtime.wrap_udp_socket(socket).map_err(bind_err)?)
@@ -349,6 +354,14 @@ impl Node {
         inner.tasks.spawn(crate::relay::pump(inner.clone(), relay_out).instrument(span.clone()));
         inner.tasks.spawn(crate::relay::maintain(inner.clone()).instrument(span.clone()));
         let m = Membership::new(peer_id, cfg.membership.clone());
+        if !cfg.bootstrap_names.is_empty() {
+            let names = join_names(
+                inner.clone(),
+                cfg.bootstrap_names.clone(),
+                cfg.membership.join_retry.max(Duration::from_secs(1)),
+            );
+            inner.tasks.spawn(names.instrument(span.clone()));
+        }
         inner.tasks.spawn(run_driver(inner.clone(), m, driver_rx, cfg.bootstrap.clone()).instrument(span));
         let node = Node { inner, _guard: Arc::new(cancel.drop_guard()) };
         if cfg.mdns {
@@ -519,6 +532,7 @@ impl Inner {
         if crate::tunnel::is_virtual(addr) {
             return; // A relayed path is not an address to dial later.
         }
+        let addr = shoal_core::nat::canonical(addr);
         let mut a = self.addrs.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         if a.len() > 65_536 {
             a.clear();
@@ -801,6 +815,12 @@ async fn run_driver(
                         m.handle_leave(now);
                         pending_leave = Some(tx);
                     }
+                    DriverCmd::JoinAddr(addr) => {
+                        if !m.has_left() {
+                            let join = MemberMsg::Join { hints: m.hints() };
+                            tokio::spawn(transmit(inner.clone(), Target::Addr(addr), join, false).in_current_span());
+                        }
+                    }
                     DriverCmd::Discovered(peer, addr) => {
                         if !m.has_left() && peer != m.me() && m.get(&peer).is_none() {
                             let join = MemberMsg::Join { hints: m.hints() };
@@ -820,5 +840,131 @@ async fn run_driver(
                 }
             }
         }
+    }
+}
+
+/// Binds the endpoint's UDP socket. An IPv6 address is dual-stack (`[::]:7600` takes IPv4
+/// peers too, which then appear as IPv4-mapped addresses and are canonicalised where stored).
+fn bind_udp(addr: SocketAddr) -> std::io::Result<std::net::UdpSocket> {
+    let socket = socket2::Socket::new(
+        socket2::Domain::for_address(addr),
+        socket2::Type::DGRAM,
+        Some(socket2::Protocol::UDP),
+    )?;
+    if addr.is_ipv6() {
+        socket.set_only_v6(false)?;
+    }
+    socket.bind(&addr.into())?;
+    Ok(socket.into())
+}
+
+/// A peer to join through: an IP address and port, or a DNS name and port, which is resolved
+/// again at every join attempt (so a bootstrap host that moves is followed).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Bootstrap {
+    /// `192.0.2.10:7600`, `[2001:db8::1]:7600`.
+    Addr(SocketAddr),
+    /// `seed.example.org:7600`.
+    Name(String),
+}
+
+impl std::str::FromStr for Bootstrap {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        let s = s.trim();
+        if let Ok(a) = s.parse::<SocketAddr>() {
+            return Ok(Bootstrap::Addr(a));
+        }
+        let bad = || {
+            format!(
+                "`{s}` is not an address: expected HOST:PORT, e.g. 192.0.2.10:7600 or seed.example.org:7600"
+            )
+        };
+        let (host, port) = s.rsplit_once(':').ok_or_else(bad)?;
+        let label_ok = |l: &str| {
+            !l.is_empty()
+                && l.len() <= 63
+                && l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+                && !l.starts_with('-')
+        };
+        if port.parse::<u16>().is_err()
+            || host.len() > 253
+            || !host.trim_end_matches('.').split('.').all(label_ok)
+        {
+            return Err(bad());
+        }
+        Ok(Bootstrap::Name(s.to_string()))
+    }
+}
+
+impl std::fmt::Display for Bootstrap {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Bootstrap::Addr(a) => a.fmt(f),
+            Bootstrap::Name(n) => f.write_str(n),
+        }
+    }
+}
+
+impl Bootstrap {
+    /// Splits a list into its addresses and its names (for [`NodeConfig`]).
+    pub fn split(list: &[Bootstrap]) -> (Vec<SocketAddr>, Vec<String>) {
+        let mut addrs = Vec::new();
+        let mut names = Vec::new();
+        for b in list {
+            match b {
+                Bootstrap::Addr(a) => addrs.push(*a),
+                Bootstrap::Name(n) => names.push(n.clone()),
+            }
+        }
+        (addrs, names)
+    }
+}
+
+/// Joins through the bootstrap names: resolves them and sends `Join` to every address they
+/// resolve to, again every `retry` while the view is empty (a name that does not resolve now
+/// may later).
+async fn join_names(inner: Arc<Inner>, names: Vec<String>, retry: Duration) {
+    loop {
+        let empty = inner.view.read().unwrap_or_else(std::sync::PoisonError::into_inner).is_empty();
+        if empty {
+            for name in &names {
+                match tokio::net::lookup_host(name.as_str()).await {
+                    Ok(addrs) => {
+                        for addr in addrs {
+                            debug!(%name, %addr, "joining through a bootstrap name");
+                            let _ = inner.driver.send(DriverCmd::JoinAddr(addr)).await;
+                        }
+                    }
+                    Err(e) => warn!(%name, "cannot resolve the bootstrap name: {e}"),
+                }
+            }
+        }
+        tokio::select! {
+            _ = inner.cancel.cancelled() => return,
+            () = tokio::time::sleep(retry) => {}
+        }
+    }
+}
+
+#[cfg(test)]
+mod bootstrap_tests {
+    use super::Bootstrap;
+
+    #[test]
+    fn addresses_and_names_parse_and_garbage_is_refused_with_the_expected_form() {
+        assert_eq!("192.0.2.10:7600".parse(), Ok(Bootstrap::Addr("192.0.2.10:7600".parse().unwrap())));
+        assert_eq!("[2001:db8::1]:7600".parse(), Ok(Bootstrap::Addr("[2001:db8::1]:7600".parse().unwrap())));
+        assert_eq!("seed.example.org:7600".parse(), Ok(Bootstrap::Name("seed.example.org:7600".into())));
+        assert_eq!("localhost:1".parse::<Bootstrap>().unwrap().to_string(), "localhost:1");
+        for bad in
+            ["seed.example.org", "seed:port", "seed:70000", ":7600", "a b:1", "-x.org:1", "2001:db8::1:7600x"]
+        {
+            let e = bad.parse::<Bootstrap>().unwrap_err();
+            assert!(e.contains("expected HOST:PORT"), "{bad}: {e}");
+        }
+        let (addrs, names) = Bootstrap::split(&["10.0.0.1:1".parse().unwrap(), "h:2".parse().unwrap()]);
+        assert_eq!((addrs.len(), names), (1, vec!["h:2".to_string()]));
     }
 }

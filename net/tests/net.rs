@@ -630,3 +630,45 @@ impl rustls::client::ResolvesClientCert for Impostor {
         true
     }
 }
+
+/// A peer listening on `[::]` is dual-stack: an IPv4 peer and an IPv6 peer both join through
+/// it, it stores the IPv4 one's address in IPv4 form (not IPv4-mapped), and both get answers.
+/// Each learns the address it is seen at, and loopback peers are public to each other.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dual_stack_peer_takes_ipv4_and_ipv6_peers_and_tells_each_its_observed_address() {
+    if std::net::UdpSocket::bind("[::1]:0").is_err() {
+        println!("skipped: this machine has no IPv6 loopback (::1)");
+        return;
+    }
+    let start_at = |listen: &str, bootstrap: Vec<SocketAddr>| {
+        let listen: SocketAddr = listen.parse().unwrap();
+        async move {
+            let dir = tempfile::tempdir().unwrap();
+            let mut cfg = NodeConfig::new(dir.path());
+            cfg.listen = listen;
+            cfg.bootstrap = bootstrap;
+            cfg.membership = fast_membership();
+            let (node, inbox) = Node::start(cfg).await.unwrap();
+            tokio::spawn(echo(inbox));
+            Peer { node, _dir: dir }
+        }
+    };
+    let hub = start_at("[::]:0", vec![]).await;
+    let port = hub.node.local_addr().port();
+    let v4 = start_at("127.0.0.1:0", vec![SocketAddr::from(([127, 0, 0, 1], port))]).await;
+    let v6 = start_at("[::1]:0", vec![format!("[::1]:{port}").parse().unwrap()]).await;
+    eventually("both joined the dual-stack peer", || hub.node.view().len() == 2).await;
+    let view = hub.node.view();
+    let seen = |id: PeerId| view.iter().find(|e| e.id == id).map(|e| e.addr);
+    assert_eq!(seen(v4.node.peer_id()), Some(v4.node.local_addr()), "stored in IPv4 form");
+    assert_eq!(seen(v6.node.peer_id()), Some(v6.node.local_addr()));
+    assert_serves(&v4.node, &hub.node).await;
+    assert_serves(&v6.node, &hub.node).await;
+    assert_serves(&hub.node, &v4.node).await;
+    // Each was told where the hub sees it.
+    eventually("observed addresses arrived", || {
+        v4.node.reachability().observed == vec![v4.node.local_addr()]
+            && v6.node.reachability().observed == vec![v6.node.local_addr()]
+    })
+    .await;
+}

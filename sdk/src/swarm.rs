@@ -74,8 +74,11 @@ pub enum SwarmError {
 /// ```
 #[derive(Clone, Debug)]
 pub struct SwarmConfig {
-    /// Peers to join through. Empty: the embedded peer is a swarm of its own (give it cores).
+    /// Peers to join through. Empty (and no `bootstrap_names`): the embedded peer is a swarm of
+    /// its own (give it cores).
     pub bootstrap: Vec<SocketAddr>,
+    /// `host:port` names of peers to join through, resolved at every join attempt.
+    pub bootstrap_names: Vec<String>,
     /// UDP address the embedded peer listens on (default `0.0.0.0:0`: any port; the peers that
     /// run its tasks connect back to fetch modules and inputs).
     pub listen: SocketAddr,
@@ -102,6 +105,7 @@ impl Default for SwarmConfig {
     fn default() -> Self {
         SwarmConfig {
             bootstrap: Vec::new(),
+            bootstrap_names: Vec::new(),
             listen: SocketAddr::from(([0, 0, 0, 0], 0)),
             data_dir: None,
             cores: 0,
@@ -122,6 +126,17 @@ impl SwarmConfig {
         self
     }
 
+    /// Adds a bootstrap peer given as an address or a `host:port` name (see
+    /// [`shoal_net::Bootstrap`]).
+    #[must_use]
+    pub fn bootstrap_peer(mut self, peer: shoal_net::Bootstrap) -> Self {
+        match peer {
+            shoal_net::Bootstrap::Addr(a) => self.bootstrap.push(a),
+            shoal_net::Bootstrap::Name(n) => self.bootstrap_names.push(n),
+        }
+        self
+    }
+
     /// Sets the cores the embedded peer donates.
     #[must_use]
     pub fn cores(mut self, cores: u32) -> Self {
@@ -136,6 +151,7 @@ impl SwarmConfig {
         cfg.memory = self.memory.unwrap_or(u64::from(self.cores.max(1)) * (256 << 20));
         cfg.net.listen = self.listen;
         cfg.net.bootstrap = self.bootstrap.clone();
+        cfg.net.bootstrap_names = self.bootstrap_names.clone();
         cfg.net.swarm_secret = self.swarm_secret.as_deref().map(SwarmSecret::new);
         cfg.sched.trust = self.trust.clone().unwrap_or_else(|| {
             let mut trust =
@@ -181,9 +197,15 @@ impl Swarm {
             }
         };
         let peer = Peer::start(cfg.node_config(dir)).await?;
-        if !cfg.bootstrap.is_empty() && !wait_for_peers(&peer, 1, cfg.join_timeout).await {
+        let joining = !cfg.bootstrap.is_empty() || !cfg.bootstrap_names.is_empty();
+        if joining && !wait_for_peers(&peer, 1, cfg.join_timeout).await {
             peer.kill().await;
-            let addrs: Vec<String> = cfg.bootstrap.iter().map(ToString::to_string).collect();
+            let addrs: Vec<String> = cfg
+                .bootstrap
+                .iter()
+                .map(ToString::to_string)
+                .chain(cfg.bootstrap_names.iter().cloned())
+                .collect();
             return Err(SwarmError::NoPeerAnswered { addrs: addrs.join(", "), after: cfg.join_timeout });
         }
         Ok(Swarm { peers: vec![peer], signing_key: cfg.signing_key, dirs })

@@ -346,7 +346,8 @@ fn workers_form_a_swarm_run_a_submitted_job_and_leave_on_sigterm() {
     let out = shoal()
         .arg("submit")
         .arg(&file)
-        .args(["--bootstrap", &workers[1].addr.to_string(), "--json", "--out"])
+        // By name: `localhost:PORT` is resolved at each join attempt.
+        .args(["--bootstrap", &format!("localhost:{}", workers[1].addr.port()), "--json", "--out"])
         .arg(&out_dir)
         .output()
         .unwrap();
@@ -406,6 +407,17 @@ fn submit_alone_runs_locally_and_an_unreachable_bootstrap_is_a_clear_error() {
     assert!(stderr.contains("bad.toml:") && stderr.contains("argz"), "{stderr}");
     assert_eq!(stderr.matches("unknown field").count(), 1, "said once: {stderr}");
     assert!(!stderr.contains("no peer answered"), "the file is checked before joining: {stderr}");
+
+    // A name that does not resolve: the same clear error, naming it.
+    let out = shoal()
+        .arg("submit")
+        .arg(&file)
+        .args(["--bootstrap", "nosuch.invalid:7600", "--join-timeout", "1s"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("no peer answered at nosuch.invalid:7600"), "{stderr}");
 
     // A worker too.
     let out = shoal()

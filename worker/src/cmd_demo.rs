@@ -178,7 +178,7 @@ fn run_on_swarm(peers: u32, compiled: shoal_sdk::CompiledJob) -> anyhow::Result<
         .build()
         .context("cannot start the async runtime")?;
     let how = SubmitOptions {
-        bootstrap: vec![first],
+        bootstrap: vec![shoal_net::Bootstrap::Addr(first)],
         cores: 0,
         join_timeout: Duration::from_secs(30),
         show_progress: std::io::IsTerminal::is_terminal(&std::io::stderr()),

@@ -7,7 +7,6 @@
 //! when it failed or was cancelled (`wait`), 2 for anything else (unknown job, unreachable
 //! swarm, bad arguments).
 
-use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -65,9 +64,9 @@ enum JobCommand {
 /// How `shoal job` reaches the swarm.
 #[derive(Debug, clap::Args)]
 pub(crate) struct SwarmArgs {
-    /// Address of a peer in the swarm; repeat for several.
+    /// Address (IP:PORT) or name (HOST:PORT) of a peer in the swarm; repeat for several.
     #[arg(long, value_name = "ADDR", global = true)]
-    bootstrap: Vec<SocketAddr>,
+    bootstrap: Vec<shoal_net::Bootstrap>,
     /// The swarm secret's file, for a private swarm.
     #[arg(long, value_name = "FILE", env = "SHOAL_SWARM_SECRET", global = true)]
     swarm_secret: Option<PathBuf>,
@@ -107,7 +106,7 @@ async fn run_async(args: JobArgs) -> anyhow::Result<u8> {
         None => None,
     };
     let mut cfg = SwarmConfig { data_dir: s.data_dir.clone(), ..SwarmConfig::default() };
-    cfg.bootstrap.clone_from(&s.bootstrap);
+    (cfg.bootstrap, cfg.bootstrap_names) = shoal_net::Bootstrap::split(&s.bootstrap);
     cfg.join_timeout = s.join_timeout;
     cfg.swarm_secret = s.swarm_secret.as_deref().map(crate::cmd_submit::read_swarm_secret).transpose()?;
     let swarm = Swarm::join(cfg).await?;

@@ -19,6 +19,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::Context;
+use shoal_net::Bootstrap;
 use shoal_sdk::{JobOutputs, Swarm, SwarmConfig};
 
 /// Arguments of `shoal submit`.
@@ -30,9 +31,10 @@ use shoal_sdk::{JobOutputs, Swarm, SwarmConfig};
 pub(crate) struct SubmitArgs {
     /// The job file (TOML; see docs/job-files.md).
     jobfile: PathBuf,
-    /// Address of a peer in the swarm; repeat for several. None: run the job on this machine.
+    /// Address (IP:PORT) or name (HOST:PORT) of a peer in the swarm; repeat for several. None:
+    /// run the job on this machine.
     #[arg(long, value_name = "ADDR")]
-    bootstrap: Vec<SocketAddr>,
+    bootstrap: Vec<Bootstrap>,
     /// Write each wanted output to DIR/<task name> (default: a single output goes to stdout).
     #[arg(long, value_name = "DIR")]
     out: Option<PathBuf>,
@@ -196,7 +198,7 @@ async fn submit_detached(
 ) -> anyhow::Result<(shoal_core::ids::JobId, shoal_core::ids::PeerId)> {
     let mut cfg = SwarmConfig { data_dir: Some(dir.to_path_buf()), ..SwarmConfig::default() };
     cfg.cores = args.cores;
-    cfg.bootstrap.clone_from(&args.bootstrap);
+    (cfg.bootstrap, cfg.bootstrap_names) = Bootstrap::split(&args.bootstrap);
     cfg.join_timeout = args.join_timeout;
     cfg.swarm_secret = args.swarm_secret.as_deref().map(read_swarm_secret).transpose()?;
     let swarm = Swarm::join(cfg).await?;
@@ -217,7 +219,7 @@ async fn submit_detached(
 #[derive(Debug)]
 pub(crate) struct SubmitOptions {
     /// Peers to join through; none runs the job on the submitting peer alone.
-    pub(crate) bootstrap: Vec<SocketAddr>,
+    pub(crate) bootstrap: Vec<Bootstrap>,
     /// Cores the submitting peer donates (0: it only owns the job).
     pub(crate) cores: u32,
     /// How long to wait for a bootstrap peer to answer.
@@ -240,7 +242,7 @@ pub(crate) async fn submit_compiled(
 ) -> anyhow::Result<(usize, Outcome)> {
     let mut cfg = SwarmConfig { data_dir: Some(dir.to_path_buf()), ..SwarmConfig::default() };
     cfg.cores = how.cores;
-    cfg.bootstrap = how.bootstrap.clone();
+    (cfg.bootstrap, cfg.bootstrap_names) = Bootstrap::split(&how.bootstrap);
     cfg.join_timeout = how.join_timeout;
     cfg.swarm_secret.clone_from(&how.swarm_secret);
     let swarm = Swarm::join(cfg).await?;

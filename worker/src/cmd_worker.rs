@@ -89,7 +89,7 @@ async fn serve(args: Settings) -> anyhow::Result<u8> {
     cfg.cores = args.cores;
     cfg.memory = args.memory;
     cfg.net.listen = args.listen;
-    cfg.net.bootstrap = args.bootstrap.clone();
+    (cfg.net.bootstrap, cfg.net.bootstrap_names) = shoal_net::Bootstrap::split(&args.bootstrap);
     cfg.net.mdns = args.mdns;
     cfg.net.relay = args.relay.clone();
     cfg.net.blob_budget = args.blob_store_budget;
@@ -138,8 +138,8 @@ async fn serve(args: Settings) -> anyhow::Result<u8> {
     };
     tokio::pin!(stop);
 
-    let (cores, memory, joining) = (cfg.cores, cfg.memory, !cfg.net.bootstrap.is_empty());
-    let bootstrap: Vec<String> = cfg.net.bootstrap.iter().map(ToString::to_string).collect();
+    let (cores, memory, joining) = (cfg.cores, cfg.memory, !args.bootstrap.is_empty());
+    let bootstrap: Vec<String> = args.bootstrap.iter().map(ToString::to_string).collect();
     let peer = Arc::new(Peer::start(cfg).await.context("cannot start the peer")?);
     let page = match args.http {
         Some(addr) => match crate::page::serve(addr, peer.monitor(), crate::page::Role::Worker).await {

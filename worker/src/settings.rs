@@ -25,6 +25,7 @@ use crate::logging::LogFormat;
 use crate::policy::{HoursWindow, Policy, RunWhen};
 use crate::trust::{ListSource, TrustSettings};
 use crate::units::{parse_count, parse_duration, parse_size};
+use shoal_net::Bootstrap;
 
 /// Whole milliseconds, saturating.
 fn millis(d: Duration) -> u64 {
@@ -70,10 +71,10 @@ pub(crate) struct WorkerFlags {
     /// UDP address to listen on [env: SHOAL_LISTEN] (default: 0.0.0.0:7600).
     #[arg(long, value_name = "ADDR")]
     pub(crate) listen: Option<SocketAddr>,
-    /// Address of a peer already in the swarm; repeat for several [env: SHOAL_BOOTSTRAP,
-    /// comma-separated].
+    /// Address (IP:PORT) or name (HOST:PORT, resolved at every join attempt) of a peer already in
+    /// the swarm; repeat for several [env: SHOAL_BOOTSTRAP, comma-separated].
     #[arg(long, value_name = "ADDR")]
-    pub(crate) bootstrap: Vec<SocketAddr>,
+    pub(crate) bootstrap: Vec<Bootstrap>,
     /// Tasks to run at once [env: SHOAL_CORES] (default: all cores but one).
     #[arg(long, value_name = "N")]
     pub(crate) cores: Option<u32>,
@@ -227,7 +228,7 @@ pub(crate) fn parse_http(s: &str) -> Result<HttpSetting, String> {
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) struct Settings {
     pub(crate) listen: SocketAddr,
-    pub(crate) bootstrap: Vec<SocketAddr>,
+    pub(crate) bootstrap: Vec<Bootstrap>,
     pub(crate) cores: u32,
     pub(crate) memory: u64,
     pub(crate) data_dir: PathBuf,
@@ -270,7 +271,7 @@ pub(crate) struct ConfigText<'a> {
 #[derive(Debug, Default, Clone, PartialEq)]
 struct Layer {
     listen: Option<SocketAddr>,
-    bootstrap: Option<Vec<SocketAddr>>,
+    bootstrap: Option<Vec<Bootstrap>>,
     cores: Option<u32>,
     memory: Option<u64>,
     data_dir: Option<PathBuf>,
@@ -387,7 +388,7 @@ impl Layer {
         let base = file.path.parent().unwrap_or_else(|| Path::new(""));
         Ok(Layer {
             listen: raw.listen,
-            bootstrap: raw.bootstrap,
+            bootstrap: raw.bootstrap.map(|b| b.into_iter().map(|b| b.0).collect()),
             cores: raw.cores,
             memory: raw.memory.map(|m| m.0),
             data_dir: raw.data_dir.map(|p| base.join(p)),
@@ -426,7 +427,7 @@ impl Layer {
 #[serde(deny_unknown_fields)]
 struct FileSettings {
     listen: Option<SocketAddr>,
-    bootstrap: Option<Vec<SocketAddr>>,
+    bootstrap: Option<Vec<FileBootstrap>>,
     cores: Option<u32>,
     memory: Option<FileSize>,
     data_dir: Option<PathBuf>,
@@ -593,6 +594,17 @@ impl<'de> Deserialize<'de> for FileCount {
 #[derive(Debug)]
 struct FileSize(u64);
 
+/// A bootstrap peer in a config file: `"192.0.2.10:7600"` or `"seed.example.org:7600"`.
+#[derive(Debug)]
+struct FileBootstrap(Bootstrap);
+
+impl<'de> Deserialize<'de> for FileBootstrap {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        text.parse().map(FileBootstrap).map_err(serde::de::Error::custom)
+    }
+}
+
 impl<'de> Deserialize<'de> for FileSize {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         struct V;
@@ -691,12 +703,8 @@ fn parse_bool(s: &str) -> Result<bool, String> {
 }
 
 /// `a:1,b:2` (spaces around items and empty items are ignored).
-fn parse_addr_list(s: &str) -> Result<Vec<SocketAddr>, String> {
-    s.split(',')
-        .map(str::trim)
-        .filter(|a| !a.is_empty())
-        .map(|a| a.parse().map_err(|_| format!("`{a}` is not an address: expected e.g. 192.0.2.10:7600")))
-        .collect()
+fn parse_addr_list(s: &str) -> Result<Vec<Bootstrap>, String> {
+    s.split(',').map(str::trim).filter(|a| !a.is_empty()).map(str::parse).collect()
 }
 
 /// `$XDG_DATA_HOME/shoal`, else `~/.local/share/shoal`, else `./shoal-data`.
@@ -899,7 +907,7 @@ mod tests {
         ]);
         let flags = WorkerFlags {
             listen: Some(addr("10.0.0.3:3")),
-            bootstrap: vec![addr("10.0.0.6:6")],
+            bootstrap: vec![Bootstrap::Addr(addr("10.0.0.6:6"))],
             cores: Some(1),
             memory: Some(1 << 30),
             data_dir: Some("/flag/data".into()),
@@ -912,7 +920,7 @@ mod tests {
         };
         let s = resolve(&flags, &env, file(text), 8).unwrap();
         assert_eq!(s.listen, addr("10.0.0.3:3"));
-        assert_eq!(s.bootstrap, vec![addr("10.0.0.6:6")]);
+        assert_eq!(s.bootstrap, vec![Bootstrap::Addr(addr("10.0.0.6:6"))]);
         assert_eq!((s.cores, s.memory), (1, 1 << 30));
         assert_eq!(s.data_dir, PathBuf::from("/flag/data"));
         assert_eq!(s.swarm_secret, Some(PathBuf::from("/flag/secret")));
@@ -923,7 +931,7 @@ mod tests {
 
         let s = resolve(&WorkerFlags::default(), &env, file(text), 8).unwrap();
         assert_eq!(s.listen, addr("10.0.0.2:2"));
-        let want = vec![addr("10.0.0.7:7"), addr("10.0.0.8:8")];
+        let want = vec![Bootstrap::Addr(addr("10.0.0.7:7")), Bootstrap::Addr(addr("10.0.0.8:8"))];
         assert_eq!(s.bootstrap, want);
         assert_eq!((s.cores, s.memory), (2, 2 << 30));
         assert_eq!(s.data_dir, PathBuf::from("/env/data"));
@@ -934,7 +942,7 @@ mod tests {
 
         let s = resolve(&WorkerFlags::default(), &env_of(&[]), file(text), 8).unwrap();
         assert_eq!(s.listen, addr("10.0.0.1:1"));
-        assert_eq!(s.bootstrap, vec![addr("10.0.0.9:9")]);
+        assert_eq!(s.bootstrap, vec![Bootstrap::Addr(addr("10.0.0.9:9"))]);
         assert_eq!((s.cores, s.memory), (3, 3 << 30));
         // Relative to the file's directory.
         assert_eq!(s.data_dir, PathBuf::from("/etc/shoal/data"));
@@ -1148,6 +1156,21 @@ mod tests {
         assert!(e.contains("worker.toml:2:"), "{e}");
         let e = resolve(&WorkerFlags::default(), &env_of(&[]), file("cores = "), 8).unwrap_err().to_string();
         assert!(e.contains("worker.toml:1:"), "{e}");
+    }
+
+    #[test]
+    fn bootstrap_peers_may_be_names_in_every_source() {
+        let name = |n: &str| Bootstrap::Name(n.into());
+        let env = env_of(&[("SHOAL_BOOTSTRAP", "seed.example.org:7600, 10.0.0.1:1")]);
+        let s = resolve(&WorkerFlags::default(), &env, None, 2).unwrap();
+        assert_eq!(s.bootstrap, vec![name("seed.example.org:7600"), Bootstrap::Addr(addr("10.0.0.1:1"))]);
+        let s =
+            resolve(&WorkerFlags::default(), &env_of(&[]), file("bootstrap = [\"a.example:1\"]"), 2).unwrap();
+        assert_eq!(s.bootstrap, vec![name("a.example:1")]);
+        let e = resolve(&WorkerFlags::default(), &env_of(&[]), file("bootstrap = [\"a.example\"]"), 2)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("expected HOST:PORT"), "{e}");
     }
 
     #[test]
