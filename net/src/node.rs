@@ -570,19 +570,25 @@ impl Inner {
             }
             () = tokio::time::sleep(nat::PUNCH_AFTER) => {}
         }
-        self.tasks.spawn(nat::punch(self.clone(), peer, Some(addr)).in_current_span());
+        // The punch (and, when it fails, the dial through the peer's relays) runs here, so a
+        // caller waits for it even when our own direct dial gives up first.
+        let punch = nat::punch(self.clone(), peer, Some(addr)).in_current_span();
+        tokio::pin!(punch);
+        let (mut dial_failed, mut punch_done) = (None, false);
         let mut tick = tokio::time::interval(Duration::from_millis(25));
         loop {
             tokio::select! {
-                r = &mut dial => {
-                    return match r {
-                        Ok((_, c)) => Ok(c),
-                        Err(source) => self.live_connection(peer).ok_or_else(|| failed(source)),
-                    };
-                }
+                r = &mut dial, if dial_failed.is_none() => match r {
+                    Ok((_, c)) => return Ok(c),
+                    Err(source) => dial_failed = Some(source),
+                },
+                () = &mut punch, if !punch_done => punch_done = true,
                 _ = tick.tick() => {
                     if let Some(c) = self.live_connection(peer) {
                         return Ok(c);
+                    }
+                    if punch_done && let Some(source) = dial_failed.take() {
+                        return Err(failed(source));
                     }
                 }
             }

@@ -22,7 +22,15 @@ enum Cmd {
     Reach(std_mpsc::Sender<Reachability>),
     Ping(PeerId, SocketAddr, std_mpsc::Sender<Pinged>),
     Stats(std_mpsc::Sender<shoal_net::NetStats>),
+    Relays(std_mpsc::Sender<Vec<PeerId>>),
+    PutBlob(Vec<u8>, std_mpsc::Sender<shoal_net::BlobHash>),
+    Fetch(shoal_net::BlobHash, PeerId, std_mpsc::Sender<Result<u64, String>>),
+    /// Shut the node down (its thread then ends).
+    Stop,
 }
+
+/// A peer's thread, as the test thread sees it.
+type PeerHandle = (PeerId, tokio::sync::mpsc::UnboundedSender<Cmd>);
 
 /// The outcome of one [`Cmd::Ping`].
 struct Pinged {
@@ -47,8 +55,8 @@ fn run_peer(
     ns: String,
     listen: SocketAddr,
     bootstrap: Vec<SocketAddr>,
-    relay: bool,
-    ready: std_mpsc::Sender<Result<(PeerId, tokio::sync::mpsc::UnboundedSender<Cmd>), String>>,
+    relay: RelayConfig,
+    ready: std_mpsc::Sender<Result<PeerHandle, String>>,
 ) {
     let failed = ready.clone();
     let run = move || -> Result<(), String> {
@@ -61,7 +69,7 @@ fn run_peer(
             cfg.listen = listen;
             cfg.bootstrap = bootstrap;
             cfg.membership = quiet_membership();
-            cfg.relay = RelayConfig { enabled: relay, ..RelayConfig::default() };
+            cfg.relay = relay;
             let (node, inbox) = Node::start(cfg).await.map_err(|e| e.to_string())?;
             tokio::spawn(echo(inbox));
             let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
@@ -83,6 +91,16 @@ fn run_peer(
                     Cmd::Stats(reply) => {
                         let _ = reply.send(node.stats());
                     }
+                    Cmd::Relays(reply) => {
+                        let _ = reply.send(node.relays());
+                    }
+                    Cmd::PutBlob(bytes, reply) => {
+                        let _ = reply.send(node.blobs().put(&bytes).map_err(|e| e.to_string())?);
+                    }
+                    Cmd::Fetch(hash, from, reply) => {
+                        let _ = reply.send(node.fetch_blob(hash, &[from]).await.map_err(|e| e.to_string()));
+                    }
+                    Cmd::Stop => break,
                 }
             }
             node.shutdown().await;
@@ -102,10 +120,33 @@ async fn ping(node: &Node, peer: PeerId) -> Result<(), String> {
     }
 }
 
-fn reach(tx: &tokio::sync::mpsc::UnboundedSender<Cmd>) -> Reachability {
+/// Sends a command made with a reply channel to a peer's thread and waits for the reply.
+fn call<T>(tx: &tokio::sync::mpsc::UnboundedSender<Cmd>, cmd: impl FnOnce(std_mpsc::Sender<T>) -> Cmd) -> T {
     let (rtx, rrx) = std_mpsc::channel();
-    tx.send(Cmd::Reach(rtx)).expect("peer thread gone");
-    rrx.recv_timeout(Duration::from_secs(10)).expect("peer thread hung")
+    tx.send(cmd(rtx)).expect("peer thread gone");
+    rrx.recv_timeout(Duration::from_secs(60)).expect("peer thread hung")
+}
+
+fn reach(tx: &tokio::sync::mpsc::UnboundedSender<Cmd>) -> Reachability {
+    call(tx, Cmd::Reach)
+}
+
+/// Starts one peer per machine on its own thread; `setup(i)` gives its bootstrap list and
+/// relay settings.
+fn start_all(
+    machines: &[netns::LabMachine],
+    setup: impl Fn(usize) -> (Vec<SocketAddr>, RelayConfig),
+) -> (Vec<PeerHandle>, Vec<std::thread::JoinHandle<()>>) {
+    let mut peers = Vec::new();
+    let mut threads = Vec::new();
+    for (i, m) in machines.iter().enumerate() {
+        let (ready_tx, ready_rx) = std_mpsc::channel();
+        let (bootstrap, relay) = setup(i);
+        let (ns, listen) = (m.ns.clone(), SocketAddr::from((m.addr, PORT)));
+        threads.push(std::thread::spawn(move || run_peer(ns, listen, bootstrap, relay, ready_tx)));
+        peers.push(ready_rx.recv_timeout(Duration::from_secs(30)).expect("peer did not start").unwrap());
+    }
+    (peers, threads)
 }
 
 /// Two public peers (which offer to relay), and two peers behind each kind of router. Every
@@ -129,21 +170,15 @@ fn peers_behind_every_kind_of_nat_reach_each_other() {
     let (guard, machines) =
         netns::nat_lab("nt", &tag, subnet, &nats, PORT).expect("could not build the NAT lab");
     let publics: Vec<SocketAddr> = machines[..2].iter().map(|m| SocketAddr::from((m.addr, PORT))).collect();
-    let mut peers = Vec::new();
-    let mut threads = Vec::new();
-    for (i, m) in machines.iter().enumerate() {
-        let (ready_tx, ready_rx) = std_mpsc::channel();
+    // The two public bootstrap peers offer to relay.
+    let (peers, threads) = start_all(&machines, |i| {
         let bootstrap = match i {
             0 => vec![],
             1 => vec![publics[0]],
             _ => publics.clone(),
         };
-        let (ns, listen) = (m.ns.clone(), SocketAddr::from((m.addr, PORT)));
-        // The two bootstrap peers offer to relay.
-        threads.push(std::thread::spawn(move || run_peer(ns, listen, bootstrap, i < 2, ready_tx)));
-        let (id, tx) = ready_rx.recv_timeout(Duration::from_secs(30)).expect("peer did not start").unwrap();
-        peers.push((id, tx));
-    }
+        (bootstrap, RelayConfig { enabled: i < 2, ..RelayConfig::default() })
+    });
 
     // Wait until each peer has heard from both public peers and had its dial-backs answered.
     let deadline = Instant::now() + Duration::from_secs(40);
@@ -221,16 +256,88 @@ fn peers_behind_every_kind_of_nat_reach_each_other() {
         let needs_relay = matches!((a, b), (Home, Symmetric) | (Symmetric, Home | Symmetric));
         assert_eq!(!direct, needs_relay, "{} -> {}: direct {direct}", a.name(), b.name());
     }
-    let relayed: u64 = peers[..2]
-        .iter()
-        .map(|(_, tx)| {
-            let (rtx, rrx) = std_mpsc::channel();
-            tx.send(Cmd::Stats(rtx)).expect("peer thread gone");
-            rrx.recv_timeout(Duration::from_secs(10)).expect("peer thread hung").relay_bytes_forwarded
-        })
-        .sum();
+    let relayed: u64 = peers[..2].iter().map(|(_, tx)| call(tx, Cmd::Stats).relay_bytes_forwarded).sum();
     println!("bytes forwarded by the two relays: {relayed}");
     assert!(relayed > 0, "the relayed pairs went through the relays");
+    drop(peers);
+    for t in threads {
+        t.join().expect("peer thread panicked");
+    }
+    drop(guard);
+}
+
+/// Three public relays with a 256 KiB cap per circuit, two peers behind home NATs and one behind
+/// a symmetric NAT. A blob bigger than the cap does not get through a relay (the relay refuses
+/// what is over, and counts it); the symmetric peer replaces a relay that goes away, and a fresh
+/// peer still reaches it through a relay.
+#[test]
+fn a_relay_enforces_its_caps_and_a_peer_replaces_a_relay_that_goes_away() {
+    if let Some(why) = netns::unavailable().or_else(netns::nft_unavailable) {
+        println!("skipped: {why}");
+        return;
+    }
+    let nats = [Nat::None, Nat::None, Nat::None, Nat::Home, Nat::Home, Nat::Symmetric];
+    let tag = format!("{:x}", std::process::id() % 0xfffff);
+    let subnet = 110 + (std::process::id() % 30) as u8;
+    let (guard, machines) =
+        netns::nat_lab("nr", &tag, subnet, &nats, PORT).expect("could not build the NAT lab");
+    let publics: Vec<SocketAddr> = machines[..3].iter().map(|m| SocketAddr::from((m.addr, PORT))).collect();
+    let caps = RelayConfig { enabled: true, circuit_bytes: 256 << 10, ..RelayConfig::default() };
+    let (peers, threads) = start_all(&machines, |i| {
+        let bootstrap = if i == 0 { vec![] } else { vec![publics[0]] };
+        let bootstrap = if i < 3 { bootstrap } else { publics.clone() };
+        (bootstrap, if i < 3 { caps.clone() } else { RelayConfig::default() })
+    });
+    let (home, home2, sym) = (&peers[3], &peers[4], &peers[5]);
+    let relays_of = |p: &PeerHandle| call(&p.1, Cmd::Relays);
+    let deadline = Instant::now() + Duration::from_secs(40);
+    while relays_of(sym).len() < 2 {
+        assert!(Instant::now() < deadline, "the symmetric peer got two relays: {:?}", relays_of(sym));
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let sym_addr = reach(&sym.1).observed[0];
+
+    // A relayed path carries small messages...
+    let pinged = call(&home.1, |r| Cmd::Ping(sym.0, sym_addr, r));
+    assert!(pinged.result.is_ok(), "{:?}", pinged.result);
+    let Some(Path::Relayed(relay)) = pinged.path else { panic!("home -> symmetric is relayed") };
+    println!("home -> symmetric relayed by {}", relay.short());
+    // ...but not a blob over the circuit's cap.
+    let blob: Vec<u8> = (0..1u32 << 20).map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8).collect();
+    let hash = call(&sym.1, |r| Cmd::PutBlob(blob, r));
+    let fetched = call(&home.1, |r| Cmd::Fetch(hash, sym.0, r));
+    assert!(fetched.is_err(), "a 1 MiB blob went through a 256 KiB circuit: {fetched:?}");
+    let by_relay = peers.iter().position(|p| p.0 == relay).expect("the relay is one of ours");
+    let refused = call(&peers[by_relay].1, Cmd::Stats).relay_refused;
+    println!("over the cap: fetch failed ({}), the relay refused {refused} datagrams", fetched.unwrap_err());
+    assert!(refused > 0, "the relay counted what it refused");
+
+    // One of the symmetric peer's relays goes away: it reserves at the third.
+    let before = relays_of(sym);
+    let gone = before[0];
+    let gone_at = peers.iter().position(|p| p.0 == gone).expect("a relay of ours");
+    peers[gone_at].1.send(Cmd::Stop).expect("relay thread gone");
+    let deadline = Instant::now() + Duration::from_secs(40);
+    loop {
+        let now = relays_of(sym);
+        if now.len() == 2 && !now.contains(&gone) {
+            println!(
+                "relays {:?} -> {:?}",
+                before.iter().map(|p| p.short()).collect::<Vec<_>>(),
+                now.iter().map(|p| p.short()).collect::<Vec<_>>()
+            );
+            break;
+        }
+        assert!(Instant::now() < deadline, "the symmetric peer replaced its lost relay: {now:?}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    // A peer that never talked to it still reaches it, through a relay that is up.
+    let pinged = call(&home2.1, |r| Cmd::Ping(sym.0, sym_addr, r));
+    assert!(pinged.result.is_ok(), "{:?}", pinged.result);
+    match pinged.path {
+        Some(Path::Relayed(r)) => assert_ne!(r, gone, "not through the relay that went away"),
+        other => panic!("home -> symmetric is relayed, not {other:?}"),
+    }
     drop(peers);
     for t in threads {
         t.join().expect("peer thread panicked");
