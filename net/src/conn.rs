@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use quinn::{Connection, RecvStream, SendStream, VarInt};
 use shoal_core::ids::PeerId;
-use shoal_core::nat::NetMsg;
+use shoal_core::nat::{NatKind, NetMsg};
 use shoal_core::wire::{BlobRequest, BlobResponse, Hello, MIN_PROTOCOL_VERSION, Message, PROTOCOL_VERSION};
 use tokio::sync::oneshot;
 use tokio::task::JoinSet;
@@ -145,7 +145,10 @@ pub(crate) async fn dial(
     addr: std::net::SocketAddr,
 ) -> Result<(PeerId, Connection), HandshakeError> {
     let name = expected.map_or_else(|| tls::ANY_PEER.to_string(), |p| p.to_string());
-    let connecting = inner.endpoint.connect(addr, &name)?;
+    let public =
+        inner.nat.lock().unwrap_or_else(std::sync::PoisonError::into_inner).kind() == NatKind::Public;
+    let config = if public { &inner.client_config } else { &inner.keep_alive_config };
+    let connecting = inner.endpoint.connect_with(config.clone(), addr, &name)?;
     let t = inner.limits.handshake_timeout;
     let conn = tokio::time::timeout(t, connecting).await.map_err(|_| HandshakeError::Timeout)??;
     let result = tokio::time::timeout(t, async {

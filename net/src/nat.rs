@@ -45,6 +45,8 @@ pub(crate) const PUNCH_EVERY: Duration = Duration::from_secs(2);
 pub(crate) const MAX_DIAL_BACKS: usize = 4;
 /// Punch dials (on a mediator's word) running at once.
 pub(crate) const MAX_PUNCH_DIALS: usize = 16;
+/// Least time between two dial-backs served to one asker.
+pub(crate) const DIAL_BACK_EVERY: Duration = Duration::from_secs(10);
 /// Time a dial-back's QUIC handshake may take.
 pub(crate) const DIAL_BACK_TIMEOUT: Duration = Duration::from_secs(3);
 
@@ -233,6 +235,10 @@ async fn serve_dial_back(inner: &Arc<Inner>, peer: PeerId, conn: &Connection) ->
     if crate::tunnel::is_virtual(target) {
         return Some(false); // Reached over a relay: not reachable unsolicited, as far as we know.
     }
+    if !inner.dial_back_gate.allow(peer, DIAL_BACK_EVERY) {
+        debug!(peer = %peer.short(), "dial-back not served: asked again too soon");
+        return None;
+    }
     let bind: SocketAddr = if target.is_ipv4() {
         (std::net::Ipv4Addr::UNSPECIFIED, 0).into()
     } else {
@@ -273,7 +279,13 @@ async fn serve_dial_back(inner: &Arc<Inner>, peer: PeerId, conn: &Connection) ->
 /// A mediator's part: if we hold a live connection to `target`, tell it to dial `asker` (at
 /// the address we see the asker at) and answer where we see `target`.
 fn serve_punch(inner: &Arc<Inner>, asker: PeerId, conn: &Connection, target: PeerId) -> Option<SocketAddr> {
-    if target == asker || target == inner.peer_id || !inner.mediated.allow((asker, target), PUNCH_EVERY) {
+    // An asker we reach through a relay has no address the target could dial.
+    let relayed = crate::tunnel::is_virtual(conn.remote_address());
+    if relayed
+        || target == asker
+        || target == inner.peer_id
+        || !inner.mediated.allow((asker, target), PUNCH_EVERY)
+    {
         return None;
     }
     let to_target = inner.live_connection(target)?;

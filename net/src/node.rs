@@ -225,6 +225,10 @@ pub(crate) struct Inner {
     lanes: Mutex<HashMap<PeerId, Arc<tokio::sync::Mutex<Option<Lane>>>>>,
     /// The client side of TLS, for dials from other endpoints (dial-backs).
     pub(crate) client_config: quinn::ClientConfig,
+    /// The same with keep-alives, for dials while this peer is not known to be public.
+    pub(crate) keep_alive_config: quinn::ClientConfig,
+    /// Dial-backs served, per asker (one per [`nat::DIAL_BACK_EVERY`]).
+    pub(crate) dial_back_gate: nat::Gate<PeerId>,
     /// What other peers observe of our address (see [`crate::nat`]).
     pub(crate) nat: Mutex<NatObserver>,
     /// Dial-backs served at once.
@@ -293,12 +297,16 @@ impl Node {
             .map_err(|_| TlsError::NoInitialCipherSuite)?;
         let mut server = quinn::ServerConfig::with_crypto(Arc::new(quic));
         let transport = Arc::new(transport(&cfg.limits));
-        server.transport_config(transport);
+        server.transport_config(transport.clone());
         let mut client = quinn_client_config(&identity, vec![tls::ALPN.to_vec()])?;
-        let mut dialled = self::transport(&cfg.limits);
-        dialled.keep_alive_interval(cfg.limits.keep_alive);
-        client.transport_config(Arc::new(dialled));
+        client.transport_config(transport);
         let client_config = client.clone();
+        // Dials made while this peer may be behind a NAT keep their connection (and the NAT
+        // mapping under it) alive; a public peer's dials idle out as usual.
+        let mut keep_alive = client.clone();
+        let mut kept = self::transport(&cfg.limits);
+        kept.keep_alive_interval(cfg.limits.keep_alive);
+        keep_alive.transport_config(Arc::new(kept));
         let bind_err = |source| NodeError::Bind { addr: cfg.listen, source };
         let socket = bind_udp(cfg.listen).map_err(bind_err)?;
         let runtime: Arc<dyn quinn::Runtime> = Arc::new(quinn::TokioRuntime);
@@ -340,10 +348,12 @@ impl Node {
             counters: Counters::default(),
             lanes: Mutex::new(HashMap::new()),
             client_config,
+            keep_alive_config: keep_alive,
             nat: Mutex::new(NatObserver::new()),
             dial_backs: tokio::sync::Semaphore::new(nat::MAX_DIAL_BACKS),
             punch_dials: Arc::new(tokio::sync::Semaphore::new(nat::MAX_PUNCH_DIALS)),
             punches: nat::Gate::new(),
+            dial_back_gate: nat::Gate::new(),
             mediated: nat::Gate::new(),
             dialled: Mutex::new(std::collections::HashSet::new()),
             relays: Relays::new(cfg.relay.clone(), deliver),

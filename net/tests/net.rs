@@ -672,3 +672,86 @@ async fn a_dual_stack_peer_takes_ipv4_and_ipv6_peers_and_tells_each_its_observed
     })
     .await;
 }
+
+/// Hostile network-layer messages: relay streams towards peers holding no reservation (at a
+/// peer that does not relay), a relay frame cut short, a relayed datagram claiming to come from
+/// anyone, an answer sent as a request, a punch towards ourselves, a dial-back asked twice at
+/// once. None crashes the peer or reaches its application; the misplaced message closes only
+/// that connection, and honest peers are served throughout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_network_messages_are_refused_without_harm() {
+    use shoal_core::nat::NetMsg;
+    let target = start(&[], None).await;
+    let honest = start(&[target.node.local_addr()], None).await;
+    honest.node.add_address(target.node.peer_id(), target.node.local_addr());
+    let frame = |m: NetMsg| wire::encode_frame(&Message::Net(m), 1 << 20).unwrap();
+
+    // Datagrams to forward, at a peer that is no relay: refused and counted.
+    let conn = raw_shoal_connection(&target.node).await;
+    let mut s = conn.open_uni().await.unwrap();
+    s.write_all(&frame(NetMsg::RelayOut)).await.unwrap();
+    for _ in 0..5 {
+        let mut datagram = 1200u16.to_le_bytes().to_vec();
+        datagram.extend_from_slice(&honest.node.peer_id().0);
+        datagram.extend_from_slice(&[7; 1200]);
+        s.write_all(&datagram).await.unwrap();
+    }
+    // A frame cut short: the stream just ends.
+    s.write_all(&[0xff, 0xff, 1, 2, 3]).await.unwrap();
+    s.finish().unwrap();
+    eventually("refused relay datagrams counted", || target.node.stats().relay_refused >= 5).await;
+    assert_eq!(target.node.stats().relay_bytes_forwarded, 0);
+
+    // "Relayed" datagrams from anyone: handed to QUIC as from a virtual address, where they are
+    // garbage; nothing is connected, nothing breaks.
+    let mut s = conn.open_uni().await.unwrap();
+    s.write_all(&frame(NetMsg::RelayIn)).await.unwrap();
+    let mut datagram = 64u16.to_le_bytes().to_vec();
+    datagram.extend_from_slice(&[9; 32]);
+    datagram.extend_from_slice(&[0xC3; 64]);
+    s.write_all(&datagram).await.unwrap();
+    s.finish().unwrap();
+
+    // A punch towards ourselves or an unknown peer: answered "not connected".
+    let (mut send, mut recv) = conn.open_bi().await.unwrap();
+    send.write_all(&frame(NetMsg::Punch { target: target.node.peer_id() })).await.unwrap();
+    send.finish().unwrap();
+    let reply = recv.read_to_end(1 << 20).await.unwrap();
+    let (answer, _) = wire::decode_frame(&reply, 1 << 20).unwrap();
+    assert_eq!(answer, Message::Net(NetMsg::PunchReply { target_addr: None, relay: false }));
+
+    // Two dial-backs at once: one is served (our raw endpoint is no Shoal peer, so the dial-back
+    // reaches nobody: not reached), the other gets no answer at all.
+    let ask = |conn: quinn::Connection| async move {
+        let (mut send, mut recv) = conn.open_bi().await.unwrap();
+        send.write_all(&wire::encode_frame(&Message::Net(NetMsg::DialBack), 1 << 20).unwrap()).await.unwrap();
+        send.finish().unwrap();
+        recv.read_to_end(1 << 20)
+            .await
+            .ok()
+            .and_then(|r| wire::decode_frame(&r, 1 << 20).ok())
+            .map(|(m, _)| m)
+    };
+    let (a, b) = tokio::join!(ask(conn.clone()), ask(conn.clone()));
+    let answers: Vec<Message> = [a, b].into_iter().flatten().collect();
+    assert_eq!(answers, vec![Message::Net(NetMsg::DialBackResult { reached: false })], "{answers:?}");
+    assert_serves(&honest.node, &target.node).await;
+
+    // An answer sent as a request is misplaced: that connection closes.
+    let (mut send, _recv) = conn.open_bi().await.unwrap();
+    send.write_all(&frame(NetMsg::Reserved { ok: true, ttl_secs: 9 })).await.unwrap();
+    send.finish().unwrap();
+    assert_eq!(closed_with(&conn).await, codes::UNEXPECTED);
+
+    // A reservation at a peer that does not relay is refused.
+    let conn = raw_shoal_connection(&target.node).await;
+    let (mut send, mut recv) = conn.open_bi().await.unwrap();
+    send.write_all(&frame(NetMsg::Reserve)).await.unwrap();
+    send.finish().unwrap();
+    let reply = recv.read_to_end(1 << 20).await.unwrap();
+    let (answer, _) = wire::decode_frame(&reply, 1 << 20).unwrap();
+    assert_eq!(answer, Message::Net(NetMsg::Reserved { ok: false, ttl_secs: 0 }));
+    assert_serves(&honest.node, &target.node).await;
+    target.node.shutdown().await;
+    honest.node.shutdown().await;
+}
