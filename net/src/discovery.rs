@@ -6,10 +6,12 @@
 //! authenticated connection), so membership takes over from there.
 //!
 //! What is advertised: instance name = the [`PeerId`]'s text form, port = the QUIC listen port,
-//! the IPv4 addresses of the chosen interfaces, and TXT `v` (protocol version), `alpn`
+//! the addresses of the chosen interfaces (IPv4, and IPv6 unique-local or global ones when the
+//! peer listens on IPv6), and TXT `v` (protocol version), `alpn`
 //! ([`tls::ALPN`]) and `swarm` (`open`, or for a private swarm four hex digits derived from the
-//! secret — never the secret). Interfaces: all non-loopback IPv4 ones when listening on an
-//! unspecified address, else the one holding the listen address.
+//! secret — never the secret). Interfaces: all non-loopback IPv4 ones when listening on
+//! `0.0.0.0`, all non-loopback ones (IPv4 and IPv6) on `[::]` (dual-stack), else the one
+//! holding the listen address. Announced IPv6 addresses are followed only by IPv6 listeners.
 //!
 //! Invariants:
 //! - an announcement is only a hint. [`judge`] drops our own, malformed ones, other versions and
@@ -26,7 +28,7 @@
 //!   (goodbye packets, bounded wait) and shuts the daemon down.
 
 use std::collections::HashMap;
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -59,8 +61,8 @@ const GOODBYE_WAIT: Duration = Duration::from_millis(500);
 pub enum DiscoveryError {
     /// Multicast from this listen address cannot reach another machine.
     #[error(
-        "mDNS discovery needs a listen address on a LAN interface (e.g. 0.0.0.0:7600), not {0}: \
-         it advertises IPv4 addresses only, and loopback does not reach other machines"
+        "mDNS discovery needs a listen address on a LAN interface (e.g. 0.0.0.0:7600 or [::]:7600), \
+         not {0}: loopback and link-local addresses do not reach other machines"
     )]
     ListenAddr(SocketAddr),
     /// The mDNS daemon could not be set up.
@@ -120,7 +122,12 @@ pub(crate) enum Ignored {
 
 /// Decides whether an announcement names a peer to join: its id and the addresses to try
 /// (usable IPv4 ones, sorted). `swarm` is our own [`swarm_tag`].
-pub(crate) fn judge(me: PeerId, swarm: &str, a: &Announcement) -> Result<(PeerId, Vec<SocketAddr>), Ignored> {
+pub(crate) fn judge(
+    me: PeerId,
+    swarm: &str,
+    a: &Announcement,
+    v6: bool,
+) -> Result<(PeerId, Vec<SocketAddr>), Ignored> {
     let fullname = a.fullname.strip_suffix('.').unwrap_or(&a.fullname);
     let ty = SERVICE_TYPE.trim_end_matches('.');
     let split = fullname.len().checked_sub(ty.len() + 1).ok_or(Ignored::ServiceType)?;
@@ -154,6 +161,7 @@ pub(crate) fn judge(me: PeerId, swarm: &str, a: &Announcement) -> Result<(PeerId
         .iter()
         .filter_map(|ip| match ip {
             IpAddr::V4(v4) if usable(*v4) => Some(SocketAddr::from((*v4, a.port))),
+            IpAddr::V6(ip6) if v6 && usable_v6(*ip6) => Some(SocketAddr::from((*ip6, a.port))),
             _ => None,
         })
         .collect();
@@ -167,6 +175,14 @@ pub(crate) fn judge(me: PeerId, swarm: &str, a: &Announcement) -> Result<(PeerId
 
 fn usable(ip: Ipv4Addr) -> bool {
     !(ip.is_loopback() || ip.is_unspecified() || ip.is_multicast() || ip.is_broadcast())
+}
+
+/// An IPv6 address another machine can dial without a scope: not loopback, unspecified,
+/// multicast or link-local (`fe80::/10` needs an interface index an announcement cannot carry
+/// safely); unique-local and global ones are.
+fn usable_v6(ip: Ipv6Addr) -> bool {
+    !(ip.is_loopback() || ip.is_unspecified() || ip.is_multicast() || ip.is_unicast_link_local())
+        && ip.to_ipv4_mapped().is_none()
 }
 
 /// Dial budget: a token bucket for all dials and a cooldown per peer.
@@ -227,13 +243,25 @@ fn announcement(r: &mdns_sd::ResolvedService) -> Announcement {
 /// Starts advertising and browsing; the task runs until the node's cancellation token fires.
 pub(crate) fn start(inner: &Arc<Inner>) -> Result<(), DiscoveryError> {
     let listen = inner.local_addr;
-    // Interfaces: with an unspecified listen address every non-loopback IPv4 one, else the one
+    // Interfaces: with an unspecified IPv4 listen address every non-loopback IPv4 one; with an
+    // unspecified IPv6 one (dual-stack) every non-loopback one, IPv4 and IPv6; else the one
     // holding the listen address.
-    let (disable, enable, addr) = match listen.ip() {
-        ip if ip.is_unspecified() => (vec![IfKind::IPv6, IfKind::LoopbackV4], vec![], None),
-        IpAddr::V4(v4) if usable(v4) => (vec![IfKind::All], vec![IfKind::Addr(IpAddr::V4(v4))], Some(v4)),
+    let (disable, enable, addr, families) = match listen.ip() {
+        IpAddr::V4(ip) if ip.is_unspecified() => {
+            (vec![IfKind::IPv6, IfKind::LoopbackV4], vec![], None, vec![IfKind::IPv4])
+        }
+        IpAddr::V6(ip) if ip.is_unspecified() => {
+            (vec![IfKind::LoopbackV4, IfKind::LoopbackV6], vec![], None, vec![IfKind::IPv4, IfKind::IPv6])
+        }
+        IpAddr::V4(v4) if usable(v4) => {
+            (vec![IfKind::All], vec![IfKind::Addr(IpAddr::V4(v4))], Some(IpAddr::V4(v4)), vec![])
+        }
+        IpAddr::V6(v6) if usable_v6(v6) => {
+            (vec![IfKind::All], vec![IfKind::Addr(IpAddr::V6(v6))], Some(IpAddr::V6(v6)), vec![])
+        }
         _ => return Err(DiscoveryError::ListenAddr(listen)),
     };
+    let v6 = listen.is_ipv6();
     let mdns = |e: mdns_sd::Error| DiscoveryError::Mdns(e.to_string());
     let daemon = ServiceDaemon::new().map_err(mdns)?;
     let setup = || -> Result<_, DiscoveryError> {
@@ -248,17 +276,16 @@ pub(crate) fn start(inner: &Arc<Inner>) -> Result<(), DiscoveryError> {
         let txt = [("v", version.as_str()), ("alpn", alpn.as_str()), ("swarm", swarm.as_str())];
         let host = format!("{me}.local.");
         let info = match addr {
-            Some(v4) => {
+            Some(ip) => {
                 let mut info =
-                    ServiceInfo::new(SERVICE_TYPE, &me, &host, IpAddr::V4(v4), listen.port(), &txt[..])
-                        .map_err(mdns)?;
+                    ServiceInfo::new(SERVICE_TYPE, &me, &host, ip, listen.port(), &txt[..]).map_err(mdns)?;
                 info.set_interfaces(enable.clone());
                 info
             }
             None => {
                 let mut info =
                     ServiceInfo::new(SERVICE_TYPE, &me, &host, (), listen.port(), &txt[..]).map_err(mdns)?;
-                info.set_interfaces(vec![IfKind::IPv4]);
+                info.set_interfaces(families.clone());
                 info.enable_addr_auto()
             }
         };
@@ -275,7 +302,7 @@ pub(crate) fn start(inner: &Arc<Inner>) -> Result<(), DiscoveryError> {
         }
     };
     info!(service = SERVICE_TYPE, %listen, "mDNS discovery on");
-    let task = run(inner.clone(), daemon, fullname, browse, swarm);
+    let task = run(inner.clone(), daemon, fullname, browse, swarm, v6);
     inner.tasks.spawn(task.instrument(tracing::info_span!("node", me = %inner.peer_id.short())));
     Ok(())
 }
@@ -286,6 +313,7 @@ async fn run(
     fullname: String,
     mut browse: mdns_sd::Receiver<ServiceEvent>,
     swarm: String,
+    v6: bool,
 ) {
     let mut pacer = Pacer::new(Instant::now());
     loop {
@@ -296,7 +324,7 @@ async fn run(
         match event {
             Ok(ServiceEvent::ServiceResolved(r)) => {
                 let a = announcement(&r);
-                match judge(inner.peer_id, &swarm, &a) {
+                match judge(inner.peer_id, &swarm, &a, v6) {
                     Ok((peer, addrs)) => {
                         if let Some(addr) = pacer.admit(Instant::now(), peer, &addrs) {
                             debug!(peer = %peer.short(), %addr, "mDNS: found a peer, joining through it");
@@ -372,8 +400,27 @@ mod tests {
     }
 
     #[test]
+    fn an_ipv6_listener_follows_unique_local_and_global_ipv6_addresses_too() {
+        let mut a = good(id(2), "open");
+        a.addrs.extend([
+            "fd5e::2".parse::<IpAddr>().unwrap(),
+            "2001:db8::2".parse().unwrap(),
+            "::1".parse().unwrap(),
+        ]);
+        a.addrs.push("::ffff:10.0.0.9".parse().unwrap());
+        let (_, v4_only) = judge(id(1), "open", &a, false).unwrap();
+        assert_eq!(v4_only, vec!["10.0.0.2:7600".parse::<SocketAddr>().unwrap()]);
+        let (_, both) = judge(id(1), "open", &a, true).unwrap();
+        let want: Vec<SocketAddr> = ["10.0.0.2:7600", "[2001:db8::2]:7600", "[fd5e::2]:7600"]
+            .iter()
+            .map(|s| s.parse().unwrap())
+            .collect();
+        assert_eq!(both, want, "link-local, loopback and mapped addresses are dropped");
+    }
+
+    #[test]
     fn a_well_formed_announcement_of_our_swarm_is_followed_at_its_ipv4_address() {
-        let (peer, addrs) = judge(id(1), "open", &good(id(2), "open")).unwrap();
+        let (peer, addrs) = judge(id(1), "open", &good(id(2), "open"), false).unwrap();
         assert_eq!(peer, id(2));
         assert_eq!(
             addrs,
@@ -469,9 +516,9 @@ mod tests {
             ),
         ];
         for (what, a, want) in cases {
-            assert_eq!(judge(me, &ours, &a), Err(want), "{what}");
+            assert_eq!(judge(me, &ours, &a, false), Err(want), "{what}");
         }
-        assert_eq!(judge(me, &ours, &good(other, &ours)).map(|(p, _)| p), Ok(other));
+        assert_eq!(judge(me, &ours, &good(other, &ours), false).map(|(p, _)| p), Ok(other));
         // Random bytes as a name never panic.
         let mut x = 0x9e37_79b9_u32;
         for _ in 0..2000 {
@@ -485,7 +532,7 @@ mod tests {
                 })
                 .collect();
             let a = Announcement { fullname: format!("{name}.{SERVICE_TYPE}"), ..good(other, &ours) };
-            assert!(judge(me, &ours, &a).is_err(), "{name:?}");
+            assert!(judge(me, &ours, &a, false).is_err(), "{name:?}");
         }
     }
 

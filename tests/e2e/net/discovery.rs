@@ -284,3 +284,117 @@ async fn mdns_on_a_loopback_address_is_refused_with_a_reason() {
     let e = Node::start(cfg).await.expect_err("mDNS on 127.0.0.1 must be refused").to_string();
     assert!(e.contains("mDNS") && e.contains("127.0.0.1"), "{e}");
 }
+
+/// Two peers listening on IPv6 unique-local addresses only (`[fd5e:…::1]:7600`), on one bridge,
+/// with mDNS on and no bootstrap address, find each other over IPv6 multicast and talk at their
+/// IPv6 addresses.
+#[test]
+fn peers_on_an_ipv6_lan_find_each_other_over_mdns() {
+    if let Some(why) = netns::unavailable() {
+        println!("skipped: {why}");
+        return;
+    }
+    let tag = format!("{:x}", std::process::id() % 0xfffff);
+    let subnet = 190 + (std::process::id() % 40) as u8;
+    let (guard, machines) = netns::bridged("s6", &tag, 2, subnet).expect("could not build the namespaces");
+    let mut addrs = Vec::new();
+    for (i, (ns, _)) in machines.iter().enumerate() {
+        let dev = format!("s6a{tag}{i}");
+        netns::enable_multicast(ns, &dev).expect("multicast on the bridge");
+        let ip: std::net::Ipv6Addr = format!("fd5e:{subnet:x}::{}", i + 1).parse().unwrap();
+        netns::ip(&["-n", ns, "addr", "add", &format!("{ip}/64"), "dev", &dev, "nodad"])
+            .expect("an IPv6 address");
+        addrs.push(SocketAddr::from((ip, 7600)));
+    }
+    // IPv6 multicast needs the link-local addresses, which are tentative until DAD is done.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    for (ns, _) in &machines {
+        loop {
+            let out = std::process::Command::new("ip").args(["-n", ns, "-6", "addr"]).output().unwrap();
+            let text = String::from_utf8_lossy(&out.stdout);
+            if text.contains("fe80") && !text.contains("tentative") {
+                break;
+            }
+            assert!(std::time::Instant::now() < deadline, "IPv6 link-local never ready in {ns}: {text}");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+    let all = addrs.clone();
+    let namespaces: Vec<String> = machines.iter().map(|(ns, _)| ns.clone()).collect();
+    peers_in_namespaces(&namespaces, move |i| {
+        let (me, other) = (all[i], all[1 - i]);
+        async move {
+            let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+            let mut cfg = NodeConfig::new(dir.path());
+            cfg.listen = me;
+            cfg.mdns = true;
+            cfg.membership = fast_membership();
+            let (node, inbox) = Node::start(cfg).await.map_err(|e| e.to_string())?;
+            tokio::spawn(echo(inbox));
+            let deadline = tokio::time::Instant::now() + EVENTUALLY;
+            let id = loop {
+                if let Some(e) = node.view().iter().find(|e| e.addr == other) {
+                    break e.id;
+                }
+                if tokio::time::Instant::now() > deadline {
+                    return Err(format!("peer {i} never saw {other}: {:?}", node.view()));
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            };
+            match node.request(id, &Message::Ping(6)).await {
+                Ok(Message::Pong(6)) => Ok((node, dir)),
+                other => Err(format!("peer {i}: bad answer {other:?}")),
+            }
+        }
+    });
+    println!("two IPv6-only peers found each other over mDNS at {addrs:?}");
+    drop(guard);
+}
+
+/// Runs one peer per namespace, each on its own thread and runtime (so every socket it opens
+/// lives in its namespace): `body(i)` starts peer `i` and checks what it must. Every peer stays
+/// up until all bodies are done (others may still be asking it), then leaves. Panics with the
+/// first failure.
+fn peers_in_namespaces<F, Fut>(namespaces: &[String], body: F)
+where
+    F: Fn(usize) -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = Result<(Node, TempDir), String>>,
+{
+    let body = Arc::new(body);
+    let barrier = Arc::new(std::sync::Barrier::new(namespaces.len()));
+    let (tx, rx) = std::sync::mpsc::channel::<Result<(), String>>();
+    let threads: Vec<_> = namespaces
+        .iter()
+        .enumerate()
+        .map(|(i, ns)| {
+            let (body, barrier, tx) = (body.clone(), barrier.clone(), tx.clone());
+            in_netns(ns, move || {
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .map_err(|e| e.to_string())?;
+                rt.block_on(async move {
+                    // A failure is reported at once (the barrier would wait for it forever).
+                    let (node, _dir) = match body(i).await {
+                        Ok(up) => up,
+                        Err(e) => {
+                            let _ = tx.send(Err(e.clone()));
+                            return Err(e);
+                        }
+                    };
+                    tx.send(Ok(())).map_err(|e| e.to_string())?;
+                    let _ = tokio::task::spawn_blocking(move || barrier.wait()).await;
+                    node.leave().await;
+                    Ok(())
+                })
+            })
+        })
+        .collect();
+    drop(tx);
+    for _ in 0..namespaces.len() {
+        rx.recv_timeout(EVENTUALLY * 2).expect("a namespace peer hung").expect("namespace peer failed");
+    }
+    for t in threads {
+        t.join().expect("namespace thread panicked").expect("namespace peer failed");
+    }
+}
