@@ -180,6 +180,34 @@ impl Collector for PeerMetrics {
             Some(&Unit::Bytes),
             net.blob_bytes_fetched,
         )?;
+        counter(
+            e,
+            "shoal_relayed_sent",
+            "Datagram bytes sent to other peers through relays (docs/nat.md).",
+            Some(&Unit::Bytes),
+            net.relayed_bytes_sent,
+        )?;
+        counter(
+            e,
+            "shoal_relayed_received",
+            "Datagram bytes received from other peers through relays.",
+            Some(&Unit::Bytes),
+            net.relayed_bytes_received,
+        )?;
+        counter(
+            e,
+            "shoal_relay_forwarded",
+            "Datagram bytes this worker forwarded as a relay.",
+            Some(&Unit::Bytes),
+            net.relay_bytes_forwarded,
+        )?;
+        counter(
+            e,
+            "shoal_relay_refused",
+            "Datagrams this worker refused to forward as a relay (no reservation, or over a cap).",
+            None,
+            net.relay_refused,
+        )?;
         for entry in &view {
             if let Some(rtt) = node.rtt_of(entry.id) {
                 self.rtt.observe(rtt.as_secs_f64());
