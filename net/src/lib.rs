@@ -24,6 +24,10 @@
 //! - **Discovery.** Optionally (`NodeConfig::mdns`), peers on one LAN find each other over mDNS
 //!   and join as through a bootstrap address; an announcement is only a hint, checked by the
 //!   handshake like any dial (see `docs/membership.md`).
+//! - **Reachability.** Peers tell each other the addresses they observe, learn their NAT kind
+//!   from that and from dial-backs, punch holes through a mediator both sides know, and fall
+//!   back to relays (any reachable peer with [`RelayConfig::enabled`]) whose datagrams run
+//!   inside the endpoint's own socket as virtual addresses; see `docs/nat.md`.
 //! - **Blobs.** Content-addressed (blake3) files in a [`BlobStore`] with a byte budget; fetched
 //!   from holders over QUIC streams, streamed to disk, size-capped and verified before they
 //!   become visible; a bad holder is skipped for the next one.

@@ -45,6 +45,8 @@ pub(crate) const PUNCH_EVERY: Duration = Duration::from_secs(2);
 pub(crate) const MAX_DIAL_BACKS: usize = 4;
 /// Punch dials (on a mediator's word) running at once.
 pub(crate) const MAX_PUNCH_DIALS: usize = 16;
+/// Dial-back answers (for the addresses observed now) after which a peer stops asking.
+pub(crate) const DIAL_BACKS_WANTED: usize = 3;
 /// Least time between two dial-backs served to one asker.
 pub(crate) const DIAL_BACK_EVERY: Duration = Duration::from_secs(10);
 /// Time a dial-back's QUIC handshake may take.
@@ -150,7 +152,9 @@ pub(crate) fn on_one_way(inner: &Arc<Inner>, peer: PeerId, conn: &Connection, ms
                 let mut nat = inner.nat.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
                 let before = nat.kind();
                 let news = nat.observed(peer, conn.remote_address().ip(), addr);
-                let wants = nat.wants_dial_back_from(peer);
+                // Enough answers for the addresses observed now: no more dial-backs until the
+                // mapping changes (which makes those answers stale).
+                let wants = nat.wants_dial_back_from(peer) && nat.dial_backs() < DIAL_BACKS_WANTED;
                 (news && wants, before, nat.kind())
             };
             if before != after {

@@ -317,12 +317,14 @@ fn a_relay_enforces_its_caps_and_a_peer_replaces_a_relay_that_goes_away() {
     let gone = before[0];
     let gone_at = peers.iter().position(|p| p.0 == gone).expect("a relay of ours");
     peers[gone_at].1.send(Cmd::Stop).expect("relay thread gone");
-    let deadline = Instant::now() + Duration::from_secs(40);
+    let stopped = Instant::now();
+    let deadline = stopped + Duration::from_secs(40);
     loop {
         let now = relays_of(sym);
         if now.len() == 2 && !now.contains(&gone) {
             println!(
-                "relays {:?} -> {:?}",
+                "in {:?}, relays {:?} -> {:?}",
+                stopped.elapsed(),
                 before.iter().map(|p| p.short()).collect::<Vec<_>>(),
                 now.iter().map(|p| p.short()).collect::<Vec<_>>()
             );
