@@ -54,6 +54,8 @@ struct Opts {
     only: Option<Vec<String>>,
     /// Jobs journalled to disk with deputies (the default), or neither (`--no-durable`).
     durable: bool,
+    /// Async runtime threads shared by the peers (`None`: sized from the machine).
+    threads: Option<usize>,
 }
 
 const HELP: &str = "swarm bench options:
@@ -63,7 +65,9 @@ const HELP: &str = "swarm bench options:
   --shoal-bin PATH     the shoal binary for the idle-memory figure (default target/release/shoal)
   --only LIST          only these: baseline,throughput,latency,fine,tree,cholesky,memory
   --no-durable         jobs are neither journalled to disk nor given deputies (docs/owners.md),
-                       to measure what durability costs: run it beside a default run";
+                       to measure what durability costs: run it beside a default run
+  --threads N          async runtime threads the peers share (default: the machine's cores,
+                       at least 2; task slots run on threads of their own)";
 
 fn opts() -> Opts {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
@@ -74,12 +78,18 @@ fn opts() -> Opts {
         shoal_bin: root.join("target/release/shoal"),
         only: None,
         durable: true,
+        threads: None,
     };
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         match a.as_str() {
             "--quick" => o.quick = true,
             "--no-durable" => o.durable = false,
+            "--threads" => {
+                let n: usize = args.next().expect("--threads N").parse().expect("--threads: a number");
+                assert!(n > 0, "--threads: at least 1");
+                o.threads = Some(n);
+            }
             "--cores" => {
                 let v = args.next().expect("--cores LIST");
                 o.cores = v.split(',').map(|c| c.trim().parse().expect("--cores: numbers")).collect();
@@ -108,6 +118,10 @@ impl Opts {
     }
     fn slots(&self) -> u32 {
         self.cores.iter().sum()
+    }
+    /// The runtime's threads: `--threads`, else the machine's cores (at least 2).
+    fn runtime_threads(&self) -> usize {
+        self.threads.unwrap_or_else(|| machine_cores().max(2))
     }
 }
 
@@ -747,7 +761,10 @@ fn main() {
         calib.per_iter_s * 1e9
     );
 
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let threads = o.runtime_threads();
+    eprintln!("runtime: {threads} async threads (--threads; default: the machine's cores, at least 2)");
+    let rt =
+        tokio::runtime::Builder::new_multi_thread().worker_threads(threads).enable_all().build().unwrap();
     let rss0 = rss_kib(std::process::id());
     let durable = o.durable;
     // SHOAL_BENCH_DEPUTIES=N / SHOAL_BENCH_PERSIST=0: one part of durability at a time.
