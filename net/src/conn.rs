@@ -362,11 +362,11 @@ async fn handle_uni(
             }
             Message::Hello(_) => return unexpected("Hello"),
             Message::Net(NetMsg::RelayOut) => {
-                crate::relay::serve_stream(inner, peer, false, recv).await;
+                crate::relay::serve_stream(inner, peer, crate::relay::Way::ToRelay, recv).await;
                 return None;
             }
             Message::Net(NetMsg::RelayIn) => {
-                crate::relay::serve_stream(inner, peer, true, recv).await;
+                crate::relay::serve_stream(inner, peer, crate::relay::Way::FromRelay, recv).await;
                 return None;
             }
             Message::Net(m) => crate::nat::on_one_way(&inner, peer, &conn, m),

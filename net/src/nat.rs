@@ -23,7 +23,7 @@ use std::time::Duration;
 
 use quinn::Connection;
 use shoal_core::ids::PeerId;
-use shoal_core::nat::{NatKind, NetMsg, canonical};
+use shoal_core::nat::{NatKind, NatObserver, NetMsg, canonical};
 use shoal_core::wire::Message;
 use tokio::time::Instant;
 use tracing::{Instrument, debug, info};
@@ -124,21 +124,41 @@ pub(crate) async fn ask(
     }
 }
 
+/// Sends `msg` on its own stream of `conn` in a task of its own; a failure is only logged
+/// (`what` says what was sent), as nothing waits for these messages.
+fn send_in_background(inner: &Arc<Inner>, to: PeerId, conn: Connection, msg: Message, what: &'static str) {
+    let inner2 = inner.clone();
+    inner.tasks.spawn(
+        async move {
+            if let Err(e) = send_one(&inner2, &conn, &msg).await {
+                debug!(peer = %to.short(), "could not send {what}: {e}");
+            }
+        }
+        .in_current_span(),
+    );
+}
+
+/// Applies `change` to our [`NatObserver`] and logs the new kind when it changed.
+fn update_nat<R>(inner: &Inner, addr: SocketAddr, change: impl FnOnce(&mut NatObserver) -> R) -> R {
+    let (out, before, after) = {
+        let mut nat = inner.nat.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let before = nat.kind();
+        let out = change(&mut nat);
+        (out, before, nat.kind())
+    };
+    if before != after {
+        info!(kind = %after, %addr, "reachability changed");
+    }
+    out
+}
+
 /// Tells the peer of a fresh connection where we see it, on that connection.
 pub(crate) fn send_observed(inner: &Arc<Inner>, peer: PeerId, conn: &Connection) {
     if crate::tunnel::is_virtual(conn.remote_address()) {
         return; // Over a relay we see a virtual address: nothing the peer could use.
     }
     let msg = Message::Net(NetMsg::Observed { addr: canonical(conn.remote_address()) });
-    let (inner2, conn) = (inner.clone(), conn.clone());
-    inner.tasks.spawn(
-        async move {
-            if let Err(e) = send_one(&inner2, &conn, &msg).await {
-                debug!(peer = %peer.short(), "could not send the observed address: {e}");
-            }
-        }
-        .in_current_span(),
-    );
+    send_in_background(inner, peer, conn.clone(), msg, "the observed address");
 }
 
 /// Handles a one-way [`NetMsg`] from `peer`, received on `conn`.
@@ -148,19 +168,13 @@ pub(crate) fn on_one_way(inner: &Arc<Inner>, peer: PeerId, conn: &Connection, ms
             debug!(peer = %peer.short(), "ignoring an observation over a relayed path");
         }
         NetMsg::Observed { addr } => {
-            let (news, before, after) = {
-                let mut nat = inner.nat.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-                let before = nat.kind();
+            let ask = update_nat(inner, addr, |nat| {
                 let news = nat.observed(peer, conn.remote_address().ip(), addr);
                 // Enough answers for the addresses observed now: no more dial-backs until the
                 // mapping changes (which makes those answers stale).
-                let wants = nat.wants_dial_back_from(peer) && nat.dial_backs() < DIAL_BACKS_WANTED;
-                (news && wants, before, nat.kind())
-            };
-            if before != after {
-                info!(kind = %after, %addr, "reachability changed");
-            }
-            if news {
+                news && nat.wants_dial_back_from(peer) && nat.dial_backs() < DIAL_BACKS_WANTED
+            });
+            if ask {
                 let (inner2, conn) = (inner.clone(), conn.clone());
                 inner.tasks.spawn(ask_dial_back(inner2, peer, conn, addr).in_current_span());
             }
@@ -211,16 +225,8 @@ async fn ask_dial_back(inner: Arc<Inner>, peer: PeerId, conn: Connection, addr: 
     }
     match asked {
         Ok(Message::Net(NetMsg::DialBackResult { reached })) => {
-            let (before, after) = {
-                let mut nat = inner.nat.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-                let before = nat.kind();
-                nat.dial_back(peer, addr, reached);
-                (before, nat.kind())
-            };
             debug!(peer = %peer.short(), %addr, reached, "dial-back answered");
-            if before != after {
-                info!(kind = %after, %addr, "reachability changed");
-            }
+            update_nat(&inner, addr, |nat| nat.dial_back(peer, addr, reached));
         }
         Ok(other) => debug!(peer = %peer.short(), "unexpected dial-back answer {other:?}"),
         Err(e) => debug!(peer = %peer.short(), "dial-back request failed: {e}"),
@@ -230,15 +236,15 @@ async fn ask_dial_back(inner: Arc<Inner>, peer: PeerId, conn: Connection, addr: 
 /// Dials `peer` at the address its connection `conn` comes from, from a fresh endpoint, and
 /// says whether the QUIC handshake completed (`None`: too busy to try).
 async fn serve_dial_back(inner: &Arc<Inner>, peer: PeerId, conn: &Connection) -> Option<bool> {
+    let target = conn.remote_address();
+    if crate::tunnel::is_virtual(target) {
+        return Some(false); // Reached over a relay: not reachable unsolicited, as far as we know.
+    }
     // Busy: wait a little for a turn; give no answer at all rather than a false "not reached".
     let Ok(Ok(_permit)) = tokio::time::timeout(DIAL_BACK_TIMEOUT, inner.dial_backs.acquire()).await else {
         debug!(peer = %peer.short(), "dial-back not served: too many at once");
         return None;
     };
-    let target = conn.remote_address();
-    if crate::tunnel::is_virtual(target) {
-        return Some(false); // Reached over a relay: not reachable unsolicited, as far as we know.
-    }
     if !inner.dial_back_gate.allow(peer, DIAL_BACK_EVERY) {
         debug!(peer = %peer.short(), "dial-back not served: asked again too soon");
         return None;
@@ -295,15 +301,7 @@ fn serve_punch(inner: &Arc<Inner>, asker: PeerId, conn: &Connection, target: Pee
     let to_target = inner.live_connection(target)?;
     let target_addr = canonical(to_target.remote_address());
     let msg = Message::Net(NetMsg::PunchNow { peer: asker, addr: canonical(conn.remote_address()) });
-    let inner2 = inner.clone();
-    inner.tasks.spawn(
-        async move {
-            if let Err(e) = send_one(&inner2, &to_target, &msg).await {
-                debug!(peer = %target.short(), "could not relay a punch: {e}");
-            }
-        }
-        .in_current_span(),
-    );
+    send_in_background(inner, target, to_target, msg, "a punch request");
     debug!(asker = %asker.short(), target = %target.short(), "mediating a hole punch");
     Some(target_addr)
 }
@@ -332,8 +330,10 @@ fn punch_now(inner: &Arc<Inner>, mediator: PeerId, asker: PeerId, addr: SocketAd
     );
 }
 
-/// The dialler's part: asks up to [`MEDIATORS`] connected peers to have `target` dial us; a
-/// mediator that sees `target` elsewhere than `known` makes us dial that address too.
+/// The dialler's part: asks connected peers, [`MEDIATORS`] at a time and at most
+/// [`MAX_MEDIATORS`], to have `target` dial us, until one reached it and one holds its relay
+/// reservation; a mediator that sees `target` elsewhere than `known` makes us dial that address
+/// too. If no connection comes up, dials `target` through the relays named.
 pub(crate) async fn punch(inner: Arc<Inner>, target: PeerId, known: Option<SocketAddr>) {
     if !inner.may_punch(target) {
         return;

@@ -428,8 +428,8 @@ impl Node {
         let c = self.inner.live_connection(peer)?;
         let addr = c.remote_address();
         Some(match self.inner.relays.path_of(addr) {
-            Some((relay, _)) if crate::tunnel::is_virtual(addr) => Path::Relayed(relay),
-            _ => Path::Direct(shoal_core::nat::canonical(addr)),
+            Some((relay, _)) => Path::Relayed(relay),
+            None => Path::Direct(shoal_core::nat::canonical(addr)),
         })
     }
 

@@ -121,8 +121,26 @@ struct Paths {
     next: u32,
 }
 
-/// Writers of our relay streams, by peer and kind (`RelayIn` when true).
-type Lanes = HashMap<(PeerId, bool), mpsc::Sender<Vec<u8>>>;
+/// Which way a relay stream carries datagrams (the first frame of the stream says which).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(crate) enum Way {
+    /// To a relay, to forward: each datagram names its destination ([`NetMsg::RelayOut`]).
+    ToRelay,
+    /// From a relay: each datagram names its source ([`NetMsg::RelayIn`]).
+    FromRelay,
+}
+
+impl Way {
+    fn header(self) -> NetMsg {
+        match self {
+            Way::ToRelay => NetMsg::RelayOut,
+            Way::FromRelay => NetMsg::RelayIn,
+        }
+    }
+}
+
+/// Writers of our relay streams, by peer and way.
+type Lanes = HashMap<(PeerId, Way), mpsc::Sender<Vec<u8>>>;
 
 /// The relay state of one node: its paths and reservations as a client, and its reservations
 /// and circuits as a relay.
@@ -224,12 +242,19 @@ impl Relays {
         }
         let now = Instant::now();
         let len = len as u64;
+        let time = self.cfg.circuit_time;
         let key = if from < to { (from, to) } else { (to, from) };
+        let mut circuits = self.circuits.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         // A circuit opens only towards a peer holding a reservation; once open, it carries
         // the answers too (the asker may hold no reservation).
-        let open = self.circuits.lock().unwrap_or_else(std::sync::PoisonError::into_inner).contains_key(&key);
-        if !open && !self.holds_reservation(to) {
-            return false;
+        if !circuits.contains_key(&key) {
+            if !self.holds_reservation(to) {
+                return false;
+            }
+            circuits.retain(|_, c| now.duration_since(c.opened) < time);
+            if circuits.len() >= self.cfg.max_circuits {
+                return false;
+            }
         }
         {
             let mut rate = self.rate.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
@@ -241,16 +266,7 @@ impl Relays {
             }
             rate.1 += len;
         }
-        let mut circuits = self.circuits.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        let time = self.cfg.circuit_time;
-        if !circuits.contains_key(&key) {
-            circuits.retain(|_, c| now.duration_since(c.opened) < time);
-            if circuits.len() >= self.cfg.max_circuits {
-                return false;
-            }
-            circuits.insert(key, Circuit { opened: now, bytes: 0 });
-        }
-        let Some(c) = circuits.get_mut(&key) else { return false };
+        let c = circuits.entry(key).or_insert(Circuit { opened: now, bytes: 0 });
         if now.duration_since(c.opened) >= time {
             // The circuit's time is up; a new one may open.
             *c = Circuit { opened: now, bytes: 0 };
@@ -273,12 +289,12 @@ fn encode(peer: PeerId, datagram: &[u8]) -> Option<Vec<u8>> {
     Some(out)
 }
 
-/// Queues `frame` on our relay stream of kind `inbound` (`RelayIn` when true) to `to`, opening
-/// the stream (and its writer task) if needed. A full queue drops the frame.
-fn lane_send(inner: &Arc<Inner>, to: PeerId, inbound: bool, frame: Vec<u8>) {
+/// Queues `frame` on our relay stream of way `way` to `to`, opening the stream (and its writer
+/// task) if needed. A full queue drops the frame.
+fn lane_send(inner: &Arc<Inner>, to: PeerId, way: Way, frame: Vec<u8>) {
     let relays = &inner.relays;
     let mut lanes = relays.lanes.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-    if let Some(tx) = lanes.get(&(to, inbound))
+    if let Some(tx) = lanes.get(&(to, way))
         && !tx.is_closed()
     {
         let _ = tx.try_send(frame);
@@ -286,17 +302,17 @@ fn lane_send(inner: &Arc<Inner>, to: PeerId, inbound: bool, frame: Vec<u8>) {
     }
     let (tx, rx) = mpsc::channel(LANE_QUEUE);
     let _ = tx.try_send(frame);
-    lanes.insert((to, inbound), tx);
+    lanes.insert((to, way), tx);
     drop(lanes);
     let inner2 = inner.clone();
     inner.tasks.spawn(
         async move {
-            if let Err(e) = run_lane(&inner2, to, inbound, rx).await {
+            if let Err(e) = run_lane(&inner2, to, way, rx).await {
                 debug!(peer = %to.short(), "relay stream ended: {e}");
             }
             let mut lanes = inner2.relays.lanes.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-            if lanes.get(&(to, inbound)).is_some_and(mpsc::Sender::is_closed) {
-                lanes.remove(&(to, inbound));
+            if lanes.get(&(to, way)).is_some_and(mpsc::Sender::is_closed) {
+                lanes.remove(&(to, way));
             }
         }
         .in_current_span(),
@@ -306,7 +322,7 @@ fn lane_send(inner: &Arc<Inner>, to: PeerId, inbound: bool, frame: Vec<u8>) {
 async fn run_lane(
     inner: &Arc<Inner>,
     to: PeerId,
-    inbound: bool,
+    way: Way,
     mut rx: mpsc::Receiver<Vec<u8>>,
 ) -> Result<(), String> {
     let conn = inner.live_connection(to).ok_or("no connection")?;
@@ -314,7 +330,7 @@ async fn run_lane(
         return Err("relays are only used over direct connections".into());
     }
     let mut send = conn.open_uni().await.map_err(|e| e.to_string())?;
-    let header = Message::Net(if inbound { NetMsg::RelayIn } else { NetMsg::RelayOut });
+    let header = Message::Net(way.header());
     write_frame(&mut send, &header, inner.limits.max_frame).await.map_err(|e| e.to_string())?;
     loop {
         let frame = tokio::select! {
@@ -331,9 +347,10 @@ async fn run_lane(
     Ok(())
 }
 
-/// Reads relayed datagrams from a `RelayOut` (`inbound` false) or `RelayIn` stream of `from`
-/// until it ends: forwards the first kind (as a relay), delivers the second to the endpoint.
-pub(crate) async fn serve_stream(inner: Arc<Inner>, from: PeerId, inbound: bool, mut recv: RecvStream) {
+/// Reads relayed datagrams from a stream of `from` until it ends: forwards them when they go
+/// [`Way::ToRelay`] (we relay), delivers them to the endpoint when they come
+/// [`Way::FromRelay`].
+pub(crate) async fn serve_stream(inner: Arc<Inner>, from: PeerId, way: Way, mut recv: RecvStream) {
     let mut header = [0u8; HEADER];
     let mut buf = vec![0u8; usize::from(u16::MAX)];
     loop {
@@ -349,7 +366,7 @@ pub(crate) async fn serve_stream(inner: Arc<Inner>, from: PeerId, inbound: bool,
             return;
         }
         let relays = &inner.relays;
-        if inbound {
+        if way == Way::FromRelay {
             // A datagram from `peer`, relayed by `from`.
             let addr = relays.addr_for(from, peer);
             relays.counters.received.fetch_add(len as u64, Ordering::Relaxed);
@@ -358,7 +375,7 @@ pub(crate) async fn serve_stream(inner: Arc<Inner>, from: PeerId, inbound: bool,
             // A datagram for `peer`, to forward.
             if let Some(frame) = encode(from, datagram) {
                 relays.counters.forwarded.fetch_add(len as u64, Ordering::Relaxed);
-                lane_send(&inner, peer, true, frame);
+                lane_send(&inner, peer, Way::FromRelay, frame);
             }
         } else {
             relays.counters.refused.fetch_add(1, Ordering::Relaxed);
@@ -377,7 +394,7 @@ pub(crate) async fn pump(inner: Arc<Inner>, mut outgoing: tunnel::Outgoing) {
         let Some((relay, peer)) = inner.relays.path_of(addr) else { continue };
         if let Some(frame) = encode(peer, &datagram) {
             inner.relays.counters.sent.fetch_add(datagram.len() as u64, Ordering::Relaxed);
-            lane_send(&inner, relay, false, frame);
+            lane_send(&inner, relay, Way::ToRelay, frame);
         }
     }
 }

@@ -66,7 +66,7 @@ impl Deliver {
     /// Hands quinn a datagram from virtual address `from`; false when the queue is full (the
     /// datagram is dropped).
     pub(crate) fn deliver(&self, from: SocketAddr, datagram: Vec<u8>) -> bool {
-        let from = if self.v6 { SocketAddr::new(from.ip().to_canonical(), from.port()) } else { from };
+        // A dual-stack socket reports IPv4 sources in IPv4-mapped form; so do we.
         let from = match (self.v6, from) {
             (true, SocketAddr::V4(v4)) => SocketAddr::new(v4.ip().to_ipv6_mapped().into(), v4.port()),
             (_, a) => a,
