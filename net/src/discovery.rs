@@ -121,7 +121,8 @@ pub(crate) enum Ignored {
 }
 
 /// Decides whether an announcement names a peer to join: its id and the addresses to try
-/// (usable IPv4 ones, sorted). `swarm` is our own [`swarm_tag`].
+/// (usable IPv4 ones, and with `v6`, for an IPv6 listener, usable IPv6 ones too; sorted).
+/// `swarm` is our own [`swarm_tag`].
 pub(crate) fn judge(
     me: PeerId,
     swarm: &str,
